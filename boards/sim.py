@@ -1,0 +1,79 @@
+# The simulated board: the seam the firmware sees, with its wires held as plain
+# attributes. The bench (tools/bench) fills the inputs and reads the outputs, either in
+# the same CPython process or, from a micropython process, over a socket (Link).
+import os
+from micropython import const
+
+_PWM_FULL = const(10000)  # 0.01 % duty resolution
+_TICK_MS = const(10)
+
+
+class FileStore:
+    # Records as files; a write goes to a temporary file renamed over the old one, so a
+    # power cut leaves either the old record or the new one.
+    def __init__(self, root, opener=open, rename=os.rename):
+        self.root = root
+        self._open = opener
+        self._rename = rename
+
+    def read(self, key):
+        try:
+            with self._open(self.root + "/" + key, "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def write(self, key, data):
+        path = self.root + "/" + key
+        with self._open(path + ".tmp", "wb") as f:
+            f.write(data)
+        self._rename(path + ".tmp", path)
+
+
+class Board:
+    SIMULATED = True
+    PWM_FULL = _PWM_FULL
+    TICK_MS = _TICK_MS
+
+    def __init__(self, config, store, link=None):
+        self.config = config
+        self.store = store
+        self.link = link
+        # Outputs start safe: steady +12 V (no PWM), contactor open.
+        self.pilot_counts = _PWM_FULL
+        self.contactor_drive = False
+        # Inputs, as measured on the bench side of the wire.
+        self.now = 0
+        self.high_mv = 12000
+        self.low_mv = 12000
+        self.feedback = False
+        self.current_da = 0
+        self.power_w = 0
+        self.energy_wh = 0
+        self.rcd_tripped = False
+        self.unix_base_ms = None  # Unix time at now == 0, once the bench tells it
+
+    def set_pilot(self, counts):
+        self.pilot_counts = counts
+
+    def set_contactor(self, closed):
+        self.contactor_drive = closed
+
+    def sample(self):
+        # Inputs are latched by the bench before each tick; real boards read ADCs here.
+        pass
+
+    def now_ms(self):
+        return self.now
+
+    def unix_ms(self):
+        return None if self.unix_base_ms is None else self.unix_base_ms + self.now
+
+    def wait_tick(self, on_request):
+        # Report this tick's outputs and wait for the bench's next inputs; requests the
+        # bench sends meanwhile go to on_request (process mode only).
+        self.link.exchange(self, on_request)
+        return self.now
+
+    def publish(self, topic, payload, retain=False):
+        self.link.publish(topic, payload, retain)

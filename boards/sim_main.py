@@ -1,0 +1,28 @@
+# Entry point of the simulated charger under the micropython binary:
+#   micropython sim_main.py CONFIG.json
+# The config names the bench's link port, the state directory (the simulated flash) and
+# the installation; with "broker" set the agent talks MQTT, otherwise requests and
+# publishes travel over the bench link.
+import sys
+import json
+import sim
+from sim_link import Link
+from agent import Agent
+import runner
+
+
+def main(path):
+    with open(path) as f:
+        cfg = json.load(f)
+    prefix = cfg.get("topic_prefix", "ev-charger") + "/" + cfg["device_id"] + "/"
+    link = Link(cfg["bench_port"], prefix)
+    board = sim.Board(cfg, sim.FileStore(cfg["state_dir"]), link)
+    agent = Agent(board)
+    if cfg.get("broker"):
+        from uplink import Uplink
+        runner.threaded(agent, board, Uplink(cfg, board))
+    else:
+        runner.lockstep(agent, board)
+
+
+main(sys.argv[1])

@@ -1,0 +1,137 @@
+# Requests from the network, answered in the {success, data, meta} envelope. Everything
+# here is hostile input: it is checked completely before anything changes.
+import json
+import settings as st
+import slot as sl
+
+MAX_PAYLOAD = 2048  # bytes; larger requests are refused unparsed
+_COMMANDS = {"charge": sl.CHARGE, "idle": sl.IDLE}
+_REQUEST_KEYS = {"commands": ("requestId", "action", "onConflict", "actionId"),
+                 "settings": ("requestId", "settings"), "read": ("requestId",)}
+_ACTION_KEYS = ("command", "parameters", "start", "end", "execution")
+_ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:"
+
+
+def _err(status, code, message, details=None):
+    return status, {"code": code, "message": message, "details": details or {}}
+
+
+def _bad(message):
+    return _err(400, "INVALID_REQUEST", message)
+
+
+def _id_ok(value):
+    if type(value) is not str or not 0 < len(value) <= 64:
+        return False
+    for ch in value:
+        if ch not in _ID_CHARS:
+            return False
+    return True
+
+
+class Api:
+    def __init__(self, agent):
+        self.agent = agent
+
+    def handle(self, kind, payload, now):
+        # One reply (bytes) for one request on topic `kind`.
+        rid = None
+        if len(payload) > MAX_PAYLOAD:
+            status, body = _err(400, "INVALID_REQUEST", "payload too large",
+                                {"maxBytes": MAX_PAYLOAD})
+        else:
+            try:
+                req = json.loads(payload)
+            except Exception:  # any parser complaint: not JSON
+                req = None
+            if type(req) is not dict:
+                status, body = _bad("payload must be a JSON object")
+            else:
+                rid = req.get("requestId")
+                if type(rid) is not str or len(rid) > 128:
+                    rid = None
+                status, body = self._route(kind, req, now)
+        return self._reply(kind, rid, status, body, now)
+
+    def _reply(self, kind, rid, status, body, now):
+        path = "/ev-charger/" + self.agent.device_id + ("/settings" if kind == "settings" else "")
+        meta = {"requestId": rid, "status": status, "path": path,
+                "timestamp": self.agent.stamp(now)}
+        if status < 300:
+            out = {"success": True, "data": body, "meta": meta}
+        else:
+            out = {"success": False, "error": body, "meta": meta}
+        return json.dumps(out).encode()
+
+    def _route(self, kind, req, now):
+        allowed = _REQUEST_KEYS.get(kind)
+        if allowed is None:
+            return _bad("unknown request topic")
+        for key in req:
+            if key not in allowed:
+                return _bad("unknown field: " + str(key))
+        if kind == "read":
+            return 200, self.agent.device_read(now)
+        if kind == "settings":
+            return self._settings(req.get("settings"))
+        return self._command(req, now)
+
+    def _settings(self, changes):
+        if type(changes) is not dict or not changes:
+            return _bad("settings must be a non-empty object")
+        errors = []
+        for key in changes:
+            e = st.check(key, changes[key])
+            if e:
+                errors.append(e)
+        if errors:
+            first = errors[0]
+            status = first["status"]
+            for e in errors:
+                del e["status"]
+            return status, {"code": first["code"],
+                            "message": first["setting"] + ": " + first["message"],
+                            "details": {"errors": errors}}
+        self.agent.settings.write_cap(int(round(changes[st.CAP]["value"] * 1000)))
+        return 200, {"deviceId": self.agent.device_id, "updated": [st.CAP]}
+
+    def _command(self, req, now):
+        action = req.get("action")
+        if type(action) is not dict:
+            return _bad("action must be an object")
+        for key in action:
+            if key not in _ACTION_KEYS:
+                return _bad("unknown action field: " + str(key))
+        name = action.get("command")
+        if type(name) is not str:
+            return _bad("action.command must be a string")
+        command = _COMMANDS.get(name)
+        if command is None:
+            return _err(422, "UNSUPPORTED_MODE", "unknown command",
+                        {"requested": name, "supported": ["charge", "idle"]})
+        params = action.get("parameters")
+        if params is not None and params != {}:
+            return _err(422, "UNSUPPORTED_PARAMETER", "commands take no parameters",
+                        {"parameters": params if type(params) is dict else None})
+        if action.get("start") is not None or action.get("end") is not None or \
+                action.get("execution", "immediate") != "immediate":
+            return _err(422, "EXECUTION_NOT_SUPPORTED", "commands run immediately",
+                        {"supported": ["immediate"]})
+        action_id = req.get("actionId")
+        if action_id is not None and not _id_ok(action_id):
+            return _bad("actionId must be 1-64 letters, digits or _-.:")
+        strategy = req.get("onConflict")
+        if strategy is not None and strategy != "cancel_and_replace":
+            return _err(422, "STRATEGY_NOT_SUPPORTED", "unsupported conflict strategy",
+                        {"requested": strategy, "supported": ["cancel_and_replace"]})
+        actions = self.agent.actions
+        if action_id is not None:
+            actions.sync()
+            known = actions.find(action_id)
+            if known is not None:
+                return 202, known
+        status, body = actions.submit(command, action_id, strategy, now)
+        if status == 202:
+            # A pause must survive a power cut from the moment it is acknowledged.
+            self.agent.settings.persist(self.agent.control.paused)
+        return status, body

@@ -1,0 +1,129 @@
+"""The charger's hardware in software: pilot circuit, contactor, meter, RCD and a vehicle.
+
+The bench is stepped in bench time (ms). Each step takes the board's outputs (pilot duty
+counts, contactor drive), moves the world on, and returns what the board's inputs would
+measure. It knows nothing of the firmware beyond those wires.
+"""
+from .vehicle import Vehicle
+
+SOURCE_V = 12.0
+SERIES_OHM = 1000.0
+DIODE_V = 0.7
+FAULTS = ("none", "pilot_short", "diode_short", "contactor_weld", "contactor_stuck_open",
+          "rcd_trip", "overcurrent")
+
+
+class Bench:
+    def __init__(self, voltage=230.0, phases=1, pwm_full=10000):
+        self.voltage = voltage
+        self.phases = phases
+        self.pwm_full = pwm_full
+        self.t = 0
+        self.vehicle = Vehicle()
+        self.fault = "none"
+        self.pilot_override = None  # (high V, low V) forced onto the ADC, for band tests
+        self.duty_counts = pwm_full  # what the board drives
+        self.drive = False
+        self.contactor = False  # the physical contact
+        self.current = 0.0  # A per phase, measured
+        self.energy_wh = 0.0
+        self.high = SOURCE_V
+        self.low = SOURCE_V
+        self.contactor_log = []  # (t, closed): physical changes
+        self.duty_log = []  # (t, duty counts): pilot changes
+
+    # -- wires from the board
+    def drive_outputs(self, duty_counts, contactor_drive):
+        if duty_counts != self.duty_counts:
+            self.duty_log.append((self.t, duty_counts))
+        self.duty_counts = duty_counts
+        self.drive = bool(contactor_drive)
+
+    @property
+    def duty_percent(self):
+        return 100.0 * self.duty_counts / self.pwm_full
+
+    def step(self, dt):
+        """Advance dt ms under the outputs last driven."""
+        self.t += dt
+        self._move_contactor()
+        self.vehicle.update(self.t, self.duty_percent, self.contactor)
+        draw = self.vehicle.draw if self.contactor else 0.0
+        if self.fault == "overcurrent" and self.contactor and self.vehicle.s2:
+            draw = draw * 1.3 + 1.0
+        self.current = draw
+        self.energy_wh += draw * self.voltage * self.phases * dt / 3600000.0
+        self.high, self.low = self._pilot_levels()
+
+    def _move_contactor(self):
+        closed = self.drive
+        if self.fault == "contactor_weld" and self.contactor:
+            closed = True
+        if self.fault == "contactor_stuck_open":
+            closed = False
+        if closed != self.contactor:
+            self.contactor = closed
+            self.contactor_log.append((self.t, closed))
+
+    def _pilot_levels(self):
+        if self.pilot_override is not None:
+            return self.pilot_override
+        if self.fault == "pilot_short":
+            return 0.0, 0.0
+        r = self.vehicle.resistance
+        high = SOURCE_V
+        if r is not None:
+            high = SOURCE_V - SERIES_OHM * (SOURCE_V - DIODE_V) / (SERIES_OHM + r)
+        low = -SOURCE_V
+        if r is not None and self.fault == "diode_short":
+            low = -SOURCE_V * r / (SERIES_OHM + r)
+        if self.duty_counts <= 0:
+            return low, low  # steady -12 V: the diode blocks, only the low level
+        if self.duty_counts >= self.pwm_full:
+            return high, high  # steady +12 V: no low phase to measure
+        return high, low
+
+    @property
+    def rcd_tripped(self):
+        return self.fault == "rcd_trip"
+
+    @property
+    def power_kw(self):
+        return self.current * self.voltage * self.phases / 1000.0
+
+    def set_fault(self, name):
+        if name not in FAULTS:
+            raise ValueError("unknown fault %r" % name)
+        self.fault = name
+
+    def set_ev(self, fields):
+        v = self.vehicle
+        for key, attr in (("connected", "connected"), ("request", "request"),
+                          ("maxCurrent", "max_current"), ("ventilation", "ventilation"),
+                          ("asleep", "asleep"), ("obeysPilot", "obeys_pilot")):
+            if key in fields:
+                setattr(v, attr, fields[key])
+
+    def pilot_state(self):
+        """The pilot state the bench sees on the wire (its own judgement, not the agent's)."""
+        h = self.high
+        if h > 10.5:
+            return "A"
+        if h > 7.5:
+            return "B"
+        if h > 4.5:
+            return "C"
+        if h > 1.5:
+            return "D"
+        if h > -1.5:
+            return "E"
+        return "F"
+
+    def readings(self):
+        return {"t": self.t,
+                "pilot": {"state": self.pilot_state(), "dutyPercent": round(self.duty_percent, 2),
+                          "high": round(self.high, 2), "low": round(self.low, 2)},
+                "contactor": "closed" if self.contactor else "open",
+                "current": round(self.current, 2), "power": round(self.power_kw, 3),
+                "energy": round(self.energy_wh / 1000.0, 4), "fault": self.fault,
+                "ev": self.vehicle.describe()}
