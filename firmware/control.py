@@ -266,9 +266,9 @@ class Control:
         p = self.pilot
         if p == pilot.A:
             if self.session_active:
+                self.ring.push(EV_SESSION_ENDED, now, self.session_energy())
                 self.session_active = False
                 self._woken = False
-                self.ring.push(EV_SESSION_ENDED, now, self.session_energy())
             self.paused = False  # a pause holds a session, not the next vehicle
         elif p == pilot.B or p == pilot.C or p == pilot.D:
             if not self.session_active:

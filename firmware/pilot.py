@@ -71,7 +71,7 @@ def duty(current, full):
         return full
     if current <= _LOW_RANGE_MAX:
         return current * full // 600  # duty% = A / 0.6
-    return (current + 16000) * full // 25000  # duty% = A / 2.5 + 64
+    return (current + 1600) * full // 2500  # duty% = A / 2.5 + 64
 
 
 class Reader:

@@ -1,0 +1,31 @@
+# Everything a fresh machine needs is set up by these targets (Python 3.11+ required).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ARGS ?=
+
+.PHONY: test sim bench compile clean
+
+$(BIN)/pytest: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+build/lib/umqtt/simple.py: $(BIN)/pytest
+	$(BIN)/python tools/fetch_umqtt.py
+
+compile: $(BIN)/pytest
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python tools/compile.py build/mpy
+
+test: $(BIN)/pytest build/lib/umqtt/simple.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q host_tests
+
+sim: $(BIN)/pytest build/lib/umqtt/simple.py compile
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.sim $(ARGS)
+
+bench: $(BIN)/pytest build/lib/umqtt/simple.py compile
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.perf $(ARGS)
+
+clean:
+	rm -rf build $(VENV)

@@ -1,0 +1,64 @@
+import os
+import shutil
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tools.bench.rig import InProcessRig, ProcessRig, cpython_paths  # noqa: E402
+from tools.compile import compile_all  # noqa: E402
+
+cpython_paths()
+MPY_DIR = os.path.join(ROOT, "build", "mpy-test")
+
+
+def pytest_collection_modifyitems(config, items):
+    # The real interpreter must be there: a missing binary is a failure, not a skip.
+    if shutil.which("micropython") is None or shutil.which("mpy-cross") is None:
+        raise pytest.UsageError("micropython / mpy-cross not on PATH: run `make test`")
+
+
+@pytest.fixture(scope="session")
+def mpy_dir():
+    """Every firmware and board module compiled by mpy-cross: the micropython rig runs these."""
+    shutil.rmtree(MPY_DIR, ignore_errors=True)
+    failures = compile_all(MPY_DIR)
+    assert not failures, failures
+    lib = os.path.join(ROOT, "build", "lib")
+    return [MPY_DIR, lib]
+
+
+@pytest.fixture(params=["cpython", "micropython"])
+def make_rig(request, tmp_path, mpy_dir):
+    """A factory: make_rig(**installation) gives a fresh charger on a fresh bench."""
+    made = []
+
+    def make(state_dir=None, **kw):
+        d = str(state_dir or tmp_path / ("flash%d" % len(made)))
+        os.makedirs(d, exist_ok=True)
+        if request.param == "cpython":
+            rig = InProcessRig(d, **kw)
+        else:
+            rig = ProcessRig(d, mpy_dir, **kw)
+        made.append(rig)
+        return rig
+
+    make.interpreter = request.param
+    yield make
+    for rig in made:
+        rig.close()
+
+
+@pytest.fixture
+def rig(make_rig):
+    return make_rig()
+
+
+def plug(rig, ms=2000, **ev):
+    """Connect a vehicle that asks for charge and let the session start."""
+    fields = {"connected": True, "request": True}
+    fields.update(ev)
+    rig.ev(**fields)
+    rig.run(ms)

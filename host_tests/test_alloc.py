@@ -1,0 +1,20 @@
+"""The steady-state control tick allocates nothing, under the real interpreter."""
+import json
+import os
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_control_tick_allocates_nothing_under_micropython(mpy_dir):
+    env = dict(os.environ, MICROPYPATH=":".join([".frozen"] + mpy_dir))
+    out = subprocess.run(["micropython", "-X", "heapsize=64K",
+                          os.path.join(ROOT, "tools", "probes", "alloc_probe.py"), "-", "3000"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    results = {r["state"]: r for r in json.loads(out.stdout)}
+    # The probe can see an allocation: one float per tick is caught.
+    assert results.pop("calibration")["bytes"] >= 500 * 16
+    assert results["charging"]["contactor"] and results["charging"]["status"] == 2
+    for name, r in results.items():
+        assert r["bytes"] == 0, (name, r)

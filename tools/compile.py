@@ -1,0 +1,38 @@
+"""Compile every firmware and board module with mpy-cross into one directory.
+
+A CPython-only construct fails here, as it would when deploying to a board.
+Usage: python tools/compile.py OUT_DIR [--march ARCH]
+"""
+import glob
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sources():
+    return sorted(glob.glob(os.path.join(ROOT, "firmware", "*.py")) +
+                  glob.glob(os.path.join(ROOT, "boards", "*.py")))
+
+
+def compile_all(out_dir, extra=()):
+    os.makedirs(out_dir, exist_ok=True)
+    failures = []
+    for src in sources():
+        name = os.path.splitext(os.path.basename(src))[0] + ".mpy"
+        res = subprocess.run(["mpy-cross", *extra, "-o", os.path.join(out_dir, name), src],
+                             capture_output=True, text=True)
+        if res.returncode:
+            failures.append("%s: %s" % (os.path.relpath(src, ROOT), res.stderr.strip()))
+    return failures
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    extra = ["-march=" + args[args.index("--march") + 1]] if "--march" in args else []
+    bad = compile_all(args[0], extra)
+    for line in bad:
+        print(line, file=sys.stderr)
+    print("compiled %d modules into %s" % (len(sources()) - len(bad), args[0]))
+    sys.exit(1 if bad else 0)

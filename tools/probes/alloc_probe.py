@@ -1,0 +1,65 @@
+# Run under micropython with the firmware on MICROPYPATH: drives the agent's control tick
+# through steady states (no vehicle, charging, paused) and prints the bytes each state
+# allocates over many ticks, as JSON. Used by host_tests/test_alloc.py and `make bench`.
+import gc
+import json
+import sys
+import time
+import sim
+from agent import Agent
+
+TICKS = int(sys.argv[2]) if len(sys.argv) > 2 else 3000
+
+
+class MemStore:
+    def __init__(self):
+        self.data = {}
+
+    def read(self, key):
+        return self.data.get(key)
+
+    def write(self, key, data):
+        self.data[key] = data
+
+
+cfg = {"device_id": "probe", "supply_voltage": 230, "phases": 1, "max_current": 32}
+board = sim.Board(cfg, MemStore())
+agent = Agent(board)
+now = 0
+
+
+def run(n, high, low, current, leak=False):
+    global now
+    for _ in range(n):
+        if leak:
+            now = int(now * 1.0)  # calibration: a float per tick must show up
+        now += 10
+        board.now = now
+        board.high_mv = high
+        board.low_mv = low if 0 < board.pilot_counts < 10000 else high
+        board.feedback = board.contactor_drive
+        board.current_da = current if board.contactor_drive else 0
+        agent.tick(now)
+
+
+def measure(name, high, low, current, leak=False, ticks=TICKS):
+    run(200, high, low, current)  # settle into the state
+    gc.collect()
+    gc.disable()
+    before = gc.mem_alloc()
+    t0 = time.ticks_us()
+    run(ticks, high, low, current, leak)
+    us = time.ticks_diff(time.ticks_us(), t0)
+    grown = gc.mem_alloc() - before
+    gc.enable()
+    return {"state": name, "status": agent.control.status, "ticks": ticks, "bytes": grown,
+            "us_per_tick": us / ticks, "contactor": board.contactor_drive}
+
+
+results = [measure("no_vehicle", 12000, 12000, 0),
+           measure("connected", 9000, -12000, 0),
+           measure("charging", 6000, -12000, 320)]
+agent.settings.write_cap(1000)  # below 6 A: the session is held, pilot x1
+results.append(measure("suspended", 9000, 9000, 0))
+results.append(measure("calibration", 9000, 9000, 0, leak=True, ticks=500))
+print(json.dumps(results))
