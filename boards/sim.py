@@ -52,6 +52,7 @@ class Board:
         self.energy_wh = 0
         self.rcd_tripped = False
         self.unix_base_ms = None  # Unix time at now == 0, once the bench tells it
+        self.reset_requested = False  # the bench's "reset button held"
 
     def set_pilot(self, counts):
         self.pilot_counts = counts
@@ -62,6 +63,11 @@ class Board:
     def sample(self):
         # Inputs are latched by the bench before each tick; real boards read ADCs here.
         pass
+
+    def factory_reset_requested(self):
+        held = self.reset_requested
+        self.reset_requested = False
+        return held
 
     def now_ms(self):
         return self.now

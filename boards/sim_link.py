@@ -4,6 +4,7 @@
 #                   power W, energy Wh, rcd          (one tick's inputs)
 #                   b"R" + kind + u16 len + JSON     (a request: 0 commands, 1 settings, 2 read)
 #                   b"U" + int64 LE                  (Unix ms at bench time 0)
+#                   b"F"                             (factory reset: the button held)
 #   board -> bench  b"O" + int32 duty counts + int32 contactor   (outputs after a tick)
 #                   b"M" + retain + u16 len + topic + u32 len + payload  (a publish)
 import socket
@@ -69,6 +70,8 @@ class Link:
                 if payload:
                     self._fill(payload, len(payload))
                 on_request(KINDS[head[0] % 3], bytes(payload))
+            elif kind == 70:  # F
+                board.reset_requested = True
             elif kind == 85:  # U
                 head = bytearray(8)
                 self._fill(head, 8)

@@ -65,6 +65,8 @@ class Agent:
 
     def service(self, now):
         # Turn control-loop records into events and keep flash in step with a cleared pause.
+        if self.board.factory_reset_requested():
+            self.factory_reset(now)
         while True:
             rec = self.ring.pop()
             if rec is None:

@@ -29,6 +29,11 @@ def _id_ok(value):
     return True
 
 
+def _position(payload, key, start):
+    at = payload.find(b'"' + key.encode() + b'"', start)
+    return at if at >= 0 else len(payload)
+
+
 class Api:
     def __init__(self, agent):
         self.agent = agent
@@ -50,7 +55,7 @@ class Api:
                 rid = req.get("requestId")
                 if type(rid) is not str or len(rid) > 128:
                     rid = None
-                status, body = self._route(kind, req, now)
+                status, body = self._route(kind, req, payload, now)
         return self._reply(kind, rid, status, body, now)
 
     def _reply(self, kind, rid, status, body, now):
@@ -63,7 +68,7 @@ class Api:
             out = {"success": False, "error": body, "meta": meta}
         return json.dumps(out).encode()
 
-    def _route(self, kind, req, now):
+    def _route(self, kind, req, payload, now):
         allowed = _REQUEST_KEYS.get(kind)
         if allowed is None:
             return _bad("unknown request topic")
@@ -73,10 +78,10 @@ class Api:
         if kind == "read":
             return 200, self.agent.device_read(now)
         if kind == "settings":
-            return self._settings(req.get("settings"))
+            return self._settings(req.get("settings"), payload)
         return self._command(req, now)
 
-    def _settings(self, changes):
+    def _settings(self, changes, payload):
         if type(changes) is not dict or not changes:
             return _bad("settings must be a non-empty object")
         errors = []
@@ -85,6 +90,10 @@ class Api:
             if e:
                 errors.append(e)
         if errors:
+            # MicroPython's dicts forget the request's key order: recover it from the text,
+            # so "the first failing key" means the same on every interpreter.
+            after = payload.find(b'"settings"')
+            errors.sort(key=lambda e: (_position(payload, e["setting"], after), e["setting"]))
             first = errors[0]
             status = first["status"]
             for e in errors:

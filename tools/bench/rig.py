@@ -139,6 +139,10 @@ class InProcessRig(Rig):
         self.powered = False
         self.agent = self.board = None
 
+    def factory_reset(self):
+        self.board.reset_requested = True
+        self.pump()
+
     def _tick(self, now, inputs):
         bd = self.board
         (bd.now, bd.high_mv, bd.low_mv, fb, bd.current_da, bd.power_w, bd.energy_wh,
@@ -253,6 +257,16 @@ class ProcessRig(Rig):
 
     def pump(self, now=None):
         self.run(SERVICE_TICKS * TICK_MS)
+
+    def factory_reset(self):
+        self.conn.sendall(b"F")
+        self.pump()
+
+    def send_nowait(self, kind, payload):
+        """Send a request and return at once: for cutting the power mid-request."""
+        payload = json.dumps(payload).encode()
+        k = ("commands", "settings", "read").index(kind)
+        self.conn.sendall(b"R" + struct.pack("<BH", k, len(payload)) + payload)
 
     def close(self):
         self.power_cut()

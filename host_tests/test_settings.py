@@ -1,0 +1,227 @@
+"""max_charge_rate: validation with exact replies, enforcement on the pilot, persistence."""
+import pytest
+
+from conftest import plug
+
+PATH = "/ev-charger/charger-1/settings"
+
+
+def write(rig, settings, rid="r-2"):
+    reply = rig.request("settings", {"requestId": rid, "settings": settings})
+    meta = reply.pop("meta")
+    assert meta["requestId"] == rid and meta["path"] == PATH and meta["timestamp"]
+    return meta["status"], reply
+
+
+def cap(value, unit="kw"):
+    return {"value": value, "unit": unit}
+
+
+def error(code, message, errors):
+    return {"success": False, "error": {"code": code, "message": message,
+                                        "details": {"errors": errors}}}
+
+
+def test_success_reply(rig):
+    assert write(rig, {"max_charge_rate": cap(7.4)}) == (
+        200, {"success": True, "data": {"deviceId": "charger-1", "updated": ["max_charge_rate"]}})
+    assert rig.read()["settings"]["max_charge_rate"] == {"value": 7.4, "unit": "kw",
+                                                        "min": 0, "max": 50}
+
+
+def test_unit_is_case_insensitive(rig):
+    assert write(rig, {"max_charge_rate": cap(3, "kW")})[0] == 200
+    assert rig.read()["settings"]["max_charge_rate"]["value"] == 3
+
+
+@pytest.mark.parametrize("settings,status,body", [
+    ({"max_charge_rate": cap(60)}, 422, error(
+        "SETTING_OUT_OF_RANGE", "max_charge_rate: value outside [0, 50] kw",
+        [{"setting": "max_charge_rate", "code": "SETTING_OUT_OF_RANGE",
+          "message": "value outside [0, 50] kw",
+          "details": {"value": 60, "min": 0, "max": 50, "unit": "kw"}}])),
+    ({"max_charge_rate": cap(-0.1)}, 422, error(
+        "SETTING_OUT_OF_RANGE", "max_charge_rate: value outside [0, 50] kw",
+        [{"setting": "max_charge_rate", "code": "SETTING_OUT_OF_RANGE",
+          "message": "value outside [0, 50] kw",
+          "details": {"value": -0.1, "min": 0, "max": 50, "unit": "kw"}}])),
+    ({"max_charge_rate": cap(7, "W")}, 422, error(
+        "UNSUPPORTED_UNIT", "max_charge_rate: unit must be kw",
+        [{"setting": "max_charge_rate", "code": "UNSUPPORTED_UNIT", "message": "unit must be kw",
+          "details": {"providedUnit": "W", "supportedUnits": ["kw"]}}])),
+    ({"max_charge_rate": cap("7")}, 422, error(
+        "INVALID_SETTING_VALUE", "max_charge_rate: value must be a finite number",
+        [{"setting": "max_charge_rate", "code": "INVALID_SETTING_VALUE",
+          "message": "value must be a finite number", "details": {}}])),
+    ({"max_charge_rate": cap(True)}, 422, error(
+        "INVALID_SETTING_VALUE", "max_charge_rate: value must be a finite number",
+        [{"setting": "max_charge_rate", "code": "INVALID_SETTING_VALUE",
+          "message": "value must be a finite number", "details": {}}])),
+    ({"max_charge_rate": cap(None)}, 422, error(
+        "INVALID_SETTING_VALUE", "max_charge_rate: value must be a finite number",
+        [{"setting": "max_charge_rate", "code": "INVALID_SETTING_VALUE",
+          "message": "value must be a finite number", "details": {}}])),
+    ({"max_current": {"value": 16, "unit": "a"}}, 422, error(
+        "READ_ONLY_SETTING", "max_current: max_current is read-only (set by the installer)",
+        [{"setting": "max_current", "code": "READ_ONLY_SETTING",
+          "message": "max_current is read-only (set by the installer)", "details": {}}])),
+    ({"colour": cap(1)}, 422, error(
+        "UNSUPPORTED_SETTING", "colour: unknown setting",
+        [{"setting": "colour", "code": "UNSUPPORTED_SETTING", "message": "unknown setting",
+          "details": {}}])),
+    ({"max_charge_rate": {"value": 7}}, 400, error(
+        "INVALID_REQUEST", "max_charge_rate: expected {value, unit}",
+        [{"setting": "max_charge_rate", "code": "INVALID_REQUEST",
+          "message": "expected {value, unit}", "details": {}}])),
+])
+def test_each_error_code_exactly(rig, settings, status, body):
+    assert write(rig, settings) == (status, body)
+    assert rig.read()["settings"]["max_charge_rate"]["value"] == 50  # nothing applied
+
+
+def test_infinity_is_not_a_value(rig):
+    reply = rig.request("settings", b'{"requestId": "x", "settings": '
+                                    b'{"max_charge_rate": {"value": 1e999, "unit": "kw"}}}')
+    assert reply["error"]["code"] == "INVALID_SETTING_VALUE"
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"requestId": "r-9", "settings": {}}', b'{"requestId": "r-9", "settings": 5}',
+    b'{"requestId": "r-9"}', b'{"requestId": "r-9", "settings": {"max_charge_rate": 7}}'])
+def test_invalid_request_400(rig, payload):
+    reply = rig.request("settings", payload)
+    assert reply["success"] is False and reply["error"]["code"] == "INVALID_REQUEST"
+    assert reply["meta"]["status"] == 400 and reply["meta"]["requestId"] == "r-9"
+
+
+def test_malformed_json_gets_a_reply_with_null_request_id(rig):
+    reply = rig.request("settings", b'{"requestId": "r-1", "settings": {')
+    assert reply["meta"] == {**reply["meta"], "requestId": None, "status": 400}
+    assert reply["error"]["code"] == "INVALID_REQUEST"
+
+
+def test_all_or_nothing_lists_every_failing_key(rig):
+    status, body = write(rig, {"max_charge_rate": cap(60), "phases": {"value": 3, "unit": "x"},
+                               "volume": cap(1)})
+    assert status == 422 and body["error"]["code"] == "SETTING_OUT_OF_RANGE"
+    assert [(e["setting"], e["code"]) for e in body["error"]["details"]["errors"]] == [
+        ("max_charge_rate", "SETTING_OUT_OF_RANGE"), ("phases", "READ_ONLY_SETTING"),
+        ("volume", "UNSUPPORTED_SETTING")]
+    # A valid key beside an invalid one is not applied either.
+    status, body = write(rig, {"max_charge_rate": cap(4), "phases": {"value": 3, "unit": "x"}})
+    assert status == 422 and body["error"]["code"] == "READ_ONLY_SETTING"
+    assert rig.read()["settings"]["max_charge_rate"]["value"] == 50
+
+
+def test_read_shows_bounds_and_installation_facts(rig):
+    s = rig.read()["settings"]
+    assert s == {"max_charge_rate": {"value": 50, "unit": "kw", "min": 0, "max": 50},
+                 "max_current": {"value": 32, "unit": "a"},
+                 "supply_voltage": {"value": 230, "unit": "v"},
+                 "phases": {"value": 1, "unit": "phases"}}
+
+
+def test_3_68_kw_at_230_v_gives_16_a_and_26_66_percent(rig):
+    plug(rig, 3000)
+    write(rig, {"max_charge_rate": cap(3.68)})
+    rig.run(3000)
+    assert rig.bench.readings()["pilot"]["dutyPercent"] == 26.66
+    state = rig.read()["state"]
+    assert state["offeredCurrent"] == 16.0 and state["powerRateLimit"] == 3.68
+    assert state["limitedBy"] == "max_charge_rate"
+    assert 15.9 < rig.bench.current <= 16.0  # live throughput settles to the cap
+
+
+def test_11_kw_three_phase_offers_15_9_a_never_16(make_rig):
+    rig = make_rig(voltage=230, phases=3, max_current=32)
+    plug(rig, 3000)
+    write(rig, {"max_charge_rate": cap(11)})
+    rig.run(2000)
+    state = rig.read()["state"]
+    assert state["offeredCurrent"] == 15.9
+    assert rig.bench.readings()["pilot"]["dutyPercent"] == 26.5
+    assert state["powerRateLimit"] <= 11.0
+
+
+@pytest.mark.parametrize("voltage,kw", [(230, 1.38), (240, 1.44)])
+def test_exactly_6_a_survives_floating_point(make_rig, voltage, kw):
+    rig = make_rig(voltage=voltage)
+    plug(rig, 1000)
+    write(rig, {"max_charge_rate": cap(kw)})
+    rig.run(100)
+    assert rig.read()["state"]["offeredCurrent"] == 6.0
+    assert rig.bench.readings()["pilot"]["dutyPercent"] == 10.0
+
+
+def test_raised_and_lowered_caps_reach_the_pilot_at_once(rig):
+    plug(rig, 3000)
+    for kw, percent in ((3.68, 26.66), (7.36, 53.33), (2.3, 16.66)):
+        write(rig, {"max_charge_rate": cap(kw)})
+        t0 = rig.bench.t
+        rig.run_until(lambda: rig.bench.readings()["pilot"]["dutyPercent"] == percent, 50)
+        assert rig.bench.t - t0 <= 20
+
+
+def test_cap_below_6_a_suspends_and_resumes_without_command(rig):
+    plug(rig, 3000)
+    write(rig, {"max_charge_rate": cap(1.0)})
+    rig.run(7000)
+    state = rig.read()["state"]
+    assert state["status"] == "suspended" and state["powerRateLimit"] == 0
+    assert rig.bench.duty_counts == 10000 and not rig.bench.contactor
+    write(rig, {"max_charge_rate": cap(2.0)})
+    rig.run(4000)
+    state = rig.read()["state"]
+    assert state["status"] == "charging" and rig.bench.contactor
+    assert state["offeredCurrent"] == 8.6  # 2000 W / 230 V, rounded down
+    assert [e["type"] for e in rig.events() if e["type"].startswith("push")] == []
+
+
+def test_same_value_twice_writes_flash_once(make_rig, tmp_path):
+    rig = make_rig(state_dir=tmp_path / "f")
+    record = tmp_path / "f" / "charger"
+    write(rig, {"max_charge_rate": cap(7.4)})
+    first = record.stat().st_mtime_ns, record.stat().st_ino
+    write(rig, {"max_charge_rate": cap(7.4)})
+    write(rig, {"max_charge_rate": cap(7.40)})
+    assert (record.stat().st_mtime_ns, record.stat().st_ino) == first
+    write(rig, {"max_charge_rate": cap(7.5)})
+    assert record.stat().st_ino != first[1]
+
+
+def test_cap_survives_reboot_and_sessions(make_rig, tmp_path):
+    rig = make_rig(state_dir=tmp_path / "f")
+    write(rig, {"max_charge_rate": cap(3.68)})
+    plug(rig, 3000)
+    rig.ev(connected=False)
+    rig.run(500)
+    rig.power_cut()
+    rig.run(1000)
+    rig.boot()
+    assert rig.read()["settings"]["max_charge_rate"]["value"] == 3.68
+    plug(rig, 3000)
+    assert rig.bench.readings()["pilot"]["dutyPercent"] == 26.66
+
+
+def test_corrupt_record_reverts_to_default_with_event(make_rig, tmp_path):
+    rig = make_rig(state_dir=tmp_path / "f")
+    write(rig, {"max_charge_rate": cap(3.68)})
+    rig.power_cut()
+    data = (tmp_path / "f" / "charger").read_bytes()
+    (tmp_path / "f" / "charger").write_bytes(data.replace(b"3680", b"3690"))
+    rig.boot()
+    rig.pump()
+    assert rig.read()["settings"]["max_charge_rate"]["value"] == 50
+    reverted = rig.events("settings.reverted")
+    assert len(reverted) == 1 and reverted[0]["data"]["reason"] == "corrupt_record"
+
+
+def test_factory_reset_reverts_with_event(make_rig, tmp_path):
+    rig = make_rig(state_dir=tmp_path / "f", default_kw=11)
+    write(rig, {"max_charge_rate": cap(3.68)})
+    rig.factory_reset()
+    assert rig.read()["settings"]["max_charge_rate"]["value"] == 11
+    assert rig.events("settings.reverted")[0]["data"]["reason"] == "factory_reset"
+    rig.power_cut()
+    rig.boot()
+    assert rig.read()["settings"]["max_charge_rate"]["value"] == 11
