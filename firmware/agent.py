@@ -36,6 +36,7 @@ class Agent:
         self.actions = Actions(self, self.slot)
         self.api = Api(self)
         self.outbox = []  # event payloads (bytes) not yet published
+        self.on_event = None  # f(event dict): the webhook queue, where one is configured
         self.dropped_events = 0
         self.seq = 0
         self._nonce = "%08x" % int.from_bytes(os.urandom(4), "big")
@@ -89,6 +90,9 @@ class Agent:
             return True
         return False
 
+    def report_again(self):
+        self._reported = None
+
     def state_report(self, now):
         self.seq += 1
         return json.dumps({"success": True, "data": self.device_read(now),
@@ -120,6 +124,8 @@ class Agent:
         evt = {"id": self.new_id("evt_"), "type": kind,
                "timestamp": self.stamp(self.board.now_ms()), "data": data}
         self.outbox.append(json.dumps(evt).encode())
+        if self.on_event:
+            self.on_event(evt)
         if len(self.outbox) > _OUTBOX:
             self.outbox.pop(0)
             self.dropped_events += 1

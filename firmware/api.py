@@ -40,23 +40,26 @@ class Api:
 
     def handle(self, kind, payload, now):
         # One reply (bytes) for one request on topic `kind`.
-        rid = None
         if len(payload) > MAX_PAYLOAD:
-            status, body = _err(400, "INVALID_REQUEST", "payload too large",
-                                {"maxBytes": MAX_PAYLOAD})
+            return self.too_large(kind, now)
+        rid = None
+        try:
+            req = json.loads(payload)
+        except Exception:  # any parser complaint: not JSON
+            req = None
+        if type(req) is not dict:
+            status, body = _bad("payload must be a JSON object")
         else:
-            try:
-                req = json.loads(payload)
-            except Exception:  # any parser complaint: not JSON
-                req = None
-            if type(req) is not dict:
-                status, body = _bad("payload must be a JSON object")
-            else:
-                rid = req.get("requestId")
-                if type(rid) is not str or len(rid) > 128:
-                    rid = None
-                status, body = self._route(kind, req, payload, now)
+            rid = req.get("requestId")
+            if type(rid) is not str or len(rid) > 128:
+                rid = None
+            status, body = self._route(kind, req, payload, now)
         return self._reply(kind, rid, status, body, now)
+
+    def too_large(self, kind, now):
+        return self._reply(kind, None, 400, {"code": "INVALID_REQUEST",
+                                             "message": "payload too large",
+                                             "details": {"maxBytes": MAX_PAYLOAD}}, now)
 
     def _reply(self, kind, rid, status, body, now):
         path = "/ev-charger/" + self.agent.device_id + ("/settings" if kind == "settings" else "")

@@ -6,12 +6,9 @@ interpreter is exercised. Both expose the same calls, so one scenario suite runs
 """
 import json
 import os
-import socket
-import struct
-import subprocess
 import sys
-import time
 
+from .agent_process import AgentProcess
 from .bench import Bench
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -169,76 +166,27 @@ class InProcessRig(Rig):
 
 
 class ProcessRig(Rig):
-    """The firmware under `micropython`, from `module_dir` (compiled .mpy or sources)."""
+    """The firmware under `micropython`, from `module_dirs` (compiled .mpy or sources)."""
 
     def __init__(self, state_dir, module_dirs, heapsize="256K", **kw):
         super().__init__(state_dir, **kw)
         self.module_dirs = module_dirs
         self.heapsize = heapsize
-        self.proc = None
-        self.conn = None
-        self.outputs = (10000, False)
+        self.agent = None
         self.boot()
 
     def boot(self):
-        srv = socket.socket()
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(1)
-        self.config["bench_port"] = srv.getsockname()[1]
-        cfg_path = os.path.join(self.state_dir, "config.json")
-        with open(cfg_path, "w") as f:
-            json.dump(self.config, f)
-        env = dict(os.environ, MICROPYPATH=":".join([".frozen"] + self.module_dirs))
-        entry = os.path.join(ROOT, "boards", "sim_main.py")
-        self.proc = subprocess.Popen(["micropython", "-X", "heapsize=" + self.heapsize, entry,
-                                      cfg_path], env=env)
-        srv.settimeout(0.2)
-        deadline = time.monotonic() + 30
-        while self.conn is None:
-            try:
-                self.conn, _ = srv.accept()
-            except socket.timeout:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    srv.close()
-                    raise RuntimeError("firmware did not start (exit %r)" % self.proc.poll())
-        srv.close()
-        self.conn.settimeout(None)
-        self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.rfile = self.conn.makefile("rb")
-        self.conn.sendall(b"U" + struct.pack("<q", UNIX_BASE_MS))
+        self.agent = AgentProcess(self.config, self.module_dirs, UNIX_BASE_MS, self.heapsize,
+                                  on_publish=self._record)
         self.powered = True
-        self.outputs = self._read_until_outputs()
-        self.bench.drive_outputs(*self.outputs)
-
-    def _read_until_outputs(self):
-        while True:
-            kind = self._read(1)
-            if kind == b"O":
-                counts, drive = struct.unpack("<ii", self._read(8))
-                return counts, bool(drive)
-            if kind == b"M":
-                retain, tlen = struct.unpack("<BH", self._read(3))
-                topic = self._read(tlen).decode()
-                (plen,) = struct.unpack("<I", self._read(4))
-                self._record(topic, self._read(plen), bool(retain))
-            else:
-                raise RuntimeError("bad frame %r from the firmware" % kind)
-
-    def _read(self, n):
-        data = self.rfile.read(n)
-        if len(data) != n:
-            raise RuntimeError("firmware closed the link (exit %r)" % self.proc.poll())
-        return data
+        self.bench.drive_outputs(*self.agent.outputs)
 
     def _tick(self, now, inputs):
-        self.conn.sendall(b"T" + struct.pack("<8i", *inputs))
-        self.outputs = self._read_until_outputs()
-        return self.outputs
+        return self.agent.tick(inputs)
 
     def _request(self, kind, payload):
-        k = ("commands", "settings", "read").index(kind)
-        self.conn.sendall(b"R" + struct.pack("<BH", k, len(payload)) + payload)
         # The reply comes during the next exchange: step one tick to collect it.
+        self.agent.send_request(kind, payload)
         before = len(self.published)
         self.step()
         for topic, body, _ in self.published[before:]:
@@ -246,27 +194,22 @@ class ProcessRig(Rig):
                 return json.dumps(body).encode() if not isinstance(body, str) else body
         raise RuntimeError("no reply to %s request" % kind)
 
+    def send_nowait(self, kind, payload):
+        """Send a request and return at once: for cutting the power mid-request."""
+        self.agent.send_request(kind, json.dumps(payload).encode())
+
     def power_cut(self):
         self.powered = False
-        if self.proc:
-            self.proc.kill()
-            self.proc.wait()
-        if self.conn:
-            self.conn.close()
-        self.proc = self.conn = None
+        if self.agent:
+            self.agent.kill()
+        self.agent = None
 
     def pump(self, now=None):
         self.run(SERVICE_TICKS * TICK_MS)
 
     def factory_reset(self):
-        self.conn.sendall(b"F")
+        self.agent.factory_reset()
         self.pump()
-
-    def send_nowait(self, kind, payload):
-        """Send a request and return at once: for cutting the power mid-request."""
-        payload = json.dumps(payload).encode()
-        k = ("commands", "settings", "read").index(kind)
-        self.conn.sendall(b"R" + struct.pack("<BH", k, len(payload)) + payload)
 
     def close(self):
         self.power_cut()

@@ -1,0 +1,129 @@
+# The MQTT uplink (mqtt.md): requests in, replies / state / events out, availability with a
+# retained last will, keepalive pings, and reconnect with bounded exponential backoff and
+# jitter. It runs in the network thread: every call here may block, by design nothing on
+# the control side ever waits for it.
+import os
+import select
+import time
+from mqtt_client import BoundedClient
+import runner
+
+_BACKOFF_MIN_MS = 500
+_BACKOFF_MAX_MS = 30000
+_POLL_MS = 50
+_REQUESTS = ("commands", "settings", "read")
+
+
+def _ms():
+    return time.ticks_ms()
+
+
+def _since(t):
+    return time.ticks_diff(time.ticks_ms(), t)
+
+
+class Uplink:
+    def __init__(self, cfg, board, webhooks=None):
+        host, _, port = cfg["broker"].rpartition(":")
+        self.host = host
+        self.port = int(port)
+        self.cfg = cfg
+        self.board = board
+        self.webhooks = webhooks
+        self.base = cfg.get("topic_prefix", "ev-charger") + "/" + cfg["device_id"] + "/"
+        self.keepalive = int(cfg.get("keepalive", 30))
+        self.client = None
+        self.agent = None
+        self.connects = 0
+        self._tx = 0
+        self._rx = 0
+
+    def run(self, agent):
+        self.agent = agent
+        delay = _BACKOFF_MIN_MS
+        while True:
+            try:
+                self._connect()
+                delay = _BACKOFF_MIN_MS
+                self._serve()
+            except Exception as e:  # OSError, MQTTException, a cut read: all mean reconnect
+                print("uplink: connection lost:", repr(e))
+            self._close()
+            time.sleep((delay + delay * os.urandom(1)[0] // 512) / 1000)  # up to +50 % jitter
+            delay = min(delay * 2, _BACKOFF_MAX_MS)
+
+    def _ssl(self):
+        ca = self.cfg.get("ca_file")
+        if not ca:
+            return False
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        with open(ca, "rb") as f:
+            ctx.load_verify_locations(cadata=f.read())
+        return ctx
+
+    def _connect(self):
+        cfg = self.cfg
+        c = BoundedClient(cfg["device_id"], self.host, self.port, user=cfg.get("username"),
+                          password=cfg.get("password"), keepalive=self.keepalive,
+                          ssl=self._ssl())
+        if c.ssl and hasattr(c, "ssl_params"):
+            raise OSError("this umqtt.simple cannot verify a server certificate")
+        c.set_callback(self._on_message)
+        c.on_oversize = self._on_oversize
+        c.set_last_will(self.base + "availability", b"offline", retain=True)
+        self.client = c
+        try:
+            c.connect(timeout=c.io_timeout)
+        except TypeError:  # older umqtt.simple: connect() takes no timeout
+            c.connect()
+        c.sock.settimeout(c.io_timeout)
+        self.connects += 1
+        for name in _REQUESTS:
+            c.subscribe(self.base + name)
+        self.publish("availability", b"online", True)
+        self.agent.report_again()  # a fresh retained state on every (re)connect
+        self._rx = _ms()
+
+    def _serve(self):
+        c = self.client
+        poller = select.poll()
+        poller.register(c.sock, select.POLLIN)
+        while True:
+            for _, ev in poller.poll(_POLL_MS):
+                if ev & (select.POLLHUP | select.POLLERR):
+                    raise OSError("socket closed")
+                self._rx = _ms()
+                c.check_msg()
+            runner.pump(self.agent, self.publish, self.board.now_ms())
+            if self.webhooks:
+                self.webhooks.service()
+            if _since(self._tx) >= self.keepalive * 500:
+                c.ping()
+                self._tx = _ms()
+            if _since(self._rx) >= self.keepalive * 1500:
+                raise OSError("broker silent for 1.5 keepalives")
+
+    def _on_message(self, topic, msg):
+        kind = topic.decode()[len(self.base):]
+        if kind in _REQUESTS:
+            self.publish("responses", self.agent.handle(kind, msg, self.board.now_ms()), False)
+
+    def _on_oversize(self, topic, size):
+        kind = topic.decode()[len(self.base):]
+        self.publish("responses", self.agent.api.too_large(kind, self.board.now_ms()), False)
+
+    def publish(self, topic, payload, retain):
+        # Events are at-least-once: QoS 1, so one is only dropped from the outbox once
+        # the broker has it. Replies and state are current-value data: QoS 0.
+        self.client.publish(self.base + topic, payload, retain, 1 if topic == "events" else 0)
+        self._tx = _ms()
+
+    def _close(self):
+        if self.client and self.client.sock:
+            try:
+                self.client.sock.close()
+            except OSError:
+                pass
+        self.client = None

@@ -1,0 +1,88 @@
+"""The firmware under the micropython binary, on the simulated board's link (boards/sim_link.py).
+
+One object per power-on: it spawns the interpreter, accepts its link, and exchanges tick
+frames; kill() is a power cut (the process dies mid-whatever; flash keeps what was renamed).
+"""
+import json
+import os
+import socket
+import struct
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+KINDS = ("commands", "settings", "read")
+
+
+class AgentProcess:
+    def __init__(self, config, module_dirs, unix_base_ms, heapsize="256K", on_publish=None,
+                 quiet=False):
+        self.on_publish = on_publish or (lambda topic, payload, retain: None)
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        config = dict(config, bench_port=srv.getsockname()[1])
+        self.config_path = os.path.join(config["state_dir"], "config.json")
+        with open(self.config_path, "w") as f:
+            json.dump(config, f)
+        env = dict(os.environ, MICROPYPATH=":".join([".frozen"] + list(module_dirs)))
+        out = subprocess.DEVNULL if quiet else None
+        self.proc = subprocess.Popen(["micropython", "-X", "heapsize=" + heapsize, "-m",
+                                      "sim_main", self.config_path], env=env, stdout=out)
+        self.conn = None
+        srv.settimeout(0.2)
+        deadline = time.monotonic() + 30
+        try:
+            while self.conn is None:
+                try:
+                    self.conn, _ = srv.accept()
+                except socket.timeout:
+                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                        self.kill()
+                        raise RuntimeError("firmware did not start (exit %r)" % self.proc.poll())
+        finally:
+            srv.close()
+        self.conn.settimeout(None)
+        self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile = self.conn.makefile("rb")
+        self.conn.sendall(b"U" + struct.pack("<q", unix_base_ms))
+        self.outputs = self.read_outputs()  # the boot state, before any tick
+
+    def read_outputs(self):
+        while True:
+            kind = self._read(1)
+            if kind == b"O":
+                counts, drive = struct.unpack("<ii", self._read(8))
+                return counts, bool(drive)
+            if kind != b"M":
+                raise RuntimeError("bad frame %r from the firmware" % kind)
+            retain, tlen = struct.unpack("<BH", self._read(3))
+            topic = self._read(tlen).decode()
+            (plen,) = struct.unpack("<I", self._read(4))
+            self.on_publish(topic, self._read(plen), bool(retain))
+
+    def _read(self, n):
+        data = self.rfile.read(n)
+        if len(data) != n:
+            raise RuntimeError("firmware closed the link (exit %r)" % self.proc.poll())
+        return data
+
+    def tick(self, inputs):
+        """inputs: (now, high mV, low mV, feedback, current dA, power W, energy Wh, rcd)."""
+        self.conn.sendall(b"T" + struct.pack("<8i", *inputs))
+        self.outputs = self.read_outputs()
+        return self.outputs
+
+    def send_request(self, kind, payload):
+        self.conn.sendall(b"R" + struct.pack("<BH", KINDS.index(kind), len(payload)) + payload)
+
+    def factory_reset(self):
+        self.conn.sendall(b"F")
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.conn:
+            self.conn.close()
+            self.conn = None
