@@ -20,7 +20,12 @@ def main(path):
     agent = Agent(board)
     if cfg.get("broker"):
         from uplink import Uplink
-        runner.threaded(agent, board, Uplink(cfg, board))
+        hooks = None
+        if cfg.get("webhook_url"):
+            from webhook import Webhooks
+            hooks = Webhooks(cfg["webhook_url"], cfg["webhook_secret"], board.unix_ms)
+            agent.on_event = hooks.offer
+        runner.threaded(agent, board, Uplink(cfg, board, hooks))
     else:
         runner.lockstep(agent, board)
 

@@ -11,7 +11,7 @@ from tools.bench.rig import InProcessRig, ProcessRig, cpython_paths  # noqa: E40
 from tools.compile import compile_all  # noqa: E402
 
 cpython_paths()
-MPY_DIR = os.path.join(ROOT, "build", "mpy-test")
+MPY_DIR = os.path.join(ROOT, "build", "mpy")  # the tree make sim runs too
 
 
 def pytest_collection_modifyitems(config, items):

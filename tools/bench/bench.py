@@ -30,6 +30,7 @@ class Bench:
         self.high = SOURCE_V
         self.low = SOURCE_V
         self.contactor_log = []  # (t, closed): physical changes
+        self.ev_changed_at = None  # bench time of the last change to the vehicle
         self.duty_log = []  # (t, duty counts): pilot changes
 
     # -- wires from the board
@@ -97,6 +98,7 @@ class Bench:
         self.fault = name
 
     def set_ev(self, fields):
+        self.ev_changed_at = self.t
         v = self.vehicle
         for key, attr in (("connected", "connected"), ("request", "request"),
                           ("maxCurrent", "max_current"), ("ventilation", "ventilation"),
@@ -126,4 +128,6 @@ class Bench:
                 "contactor": "closed" if self.contactor else "open",
                 "current": round(self.current, 2), "power": round(self.power_kw, 3),
                 "energy": round(self.energy_wh / 1000.0, 4), "fault": self.fault,
+                "evChangedAt": self.ev_changed_at,
+                "contactorChangedAt": self.contactor_log[-1][0] if self.contactor_log else None,
                 "ev": self.vehicle.describe()}

@@ -1,0 +1,51 @@
+"""Helpers for the end-to-end tests: a broker, the make-sim launcher, an MQTT client."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from tools.bench.broker import Broker
+from tools.evctl import Charger
+from tools.sim import Sim, parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def launch(broker, state_dir, *extra):
+    """make sim's launcher as a subprocess (the way a user starts it)."""
+    cmd = [sys.executable, "-m", "tools.sim", "--broker", broker.address,
+           "--state-dir", str(state_dir), *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    return proc.returncode, out
+
+
+class InProcessSim:
+    """The same launcher's Sim in a thread of this process, so a test can see the bench."""
+
+    def __init__(self, argv):
+        self.sim = Sim(parse(argv))
+        self.sim.start()
+        self.thread = threading.Thread(target=self.sim.run, daemon=True)
+        self.thread.start()
+
+    @property
+    def bench(self):
+        return self.sim.bench
+
+    def close(self):
+        self.sim.stop.set()
+        self.thread.join(5)
+        with self.sim.lock:
+            self.sim.shutdown()
+
+
+def online(charger, timeout=20):
+    charger.wait(lambda: charger.availability == "online" and charger.states, timeout)

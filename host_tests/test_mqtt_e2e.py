@@ -1,0 +1,112 @@
+"""End to end over MQTT only: a real broker, make sim's launcher, the agent under micropython."""
+import json
+
+import pytest
+
+from e2e import Broker, Charger, launch, online, stop
+
+
+@pytest.fixture(params=["amqtt", "mosquitto"])
+def broker(request):
+    if request.param == "mosquitto" and not Broker.mosquitto_available():
+        pytest.skip("mosquitto is not installed here")
+    b = Broker(request.param).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def charger(broker, tmp_path, mpy_dir):
+    proc = launch(broker, tmp_path / "flash", "--device-id", "e2e-1")
+    c = Charger(broker.address, "e2e-1")
+    try:
+        online(c)
+        yield c
+    finally:
+        c.close()
+        code, out = stop(proc)
+        assert code == 0 and "sim: stopped" in out, out  # clean exit on Ctrl-C
+
+
+def duty(c):
+    return c.readings and c.readings["pilot"]["dutyPercent"]
+
+
+def test_read_cap_charge_idle_over_mqtt(charger):
+    c = charger
+    state = c.states[-1]
+    assert state["success"] and state["meta"]["seq"] >= 1 and state["meta"]["timestamp"]
+    read = c.read()
+    assert read["id"] == "e2e-1" and read["metadata"]["source"] == "projection"
+    assert read["state"]["status"] == "disconnected"
+
+    c.ev(connected=True, request=True)
+    c.wait(lambda: c.readings and c.readings["contactor"] == "closed", 10)
+    assert duty(c) == 53.33
+
+    reply = c.cap(3.68)
+    assert reply["success"] and reply["meta"]["status"] == 200
+    assert reply["meta"]["path"] == "/ev-charger/e2e-1/settings"
+    c.wait(lambda: duty(c) == 26.66, 5)
+    c.wait(lambda: c.read()["state"]["offeredCurrent"] == 16.0, 5)
+
+    reply = c.command("idle", actionId="act_e2e_idle")
+    assert reply["meta"]["status"] == 202 and reply["data"]["state"] == "acknowledged"
+    c.wait(lambda: any(e["type"] == "push.completed" and e["data"]["actionId"] == "act_e2e_idle"
+                       for e in c.events), 10)
+    c.wait(lambda: c.readings["contactor"] == "open" and duty(c) == 100.0, 5)
+    assert c.read()["state"]["status"] == "idle"
+
+    reply = c.command("charge")
+    assert reply["meta"]["status"] == 202
+    c.wait(lambda: c.readings["contactor"] == "closed", 10)
+    assert c.read()["settings"]["max_charge_rate"]["value"] == 3.68  # the cap survived
+    seqs = [s["meta"]["seq"] for s in c.states]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+@pytest.mark.parametrize("kind,body,status,code", [
+    ("settings", {"settings": {"max_charge_rate": {"value": 51, "unit": "kw"}}}, 422,
+     "SETTING_OUT_OF_RANGE"),
+    ("settings", {"settings": {"max_charge_rate": {"value": 5, "unit": "w"}}}, 422,
+     "UNSUPPORTED_UNIT"),
+    ("settings", {"settings": {"max_charge_rate": {"value": "5", "unit": "kw"}}}, 422,
+     "INVALID_SETTING_VALUE"),
+    ("settings", {"settings": {"phases": {"value": 3, "unit": "phases"}}}, 422,
+     "READ_ONLY_SETTING"),
+    ("settings", {"settings": {"colour": {"value": 3, "unit": "kw"}}}, 422,
+     "UNSUPPORTED_SETTING"),
+    ("settings", {"settings": {}}, 400, "INVALID_REQUEST"),
+    ("commands", {"action": {"command": "boost"}}, 422, "UNSUPPORTED_MODE"),
+    ("commands", {"action": {"command": "charge", "parameters": {"a": 1}}}, 422,
+     "UNSUPPORTED_PARAMETER"),
+    ("commands", {"action": {"command": "charge", "start": "2026-01-01T00:00:00Z"}}, 422,
+     "EXECUTION_NOT_SUPPORTED"),
+    ("commands", {"action": {"command": "charge"}, "onConflict": "queue_after"}, 422,
+     "STRATEGY_NOT_SUPPORTED"),
+])
+def test_errors_over_mqtt(charger, kind, body, status, code):
+    reply = charger.request(kind, body)
+    assert reply["success"] is False and reply["meta"]["status"] == status
+    assert reply["error"]["code"] == code
+
+
+def test_conflict_and_replace_over_mqtt(charger):
+    c = charger
+    c.ev(connected=True, request=True, obeysPilot=False)
+    c.wait(lambda: c.readings and c.readings["current"] > 30, 10)  # drawing: idle takes 6 s
+    assert c.command("idle", actionId="a-1")["meta"]["status"] == 202
+    reply = c.command("charge")
+    assert reply["meta"]["status"] == 409
+    assert reply["error"]["details"]["conflictingActionIds"] == ["a-1"]
+    assert c.command("charge", onConflict="cancel_and_replace")["meta"]["status"] == 202
+    c.wait(lambda: any(e["type"] == "action.cancelled" for e in c.events), 5)
+
+
+def test_malformed_and_oversized_requests_get_replies(charger):
+    c = charger
+    c.publish_raw("settings", b"{not json")
+    c.publish_raw("commands", json.dumps({"requestId": "big", "pad": "x" * 5000}))
+    c.wait(lambda: len(c.replies.get(None, [])) >= 2, 5)
+    codes = sorted(r["error"]["message"] for r in c.replies[None])
+    assert codes == ["payload must be a JSON object", "payload too large"]

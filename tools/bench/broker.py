@@ -1,0 +1,75 @@
+"""Start an MQTT broker on a free loopback port: amqtt (the default) or Mosquitto."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20.0, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("broker exited with %s" % proc.returncode)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("broker did not listen on port %d" % port)
+
+
+class Broker:
+    """A broker process; stop() ends it, start() brings it back on the same port."""
+
+    def __init__(self, kind="amqtt", port=None):
+        self.kind = kind
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="broker-")
+        self.proc = None
+
+    @staticmethod
+    def mosquitto_available():
+        return shutil.which("mosquitto") is not None
+
+    def start(self):
+        if self.kind == "amqtt":
+            conf = os.path.join(self.dir, "amqtt.yaml")
+            with open(conf, "w") as f:
+                f.write("listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:%d\n"
+                        "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+                        "    allow_anonymous: true\n" % self.port)
+            exe = os.path.join(os.path.dirname(sys.executable), "amqtt")
+            cmd = [exe if os.path.exists(exe) else "amqtt", "-c", conf]
+        else:
+            conf = os.path.join(self.dir, "mosquitto.conf")
+            with open(conf, "w") as f:
+                f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                        % self.port)
+            cmd = ["mosquitto", "-c", conf]
+        log = open(os.path.join(self.dir, "broker.log"), "ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        wait_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port

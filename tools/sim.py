@@ -1,0 +1,185 @@
+"""make sim: the simulated charger on an MQTT broker (shared/spec/bench.md).
+
+The agent runs under the micropython binary with the simulated board; this process is the
+bench around it (pilot, contactor, meter, RCD, vehicle) in real time, and serves the bench
+topics. Without --broker an embedded amqtt broker is started on a free loopback port.
+"""
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from tools.bench.agent_process import ROOT, AgentProcess
+from tools.bench.bench import Bench
+from tools.bench.broker import Broker
+
+TICK_MS = 10
+READINGS_EVERY_MS = 1000
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(prog="make sim ARGS=...", description=__doc__.split("\n")[0])
+    p.add_argument("--broker", help="HOST:PORT of an existing broker (default: start amqtt)")
+    p.add_argument("--device-id", default="charger-1")
+    p.add_argument("--state-dir", default=os.path.join(ROOT, "state"),
+                   help="simulated flash; a later start with the same dir finds what was saved")
+    p.add_argument("--voltage", type=float, default=230)
+    p.add_argument("--phases", type=int, choices=(1, 3), default=1)
+    p.add_argument("--max-current", type=int, default=32)
+    p.add_argument("--prefix", default="ev-charger", help="topic prefix of the agent")
+    p.add_argument("--agent-broker", help="HOST:PORT for the agent only, when it must differ "
+                   "from the bench's broker (fault tests: a broker that never answers)")
+    p.add_argument("--webhook-url")
+    p.add_argument("--webhook-secret")
+    p.add_argument("--heapsize", default="128K", help="micropython heap (the ESP32 has ~60K free)")
+    return p.parse_args(argv)
+
+
+class Sim:
+    def __init__(self, args):
+        self.args = args
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.bench = Bench(voltage=args.voltage, phases=args.phases)
+        self.broker = None
+        self.agent = None
+        self.power = True
+        self.unix_base_ms = int(time.time() * 1000)
+        self.bench_topic = "bench/%s/" % args.device_id
+        self._last_key = None
+        self._last_readings = 0
+
+    def config(self):
+        a = self.args
+        cfg = {"device_id": a.device_id, "supply_voltage": a.voltage, "phases": a.phases,
+               "max_current": a.max_current, "state_dir": os.path.abspath(a.state_dir),
+               "broker": a.agent_broker or self.address, "topic_prefix": a.prefix,
+               "model": "bench-sim"}
+        if a.webhook_url:
+            cfg.update(webhook_url=a.webhook_url, webhook_secret=a.webhook_secret or "")
+        return cfg
+
+    def start(self):
+        os.makedirs(self.args.state_dir, exist_ok=True)
+        if self.args.broker:
+            self.address = self.args.broker
+        else:
+            self.broker = Broker("amqtt").start()
+            self.address = self.broker.address
+        print("sim: broker %s, device %s, state in %s" % (
+            self.address, self.args.device_id, os.path.abspath(self.args.state_dir)), flush=True)
+        host, _, port = self.address.rpartition(":")
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id="bench-" + self.args.device_id)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.connect(host, int(port), keepalive=30)
+        self.client.loop_start()
+        self._power_on()
+
+    def _module_dirs(self):
+        return [os.path.join(ROOT, "build", "mpy"), os.path.join(ROOT, "build", "lib")]
+
+    def _power_on(self):
+        self.agent = AgentProcess(self.config(), self._module_dirs(),
+                                  self.unix_base_ms, self.args.heapsize)
+        self.bench.drive_outputs(*self.agent.outputs)
+        self.power = True
+        print("sim: agent powered on (pid %d)" % self.agent.proc.pid, flush=True)
+
+    def _power_off(self):
+        if self.agent:
+            self.agent.kill()
+        self.agent = None
+        self.power = False
+        print("sim: agent power cut", flush=True)
+
+    def _on_connect(self, client, userdata, flags, reason, props):
+        for name in ("ev", "fault", "power"):
+            client.subscribe(self.bench_topic + name)
+
+    def _on_message(self, client, userdata, msg):
+        name = msg.topic[len(self.bench_topic):]
+        try:
+            body = json.loads(msg.payload)
+            if not isinstance(body, dict):
+                raise ValueError("expected a JSON object")
+            with self.lock:
+                if name == "ev":
+                    self.bench.set_ev(body)
+                elif name == "fault":
+                    self.bench.set_fault(body.get("fault", "none"))
+                elif name == "power":
+                    if body.get("on") is False and self.power:
+                        self._power_off()
+                    elif body.get("on") is True and not self.power:
+                        self._power_on()
+                self._last_key = None  # publish readings now
+        except (ValueError, TypeError) as e:
+            print("sim: ignored %s: %s" % (msg.topic, e), flush=True)
+
+    def run(self):
+        next_at = time.monotonic()
+        while not self.stop.is_set():
+            with self.lock:
+                self._tick()
+            next_at += TICK_MS / 1000
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            elif delay < -0.5:
+                next_at = time.monotonic()  # fell far behind (a stall): do not race to catch up
+
+    def _tick(self):
+        b = self.bench
+        b.step(TICK_MS)
+        if self.agent is None:
+            b.drive_outputs(0, False)
+        else:
+            inputs = (b.t, int(round(b.high * 1000)), int(round(b.low * 1000)),
+                      int(b.contactor), int(b.current * 10),
+                      int(b.current * b.voltage * b.phases), int(b.energy_wh), int(b.rcd_tripped))
+            try:
+                b.drive_outputs(*self.agent.tick(inputs))
+            except RuntimeError as e:
+                print("sim: agent died: %s" % e, flush=True)
+                self._power_off()
+        r = b.readings()
+        key = (r["pilot"], r["contactor"], round(r["current"], 1), r["fault"], str(r["ev"]))
+        if key != self._last_key or b.t - self._last_readings >= READINGS_EVERY_MS:
+            self._last_key = key
+            self._last_readings = b.t
+            r["power_on"] = self.power
+            self.client.publish(self.bench_topic + "readings", json.dumps(r))
+
+    def shutdown(self):
+        self.stop.set()
+        self._power_off()
+        self.client.loop_stop()
+        self.client.disconnect()
+        if self.broker:
+            self.broker.stop()
+        print("sim: stopped", flush=True)
+
+
+def main(argv=None):
+    sim = Sim(parse(sys.argv[1:] if argv is None else argv))
+    signal.signal(signal.SIGTERM, lambda *_: sim.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: sim.stop.set())
+    try:
+        sim.start()
+        print("sim: running; Ctrl-C to stop", flush=True)
+        sim.run()
+    finally:
+        with sim.lock:
+            sim.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
