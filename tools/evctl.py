@@ -36,11 +36,22 @@ class Charger:
         host, _, port = broker.rpartition(":")
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         self.client.on_message = self._message
+        self.client.on_connect = self._subscribe
+        self.client.reconnect_delay_set(0.1, 0.5)
         self.client.connect(host, int(port), keepalive=30)
-        for t in ("responses", "state", "events", "availability"):
-            self.client.subscribe(self.base + t, qos=1)
-        self.client.subscribe(self.bench + "readings")
         self.client.loop_start()
+        self.wait(lambda: self.connected, 10)
+
+    connected = False
+
+    def _subscribe(self, client, userdata, flags, reason, props):
+        # Again on every reconnect: a clean session forgets subscriptions.
+        for t in ("responses", "state", "events", "availability"):
+            client.subscribe(self.base + t, qos=1)
+        client.subscribe(self.bench + "readings")
+        with self.cond:
+            self.connected = True
+            self.cond.notify_all()
 
     def _message(self, client, userdata, msg):
         text = msg.payload.decode(errors="replace")

@@ -1,0 +1,203 @@
+"""The network misbehaving: broker restarts, a broker that never answers, hostile payloads,
+and a webhook receiver that fails first. The agent runs under micropython throughout."""
+import base64
+import hashlib
+import hmac
+import json
+import random
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from e2e import Broker, Charger, InProcessSim, online
+from tools.bench.proxy import Gate
+
+
+@pytest.fixture
+def broker():
+    b = Broker("amqtt").start()
+    yield b
+    b.stop()
+
+
+def make_sim(broker, tmp_path, *extra):
+    return InProcessSim(["--broker", broker.address, "--state-dir", str(tmp_path / "flash"),
+                         "--device-id", "f-1", *extra])
+
+
+def bench_set(sim, **ev):
+    with sim.sim.lock:
+        sim.bench.set_ev(ev)
+
+
+def wait_for(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met within %s s" % timeout)
+        time.sleep(0.02)
+
+
+def test_broker_restart_loses_nothing_and_the_cap_holds(broker, tmp_path, mpy_dir):
+    # The agent reaches the broker through a gate, opened only once this test's own
+    # client is back: otherwise a subscriber could miss what the agent republishes.
+    gate = Gate(broker.port)
+    sim = make_sim(broker, tmp_path, "--agent-broker", "127.0.0.1:%d" % gate.port)
+    c = Charger(broker.address, "f-1")
+    try:
+        online(c)
+        assert c.cap(3.68)["success"]
+        bench_set(sim, connected=True, request=True)
+        wait_for(lambda: sim.bench.contactor, 10)
+        seq_before = c.states[-1]["meta"]["seq"]
+        broker.stop()
+        mark = len(sim.bench.duty_log)
+        time.sleep(1)
+        bench_set(sim, connected=False)  # a whole session while the broker is away
+        time.sleep(1)
+        bench_set(sim, connected=True, request=True)
+        wait_for(lambda: sim.bench.contactor, 10)
+        duties = [d for _, d in sim.bench.duty_log[mark:] if 0 < d < 10000]
+        assert duties and max(duties) == 2666  # the cap held without the broker
+        c.availability = None
+        gate.open = False
+        c.connected = False
+        broker.start()
+        c.wait(lambda: c.connected, 20)
+        time.sleep(0.5)  # the subscriptions settle
+        gate.open = True
+        online(c, timeout=60)
+        c.wait(lambda: [e["type"] for e in c.events].count("session.started") >= 2, 20)
+        kinds = [e["type"] for e in c.events]
+        assert kinds.count("session.ended") == 1, kinds
+        c.wait(lambda: c.states[-1]["meta"]["seq"] > seq_before, 5)  # republished
+        assert c.read()["state"]["status"] == "charging"
+        ids = [e["id"] for e in c.events]
+        assert len(ids) == len(set(ids))
+    finally:
+        c.close()
+        sim.close()
+        gate.close()
+
+
+def test_silent_broker_never_delays_the_contactor(broker, tmp_path, mpy_dir):
+    zombie = socket.socket()
+    zombie.bind(("127.0.0.1", 0))
+    zombie.listen(8)  # accepts TCP (the kernel does) and never says a word
+    sim = make_sim(broker, tmp_path, "--agent-broker", "127.0.0.1:%d" % zombie.getsockname()[1])
+    try:
+        latencies = []
+        for _ in range(5):
+            bench_set(sim, connected=True, request=True)
+            wait_for(lambda: sim.bench.contactor and sim.bench.current > 1, 10)
+            t0 = sim.bench.t
+            bench_set(sim, connected=False)
+            wait_for(lambda: not sim.bench.contactor, 5)
+            latencies.append(sim.bench.contactor_log[-1][0] - t0)
+        assert max(latencies) <= 100, latencies
+    finally:
+        sim.close()
+        zombie.close()
+
+
+def hostile_payloads(rnd, n):
+    valid = {"requestId": "x", "settings": {"max_charge_rate": {"value": 7, "unit": "kw"}}}
+    shapes = [
+        lambda: bytes(rnd.getrandbits(8) for _ in range(rnd.randint(0, 64))),
+        lambda: json.dumps(valid).encode()[:rnd.randint(0, 40)],
+        lambda: b"[" * rnd.randint(50, 2000),
+        lambda: json.dumps({"requestId": "h", "pad": "x" * rnd.randint(2100, 20000)}).encode(),
+        lambda: json.dumps(rnd.choice([None, 1, "s", [], [1, 2], 3.5, True])).encode(),
+        lambda: json.dumps({"requestId": rnd.choice([None, 5, [], "r" * 300]),
+                            "settings": {"max_charge_rate": {"value": rnd.choice(
+                                ["7", None, True, -1, 51, 1e308, [], {}]), "unit": "kw"}}}).encode(),
+        lambda: json.dumps({"requestId": "h", "settings": {"max_charge_rate": {
+            "value": 7, "unit": rnd.choice(["w", "", None, 5, "kwh"])}}}).encode(),
+        lambda: json.dumps({"requestId": "h", "action": rnd.choice([
+            None, 5, "charge", {"command": None}, {"command": "fly"},
+            {"command": "charge", "parameters": [1]}, {"command": "idle", "start": 0},
+            {"command": "idle", "execution": "later"}]),
+            "onConflict": rnd.choice([None, "queue_after", 7])}).encode(),
+        lambda: json.dumps({"requestId": "h", "unknown": 1, "settings": {}}).encode(),
+        lambda: json.dumps({"requestId": "h", "action": {"command": "charge"},
+                            "actionId": rnd.choice(["", "a" * 65, "bad id", 7])}).encode(),
+        lambda: "\ud800\udfff".encode("utf-8", "surrogatepass") + b'{"requestId": 1}',
+    ]
+    for _ in range(n):
+        yield rnd.choice(("commands", "settings", "read")), rnd.choice(shapes)()
+
+
+def test_a_thousand_hostile_payloads(broker, tmp_path, mpy_dir):
+    sim = make_sim(broker, tmp_path)
+    c = Charger(broker.address, "f-1")
+    try:
+        online(c)
+        before = c.read()
+        sent = 0
+        for kind, payload in hostile_payloads(random.Random(5), 1000):
+            c.publish_raw(kind, payload)
+            sent += 1
+            if sent % 50 == 0:  # keep the broker's queue for the agent short
+                c.wait(lambda: sum(len(v) for v in c.replies.values()) >= sent - 10, 30)
+        c.wait(lambda: sum(len(v) for v in c.replies.values()) >= sent + 1, 60)
+        time.sleep(0.5)  # no second reply to anything
+        replies = [r for v in c.replies.values() for r in v]
+        assert len(replies) == sent + 1  # one each (and the first read)
+        assert all(r["success"] is False for r in replies[1:] if r["meta"]["requestId"] != "x")
+        after = c.read()
+        assert sim.sim.agent.proc.poll() is None  # still running
+        assert after["settings"] == before["settings"] and after["lastAction"] is None
+        assert after["state"]["status"] == before["state"]["status"]
+    finally:
+        c.close()
+        sim.close()
+
+
+class Receiver(BaseHTTPRequestHandler):
+    secret = base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    fail_first = 2
+    attempts = []
+    accepted = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["content-length"]))
+        h = self.headers
+        signed = ("%s.%s." % (h["webhook-id"], h["webhook-timestamp"])).encode() + body
+        mac = base64.b64encode(hmac.new(self.secret, signed, hashlib.sha256).digest()).decode()
+        good = h["webhook-signature"] == "v1," + mac
+        Receiver.attempts.append((h["webhook-id"], good))
+        ok = good and len(Receiver.attempts) > Receiver.fail_first
+        if ok:
+            Receiver.accepted.append(json.loads(body))
+        self.send_response(200 if ok else (500 if good else 401))
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_webhook_signed_and_retried(broker, tmp_path, mpy_dir):
+    http = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    url = "http://127.0.0.1:%d/hook" % http.server_address[1]
+    sim = make_sim(broker, tmp_path, "--webhook-url", url,
+                   "--webhook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    c = Charger(broker.address, "f-1")
+    try:
+        online(c)
+        bench_set(sim, connected=True, request=True)
+        wait_for(lambda: sim.bench.contactor, 10)
+        action = c.command("idle", actionId="act_hook")["data"]
+        wait_for(lambda: Receiver.accepted, 30)
+        evt = Receiver.accepted[0]
+        assert evt["type"] == "push.completed" and evt["data"]["actionId"] == action["id"]
+        assert len(Receiver.attempts) == 3 and all(good for _, good in Receiver.attempts)
+        assert len({i for i, _ in Receiver.attempts}) == 1  # the same id on every retry
+        assert Receiver.attempts[0][0] == evt["id"]
+    finally:
+        c.close()
+        sim.close()
+        http.shutdown()
