@@ -81,5 +81,10 @@ class Board:
         self.link.exchange(self, on_request)
         return self.now
 
+    def halt(self):
+        # The control loop died: cut the link, and the bench sees a dead board.
+        if self.link:
+            self.link.sock.close()
+
     def publish(self, topic, payload, retain=False):
         self.link.publish(topic, payload, retain)

@@ -32,8 +32,14 @@ def lockstep(agent, board):
 
 
 def control_loop(agent, board):
-    while True:
-        agent.tick(board.wait_tick(None))
+    try:
+        while True:
+            agent.tick(board.wait_tick(None))
+    except BaseException as e:  # a bug here must leave the charger safe, then stop it
+        board.set_contactor(False)
+        board.set_pilot(0)
+        print("control: stopped:", repr(e))
+        board.halt()
 
 
 def threaded(agent, board, uplink):

@@ -48,6 +48,12 @@ class Slot:
     def track(self, now):
         if self.state != ACKNOWLEDGED or not self.lock.acquire(0):
             return
+        try:
+            self._judge(now)
+        finally:
+            self.lock.release()
+
+    def _judge(self, now):
         c = self.control
         if c.status == ctl.FAULT:
             self._end(now, FAILED, FAULT_BASE + c.fault)
@@ -59,7 +65,6 @@ class Slot:
             self._end(now, COMPLETED, 0)
         elif ctl.elapsed(now, self.started) >= _TIMEOUT_MS:
             self._end(now, FAILED, TIMEOUT)
-        self.lock.release()
 
     def _end(self, now, state, error):
         self.error = error
