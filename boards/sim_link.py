@@ -28,6 +28,7 @@ class Link:
     def __init__(self, port, prefix):
         self.sock = socket.socket()
         self.sock.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+        self.sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: frames go out whole, at once
         self.prefix = prefix
         self._kind = bytearray(1)
         self._in = bytearray(32)

@@ -10,7 +10,7 @@ import runner
 
 _BACKOFF_MIN_MS = 500
 _BACKOFF_MAX_MS = 30000
-_POLL_MS = 50
+_POLL_MS = 20  # how long the network loop waits for input before its other work
 _REQUESTS = ("commands", "settings", "read")
 
 
@@ -20,6 +20,16 @@ def _ms():
 
 def _since(t):
     return time.ticks_diff(time.ticks_ms(), t)
+
+
+def _no_delay(sock):
+    # umqtt writes a packet in several small pieces: without TCP_NODELAY, Nagle's algorithm
+    # and delayed ACKs hold a reply back ~40 ms. (IPPROTO_TCP = 6, TCP_NODELAY = 1 on
+    # Linux and lwIP; a TLS socket has no setsockopt, and then it stays as it is.)
+    try:
+        sock.setsockopt(6, 1, 1)
+    except (AttributeError, OSError):
+        pass
 
 
 class Uplink:
@@ -79,6 +89,7 @@ class Uplink:
         except TypeError:  # older umqtt.simple: connect() takes no timeout
             c.connect()
         c.sock.settimeout(c.io_timeout)
+        _no_delay(c.sock)
         self.connects += 1
         for name in _REQUESTS:
             c.subscribe(self.base + name)

@@ -16,13 +16,22 @@ def sources():
                   glob.glob(os.path.join(ROOT, "boards", "*.py")))
 
 
+UMQTT = os.path.join(ROOT, "build", "lib", "umqtt", "simple.py")
+
+
 def compile_all(out_dir, extra=()):
+    """Compile ours, and umqtt.simple when fetched (frozen on the ESP32, so not RAM there)."""
     os.makedirs(out_dir, exist_ok=True)
+    jobs = [(src, os.path.join(out_dir, os.path.splitext(os.path.basename(src))[0] + ".mpy"))
+            for src in sources()]
+    if os.path.exists(UMQTT):
+        os.makedirs(os.path.join(out_dir, "umqtt"), exist_ok=True)
+        open(os.path.join(out_dir, "umqtt", "__init__.py"), "w").close()
+        jobs.append((UMQTT, os.path.join(out_dir, "umqtt", "simple.mpy")))
     failures = []
-    for src in sources():
-        name = os.path.splitext(os.path.basename(src))[0] + ".mpy"
-        res = subprocess.run(["mpy-cross", *extra, "-o", os.path.join(out_dir, name), src],
-                             capture_output=True, text=True)
+    for src, dst in jobs:
+        res = subprocess.run(["mpy-cross", *extra, "-o", dst, src], capture_output=True,
+                             text=True)
         if res.returncode:
             failures.append("%s: %s" % (os.path.relpath(src, ROOT), res.stderr.strip()))
     return failures

@@ -1,0 +1,306 @@
+"""make bench: the charger's numbers against the physical limits (docs/performance.md).
+
+Runs the simulated charger (agent under micropython) on a real broker and prints one table;
+writes the figures as JSON to build/bench.json.
+"""
+import argparse
+import glob
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from tools.bench.agent_process import ROOT
+from tools.bench.broker import Broker
+from tools.bench.rig import InProcessRig, ProcessRig
+from tools.evctl import Charger
+from tools.sim import Sim, parse
+
+MPY = [os.path.join(ROOT, "build", "mpy")]
+ENV = dict(os.environ, MICROPYPATH=":".join([".frozen"] + MPY))
+
+
+def pct(values, p):
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def broker_round_trip(broker, n):
+    got = threading.Event()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    sub.on_message = lambda *a: got.set()
+    sub.connect("127.0.0.1", broker.port)
+    sub.subscribe("perf/rtt")
+    sub.loop_start()
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    time.sleep(0.5)
+    out = []
+    for _ in range(n):
+        got.clear()
+        time.sleep(random.random() * 0.01)
+        t0 = time.perf_counter()
+        pub.publish("perf/rtt", b"x")
+        got.wait(5)
+        out.append((time.perf_counter() - t0) * 1000)
+    for c in (sub, pub):
+        c.loop_stop()
+        c.disconnect()
+    return out
+
+
+def live_latencies(broker, n, state_dir):
+    """Cap write -> duty, and command -> reply / push.completed, on the real-time sim."""
+    sim = Sim(parse(["--broker", broker.address, "--state-dir", state_dir,
+                     "--device-id", "perf-1"]))
+    changed = threading.Event()
+    stamps = []
+    drive = sim.bench.drive_outputs
+
+    def watched(counts, contactor):
+        if counts != sim.bench.duty_counts:
+            stamps.append(time.perf_counter())
+            changed.set()
+        drive(counts, contactor)
+
+    sim.bench.drive_outputs = watched
+    sim.start()
+    threading.Thread(target=sim.run, daemon=True).start()
+    c = Charger(broker.address, "perf-1")
+    try:
+        c.wait(lambda: c.availability == "online", 20)
+        with sim.lock:
+            sim.bench.set_ev({"connected": True, "request": True})
+        time.sleep(3)
+        cap_ms = []
+        for i in range(n):
+            kw = (3.68, 7.36)[i % 2]
+            time.sleep(random.random() * 0.01)  # land anywhere in the 10 ms control tick
+            changed.clear()
+            t0 = time.perf_counter()
+            c.client.publish(c.base + "settings", json.dumps(
+                {"requestId": "p%d" % i, "settings": {"max_charge_rate": {"value": kw,
+                                                                          "unit": "kw"}}}))
+            if not changed.wait(5):
+                raise RuntimeError("the duty did not change")
+            cap_ms.append((stamps[-1] - t0) * 1000)
+        ack_ms, done_ms = [], []
+        for i in range(n):
+            aid = "act_perf_%d" % i
+            time.sleep(random.random() * 0.01)
+            t0 = time.perf_counter()
+            reply = c.command("charge", actionId=aid)
+            ack_ms.append((time.perf_counter() - t0) * 1000)
+            assert reply["meta"]["status"] == 202
+            c.wait(lambda: any(e["type"] == "push.completed" and e["data"]["actionId"] == aid
+                               for e in c.events[-5:]), 5)
+            done_ms.append((time.perf_counter() - t0) * 1000)
+        return cap_ms, ack_ms, done_ms
+    finally:
+        c.close()
+        sim.stop.set()
+        time.sleep(0.1)
+        with sim.lock:
+            sim.shutdown()
+
+
+def open_latencies(trials, state_dir):
+    """Bench ms from unplug, and from C->B, to the contactor open (firmware under micropython)."""
+    rig = ProcessRig(state_dir, MPY)
+    unplug, c_to_b = [], []
+    start = time.perf_counter()
+    t_start = rig.bench.t
+    try:
+        for i in range(trials):
+            rig.ev(connected=True, request=True)
+            rig.run_until(lambda: rig.bench.contactor, 5000)
+            rig.run(200)
+            t0 = rig.bench.t
+            if i % 2:
+                rig.ev(connected=False)
+                out = unplug
+            else:
+                rig.ev(request=False)
+                out = c_to_b
+            rig.run_until(lambda: not rig.bench.contactor, 1000)
+            out.append(rig.bench.contactor_log[-1][0] - t0)
+            rig.ev(connected=False, request=True)
+            rig.run(100)
+        speed = (rig.bench.t - t_start) / 3600000 / (time.perf_counter() - start)
+    finally:
+        rig.close()
+    return unplug, c_to_b, speed
+
+
+def flash_writes(n, state_dir):
+    rig = ProcessRig(state_dir, MPY)
+    record = os.path.join(state_dir, "charger")
+    writes, changes, value, last = 0, 0, 7.0, None
+    try:
+        for i in range(n):
+            if i % 10 == 0:
+                value = 7.0 if value != 7.0 else 7.5
+                changes += 1
+            assert rig.settings(max_charge_rate=value)["success"]
+            ino = os.stat(record).st_ino
+            writes += ino != last
+            last = ino
+    finally:
+        rig.close()
+    return writes, changes
+
+
+def cpython_speed(state_dir):
+    rig = InProcessRig(state_dir)
+    rig.ev(connected=True, request=True)
+    t = time.perf_counter()
+    rig.run(3600 * 1000)
+    return 1.0 / (time.perf_counter() - t)
+
+
+def probe(script, *args, heapsize="256K", timeout=900):
+    out = subprocess.run(["micropython", "-X", "heapsize=" + heapsize,
+                          os.path.join(ROOT, "tools", "probes", script), *args],
+                         env=ENV, capture_output=True, text=True, timeout=timeout)
+    if out.returncode:
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def heap(broker, hours, search_hours):
+    def passes(size, h):
+        r = probe("heap_probe.py", broker.address, str(h), tempfile.mkdtemp(), heapsize=size)
+        ok = r is not None and r["connects"] == 1 and r["final_cap_w"] == r["expected_cap_w"]
+        return r if ok else None
+
+    full = passes("256K", hours)
+    sizes = list(range(48, 129, 4))  # KB
+    lo, hi = 0, len(sizes) - 1
+    while lo < hi:  # smallest passing size, by bisection
+        mid = (lo + hi) // 2
+        if passes("%dK" % sizes[mid], search_hours):
+            hi = mid
+        else:
+            lo = mid + 1
+    smallest = sizes[lo] if passes("%dK" % sizes[lo], search_hours) else None
+    return full, smallest
+
+
+def footprint():
+    files = [f for f in glob.glob(os.path.join(ROOT, "build", "mpy", "*.mpy"))
+             if not os.path.basename(f).startswith("sim")]
+    return sum(os.path.getsize(f) for f in files), len(files)
+
+
+def machine():
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    mpy = subprocess.run(["micropython", "-c", "import sys; print(sys.version)"],
+                         capture_output=True, text=True).stdout.strip()
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "micropython": mpy, "system": platform.platform()}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="make bench")
+    p.add_argument("--samples", type=int, default=200)
+    p.add_argument("--hours", type=float, default=24, help="virtual hours of the heap session")
+    p.add_argument("--search-hours", type=float, default=1,
+                   help="virtual hours of each session in the heap-size search")
+    p.add_argument("--out", default=os.path.join(ROOT, "build", "bench.json"))
+    a = p.parse_args(argv)
+    tmp = tempfile.mkdtemp(prefix="bench-")
+    sub = lambda name: os.makedirs(os.path.join(tmp, name)) or os.path.join(tmp, name)  # noqa
+    broker = Broker("amqtt").start()
+    try:
+        print("bench: broker round trip ...", flush=True)
+        rtt = broker_round_trip(broker, a.samples)
+        print("bench: live latencies ...", flush=True)
+        cap_ms, ack_ms, done_ms = live_latencies(broker, a.samples, sub("live"))
+        print("bench: contactor opening ...", flush=True)
+        unplug, c_to_b, mp_speed = open_latencies(2 * a.samples, sub("open"))
+        print("bench: flash writes ...", flush=True)
+        writes, changes = flash_writes(1000, sub("flash"))
+        print("bench: allocations and tick cost ...", flush=True)
+        alloc = probe("alloc_probe.py", "-", "5000", heapsize="64K")
+        print("bench: heap (%g h session, size search) ..." % a.hours, flush=True)
+        full, smallest = heap(broker, a.hours, a.search_hours)
+    finally:
+        broker.stop()
+    cp_speed = cpython_speed(sub("cpython"))
+    size, nfiles = footprint()
+    steady = [r for r in alloc if r["state"] != "calibration"]
+    med = statistics.median
+    rows = [
+        ("broker round trip (publish -> subscriber)", "%.2f ms median, %.2f ms p99"
+         % (med(rtt), pct(rtt, 99)), "the reference for the two rows below"),
+        ("cap write -> pilot duty changed", "%.2f ms median, %.2f ms p99"
+         % (med(cap_ms), pct(cap_ms, 99)), "%.1fx the broker round trip (target <= 2x); "
+         "includes up to one 10 ms control tick" % (med(cap_ms) / med(rtt))),
+        ("command -> acknowledged reply", "%.2f ms median, %.2f ms p99"
+         % (med(ack_ms), pct(ack_ms, 99)), "%.1fx broker round trip (request + reply: 2 hops)"
+         % (med(ack_ms) / med(rtt))),
+        ("command -> push.completed", "%.2f ms median, %.2f ms p99"
+         % (med(done_ms), pct(done_ms, 99)), "%.1fx broker round trip"
+         % (med(done_ms) / med(rtt))),
+        ("unplug -> contactor open (bench time)", "%d ms median, %d ms max (%d trials)"
+         % (med(unplug), max(unplug), len(unplug)), "limit 100 ms, target < 30 ms; "
+         "one PWM period is 1 ms, one control tick 10 ms"),
+        ("C->B -> contactor open (bench time)", "%d ms median, %d ms max (%d trials)"
+         % (med(c_to_b), max(c_to_b), len(c_to_b)), "limit 100 ms, target < 30 ms"),
+        ("heap: peak gc.mem_alloc(), %g h session" % a.hours,
+         "%.1f KB sampled, %.1f KB live after collect" % (
+             full["peak_alloc"] / 1024, full["peak_live"] / 1024) if full else "FAILED",
+         "unix port, 64-bit objects; ESP32 has ~60 KB free (target < 40 KB)"),
+        ("heap: smallest -X heapsize passing", "%sK (%g h sessions)" % (smallest, a.search_hours)
+         if smallest else "none up to 128K", "target: passes at 64K"),
+        ("allocations per control tick", "%g bytes (%d bytes over %d ticks in %d states)" % (
+            sum(r["bytes"] for r in steady) / (steady[0]["ticks"] * len(steady)),
+            sum(r["bytes"] for r in steady), steady[0]["ticks"], len(steady)), "target 0"),
+        ("control tick cost (unix port)", "%.1f us mean (worst state %.1f us)" % (
+            sum(r["us_per_tick"] for r in steady) / len(steady),
+            max(r["us_per_tick"] for r in steady)), "tick period 10 000 us"),
+        ("flash writes per 1000 cap writes", "%d (of which %d real changes)" % (writes, changes),
+         "target: equal to the changes"),
+        ("flash footprint (.mpy on the board)", "%.1f KB in %d files" % (size / 1024, nfiles),
+         "target < 64 KB; umqtt and requests are frozen in the firmware"),
+        ("simulation speed", "%.3g h/s micropython lockstep, %.3g h/s CPython in-process, "
+         "%.3g h/s heap session" % (mp_speed, cp_speed,
+                                    full["hours"] / full["wall_s"] if full else 0),
+         "real time is 0.00028 h/s"),
+    ]
+    info = machine()
+    print("\nmachine: %s (%d cores), Python %s, %s" % (info["cpu"], info["cores"],
+                                                       info["python"], info["micropython"]))
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    print("| %s | %s | compare against |" % ("figure".ljust(w0), "measured".ljust(w1)))
+    print("|%s|%s|---|" % ("-" * (w0 + 2), "-" * (w1 + 2)))
+    for r in rows:
+        print("| %s | %s | %s |" % (r[0].ljust(w0), r[1].ljust(w1), r[2]))
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump({"machine": info, "rows": rows, "raw": {
+            "rtt_ms": rtt, "cap_ms": cap_ms, "ack_ms": ack_ms, "done_ms": done_ms,
+            "unplug_ms": unplug, "c_to_b_ms": c_to_b, "alloc": alloc, "heap": full,
+            "smallest_heap_k": smallest, "flash_writes": writes, "flash_changes": changes,
+            "footprint_bytes": size}}, f, indent=1)
+    print("\nwritten to %s" % os.path.relpath(a.out, ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
