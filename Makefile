@@ -4,7 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: test sim bench compile clean
+PORT ?=
+BOARD ?= esp32
+CONFIG ?=
+IMAGE ?=
+
+.PHONY: test sim bench compile deploy flash repl logs clean
 
 $(BIN)/pytest: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +31,19 @@ sim: $(BIN)/pytest build/lib/umqtt/simple.py compile
 
 bench: $(BIN)/pytest build/lib/umqtt/simple.py compile
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.perf $(ARGS)
+
+deploy: $(BIN)/pytest
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.deploy --board $(BOARD) \
+		$(if $(PORT),--port $(PORT)) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+
+flash: $(BIN)/pytest
+	$(BIN)/python -m tools.flash $(if $(PORT),--port $(PORT)) $(if $(IMAGE),--image $(IMAGE)) $(ARGS)
+
+repl: $(BIN)/pytest
+	$(BIN)/mpremote connect $(or $(PORT),auto) repl
+
+logs: $(BIN)/pytest
+	$(BIN)/mpremote connect $(or $(PORT),auto) resume repl
 
 clean:
 	rm -rf build $(VENV)

@@ -53,6 +53,7 @@ class Board:
         self.rcd_tripped = False
         self.unix_base_ms = None  # Unix time at now == 0, once the bench tells it
         self.reset_requested = False  # the bench's "reset button held"
+        self.reset_cause = "power_on"
 
     def set_pilot(self, counts):
         self.pilot_counts = counts
@@ -63,6 +64,12 @@ class Board:
     def sample(self):
         # Inputs are latched by the bench before each tick; real boards read ADCs here.
         pass
+
+    def indicate(self, status):
+        pass  # no status LED on the bench: the readings say it all
+
+    def ensure_network(self):
+        pass  # the bench's loopback is always up
 
     def factory_reset_requested(self):
         held = self.reset_requested

@@ -53,6 +53,7 @@ class Agent:
     def tick(self, now):
         self.control.tick(now)
         self.slot.track(now)
+        self.board.indicate(self.control.status)
 
     # -- network side
     def handle(self, kind, payload, now):
@@ -160,6 +161,7 @@ class Agent:
                       "contactor": "closed" if c.contactor_closed else "open",
                       "limitedBy": LIMIT_NAMES[s.limited_by],
                       "sessionEnergy": c.session_energy() / 1000,
-                      "fault": ctl.FAULT_NAMES[c.fault]},
+                      "fault": ctl.FAULT_NAMES[c.fault],
+                      "resetCause": self.board.reset_cause},
             "commands": _CMDS, "conflictStrategies": ["cancel_and_replace"],
             "settings": s.read(), "lastAction": last}

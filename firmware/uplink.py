@@ -74,6 +74,7 @@ class Uplink:
         return ctx
 
     def _connect(self):
+        self.board.ensure_network()  # WiFi up (and the clock set) before DNS and MQTT
         cfg = self.cfg
         c = BoundedClient(cfg["device_id"], self.host, self.port, user=cfg.get("username"),
                           password=cfg.get("password"), keepalive=self.keepalive,

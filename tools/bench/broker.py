@@ -53,6 +53,7 @@ class Broker:
             conf = os.path.join(self.dir, "mosquitto.conf")
             with open(conf, "w") as f:
                 f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                        "set_tcp_nodelay true\n"
                         % self.port)
             cmd = ["mosquitto", "-c", conf]
         log = open(os.path.join(self.dir, "broker.log"), "ab")

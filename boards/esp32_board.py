@@ -1,0 +1,278 @@
+# The ESP32 charger controller (reference wiring: docs/esp32.md). Everything board-specific
+# lives here: pins from the config, the pilot PWM and ADC, contactor, RCD, S0 meter, NVS,
+# watchdog, WiFi and clock. The firmware core only sees the Board interface (docs/boards.md).
+import time
+import machine
+import esp32
+from micropython import const
+
+_PWM_FULL = const(65535)
+_TICK_MS = const(10)
+_SAMPLES = const(48)  # ~1.7 ms of ADC reads: covers more than one 1 ms PWM period
+_RESET_HOLD_MS = const(10000)
+_CAUSES = {1: "power_on", 2: "hard_reset", 3: "watchdog", 4: "deep_sleep", 5: "soft_reset"}
+
+
+_REQUIRED_PINS = ("pilot_pwm", "pilot_adc", "contactor")
+_OPTIONAL_PINS = ("contactor_feedback", "rcd", "rcd_test", "meter_s0", "led", "button")
+
+
+def check_pins(cfg):
+    # Board-specific config problems (firmware/config.py checks the installation).
+    pins = cfg.get("pins")
+    if type(pins) is not dict:
+        return ["missing pins"]
+    errors = []
+    for name in _REQUIRED_PINS + _OPTIONAL_PINS:
+        if name not in pins:
+            if name in _REQUIRED_PINS:
+                errors.append("missing pins." + name)
+        elif type(pins[name]) is not int or not 0 <= pins[name] <= 39:
+            errors.append("pins.%s must be a GPIO number" % name)
+    if type(pins.get("pilot_adc")) is int and not 32 <= pins["pilot_adc"] <= 39:
+        errors.append("pins.pilot_adc must be on ADC1 (GPIO32-39): ADC2 stops with WiFi on")
+    wifi = cfg.get("wifi")
+    if type(wifi) is not dict or type(wifi.get("ssid")) is not str:
+        errors.append("missing wifi.ssid")
+    return errors
+
+
+def fail_safe(cfg):
+    # A config too broken to run on: open the contactor and show F, if the pins are known.
+    pins = cfg.get("pins") if type(cfg) is dict else None
+    if type(pins) is not dict:
+        return "pins unknown: outputs left as reset left them (the driver's pull-downs hold them)"
+    for name in ("contactor", "pilot_pwm"):
+        if type(pins.get(name)) is int:
+            machine.Pin(pins[name], machine.Pin.OUT, value=0)  # coil off; pilot -12 V (F)
+    return "contactor open, pilot F"
+
+
+class NvsStore:
+    # ESP-IDF NVS: log-structured with CRCs, so a power cut loses at most the value being
+    # written; nothing persists until commit().
+    def __init__(self, namespace="evse"):
+        self.nvs = esp32.NVS(namespace)
+        self._buf = bytearray(256)
+        self.commits = 0
+
+    def read(self, key):
+        try:
+            n = self.nvs.get_blob(key, self._buf)
+        except OSError:  # ESP_ERR_NVS_NOT_FOUND
+            return None
+        return bytes(self._buf[:n])
+
+    def write(self, key, data):
+        self.nvs.set_blob(key, data)
+        self.nvs.commit()
+        self.commits += 1
+
+
+class Board:
+    SIMULATED = False
+    PWM_FULL = _PWM_FULL
+    TICK_MS = _TICK_MS
+
+    def __init__(self, config, store=None):
+        self.config = config
+        pins = config["pins"]
+        Pin = machine.Pin
+        # Safe before anything else: contactor open, pilot steady +12 V (no PWM).
+        self._coil = Pin(pins["contactor"], Pin.OUT, value=0)
+        self._pwm = machine.PWM(Pin(pins["pilot_pwm"]), freq=1000, duty_u16=_PWM_FULL)
+        self._full_ok = _version() >= (1, 26)  # duty_u16(65535) is a true 100 % from 1.26
+        self._pilot_pin = pins["pilot_pwm"]
+        self.pilot_counts = _PWM_FULL
+        self._x1_as_gpio = False
+        if not self._full_ok:
+            self._steady(1)
+        self.contactor_drive = False
+        self._adc = machine.ADC(Pin(pins["pilot_adc"]))
+        self._adc.atten(machine.ADC.ATTN_11DB)
+        self._zero_uv = int(config.get("adc_zero_uv", 1650000))
+        self._gain = int(config.get("adc_gain", 8))  # pilot mV per ADC mV
+        fb = pins.get("contactor_feedback")
+        self._feedback = Pin(fb, Pin.IN, Pin.PULL_UP) if fb is not None else None
+        self._rcd = None
+        self.rcd_tripped = False
+        if pins.get("rcd") is not None:
+            self._rcd = Pin(pins["rcd"], Pin.IN, Pin.PULL_UP)
+            # Trip opens the coil in the interrupt itself, without waiting for the loop.
+            self._rcd.irq(self._on_rcd, Pin.IRQ_FALLING, hard=True)
+            self.rcd_tripped = self._rcd.value() == 0
+            self._rcd_self_test(pins.get("rcd_test"))
+        self._led = Pin(pins["led"], Pin.OUT, value=0) if pins.get("led") is not None else None
+        self._lit = False
+        self._button = Pin(pins["button"], Pin.IN, Pin.PULL_UP) \
+            if pins.get("button") is not None else None
+        self._pressed_at = -1
+        self._pulses = 0
+        self._pulse_ms = 0
+        self._pulse_gap = 0
+        self._imp_per_kwh = int(config.get("meter_imp_per_kwh", 1000))
+        self._w_per_pulse_ms = 3600000000 // self._imp_per_kwh  # W x ms per pulse
+        if pins.get("meter_s0") is not None:
+            Pin(pins["meter_s0"], Pin.IN, Pin.PULL_UP).irq(self._on_pulse, Pin.IRQ_FALLING,
+                                                          hard=True)
+        self._volts_phases = int(config["supply_voltage"]) * int(config["phases"])
+        self.store = store or NvsStore()
+        self.high_mv = 0
+        self.low_mv = 0
+        self.feedback = False
+        self.current_da = 0
+        self.power_w = 0
+        self.energy_wh = 0
+        self.reset_cause = _CAUSES.get(machine.reset_cause(), "unknown")
+        self._wdt = None
+        if config.get("watchdog", True):  # false only for debugging at the REPL
+            self._wdt = machine.WDT(timeout=int(config.get("watchdog_ms", 5000)))
+        self._next = time.ticks_ms()
+        self._clock_set = False
+        self._wlan = None
+
+    # -- outputs
+    def _steady(self, level):
+        # Before MicroPython 1.26 duty_u16(65535) still pulses: drive the pin instead.
+        self._pwm.deinit()
+        machine.Pin(self._pilot_pin, machine.Pin.OUT, value=level)
+        self._x1_as_gpio = True
+
+    def set_pilot(self, counts):
+        self.pilot_counts = counts
+        if counts >= _PWM_FULL and not self._full_ok:
+            return self._steady(1)
+        if self._x1_as_gpio:
+            self._pwm = machine.PWM(machine.Pin(self._pilot_pin), freq=1000, duty_u16=counts)
+            self._x1_as_gpio = False
+        else:
+            self._pwm.duty_u16(counts)
+
+    def set_contactor(self, closed):
+        self.contactor_drive = closed
+        self._coil.value(1 if closed and not self.rcd_tripped else 0)
+
+    def indicate(self, status):
+        # Status LED: on while charging.
+        lit = status == 2
+        if self._led and lit != self._lit:
+            self._lit = lit
+            self._led.value(1 if lit else 0)
+
+    # -- interrupts (hard: no allocation)
+    def _on_rcd(self, pin):
+        self._coil.value(0)
+        self.rcd_tripped = True
+
+    def _on_pulse(self, pin):
+        now = time.ticks_ms()
+        self._pulse_gap = time.ticks_diff(now, self._pulse_ms)
+        self._pulse_ms = now
+        self._pulses += 1
+
+    def _rcd_self_test(self, test_pin):
+        if test_pin is None:
+            return
+        t = machine.Pin(test_pin, machine.Pin.OUT, value=1)
+        start = time.ticks_ms()
+        while self._rcd.value() and time.ticks_diff(time.ticks_ms(), start) < 100:
+            pass
+        t.value(0)
+        tripped = self._rcd.value() == 0
+        time.sleep_ms(50)
+        # A sensor that does not trip on its own test is treated as tripped: latched, safe.
+        self.rcd_tripped = not tripped or self._rcd.value() == 0
+
+    # -- inputs
+    def sample(self):
+        adc = self._adc
+        hi = -1
+        lo = 1 << 29
+        for _ in range(_SAMPLES):
+            v = adc.read_uv()
+            if v > hi:
+                hi = v
+            if v < lo:
+                lo = v
+        self.high_mv = (hi - self._zero_uv) * self._gain // 1000
+        self.low_mv = (lo - self._zero_uv) * self._gain // 1000
+        if self._feedback is not None:
+            self.feedback = self._feedback.value() == 0
+        else:
+            self.feedback = self.contactor_drive  # no auxiliary contact: assume it follows
+        if self._rcd is not None and self._rcd.value() == 0:
+            self.rcd_tripped = True
+        # S0 meter: energy from pulses; power from the gap between the last two pulses.
+        self.energy_wh = self._pulses * 1000 // self._imp_per_kwh
+        gap = self._pulse_gap
+        if gap <= 0 or time.ticks_diff(time.ticks_ms(), self._pulse_ms) > 2 * gap + 5000:
+            self.power_w = 0
+        else:
+            self.power_w = self._w_per_pulse_ms // gap
+        self.current_da = self.power_w * 10 // self._volts_phases
+
+    # -- time
+    def now_ms(self):
+        return time.ticks_ms()
+
+    def unix_ms(self):
+        if not self._clock_set:
+            return None
+        return time.time_ns() // 1000000  # allocates: network side only
+
+    def wait_tick(self, on_request):
+        self._next = time.ticks_add(self._next, _TICK_MS)
+        wait = time.ticks_diff(self._next, time.ticks_ms())
+        if wait > 0:
+            time.sleep_ms(wait)
+        else:
+            self._next = time.ticks_ms()  # overran: do not race to catch up
+        if self._wdt:
+            self._wdt.feed()  # only reached while the control loop makes progress
+        return time.ticks_ms()
+
+    def halt(self):
+        self._coil.value(0)
+        self._wdt = None  # stop feeding: the watchdog resets the board
+
+    def factory_reset_requested(self):
+        if self._button is None:
+            return False
+        if self._button.value():
+            self._pressed_at = -1
+            return False
+        if self._pressed_at < 0:
+            self._pressed_at = time.ticks_ms()
+            return False
+        if time.ticks_diff(time.ticks_ms(), self._pressed_at) >= _RESET_HOLD_MS:
+            self._pressed_at = time.ticks_ms() + 3600000  # once per hold
+            return True
+        return False
+
+    # -- network (called from the network thread)
+    def ensure_network(self):
+        import network
+        cfg = self.config["wifi"]
+        if self._wlan is None:
+            self._wlan = network.WLAN(network.STA_IF)
+            self._wlan.active(True)
+        if not self._wlan.isconnected():
+            self._wlan.connect(cfg["ssid"], cfg["password"])
+            start = time.ticks_ms()
+            while not self._wlan.isconnected():
+                if time.ticks_diff(time.ticks_ms(), start) > 20000:
+                    raise OSError("WiFi did not connect")
+                time.sleep_ms(200)
+        if not self._clock_set:
+            try:
+                import ntptime
+                ntptime.settime()
+                # Timestamps only where the epoch is 1970: none rather than wrong ones.
+                self._clock_set = time.gmtime(0)[0] == 1970
+            except (OSError, ImportError):
+                pass
+
+
+def _version():
+    import sys
+    return sys.implementation.version[:2]

@@ -1,0 +1,68 @@
+# The installation's local config file (written by the installer, never by the network):
+# checked completely at boot, so a mistake is reported at once and the charger stays safe.
+
+_NEEDED = (("device_id", str), ("supply_voltage", (int, float)), ("phases", int),
+           ("max_current", (int, float)), ("broker", str))
+
+
+class ConfigError(Exception):
+    pass
+
+
+def check(cfg):
+    # Every problem with an installation config, as sentences; [] if it is usable.
+    if type(cfg) is not dict:
+        return ["the config must be a JSON object"]
+    errors = []
+    for key, kind in _NEEDED:
+        if key not in cfg:
+            errors.append("missing " + key)
+        elif not isinstance(cfg[key], kind) or type(cfg[key]) is bool:
+            errors.append(key + " has the wrong type")
+    if errors:
+        return errors
+    if not 0 < len(cfg["device_id"]) <= 64 or "/" in cfg["device_id"] or "+" in cfg["device_id"] \
+            or "#" in cfg["device_id"]:
+        errors.append("device_id must be 1-64 characters without / + #")
+    if not 100 <= cfg["supply_voltage"] <= 480:
+        errors.append("supply_voltage must be 100-480 V (phase to neutral)")
+    if cfg["phases"] not in (1, 3):
+        errors.append("phases must be 1 or 3")
+    if not 6 <= cfg["max_current"] <= 80:
+        errors.append("max_current must be 6-80 A")
+    if "cable_current" in cfg and not (type(cfg["cable_current"]) is int and
+                                       6 <= cfg["cable_current"] <= 80):
+        errors.append("cable_current must be 6-80 A")
+    host, _, port = cfg["broker"].rpartition(":")
+    if not host or not port.isdigit():
+        errors.append("broker must be HOST:PORT")
+    if cfg.get("webhook_url") and not cfg.get("webhook_secret"):
+        errors.append("webhook_url needs webhook_secret")
+    return errors
+
+
+def read(path):
+    # The raw config, or None if there is none to read (for a fail-safe with what is known).
+    import json
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def load(path, extra_check=None):
+    import json
+    try:
+        with open(path) as f:
+            cfg = json.load(f)
+    except OSError:
+        raise ConfigError(path + " not found: copy config.example.json, fill it in, deploy")
+    except ValueError:
+        raise ConfigError(path + " is not valid JSON")
+    errors = check(cfg)
+    if not errors and extra_check:
+        errors = extra_check(cfg)
+    if errors:
+        raise ConfigError(path + ": " + "; ".join(errors))
+    return cfg

@@ -1,0 +1,16 @@
+# Shared state of the ESP32 stand-ins: a log of pin activity and a tiny pilot/vehicle model.
+import os
+import time
+
+LOG = open(os.getenv("STANDIN_LOG") or "standin.log", "a")
+EV = os.getenv("STANDIN_EV") or "A"  # what the vehicle shows: A, B or C (C only under PWM)
+ADC_FAIL_AFTER = int(os.getenv("STANDIN_ADC_FAIL_AFTER") or "0")
+pins = {}  # GPIO -> level driven
+pwm = {}  # GPIO -> duty_u16 while PWM runs
+seq = [0]
+
+
+def log(*items):
+    seq[0] += 1
+    LOG.write("%d %d %s\n" % (seq[0], time.ticks_ms(), " ".join(str(i) for i in items)))
+    LOG.flush()

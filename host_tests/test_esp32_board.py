@@ -1,0 +1,158 @@
+"""The deployed ESP32 tree (make deploy --dry-run) booted under micropython, with stand-ins
+for machine, esp32 and network that record pin activity (host_tests/esp32_standins)."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import record
+from e2e import Broker, Charger
+from tools.deploy import build_tree
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STANDINS = os.path.join(ROOT, "host_tests", "esp32_standins")
+PINS = {"pilot_pwm": 25, "pilot_adc": 36, "contactor": 26, "contactor_feedback": 27,
+        "rcd": 34, "led": 2, "button": 0}
+
+
+def config(broker_address, **over):
+    cfg = {"device_id": "esp-1", "supply_voltage": 230, "phases": 1, "max_current": 32,
+           "broker": broker_address, "wifi": {"ssid": "bench", "password": "x"},
+           "pins": dict(PINS)}
+    cfg.update(over)
+    return cfg
+
+
+def boot(tmp_path, cfg, ev="B", nvs=None, env=None, seconds=None):
+    tree = tmp_path / "tree"
+    cfg_file = tmp_path / "install.json"
+    cfg_file.write_text(json.dumps(cfg))
+    build_tree(str(tree), "esp32", str(cfg_file), "xtensawin")
+    if nvs is not None:
+        (tree / "nvs.json").write_text(json.dumps(nvs))
+    log = tmp_path / "pins.log"
+    e = dict(os.environ, STANDIN_LOG=str(log), STANDIN_EV=ev,
+             MICROPYPATH=":".join([".frozen", STANDINS, str(tree / "lib"),
+                                   os.path.join(ROOT, "build", "lib")]), **(env or {}))
+    proc = subprocess.Popen(["micropython", "-X", "heapsize=256K", "main.py"], cwd=str(tree),
+                            env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if seconds is not None:
+        try:
+            out, _ = proc.communicate(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        return proc, out, read_log(log)
+    return proc, log
+
+
+def read_log(path):
+    if not os.path.exists(path):
+        return []
+    return [line.split()[2:] for line in open(path).read().splitlines()]
+
+
+def stop(proc):
+    proc.kill()
+    out, _ = proc.communicate()
+    return out
+
+
+@pytest.fixture
+def broker():
+    b = Broker("amqtt").start()
+    yield b
+    b.stop()
+
+
+def test_boot_safe_cap_first_duty_and_nvs_commits(tmp_path, broker, mpy_dir):
+    nvs = {"charger": record.encode(3680, False).decode()}
+    proc, log = boot(tmp_path, config(broker.address), ev="B", nvs=nvs)
+    c = Charger(broker.address, "esp-1")
+    try:
+        c.wait(lambda: c.availability == "online", 20)
+        time.sleep(0.5)
+        assert c.cap(7.36)["success"]
+        time.sleep(0.3)
+        assert c.cap(7.36)["success"]  # the same value: no flash write
+        time.sleep(0.5)
+    finally:
+        c.close()
+        out = stop(proc)
+    events = read_log(log)
+    first_read = events.index(["nvs_get", "charger"])
+    before = events[:first_read]
+    assert all(e[2] == "65535" for e in before if e[0] == "pwm"), before  # no PWM yet
+    assert ["pin", "26", "1"] not in before  # contactor never closed before the cap is read
+    duties = [int(e[2]) for e in events[first_read:] if e[0] == "pwm" and e[1] == "25"]
+    assert 17476 in duties  # 3.68 kW -> 16 A -> 26.666 % of 65535, rounded down
+    assert duties.index(17476) < duties.index(34952)  # then 7.36 kW -> 32 A
+    assert max(duties[:duties.index(34952)]) <= 65535
+    assert [e for e in events if e[0] == "nvs_commit"] == [["nvs_commit"]], out
+    assert ["wdt_start", "5000"] in events
+    assert sum(1 for e in events if e[0] == "wdt_feed") > 100  # every tick while it runs
+
+
+def test_watchdog_is_not_fed_once_the_control_loop_stops(tmp_path, broker, mpy_dir):
+    proc, out, events = boot(tmp_path, config(broker.address), ev="B",
+                             env={"STANDIN_ADC_FAIL_AFTER": str(48 * 100)}, seconds=4)
+    assert "control: stopped" in out
+    stopped = max(i for i, e in enumerate(events) if e == ["pwm", "25", "0"])
+    feeds = [i for i, e in enumerate(events) if e[0] == "wdt_feed"]
+    assert feeds and max(feeds) < stopped  # no feed after the loop died: the WDT resets
+    assert ["pin", "26", "0"] in events[stopped - 3:]
+
+
+def test_watchdog_can_be_switched_off_for_debugging(tmp_path, mpy_dir):
+    proc, out, events = boot(tmp_path, config("127.0.0.1:1", watchdog=False), ev="A",
+                             seconds=2)
+    assert not [e for e in events if e[0].startswith("wdt")]
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"max_current": None}, "missing max_current"),
+    ({"phases": 2}, "phases must be 1 or 3"),
+    ({"pins": dict(PINS, pilot_adc=4)}, "pins.pilot_adc must be on ADC1"),
+])
+def test_bad_config_leaves_the_charger_safe_with_a_clear_message(tmp_path, change, message):
+    cfg = config("127.0.0.1:1")
+    for k, v in change.items():
+        if v is None:
+            del cfg[k]
+        else:
+            cfg[k] = v
+    proc, out, events = boot(tmp_path, cfg, ev="C", seconds=10)
+    assert proc.returncode == 0
+    assert "CONFIG ERROR" in out and message in out, out
+    assert "charger held safe: contactor open, pilot F" in out
+    assert ["pin", "26", "0"] in events and ["pin", "25", "0"] in events
+    assert not [e for e in events if e[0] in ("pwm", "wdt_start") or e == ["pin", "26", "1"]]
+
+
+def test_deploy_tree_compiles_for_xtensawin(tmp_path):
+    tree = build_tree(str(tmp_path / "t"), "esp32", None, "xtensawin")
+    libs = sorted(os.listdir(os.path.join(tree, "lib")))
+    assert "esp32_board.mpy" in libs and "esp32_main.mpy" in libs and "agent.mpy" in libs
+    assert not [f for f in libs if f.startswith("sim")]
+    assert open(os.path.join(tree, "main.py")).read() == "import esp32_main\n"
+
+
+def test_deploy_and_flash_fail_clearly_without_a_board(tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", *a], cwd=ROOT,  # noqa: E731
+                                    capture_output=True, text=True, timeout=120)
+    r = run("tools.deploy", "--port", "/dev/ttyNOBOARD")
+    assert r.returncode == 2 and "deploy: error:" in r.stderr and "/dev/ttyNOBOARD" in r.stderr
+    r = run("tools.deploy")
+    assert r.returncode == 2 and "no PORT given" in r.stderr
+    r = run("tools.flash")
+    assert r.returncode == 2 and "give both PORT and IMAGE" in r.stderr
+    image = tmp_path / "fw.bin"
+    image.write_bytes(b"\0" * 16)
+    r = run("tools.flash", "--port", "/dev/ttyNOBOARD", "--image", str(image))
+    assert r.returncode == 2 and "flash: error: esptool" in r.stderr
+    for tool in ("tools.deploy", "tools.flash"):
+        r = run(tool, "--help")
+        assert r.returncode == 0 and "usage: make" in r.stdout
