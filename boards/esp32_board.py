@@ -93,18 +93,18 @@ class Board:
         self._zero_uv = int(config.get("adc_zero_uv", 1650000))
         self._gain = int(config.get("adc_gain", 8))  # pilot mV per ADC mV
         fb = pins.get("contactor_feedback")
-        self._feedback = Pin(fb, Pin.IN, Pin.PULL_UP) if fb is not None else None
+        self._feedback = Pin(fb, Pin.IN, _pull(fb)) if fb is not None else None
         self._rcd = None
         self.rcd_tripped = False
         if pins.get("rcd") is not None:
-            self._rcd = Pin(pins["rcd"], Pin.IN, Pin.PULL_UP)
+            self._rcd = Pin(pins["rcd"], Pin.IN, _pull(pins["rcd"]))
             # Trip opens the coil in the interrupt itself, without waiting for the loop.
             self._rcd.irq(self._on_rcd, Pin.IRQ_FALLING, hard=True)
             self.rcd_tripped = self._rcd.value() == 0
             self._rcd_self_test(pins.get("rcd_test"))
         self._led = Pin(pins["led"], Pin.OUT, value=0) if pins.get("led") is not None else None
         self._lit = False
-        self._button = Pin(pins["button"], Pin.IN, Pin.PULL_UP) \
+        self._button = Pin(pins["button"], Pin.IN, _pull(pins["button"])) \
             if pins.get("button") is not None else None
         self._pressed_at = -1
         self._pulses = 0
@@ -113,8 +113,8 @@ class Board:
         self._imp_per_kwh = int(config.get("meter_imp_per_kwh", 1000))
         self._w_per_pulse_ms = 3600000000 // self._imp_per_kwh  # W x ms per pulse
         if pins.get("meter_s0") is not None:
-            Pin(pins["meter_s0"], Pin.IN, Pin.PULL_UP).irq(self._on_pulse, Pin.IRQ_FALLING,
-                                                          hard=True)
+            Pin(pins["meter_s0"], Pin.IN, _pull(pins["meter_s0"])).irq(
+                self._on_pulse, Pin.IRQ_FALLING, hard=True)
         self._volts_phases = int(config["supply_voltage"]) * int(config["phases"])
         self.store = store or NvsStore()
         self.high_mv = 0
@@ -271,6 +271,11 @@ class Board:
                 self._clock_set = time.gmtime(0)[0] == 1970
             except (OSError, ImportError):
                 pass
+
+
+def _pull(gpio):
+    # GPIO34-39 are input-only without pull resistors: those need an external pull-up.
+    return machine.Pin.PULL_UP if gpio < 34 else None
 
 
 def _version():

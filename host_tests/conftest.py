@@ -23,7 +23,6 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def mpy_dir():
     """Every firmware and board module compiled by mpy-cross: the micropython rig runs these."""
-    shutil.rmtree(MPY_DIR, ignore_errors=True)
     failures = compile_all(MPY_DIR)
     assert not failures, failures
     lib = os.path.join(ROOT, "build", "lib")
