@@ -9,7 +9,7 @@ import control as ctl
 import pilot
 from ring import Ring
 from settings import Settings, LIMIT_NAMES
-from slot import Slot
+from slot import Slot, ACKNOWLEDGED
 from actions import Actions
 from api import Api
 from isotime import iso
@@ -75,7 +75,7 @@ class Agent:
                 break
             self._record_event(rec)
         self.actions.sync()
-        if self.slot.state != 1:  # no command in flight: the pause flag is settled
+        if self.slot.state != ACKNOWLEDGED:  # no command in flight: the pause is settled
             self.settings.persist(self.control.paused)
 
     def state_due(self, now):
