@@ -141,11 +141,8 @@ class Sim:
         if self.agent is None:
             b.drive_outputs(0, False)
         else:
-            inputs = (b.t, int(round(b.high * 1000)), int(round(b.low * 1000)),
-                      int(b.contactor), int(b.current * 10),
-                      int(b.current * b.voltage * b.phases), int(b.energy_wh), int(b.rcd_tripped))
             try:
-                b.drive_outputs(*self.agent.tick(inputs))
+                b.drive_outputs(*self.agent.tick(b.board_inputs()))
             except RuntimeError as e:
                 print("sim: agent died: %s" % e, flush=True)
                 self._power_off()

@@ -84,6 +84,14 @@ class Bench:
             return high, high  # steady +12 V: no low phase to measure
         return high, low
 
+    def board_inputs(self):
+        """What the board's inputs read now: (bench ms, high mV, low mV, feedback,
+        current dA, power W, energy Wh, rcd), the order of the sim link's T frame."""
+        return (self.t, int(round(self.high * 1000)), int(round(self.low * 1000)),
+                int(self.contactor), int(self.current * 10),
+                int(self.current * self.voltage * self.phases), int(self.energy_wh),
+                int(self.rcd_tripped))
+
     @property
     def rcd_tripped(self):
         return self.fault == "rcd_trip"

@@ -60,14 +60,8 @@ class Rig:
         if not self.powered:
             b.drive_outputs(0, False)  # no supply: no pilot voltage, contactor falls open
             return
-        counts, drive = self._tick(b.t, self._inputs())
+        counts, drive = self._tick(b.t, b.board_inputs())
         b.drive_outputs(counts, drive)
-
-    def _inputs(self):
-        b = self.bench
-        return (b.t, int(round(b.high * 1000)), int(round(b.low * 1000)), int(b.contactor),
-                int(b.current * 10), int(b.current * b.voltage * b.phases),
-                int(b.energy_wh), int(b.rcd_tripped))
 
     def ev(self, **fields):
         self.bench.set_ev(fields)
