@@ -27,8 +27,11 @@ class AgentProcess:
             json.dump(config, f)
         env = dict(os.environ, MICROPYPATH=":".join([".frozen"] + list(module_dirs)))
         out = subprocess.DEVNULL if quiet else None
+        # Its own session: a Ctrl-C at the terminal reaches the bench, which then cuts the
+        # agent's power itself, instead of interrupting it mid-sentence.
         self.proc = subprocess.Popen(["micropython", "-X", "heapsize=" + heapsize, "-m",
-                                      "sim_main", self.config_path], env=env, stdout=out)
+                                      "sim_main", self.config_path], env=env, stdout=out,
+                                     start_new_session=True)
         self.conn = None
         srv.settimeout(0.2)
         deadline = time.monotonic() + 30
