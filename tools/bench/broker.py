@@ -57,7 +57,9 @@ class Broker:
                         % self.port)
             cmd = ["mosquitto", "-c", conf]
         log = open(os.path.join(self.dir, "broker.log"), "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        # Its own session: Ctrl-C reaches the launcher, which stops the broker last.
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         wait_port(self.port, proc=self.proc)
         return self
 
