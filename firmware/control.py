@@ -78,6 +78,7 @@ class Control:
         self.session_active = False
         self.session_start_wh = 0
         self._counts = -1
+        self._offer_counts = -1  # duty for offered_da, computed when the offer changes
         self._contactor = None
         self._since = 0  # start of the current mode, or of the stable C
         self._c_since = -1
@@ -107,13 +108,16 @@ class Control:
         return self._contactor
 
     def _offer(self, current):
-        self.offered_da = current
-        self._set_pilot(pilot.duty(current, self._full))
+        if current != self.offered_da or self._offer_counts < 0:
+            self.offered_da = current
+            self._offer_counts = pilot.duty(current, self._full)  # only when it changes
+        self._set_pilot(self._offer_counts)
 
     def _raise(self, now, code):
         self._set_contactor(False)
         self._set_pilot(0)  # F: EVSE not available
         self.offered_da = 0
+        self._offer_counts = -1
         if code != self.fault:
             self.ring.push(EV_FAULT_RAISED, now, code)
         self.fault = code
