@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +43,7 @@ def broker_round_trip(broker, n):
     sub.loop_start()
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     pub.connect("127.0.0.1", broker.port)
+    pub.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as evctl does
     pub.loop_start()
     time.sleep(0.5)
     out = []
