@@ -21,23 +21,23 @@ build/lib/umqtt/simple.py: $(BIN)/pytest
 	$(BIN)/python tools/fetch_umqtt.py
 
 compile: $(BIN)/pytest
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python tools/compile.py build/mpy
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.device.compile build/mpy
 
 test: $(BIN)/pytest build/lib/umqtt/simple.py
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q host_tests
 
 sim: $(BIN)/pytest build/lib/umqtt/simple.py compile
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.sim $(ARGS)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.bench.sim $(ARGS)
 
 bench: $(BIN)/pytest build/lib/umqtt/simple.py compile
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.perf $(ARGS)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.measure.perf $(ARGS)
 
 deploy: $(BIN)/pytest
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.deploy --board $(BOARD) \
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.device.deploy --board $(BOARD) \
 		$(if $(PORT),--port $(PORT)) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
 flash: $(BIN)/pytest
-	$(BIN)/python -m tools.flash $(if $(PORT),--port $(PORT)) $(if $(IMAGE),--image $(IMAGE)) $(ARGS)
+	$(BIN)/python -m tools.device.flash_firmware $(if $(PORT),--port $(PORT)) $(if $(IMAGE),--image $(IMAGE)) $(ARGS)
 
 repl: $(BIN)/pytest
 	$(BIN)/mpremote connect $(or $(PORT),auto) repl

@@ -4,14 +4,13 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.bench.rig import InProcessRig, ProcessRig, cpython_paths  # noqa: E402
-from tools.compile import compile_all  # noqa: E402
+from tools.bench.rig import InProcessRig, ProcessRig  # noqa: E402
+from tools.paths import BUILD, MPY_DIR, cpython_paths  # noqa: E402
+from tools.device.compile import compile_all  # noqa: E402
 
 cpython_paths()
-MPY_DIR = os.path.join(ROOT, "build", "mpy")  # the tree make sim runs too
 
 
 def pytest_collection_modifyitems(config, items):
@@ -25,7 +24,7 @@ def mpy_dir():
     """Every firmware and board module compiled by mpy-cross: the micropython rig runs these."""
     failures = compile_all(MPY_DIR)
     assert not failures, failures
-    lib = os.path.join(ROOT, "build", "lib")
+    lib = os.path.join(BUILD, "lib")
     return [MPY_DIR, lib]
 
 

@@ -7,15 +7,15 @@ import threading
 import time
 
 from tools.bench.broker import Broker
+from tools.paths import ROOT
 from tools.evctl import Charger
-from tools.sim import Sim, parse
+from tools.bench.sim import Sim, parse
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def launch(broker, state_dir, *extra):
     """make sim's launcher as a subprocess (the way a user starts it)."""
-    cmd = [sys.executable, "-m", "tools.sim", "--broker", broker.address,
+    cmd = [sys.executable, "-m", "tools.bench.sim", "--broker", broker.address,
            "--state-dir", str(state_dir), *extra]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)

@@ -3,13 +3,14 @@ import json
 import os
 import subprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tools.paths import ROOT
+
 
 
 def test_control_tick_allocates_nothing_under_micropython(mpy_dir):
     env = dict(os.environ, MICROPYPATH=":".join([".frozen"] + mpy_dir))
     out = subprocess.run(["micropython", "-X", "heapsize=64K",
-                          os.path.join(ROOT, "tools", "probes", "alloc_probe.py"), "-", "3000"],
+                          os.path.join(ROOT, "tools", "measure", "probes", "alloc_probe.py"), "-", "3000"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     results = {r["state"]: r for r in json.loads(out.stdout)}

@@ -3,9 +3,9 @@ import os
 import re
 import subprocess
 
-from tools.compile import compile_all, sources
+from tools.device.compile import compile_all, sources
+from tools.paths import FIRMWARE
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_every_module_compiles_with_mpy_cross(tmp_path):
@@ -24,6 +24,6 @@ def test_mpy_cross_rejects_cpython_only_code(tmp_path):
 
 
 def test_firmware_core_never_imports_machine():
-    for path in glob.glob(os.path.join(ROOT, "firmware", "*.py")):
+    for path in glob.glob(os.path.join(FIRMWARE, "*.py")):
         text = open(path).read()
         assert not re.search(r"^\s*(import|from)\s+(machine|esp32|network)\b", text, re.M), path

@@ -10,9 +10,9 @@ import pytest
 
 import record
 from e2e import Broker, Charger
-from tools.deploy import build_tree
+from tools.device.deploy import build_tree
+from tools.paths import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STANDINS = os.path.join(ROOT, "host_tests", "esp32_standins")
 PINS = {"pilot_pwm": 25, "pilot_adc": 36, "contactor": 26, "contactor_feedback": 27,
         "rcd": 34, "led": 2, "button": 0}
@@ -143,16 +143,16 @@ def test_deploy_tree_compiles_for_xtensawin(tmp_path):
 def test_deploy_and_flash_fail_clearly_without_a_board(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", *a], cwd=ROOT,  # noqa: E731
                                     capture_output=True, text=True, timeout=120)
-    r = run("tools.deploy", "--port", "/dev/ttyNOBOARD")
+    r = run("tools.device.deploy", "--port", "/dev/ttyNOBOARD")
     assert r.returncode == 2 and "deploy: error:" in r.stderr and "/dev/ttyNOBOARD" in r.stderr
-    r = run("tools.deploy")
+    r = run("tools.device.deploy")
     assert r.returncode == 2 and "no PORT given" in r.stderr
-    r = run("tools.flash")
+    r = run("tools.device.flash_firmware")
     assert r.returncode == 2 and "give both PORT and IMAGE" in r.stderr
     image = tmp_path / "fw.bin"
     image.write_bytes(b"\0" * 16)
-    r = run("tools.flash", "--port", "/dev/ttyNOBOARD", "--image", str(image))
+    r = run("tools.device.flash_firmware", "--port", "/dev/ttyNOBOARD", "--image", str(image))
     assert r.returncode == 2 and "flash: error: esptool" in r.stderr
-    for tool in ("tools.deploy", "tools.flash"):
+    for tool in ("tools.device.deploy", "tools.device.flash_firmware"):
         r = run(tool, "--help")
         assert r.returncode == 0 and "usage: make" in r.stdout

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from e2e import Broker, Charger, InProcessSim, online
-from tools.bench.proxy import Gate
+from tools.bench.gate import Gate
 
 
 @pytest.fixture

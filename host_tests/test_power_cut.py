@@ -3,9 +3,9 @@ is the last acknowledged value or the one being written, and no current is offer
 import random
 import time
 
-import sim
+import sim_board as sim
 from conftest import plug
-from tools.bench.flash import CuttableFlash, PowerCut
+from tools.bench.flash_model import CuttableFlash, PowerCut
 from tools.bench.rig import InProcessRig, ProcessRig
 
 CAPS = [1.0, 2.3, 3.68, 4.6, 7.36]  # 0 A (suspended), 10 A, 16 A, 20 A, 32 A at 230 V

@@ -10,7 +10,8 @@ import struct
 import subprocess
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tools.paths import ROOT
+
 KINDS = ("commands", "settings", "read")
 
 

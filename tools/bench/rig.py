@@ -5,23 +5,14 @@ under the micropython binary and talks to it over the simulated board's link, so
 interpreter is exercised. Both expose the same calls, so one scenario suite runs on both.
 """
 import json
-import os
-import sys
 
 from .agent_process import AgentProcess
 from .bench import Bench
+from tools.paths import cpython_paths
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TICK_MS = 10
 SERVICE_TICKS = 10
 UNIX_BASE_MS = 1795478400000  # 2026-11-24T00:00:00Z at bench time 0
-
-
-def cpython_paths():
-    for sub in ("tools/shims", "firmware", "boards"):
-        p = os.path.join(ROOT, sub)
-        if p not in sys.path:
-            sys.path.insert(0, p)
 
 
 class Rig:
@@ -114,7 +105,7 @@ class InProcessRig(Rig):
         self.boot()
 
     def boot(self):
-        import sim
+        import sim_board as sim
         from agent import Agent
         store = self.store_factory() if self.store_factory else sim.FileStore(self.state_dir)
         self.board = sim.Board(dict(self.config), store)

@@ -19,13 +19,13 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from tools.bench.agent_process import ROOT
 from tools.bench.broker import Broker
 from tools.bench.rig import InProcessRig, ProcessRig
 from tools.evctl import Charger
-from tools.sim import Sim, parse
+from tools.bench.sim import Sim, parse
+from tools.paths import BUILD, MPY_DIR, ROOT
 
-MPY = [os.path.join(ROOT, "build", "mpy")]
+MPY = [MPY_DIR]
 ENV = dict(os.environ, MICROPYPATH=":".join([".frozen"] + MPY))
 
 
@@ -171,7 +171,7 @@ def cpython_speed(state_dir):
 
 def probe(script, *args, heapsize="256K", timeout=900):
     out = subprocess.run(["micropython", "-X", "heapsize=" + heapsize,
-                          os.path.join(ROOT, "tools", "probes", script), *args],
+                          os.path.join(ROOT, "tools", "measure", "probes", script), *args],
                          env=ENV, capture_output=True, text=True, timeout=timeout)
     if out.returncode:
         return None
@@ -198,7 +198,7 @@ def heap(broker, hours, search_hours):
 
 
 def footprint():
-    files = [f for f in glob.glob(os.path.join(ROOT, "build", "mpy", "*.mpy"))
+    files = [f for f in glob.glob(os.path.join(MPY_DIR, "*.mpy"))
              if not os.path.basename(f).startswith("sim")]
     return sum(os.path.getsize(f) for f in files), len(files)
 
@@ -222,7 +222,7 @@ def main(argv=None):
     p.add_argument("--hours", type=float, default=24, help="virtual hours of the heap session")
     p.add_argument("--search-hours", type=float, default=1,
                    help="virtual hours of each session in the heap-size search")
-    p.add_argument("--out", default=os.path.join(ROOT, "build", "bench.json"))
+    p.add_argument("--out", default=os.path.join(BUILD, "bench.json"))
     a = p.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="bench-")
     sub = lambda name: os.makedirs(os.path.join(tmp, name)) or os.path.join(tmp, name)  # noqa

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 import _thread
-import sim
+import sim_board as sim
 from agent import Agent
 from uplink import Uplink
 from umqtt.simple import MQTTClient

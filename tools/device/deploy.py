@@ -1,7 +1,7 @@
 """Put the agent on an ESP32 with mpremote (make deploy), or write the exact tree (--dry-run).
 
-  python -m tools.deploy --port /dev/ttyUSB0 --config garage.local.json
-  python -m tools.deploy --dry-run build/deploy --config garage.local.json
+  python -m tools.device.deploy --port /dev/ttyUSB0 --config garage.local.json
+  python -m tools.device.deploy --dry-run build/deploy --config garage.local.json
 
 The tree: main.py ("import esp32_main"), lib/*.mpy (firmware and the board, compiled by
 mpy-cross), config.json. umqtt.simple and requests are frozen into the MicroPython
@@ -17,8 +17,9 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BOARDS = {"esp32": ("esp32_board.py", "esp32_main.py")}
+from tools.paths import FIRMWARE, ROOT, board_dir
+
+BOARDS = {"esp32": ("esp32_board.py", "esp32_main.py")}  # in boards/<name>/
 MAIN = b"import esp32_main\n"
 _HASHER = ("import os, hashlib, binascii\n"
            "def walk(d):\n"
@@ -52,8 +53,8 @@ def build_tree(out, board, config, march):
         raise DeployError("unknown board %r (known: %s)" % (board, ", ".join(BOARDS)))
     lib = os.path.join(out, "lib")
     os.makedirs(lib, exist_ok=True)
-    sources = sorted(glob.glob(os.path.join(ROOT, "firmware", "*.py")))
-    sources += [os.path.join(ROOT, "boards", f) for f in BOARDS[board]]
+    sources = sorted(glob.glob(os.path.join(FIRMWARE, "*.py")))
+    sources += [os.path.join(board_dir(board), f) for f in BOARDS[board]]
     for src in sources:
         dst = os.path.join(lib, os.path.splitext(os.path.basename(src))[0] + ".mpy")
         res = subprocess.run(["mpy-cross", "-march=" + march, "-o", dst, src],
@@ -138,7 +139,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     try:
         if a.config and not os.path.exists(a.config):
-            raise DeployError("config %s not found (template: boards/config.example.json)"
+            raise DeployError("config %s not found (template: boards/esp32/config.example.json)"
                               % a.config)
         if a.dry_run:
             if os.path.isdir(a.dry_run):

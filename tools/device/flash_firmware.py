@@ -1,6 +1,6 @@
 """Write a MicroPython firmware image to an ESP32 with esptool (make flash).
 
-  python -m tools.flash --port /dev/ttyUSB0 --image ESP32_GENERIC-v1.27.0.bin
+  python -m tools.device.flash_firmware --port /dev/ttyUSB0 --image ESP32_GENERIC-v1.27.0.bin
 
 Nothing is downloaded: bring the image (micropython.org/download/ESP32_GENERIC, a build
 with umqtt.simple and requests frozen in, as the official ones are). Erases the flash

@@ -8,15 +8,16 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tools.paths import BOARDS, BUILD, FIRMWARE, ROOT
+
 
 
 def sources():
-    return sorted(glob.glob(os.path.join(ROOT, "firmware", "*.py")) +
-                  glob.glob(os.path.join(ROOT, "boards", "*.py")))
+    return sorted(glob.glob(os.path.join(FIRMWARE, "*.py")) +
+                  glob.glob(os.path.join(BOARDS, "*", "*.py")))
 
 
-UMQTT = os.path.join(ROOT, "build", "lib", "umqtt", "simple.py")
+UMQTT = os.path.join(BUILD, "lib", "umqtt", "simple.py")
 
 
 def compile_all(out_dir, extra=()):

@@ -5,7 +5,7 @@
 # publishes travel over the bench link.
 import sys
 import json
-import sim
+import sim_board as sim
 from sim_link import Link
 from agent import Agent
 import runner

@@ -5,7 +5,7 @@ import gc
 import json
 import sys
 import time
-import sim
+import sim_board as sim
 from agent import Agent
 
 TICKS = int(sys.argv[2]) if len(sys.argv) > 2 else 3000

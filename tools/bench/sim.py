@@ -14,9 +14,10 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from tools.bench.agent_process import ROOT, AgentProcess
+from tools.bench.agent_process import AgentProcess
 from tools.bench.bench import Bench
 from tools.bench.broker import Broker
+from tools.paths import BUILD, MPY_DIR, ROOT
 
 TICK_MS = 10
 READINGS_EVERY_MS = 1000
@@ -83,7 +84,7 @@ class Sim:
         self._power_on()
 
     def _module_dirs(self):
-        return [os.path.join(ROOT, "build", "mpy"), os.path.join(ROOT, "build", "lib")]
+        return [MPY_DIR, os.path.join(BUILD, "lib")]
 
     def _power_on(self):
         self.agent = AgentProcess(self.config(), self._module_dirs(),
