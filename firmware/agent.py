@@ -1,22 +1,25 @@
-# The charger agent: wires the control core to the settings, the command slot and the
-# API, and turns what happened into state reports and events for the uplink.
-# tick() is the safety path (control loop); handle() and service() are the network side.
+# The charger agent: wires the control core to the settings, the command slot, storage
+# and the API, and turns what happened into state reports and events for the uplink.
+# tick() is the control loop's; service() is the worker's; handle() and flush() are the
+# uplink's (runner.py says which thread runs which).
 import json
 import os
 import _thread
 from micropython import const
 import control as ctl
+import persist as ps
 import pilot
-from ring import Ring
+import record
+from ring import Ring, Trace
 from settings import Settings, LIMIT_NAMES
-from slot import Slot, ACKNOWLEDGED
-from actions import Actions
+from slot import Slot
+from actions import Actions, STRATEGY
 from api import Api
+from outbox import Outbox
 from isotime import iso
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 _HEARTBEAT_MS = const(60000)
-_OUTBOX = const(16)  # events kept while the uplink is away; the oldest go first
 _DEADBAND_W = const(200)
 _CMDS = {"charge": {"parameters": {}, "execution": ["immediate"]},
          "idle": {"parameters": {}, "execution": ["immediate"]}}
@@ -28,16 +31,17 @@ class Agent:
         self.board = board
         self.device_id = cfg["device_id"]
         self.model = cfg.get("model", "micropython-evse")
-        self.lock = _thread.allocate_lock()
         self.ring = Ring()
-        self.control = ctl.Control(board, self.ring)
-        self.slot = Slot(self.control, self.lock)
-        self.settings = Settings(cfg, board.store, self.control)
-        self.actions = Actions(self, self.slot)
+        self.trace = Trace()
+        self.control = ctl.Control(board, self.ring, self.trace)
+        self.slot = Slot(self.control, _thread.allocate_lock())
+        self.persist = ps.Persist(board.store)
+        self.persist.on_failure = self._storage_failed
+        self.settings = Settings(cfg, self.persist, self.control)
+        self.actions = Actions(self, self.slot, self.persist)
         self.api = Api(self)
-        self.outbox = []  # event payloads (bytes) not yet published
+        self.outbox = Outbox()
         self.on_event = None  # f(event dict): the webhook queue, where one is configured
-        self.dropped_events = 0
         self.seq = 0
         self._nonce = "%08x" % int.from_bytes(os.urandom(4), "big")
         self._ids = 0
@@ -45,43 +49,70 @@ class Agent:
         self._reported = None
         self._reported_at = 0
         self._reported_w = 0
-        reason = self.settings.load()  # before the first tick: nothing is offered until now
+        self._load(board.now_ms())  # before the first tick: nothing is offered until now
+
+    def _load(self, now):
+        reason = self.settings.load()
         if reason:
             self.settings_reverted(reason)
+        paused = self.persist.read_word(ps.PAUSE, 0)
+        if paused == record.CORRUPT:
+            self.storage_corrupt(ps.PAUSE)
+        self.control.paused = paused != 0  # corrupt: paused, the safe side
+        if not self.actions.load(now):
+            self.storage_corrupt(ps.ACTIONS)
 
-    # -- control side
+    # -- control loop
     def tick(self, now):
         self.control.tick(now)
         self.slot.track(now)
-        self.board.indicate(self.control.status)
+        self.board.show_status(ctl.STATUS_NAMES[self.control.status])
 
-    # -- network side
-    def handle(self, kind, payload, now):
-        try:
-            return self.api.handle(kind, payload, now)
-        except Exception as e:  # a bug must not take the agent down with it
-            print("agent: request failed:", repr(e))
-            return self.api._reply(kind, None, 400, {"code": "INVALID_REQUEST",
-                                                     "message": "request not processed",
-                                                     "details": {}}, now)
-
+    # -- worker: local duties, whether or not a broker is reachable
     def service(self, now):
-        # Turn control-loop records into events and keep flash in step with a cleared pause.
         if self.board.factory_reset_requested():
             self.factory_reset(now)
+        self.persist_pause()  # before any terminal event: a completed idle is in flash
         while True:
             rec = self.ring.pop()
             if rec is None:
                 break
             self._record_event(rec)
         self.actions.sync()
-        if self.slot.state != ACKNOWLEDGED:  # no command in flight: the pause is settled
-            self.settings.persist(self.control.paused)
+        self.settings.service(now)
+
+    def persist_pause(self):
+        return self.persist.write_word(ps.PAUSE, 1 if self.control.paused else 0)
+
+    # -- uplink
+    def handle(self, kind, payload, now):
+        return self.api.handle(kind, payload, now)
+
+    def too_large(self, kind, now):
+        return self.api.too_large(kind, now)
+
+    def busy(self, kind, now):
+        return self.api.busy(kind, now)
+
+    def flush(self, publish, now):
+        # Publish what the agent has to say; stops at the first failure (publish raises)
+        # and keeps the rest for the next connection.
+        while True:
+            item = self.outbox.first()
+            if item is None:
+                break
+            publish("events", item[0], False)
+            self.outbox.done(item)
+            if item[1]:
+                self.actions.published(item[1])
+        if self.state_due(now):
+            publish("state", self.state_report(now), True)
 
     def state_due(self, now):
         c = self.control
         key = (c.status, c.pilot, c.contactor_closed, c.offered_da, c.fault,
-               self.settings.cap_w, self.slot.state, len(self.actions.recent))
+               self.settings.cap_w, self.slot.state, len(self.actions.recent),
+               self.persist.failed)
         w = self.board.power_w
         moved = abs(w - self._reported_w) >= max(_DEADBAND_W, self._reported_w // 20)
         if key != self._reported or moved or ctl.elapsed(now, self._reported_at) >= _HEARTBEAT_MS:
@@ -99,12 +130,25 @@ class Agent:
         return json.dumps({"success": True, "data": self.device_read(now),
                            "meta": {"timestamp": self.stamp(now), "seq": self.seq}}).encode()
 
+    # -- events
     def settings_reverted(self, reason):
         self.emit("settings.reverted", {"deviceId": self.device_id, "reason": reason,
                                         "settings": self.settings.read()})
 
+    def storage_corrupt(self, key):
+        self.emit("storage.corrupt", {"deviceId": self.device_id, "key": key})
+
+    def _storage_failed(self, key, error):
+        print("storage: writing %s failed: %r" % (key, error))
+        self.emit("storage.failed", {"deviceId": self.device_id, "key": key,
+                                     "error": str(error)})
+
+    def storage_error(self, message="flash write failed; nothing was changed"):
+        return {"code": "STORAGE_FAILED", "message": message,
+                "details": {"key": self.persist.failed}}
+
     def factory_reset(self, now):
-        self.settings.factory_reset()
+        self.settings.factory_reset(now)
         self.settings_reverted("factory_reset")
 
     def _record_event(self, rec):
@@ -121,15 +165,12 @@ class Agent:
             name = "fault.raised" if kind == ctl.EV_FAULT_RAISED else "fault.cleared"
             self.emit(name, {"deviceId": self.device_id, "fault": ctl.FAULT_NAMES[arg], "at": at})
 
-    def emit(self, kind, data):
-        evt = {"id": self.new_id("evt_"), "type": kind,
+    def emit(self, kind, data, event_id=None, action_id=None):
+        evt = {"id": event_id or self.new_id("evt_"), "type": kind,
                "timestamp": self.stamp(self.board.now_ms()), "data": data}
-        self.outbox.append(json.dumps(evt).encode())
+        self.outbox.put(json.dumps(evt).encode(), action_id)
         if self.on_event:
             self.on_event(evt)
-        if len(self.outbox) > _OUTBOX:
-            self.outbox.pop(0)
-            self.dropped_events += 1
 
     def new_id(self, prefix):
         self._ids += 1
@@ -141,14 +182,11 @@ class Agent:
             return None
         return iso(unix - ctl.elapsed(self.board.now_ms(), ms))
 
-    def device_read(self, now):
+    # -- the device read
+    def device_read(self, now, diagnostics=False):
         c = self.control
         s = self.settings
-        last = self.actions.recent[-1] if self.actions.recent else None
-        if last is not None:
-            last = {k: last[k] for k in ("id", "command", "state", "createdAt", "updatedAt",
-                                         "errorCode") if k in last}
-        return {
+        out = {
             "id": self.device_id, "deviceType": "ev_charger",
             "metadata": {"model": self.model, "firmware": VERSION,
                          "source": "projection" if self.board.SIMULATED else "live"},
@@ -162,6 +200,26 @@ class Agent:
                       "limitedBy": LIMIT_NAMES[s.limited_by],
                       "sessionEnergy": c.session_energy() / 1000,
                       "fault": ctl.FAULT_NAMES[c.fault],
+                      "storage": "failed" if self.persist.failed else "ok",
                       "resetCause": self.board.reset_cause},
-            "commands": _CMDS, "conflictStrategies": ["cancel_and_replace"],
-            "settings": s.read(), "lastAction": last}
+            "commands": _CMDS, "conflictStrategies": [STRATEGY],
+            "settings": s.read(), "lastAction": self.actions.last()}
+        if diagnostics:
+            out["diagnostics"] = self.diagnostics(now)
+        return out
+
+    def diagnostics(self, now):
+        # The control loop's recent history, for the field: mode transitions, newest last.
+        rows = []
+        for t, frm, to, cause in self.trace.records():
+            rows.append({"at": self.stamp(t), "from": ctl.MODE_NAMES[frm] if frm >= 0 else None,
+                         "to": ctl.MODE_NAMES[to], "cause": _cause(cause)})
+        return {"mode": ctl.MODE_NAMES[self.control.mode], "transitions": rows,
+                "eventsDropped": self.outbox.dropped + self.ring.dropped,
+                "flashWrites": self.persist.writes}
+
+
+def _cause(code):
+    if code >= ctl.CAUSE_FAULT:
+        return (ctl.FAULT_NAMES[code - ctl.CAUSE_FAULT] or "fault").lower()
+    return ctl.CAUSE_NAMES[code]

@@ -1,8 +1,10 @@
 # Requests from the network, answered in the {success, data, meta} envelope. Everything
-# here is hostile input: it is checked completely before anything changes.
+# here is hostile input: it is checked completely before anything changes, and nothing it
+# holds is echoed back unless it is plain printable text (a reply is always valid UTF-8).
 import json
 import settings as st
 import slot as sl
+from actions import STRATEGY
 
 MAX_PAYLOAD = 2048  # bytes; larger requests are refused unparsed
 _COMMANDS = {"charge": sl.CHARGE, "idle": sl.IDLE}
@@ -18,6 +20,34 @@ def _err(status, code, message, details=None):
 
 def _bad(message):
     return _err(400, "INVALID_REQUEST", message)
+
+
+def text(value, limit=64):
+    # `value` if it is printable ASCII of 1..limit characters, else None.
+    if type(value) is not str or not 0 < len(value) <= limit:
+        return None
+    for ch in value:
+        if not " " <= ch <= "~":
+            return None
+    return value
+
+
+def _echo(value, depth=2):
+    # A request value made safe to put in a reply: text as text(), containers small and
+    # shallow, anything else None.
+    if value is None or type(value) in (bool, int, float):
+        return value
+    if type(value) is str:
+        return text(value)
+    if depth and type(value) is list and len(value) <= 8:
+        return [_echo(v, depth - 1) for v in value]
+    if depth and type(value) is dict and len(value) <= 8:
+        out = {}
+        for k in value:
+            if text(k, 32):
+                out[k] = _echo(value[k], depth - 1)
+        return out
+    return None
 
 
 def _id_ok(value):
@@ -49,19 +79,33 @@ class Api:
             req = None
         if type(req) is not dict:
             status, body = _bad("payload must be a JSON object")
+        elif "requestId" not in req:
+            status, body = _bad("requestId is required")
         else:
-            rid = req.get("requestId")
-            if type(rid) is not str or len(rid) > 128:
-                rid = None
-            status, body = self._route(kind, req, payload, now)
-        return self._reply(kind, rid, status, body, now)
+            rid = text(req["requestId"], 128)
+            if rid is None:
+                status, body = _bad("requestId must be 1-128 printable ASCII characters")
+            else:
+                try:
+                    status, body = self._route(kind, req, payload, now)
+                except Exception as e:  # a bug must not take the agent down with it
+                    print("api: request failed:", repr(e))
+                    status, body = _err(500, "INTERNAL_ERROR", "request not processed")
+        return self.reply(kind, rid, status, body, now)
 
     def too_large(self, kind, now):
-        return self._reply(kind, None, 400, {"code": "INVALID_REQUEST",
-                                             "message": "payload too large",
-                                             "details": {"maxBytes": MAX_PAYLOAD}}, now)
+        return self.reply(kind, None, 400, {"code": "INVALID_REQUEST",
+                                            "message": "payload too large",
+                                            "details": {"maxBytes": MAX_PAYLOAD}}, now)
 
-    def _reply(self, kind, rid, status, body, now):
+    def busy(self, kind, now):
+        # Too many requests at once: answered unread, so the sender can try again.
+        return self.reply(kind, None, 429, {"code": "TOO_MANY_REQUESTS",
+                                            "message": "requests arrive faster than they are "
+                                                       "handled; nothing was changed",
+                                            "details": {}}, now)
+
+    def reply(self, kind, rid, status, body, now):
         path = "/ev-charger/" + self.agent.device_id + ("/settings" if kind == "settings" else "")
         meta = {"requestId": rid, "status": status, "path": path,
                 "timestamp": self.agent.stamp(now)}
@@ -77,20 +121,23 @@ class Api:
             return _bad("unknown request topic")
         for key in req:
             if key not in allowed:
-                return _bad("unknown field: " + str(key))
+                return _bad("unknown field: " + (text(key, 32) or "(not printable)"))
         if kind == "read":
-            return 200, self.agent.device_read(now)
+            return 200, self.agent.device_read(now, diagnostics=True)
         if kind == "settings":
-            return self._settings(req.get("settings"), payload)
+            return self._settings(req.get("settings"), payload, now)
         return self._command(req, now)
 
-    def _settings(self, changes, payload):
+    def _settings(self, changes, payload, now):
         if type(changes) is not dict or not changes:
             return _bad("settings must be a non-empty object")
         errors = []
         for key in changes:
             e = st.check(key, changes[key])
             if e:
+                e["setting"] = text(key, 64) or "(not printable)"
+                if "providedUnit" in e["details"]:
+                    e["details"]["providedUnit"] = _echo(e["details"]["providedUnit"])
                 errors.append(e)
         if errors:
             # MicroPython's dicts forget the request's key order: recover it from the text,
@@ -104,7 +151,9 @@ class Api:
             return status, {"code": first["code"],
                             "message": first["setting"] + ": " + first["message"],
                             "details": {"errors": errors}}
-        self.agent.settings.write_cap(int(round(changes[st.CAP]["value"] * 1000)))
+        if not self.agent.settings.write_cap(st.watts(changes[st.CAP]["value"]), now):
+            return 500, self.agent.storage_error(
+                "max_charge_rate applies until the next restart: flash refused it")
         return 200, {"deviceId": self.agent.device_id, "updated": [st.CAP]}
 
     def _command(self, req, now):
@@ -113,37 +162,34 @@ class Api:
             return _bad("action must be an object")
         for key in action:
             if key not in _ACTION_KEYS:
-                return _bad("unknown action field: " + str(key))
+                return _bad("unknown action field: " + (text(key, 32) or "(not printable)"))
         name = action.get("command")
         if type(name) is not str:
             return _bad("action.command must be a string")
         command = _COMMANDS.get(name)
         if command is None:
             return _err(422, "UNSUPPORTED_MODE", "unknown command",
-                        {"requested": name, "supported": ["charge", "idle"]})
+                        {"requested": text(name), "supported": ["charge", "idle"]})
         params = action.get("parameters")
         if params is not None and params != {}:
             return _err(422, "UNSUPPORTED_PARAMETER", "commands take no parameters",
-                        {"parameters": params if type(params) is dict else None})
+                        {"parameters": _echo(params) if type(params) is dict else None})
+        execution = action.get("execution", "immediate")
         if action.get("start") is not None or action.get("end") is not None or \
-                action.get("execution", "immediate") != "immediate":
+                execution not in ("immediate", ["immediate"]):
             return _err(422, "EXECUTION_NOT_SUPPORTED", "commands run immediately",
                         {"supported": ["immediate"]})
         action_id = req.get("actionId")
         if action_id is not None and not _id_ok(action_id):
             return _bad("actionId must be 1-64 letters, digits or _-.:")
         strategy = req.get("onConflict")
-        if strategy is not None and strategy != "cancel_and_replace":
+        if strategy is not None and strategy != STRATEGY:
             return _err(422, "STRATEGY_NOT_SUPPORTED", "unsupported conflict strategy",
-                        {"requested": strategy, "supported": ["cancel_and_replace"]})
+                        {"requested": _echo(strategy), "supported": [STRATEGY]})
         actions = self.agent.actions
         if action_id is not None:
             actions.sync()
             known = actions.find(action_id)
             if known is not None:
-                return 202, known
-        status, body = actions.submit(command, action_id, strategy, now)
-        if status == 202:
-            # A pause must survive a power cut from the moment it is acknowledged.
-            self.agent.settings.persist(self.agent.control.paused)
-        return status, body
+                return 202, actions.public(known)
+        return actions.submit(command, action_id, strategy, now)

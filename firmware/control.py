@@ -1,8 +1,11 @@
 # The charging session's state machine: turns the allowed current into a pilot signal,
-# watches the vehicle's answer and drives the contactor. tick() runs every board tick
-# and allocates nothing; everything it shares with the network side is a plain integer.
+# watches the vehicle's answer and drives the contactor. tick() runs every board tick and
+# allocates nothing; everything it shares with the network side is a plain integer.
+# Every mode is entered through _enter(), which does the entry actions and records the
+# transition. The timings are the safety contract; docs/safety.md gives each one's source.
 from micropython import const
 import pilot
+from pilot_port import PilotPort
 
 # Reported status (charger-api.md).
 DISCONNECTED = const(0)
@@ -13,7 +16,7 @@ SUSPENDED = const(4)
 FAULT = const(5)
 STATUS_NAMES = ("disconnected", "connected", "charging", "idle", "suspended", "fault")
 
-# Faults; the last two are latched until the board restarts.
+# Faults; from CONTACTOR_WELDED on they are latched until the board restarts.
 PILOT_SHORT = const(1)
 PILOT_ERROR = const(2)
 DIODE_FAULT = const(3)
@@ -33,25 +36,47 @@ EV_FAULT_RAISED = const(3)  # arg: fault
 EV_FAULT_CLEARED = const(4)  # arg: fault
 
 # Modes of the state machine.
-_STANDBY = const(0)  # no vehicle
-_READY = const(1)  # vehicle connected, current offered when allowed
-_CHARGING = const(2)  # contactor closed
-_PAUSING = const(3)  # x1, contactor still closed until the vehicle lets go
-_HELD = const(4)  # vehicle connected, no current offered (paused or capped)
-_WAKEUP = const(5)  # legacy wake-up: F, then x1, then PWM again
-_FAULTED = const(6)
-_HOLDOFF = const(7)  # fault cleared, no C for 30 s after it
+STANDBY = const(0)  # no vehicle
+READY = const(1)  # vehicle connected, current offered (PWM), contactor open
+SUPPLYING = const(2)  # contactor closed, current offered
+PAUSING = const(3)  # x1, contactor still closed until the vehicle lets go
+HELD = const(4)  # vehicle connected, no current offered (paused or limited below 6 A)
+WAKEUP = const(5)  # legacy wake-up: F, then x1, then PWM again
+FAULTED = const(6)
+HOLDOFF = const(7)  # fault cleared, no C for 30 s after the clear
+MODE_NAMES = ("standby", "ready", "supplying", "pausing", "held", "wakeup", "faulted", "holdoff")
 
-_CLOSE_STABLE_MS = const(500)
-_PAUSE_FORCE_MS = const(6000)
-_PAUSE_CURRENT = const(10)  # 1 A
-_WAKEUP_AFTER_MS = const(30000)
-_WAKEUP_F_MS = const(3000)
-_WAKEUP_X1_MS = const(1000)
-_FAULT_F_MS = const(300)
-_FAULT_HOLDOFF_MS = const(30000)
-_FEEDBACK_MS = const(300)
-_OVERCURRENT_MS = const(7000)
+# Why a transition happened (the trace); a fault's cause is CAUSE_FAULT + its code.
+BOOT = const(0)
+PLUG = const(1)
+UNPLUG = const(2)
+REQUEST = const(3)  # the vehicle asked (C stable)
+STOP = const(4)  # the vehicle stopped asking (C -> B)
+LIMIT = const(5)  # paused, or the ceiling fell below 6 A
+RESUME = const(6)
+LET_GO = const(7)  # the vehicle left C or stopped drawing during a pause
+FORCED = const(8)  # the pause opened the contactor under load after 6 s
+ASLEEP = const(9)  # no request after 30 s in B2: legacy wake-up
+WOKEN = const(10)
+CLEARED = const(11)
+HOLDOFF_DONE = const(12)
+CAUSE_FAULT = const(100)
+CAUSE_NAMES = ("boot", "plug", "unplug", "request", "stop", "limit", "resume", "let_go",
+               "forced_open", "asleep", "woken", "cleared", "holdoff_done")
+
+# Timings (ms). Sources and reasons: docs/safety.md.
+_CLOSE_STABLE_MS = const(500)  # C must read stable this long before closing (IEC 61851-1 Table A.6 seq. 4: close within 3 s)
+_PAUSE_FORCE_MS = const(6000)  # open under load this long after x1 (Table A.6 seq. 10.2)
+_PAUSE_CURRENT = const(10)  # dA: below 1 A the vehicle has let go (pilot.md)
+_WAKEUP_AFTER_MS = const(30000)  # B2 without a request this long: one legacy wake-up (pilot.md)
+_WAKEUP_F_MS = const(3000)  # the wake-up's F phase (pilot.md: about 3-4 s)
+_WAKEUP_X1_MS = const(1000)  # then x1 briefly before PWM again
+_FAULT_F_MS = const(300)  # a fault shows F at least this long (pilot.md)
+_FAULT_HOLDOFF_MS = const(30000)  # no C for this long after a fault clears (pilot.md)
+_FEEDBACK_MS = const(300)  # contactor aux contact must follow the coil within this (3x a contactor's 100 ms)
+_OVERCURRENT_MS = const(7000)  # above offered + 10 % + 0.5 A this long trips (EVerest soft over-current)
+_OVERCURRENT_TRIPS = const(3)  # trips in one session after which it holds until unplug
+RAISE_MS = const(5000)  # the offer rises at most once per this (pilot.md: the vehicle follows within 5 s)
 _TICKS_MASK = const(0x3FFFFFFF)  # board clocks wrap at 2**30 ms
 
 
@@ -60,42 +85,62 @@ def elapsed(now, since):
 
 
 class Control:
-    def __init__(self, board, ring):
+    def __init__(self, board, ring, trace):
         self.board = board
         self.ring = ring
-        self.reader = pilot.Reader()
-        self._full = board.PWM_FULL
-        # Inputs from the settings and commands (written by the network side).
-        self.limit_da = 0  # 0 until the persisted cap is loaded: nothing offered before
-        self.paused = False
+        self.trace = trace
+        self.port = PilotPort(board)  # x1 before anything else
+        # Inputs, written by the network side.
+        self.limit_da = 0  # the lowest ceiling, dA; 0 until the persisted ones are loaded
+        self.paused = False  # idle: hold the session (cleared here at unplug)
         # Outputs and status, read by the network side.
-        self.mode = _STANDBY
+        self.mode = STANDBY
         self.status = DISCONNECTED
         self.pilot = pilot.UNKNOWN
-        self.offered_da = 0
         self.fault = 0
         self.forced_open = False  # the last pause had to open under load
         self.session_active = False
         self.session_start_wh = 0
-        self._counts = -1
-        self._offer_counts = -1  # duty for offered_da, computed when the offer changes
         self._contactor = None
-        self._since = 0  # start of the current mode, or of the stable C
-        self._c_since = -1
-        self._fault_since = 0
+        self._set_contactor(False)
+        self._since = 0  # when the current mode was entered
+        self._c_since = -1  # start of a stable C in READY
         self._feedback_since = -1
         self._over_since = -1
+        self._trips = 0  # over-current trips this session
         self._woken = False
-        self._settle = True
-        self._set_pilot(self._full)
-        self._set_contactor(False)
+        self._target = 0  # the offer after pacing, dA
+        self._target_at = -1  # when it last changed (-1: never)
+        trace.push(board.now_ms(), -1, STANDBY, BOOT)
 
-    # -- outputs
-    def _set_pilot(self, counts):
-        if counts != self._counts:
-            self._counts = counts
-            self.board.set_pilot(counts)
-            self._settle = True  # the next sample may straddle the change
+    @property
+    def offered_da(self):
+        return self.port.offered_da
+
+    @property
+    def contactor_closed(self):
+        return self._contactor
+
+    # -- the one place a mode is entered
+    def _enter(self, mode, now, cause):
+        self.trace.push(now, self.mode, mode, cause)
+        self.mode = mode
+        self._since = now
+        self._c_since = -1
+        self._over_since = -1
+        port = self.port
+        if mode == SUPPLYING:
+            self._set_contactor(True)
+            self._woken = True  # this vehicle is awake: no wake-up later
+        elif mode == PAUSING:
+            self.forced_open = False
+            port.x1()  # the contactor stays closed until the vehicle lets go
+        else:
+            self._set_contactor(False)
+            if mode == FAULTED or mode == WAKEUP:
+                port.f()
+            elif mode != READY:  # READY's offer is set by its step, this same tick
+                port.x1()
 
     def _set_contactor(self, closed):
         if closed != self._contactor:
@@ -103,176 +148,173 @@ class Control:
             self.board.set_contactor(closed)
             self._feedback_since = -1
 
-    @property
-    def contactor_closed(self):
-        return self._contactor
-
-    def _offer(self, current):
-        if current != self.offered_da or self._offer_counts < 0:
-            self.offered_da = current
-            self._offer_counts = pilot.duty(current, self._full)  # only when it changes
-        self._set_pilot(self._offer_counts)
-
-    def _raise(self, now, code):
-        self._set_contactor(False)
-        self._set_pilot(0)  # F: EVSE not available
-        self.offered_da = 0
-        self._offer_counts = -1
-        if code != self.fault:
-            self.ring.push(EV_FAULT_RAISED, now, code)
+    def _fault(self, now, code):
+        if self.fault >= _FIRST_LATCHED:
+            return  # the first latched fault stays
+        if code == self.fault:
+            return
+        self.ring.push(EV_FAULT_RAISED, now, code)  # one event per real change
         self.fault = code
-        self.mode = _FAULTED
-        self._fault_since = now
+        if self.mode != FAULTED:
+            self._enter(FAULTED, now, CAUSE_FAULT + code)
+        else:  # a different fault while faulted: F again, held from now
+            self.port.f()
+            self._since = now
 
     # -- the tick
     def tick(self, now):
         b = self.board
         b.sample()
-        if b.rcd_tripped and self.fault != RCD_TRIP:
-            self._raise(now, RCD_TRIP)
+        p = self.port.read(b.high_mv, b.low_mv)
+        self.pilot = p
+        self._track_session(now, p)
+        if b.rcd_tripped:
+            self._fault(now, RCD_TRIP)
         self._check_feedback(now, b.feedback)
-        pwm_on = 0 < self._counts < self._full
-        if self._counts == 0 or self._settle:
-            self._settle = False  # own F hides the vehicle; skip a changed period
-        else:
-            self.pilot = self.reader.sample(b.high_mv, b.low_mv, pwm_on)
-        self._track_session(now)
+        target = self._pace(now)
         mode = self.mode
-        if mode == _FAULTED or mode == _HOLDOFF:
-            self._recover(now)
-        elif mode == _WAKEUP:
-            self._wakeup(now)
-        else:
-            self._run(now, b.current_da)
+        if mode == FAULTED:
+            self._recover(now, p)
+        elif mode == WAKEUP:
+            self._wakeup(now, p, target)
+        elif not self._pilot_fault(now, p):
+            if mode == HOLDOFF:
+                if elapsed(now, self._since) >= _FAULT_HOLDOFF_MS:
+                    self._after_holdoff(now, p, target)
+            elif p == pilot.A or p == pilot.UNKNOWN:
+                if mode != STANDBY:
+                    self._enter(STANDBY, now, UNPLUG)
+            elif mode == STANDBY or mode == HELD:
+                if target:
+                    self._enter(READY, now, PLUG if mode == STANDBY else RESUME)
+                    self._ready(now, p, target)
+                elif mode == STANDBY:
+                    self._enter(HELD, now, PLUG)
+            elif mode == READY:
+                self._ready(now, p, target)
+            elif mode == SUPPLYING:
+                self._supplying(now, p, target)
+            elif mode == PAUSING:
+                self._pausing(now, p, target)
         self.status = self._status()
 
-    def _want(self):
-        return 0 if self.paused else pilot.offer(self.limit_da)
+    def _pace(self, now):
+        # The offer falls at once and rises at most once per RAISE_MS: requests may come
+        # at any rate, the pilot changes at the pace a vehicle can follow.
+        want = 0 if self.paused else pilot.offer(self.limit_da)
+        t = self._target
+        if want < t or (want > t and (self._target_at < 0 or
+                                      elapsed(now, self._target_at) >= RAISE_MS)):
+            self._target = want
+            self._target_at = now
+        return self._target
 
-    def _run(self, now, current):
-        p = self.pilot
+    def _pilot_fault(self, now, p):
         if p == pilot.E:
-            return self._raise(now, PILOT_SHORT)
-        if p == pilot.F or p == pilot.INVALID:
-            return self._raise(now, PILOT_ERROR)
-        if p == pilot.D:
-            return self._raise(now, VENTILATION)
-        if self.reader.diode_fault:
-            return self._raise(now, DIODE_FAULT)
-        if p == pilot.A or p == pilot.UNKNOWN:
-            self._set_contactor(False)
-            self._offer(0)
-            self.mode = _STANDBY
-            return
-        want = self._want()
-        mode = self.mode
-        if mode == _CHARGING:
-            if p != pilot.C:
-                self._set_contactor(False)  # C -> B: the vehicle stopped asking
-                mode = _READY
-                self._since = now
-                self._c_since = -1
-            elif want == 0:
-                self._offer(0)
-                self.forced_open = False
-                self.mode = _PAUSING
-                self._since = now
-                return
-            else:
-                self._offer(want)
-                self._check_overcurrent(now, current)
-        elif mode == _PAUSING:
-            if want:
-                self.mode = _CHARGING
-                return self._offer(want)
-            if p != pilot.C or current < _PAUSE_CURRENT or elapsed(now, self._since) >= _PAUSE_FORCE_MS:
-                self.forced_open = p == pilot.C and current >= _PAUSE_CURRENT
-                self._set_contactor(False)
-                mode = _HELD
-        if mode == _STANDBY or mode == _HELD:
-            mode = _READY if want else _HELD
-            self._since = now
-            self._c_since = -1
-        if mode == _READY:
-            if not want:
-                self._offer(0)
-                mode = _HELD
-            else:
-                self._offer(want)
-                mode = self._ready(now, p)
-        self.mode = mode
+            self._fault(now, PILOT_SHORT)
+        elif p == pilot.F or p == pilot.INVALID:
+            self._fault(now, PILOT_ERROR)
+        elif p == pilot.D:
+            self._fault(now, VENTILATION)
+        elif self.port.reader.diode_fault:
+            self._fault(now, DIODE_FAULT)
+        else:
+            return False
+        return True
 
-    def _ready(self, now, p):
+    def _ready(self, now, p, target):
+        if not target:
+            return self._enter(HELD, now, LIMIT)
+        self.port.offer(target)
         if p == pilot.C:
             if self._c_since < 0:
                 self._c_since = now
             elif elapsed(now, self._c_since) >= _CLOSE_STABLE_MS:
-                self._set_contactor(True)
-                self._over_since = -1
-                self._woken = True  # this vehicle is awake: no wake-up later
-                return _CHARGING
-            return _READY
+                self._enter(SUPPLYING, now, REQUEST)
+            return
         self._c_since = -1
         if not self._woken and elapsed(now, self._since) >= _WAKEUP_AFTER_MS:
             self._woken = True
-            self._set_pilot(0)
-            self._since = now
-            return _WAKEUP
-        return _READY
+            self._enter(WAKEUP, now, ASLEEP)
 
-    def _wakeup(self, now):
+    def _supplying(self, now, p, target):
+        if p != pilot.C:
+            return self._enter(READY if target else HELD, now, STOP)  # C -> B: open at once
+        if not target:
+            return self._enter(PAUSING, now, LIMIT)
+        self.port.offer(target)
+        self._check_overcurrent(now)
+
+    def _pausing(self, now, p, target):
+        if target:
+            self._enter(SUPPLYING, now, RESUME)
+            return self.port.offer(target)
+        let_go = p != pilot.C or (self.board.METERED and self.board.current_da < _PAUSE_CURRENT)
+        if let_go:
+            self._enter(HELD, now, LET_GO)
+        elif elapsed(now, self._since) >= _PAUSE_FORCE_MS:
+            self._enter(HELD, now, FORCED)
+            self.forced_open = True
+
+    def _wakeup(self, now, p, target):
         t = elapsed(now, self._since)
-        if t >= _WAKEUP_F_MS + _WAKEUP_X1_MS or (t >= _WAKEUP_F_MS and self.pilot == pilot.A):
-            self.mode = _READY
-            self._since = now
-            self._run(now, 0)
-        elif t >= _WAKEUP_F_MS:
-            self._set_pilot(self._full)
+        if t < _WAKEUP_F_MS:
+            return
+        if p == pilot.A:
+            self._enter(STANDBY, now, UNPLUG)
+        elif t >= _WAKEUP_F_MS + _WAKEUP_X1_MS:
+            self._enter(READY if target else HELD, now, WOKEN)
+            if target:
+                self._ready(now, p, target)
+        else:
+            self.port.x1()
 
-    def _recover(self, now):
-        t = elapsed(now, self._fault_since)
-        if self.mode == _FAULTED:
-            if self.fault >= _FIRST_LATCHED or t < _FAULT_F_MS:
-                return
-            self._set_pilot(self._full)  # x1: watch the pilot with nothing offered
-            p = self.pilot
-            if p == pilot.A or p == pilot.B or p == pilot.C:
-                self.ring.push(EV_FAULT_CLEARED, now, self.fault)
-                self.fault = 0
-                self.reader.diode_fault = False
-                self.mode = _HOLDOFF
-        if self.mode == _HOLDOFF and t >= _FAULT_HOLDOFF_MS:
-            self.mode = _STANDBY
-            self._run(now, 0)
+    def _recover(self, now, p):
+        if self.fault >= _FIRST_LATCHED or elapsed(now, self._since) < _FAULT_F_MS:
+            return
+        self.port.x1()  # after F: watch the pilot with nothing offered
+        if self._trips >= _OVERCURRENT_TRIPS and p != pilot.A:
+            return  # a vehicle that keeps overdrawing is refused until it is unplugged
+        if p == pilot.A or p == pilot.B or p == pilot.C:
+            self.ring.push(EV_FAULT_CLEARED, now, self.fault)
+            self.fault = 0
+            self.port.reader.diode_fault = False
+            self._enter(HOLDOFF, now, CLEARED)  # the 30 s run from the clear
+
+    def _after_holdoff(self, now, p, target):
+        if p == pilot.A or p == pilot.UNKNOWN:
+            self._enter(STANDBY, now, HOLDOFF_DONE)
+        elif target:
+            self._enter(READY, now, HOLDOFF_DONE)
+            self._ready(now, p, target)
+        else:
+            self._enter(HELD, now, HOLDOFF_DONE)
 
     def _check_feedback(self, now, closed):
         if closed == self._contactor:
             self._feedback_since = -1
-            return
-        if self._feedback_since < 0:
+        elif self._feedback_since < 0:
             self._feedback_since = now
         elif elapsed(now, self._feedback_since) >= _FEEDBACK_MS:
-            if closed:
-                if self.fault != CONTACTOR_WELDED:
-                    self._raise(now, CONTACTOR_WELDED)
-            else:
-                self._raise(now, CONTACTOR_STUCK_OPEN)
+            self._fault(now, CONTACTOR_WELDED if closed else CONTACTOR_STUCK_OPEN)
 
-    def _check_overcurrent(self, now, current):
-        if current * 10 <= self.offered_da * 11 + 50:
+    def _check_overcurrent(self, now):
+        b = self.board
+        if not b.METERED or b.current_da * 10 <= self.port.offered_da * 11 + 50:
             self._over_since = -1
         elif self._over_since < 0:
             self._over_since = now
         elif elapsed(now, self._over_since) >= _OVERCURRENT_MS:
-            self._raise(now, OVERCURRENT)
+            self._trips += 1
+            self._fault(now, OVERCURRENT)
 
-    def _track_session(self, now):
-        p = self.pilot
+    def _track_session(self, now, p):
         if p == pilot.A:
             if self.session_active:
                 self.ring.push(EV_SESSION_ENDED, now, self.session_energy())
                 self.session_active = False
                 self._woken = False
+                self._trips = 0
             self.paused = False  # a pause holds a session, not the next vehicle
         elif p == pilot.B or p == pilot.C or p == pilot.D:
             if not self.session_active:
@@ -284,15 +326,20 @@ class Control:
         return self.board.energy_wh - self.session_start_wh if self.session_active else 0
 
     def _status(self):
-        if self.mode == _FAULTED:
+        if self.mode == FAULTED:
             return FAULT
-        p = self.pilot
-        if not self.session_active or p == pilot.A:
+        if not self.session_active or self.pilot == pilot.A:
             return DISCONNECTED
         if self.paused:
             return IDLE
-        if self.mode == _HOLDOFF or pilot.offer(self.limit_da) == 0:
+        if self.mode == HOLDOFF or pilot.offer(self.limit_da) == 0:
             return SUSPENDED
-        if self._contactor and self.board.current_da >= _PAUSE_CURRENT:
+        b = self.board
+        if self._contactor and (not b.METERED or b.current_da >= _PAUSE_CURRENT):
             return CHARGING
         return CONNECTED
+
+    def paused_and_open(self):
+        # The idle command's promise, kept: this loop has seen the pause (nothing offered)
+        # and the contactor is open.
+        return self.paused and self._target == 0 and not self._contactor

@@ -1,34 +1,37 @@
-# The loops that drive an agent. lockstep(): one thread, paced by a board that hands out
-# ticks (the bench in virtual time). threaded(): the control loop in its own thread, so a
-# blocking network call in the uplink can never hold up a pilot or contactor decision.
+# The loops that drive an agent. On a board, three threads: the control loop (pilot and
+# contactor, every tick, never waits for anything), the worker (events, flash, local duties,
+# every 100 ms whether or not a broker is reachable) and the uplink (MQTT, may block for
+# ever); webhooks, where configured, get a fourth. On the bench in virtual time one thread
+# does it all in lockstep: the board hands out ticks and requests arrive between them.
 from micropython import const
+import time
 import _thread
 
-SERVICE_TICKS = const(10)  # network-side work every 10 ticks (100 ms at 10 ms ticks)
+SERVICE_TICKS = const(10)  # the worker's period in ticks (100 ms at 10 ms ticks)
 
 
-def pump(agent, publish, now):
-    # Publish what the agent has to say; stops at the first failure and keeps the rest.
-    agent.service(now)
-    while agent.outbox:
-        publish("events", agent.outbox[0], False)
-        agent.outbox.pop(0)
-    if agent.state_due(now):
-        publish("state", agent.state_report(now), True)
+class Lockstep:
+    # One thread, paced by a board that hands out ticks (the bench in virtual time). The
+    # in-process test rig drives step() itself; the micropython bench runs run().
+    def __init__(self, agent, board):
+        self.agent = agent
+        self.board = board
+        self._n = 0
 
+    def on_request(self, kind, payload):
+        self.board.publish("responses", self.agent.handle(kind, payload, self.board.now_ms()))
 
-def lockstep(agent, board):
-    def on_request(kind, payload):
-        board.publish("responses", agent.handle(kind, payload, board.now_ms()), False)
+    def step(self, now):
+        self.agent.tick(now)
+        self._n += 1
+        if self._n >= SERVICE_TICKS:
+            self._n = 0
+            self.agent.service(now)
+            self.agent.flush(self.board.publish, now)
 
-    n = 0
-    while True:
-        now = board.wait_tick(on_request)
-        agent.tick(now)
-        n += 1
-        if n >= SERVICE_TICKS:
-            n = 0
-            pump(agent, board.publish, now)
+    def run(self):
+        while True:
+            self.step(self.board.wait_tick(self.on_request))
 
 
 def control_loop(agent, board):
@@ -37,11 +40,24 @@ def control_loop(agent, board):
             agent.tick(board.wait_tick(None))
     except BaseException as e:  # a bug here must leave the charger safe, then stop it
         board.set_contactor(False)
-        board.set_pilot(0)
+        board.pilot_f()
         print("control: stopped:", repr(e))
         board.halt()
 
 
-def threaded(agent, board, uplink):
+def worker_loop(agent, board):
+    period = SERVICE_TICKS * board.TICK_MS
+    while True:
+        try:
+            agent.service(board.now_ms())
+        except Exception as e:  # reported, and tried again next period: never a hot loop
+            print("worker:", repr(e))
+        time.sleep_ms(period)
+
+
+def threaded(agent, board, uplink, webhooks=None):
     _thread.start_new_thread(control_loop, (agent, board))
+    _thread.start_new_thread(worker_loop, (agent, board))
+    if webhooks:
+        _thread.start_new_thread(webhooks.run, ())
     uplink.run(agent)

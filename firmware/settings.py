@@ -1,7 +1,11 @@
 # The settings: max_charge_rate (the persisted power ceiling) and the installation facts
 # it is enforced with. Validation follows charger-api.md: all-or-nothing, every failing
-# key listed. The cap reaches the control core first and flash second.
+# key listed. A new cap reaches the control core first and flash second; in flash it is
+# never above the last acknowledged value (docs/storage.md: decreases are written before
+# the reply, raises once they have held for a while).
+from micropython import const
 import pilot
+import persist as ps
 import record
 
 CAP = "max_charge_rate"
@@ -10,6 +14,9 @@ CAP_MAX = 50
 READ_ONLY = ("max_current", "supply_voltage", "phases")
 _UNITS = {"max_current": "a", "supply_voltage": "v", "phases": "phases"}
 LIMIT_NAMES = ("max_charge_rate", "max_current", "cable", "pilot")
+
+_RAISE_SETTLE_MS = const(5000)  # a raise is written once it has held this long
+_RAISE_LATEST_MS = const(60000)  # or at the latest this long after it was acknowledged
 
 
 def _error(key, code, message, details=None, status=422):
@@ -40,37 +47,57 @@ def check(key, entry):
     return None
 
 
+def watts(kw):
+    # kW -> whole watts, rounded down: the cap never grows in conversion. A value within
+    # 0.005 W below a whole watt is that watt: 1.38 is 1379.9999999999998 W as a double and
+    # 1379.99999523 W as the ESP32's single-precision float, and must stay 1380 W (6 A);
+    # single precision is off by at most 0.004 W anywhere up to 50 kW.
+    return int(kw * 1000 + 0.005)
+
+
+def decivolts(volts):
+    # The supply voltage in 0.1 V, rounded UP: a higher voltage means less current for the
+    # same power, so 239.9 V never becomes 239 V.
+    dv = int(volts * 10)
+    return dv + 1 if dv < volts * 10 - 1e-6 else dv
+
+
 class Settings:
-    def __init__(self, config, store, control):
-        self.voltage = int(config["supply_voltage"])
+    def __init__(self, config, persist, control):
+        self.voltage = config["supply_voltage"]
         self.phases = int(config["phases"])
-        self.max_current = int(config["max_current"])
+        self.max_current = config["max_current"]
         self.cable_current = int(config.get("cable_current") or 0)
-        self.default_w = int(round(float(config.get("default_max_charge_rate", CAP_MAX)) * 1000))
-        self.store = store
+        self.default_w = watts(float(config.get("default_max_charge_rate", CAP_MAX)))
+        self._dv_phases = decivolts(self.voltage) * self.phases  # 0.1 V x phases
+        self.persist = persist
         self.control = control
         self.cap_w = self.default_w
         self.limited_by = 0
-        self.flash_writes = 0
-        self._stored = None  # (cap_w, paused) as last written, None if not known
+        self._stored_w = None  # the cap in flash, None if there is none
+        self._pending_since = -1  # when an unwritten raise was acknowledged
+        self._changed_at = 0
 
     def load(self):
-        # Read the record before any current is offered. Returns the revert reason, if any.
-        raw = self.store.read(record.KEY)
-        rec = record.decode(raw)
-        if rec is None:
-            rec = (self.default_w, False)
+        # Read the cap before any current is offered. Returns the revert reason, if any.
+        w = self.persist.read_word(ps.CAP)
+        reason = None
+        if w is None or w == record.CORRUPT or w > CAP_MAX * 1000:
+            reason = None if w is None else "corrupt_record"
+            w = self.default_w
         else:
-            self._stored = rec
-        self.cap_w = rec[0]
-        self.control.paused = rec[1]
+            self._stored_w = w
+        self.cap_w = w
         self._apply()
-        return "corrupt_record" if raw is not None and self._stored is None else None
+        return reason
+
+    def per_phase_da(self, w):
+        # Watts -> per-phase current in dA, rounded down.
+        return w * 100 // self._dv_phases
 
     def limit_da(self):
         # The binding current limit (dA, rounded down) and what binds it.
-        per_phase = self.voltage * self.phases
-        limits = (self.cap_w * 10 // per_phase, self.max_current * 10,
+        limits = (self.per_phase_da(self.cap_w), int(self.max_current * 10),
                   self.cable_current * 10 if self.cable_current else pilot.MAX_CURRENT,
                   pilot.MAX_CURRENT)
         best = 0
@@ -83,28 +110,42 @@ class Settings:
         limit, self.limited_by = self.limit_da()
         self.control.limit_da = limit
 
-    def write_cap(self, cap_w):
-        # Takes effect on the pilot at the next tick; flash only when the value changed.
-        if cap_w == self.cap_w:
+    def write_cap(self, cap_w, now):
+        # Applies the cap at once. A decrease below what flash holds is written before this
+        # returns; a raise is left to service(). False if flash refused the write.
+        if cap_w != self.cap_w:
+            self.cap_w = cap_w
+            self._changed_at = now
+            self._apply()
+        if self._stored_w is not None and cap_w >= self._stored_w:
+            if cap_w > self._stored_w and self._pending_since < 0:
+                self._pending_since = now
+            return True
+        return self._store(now)
+
+    def service(self, now):
+        # Write an acknowledged raise once it has held, or at the latest after a minute.
+        if self._pending_since < 0 or self.cap_w == self._stored_w:
+            self._pending_since = -1
             return
-        self.cap_w = cap_w
-        self._apply()
-        self.persist(self.control.paused)
+        held = _elapsed(now, self._changed_at) >= _RAISE_SETTLE_MS
+        if held or _elapsed(now, self._pending_since) >= _RAISE_LATEST_MS:
+            self._store(now)
 
-    def persist(self, paused):
-        rec = (self.cap_w, bool(paused))
-        if rec != self._stored:
-            self.store.write(record.KEY, record.encode(rec[0], rec[1]))
-            self.flash_writes += 1
-            self._stored = rec
+    def _store(self, now):
+        ok = self.persist.write_word(ps.CAP, self.cap_w)
+        if ok:
+            self._stored_w = self.cap_w
+            self._pending_since = -1
+        return ok
 
-    def factory_reset(self):
+    def factory_reset(self, now):
         self.cap_w = self.default_w
         self._apply()
-        self.persist(self.control.paused)
+        return self._store(now)
 
     def offered_kw(self, offered_da):
-        return offered_da * self.voltage * self.phases / 10000
+        return offered_da * self._dv_phases / 100000
 
     def read(self):
         out = {CAP: {"value": self.cap_w / 1000, "unit": "kw", "min": CAP_MIN, "max": CAP_MAX}}
@@ -112,3 +153,7 @@ class Settings:
         for i in range(3):
             out[READ_ONLY[i]] = {"value": values[i], "unit": _UNITS[READ_ONLY[i]]}
         return out
+
+
+def _elapsed(now, since):
+    return (now - since) & 0x3FFFFFFF

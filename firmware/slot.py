@@ -4,6 +4,7 @@
 # never waits for the network.
 from micropython import const
 import control as ctl
+import pilot
 
 NONE = const(0)
 CHARGE = const(1)
@@ -20,7 +21,8 @@ VEHICLE_NOT_CONNECTED = const(1)
 TIMEOUT = const(2)
 FAULT_BASE = const(100)  # FAULT_BASE + control fault code
 
-_TIMEOUT_MS = const(10000)  # beyond the 6 s forced open and the 3 s close limit
+# Beyond the 6 s forced open, the 5 s pacing of a resumed offer and the 3 s close limit.
+_TIMEOUT_MS = const(12000)
 
 
 class Slot:
@@ -32,9 +34,15 @@ class Slot:
         self.error = 0
         self.started = 0
         self.done = 0
+        self._prior_paused = False
 
-    def start(self, command, now):
-        # Caller holds the lock.
+    def start(self, command, now, prior_paused):
+        # Caller holds the lock (or the loops have not started). The command's effect on
+        # the pause applies at once, so it holds from the moment the command is
+        # acknowledged; a failure puts back the pause as it was before the command (a
+        # failed command changes nothing).
+        self._prior_paused = prior_paused
+        self.control.paused = command == IDLE
         self.command = command
         self.error = 0
         self.started = now
@@ -55,16 +63,23 @@ class Slot:
 
     def _judge(self, now):
         c = self.control
+        if c.pilot == pilot.UNKNOWN:
+            return  # just booted: the pilot has not been read yet
         if c.status == ctl.FAULT:
-            self._end(now, FAILED, FAULT_BASE + c.fault)
+            self._fail(now, FAULT_BASE + c.fault)
         elif not c.session_active:
-            self._end(now, FAILED, VEHICLE_NOT_CONNECTED)
+            self._fail(now, VEHICLE_NOT_CONNECTED)
         elif self.command == CHARGE and (c.offered_da > 0 or c.status == ctl.SUSPENDED):
             self._end(now, COMPLETED, 0)
-        elif self.command == IDLE and not c.contactor_closed and c.board.current_da < 10:
+        elif self.command == IDLE and c.paused_and_open():
             self._end(now, COMPLETED, 0)
         elif ctl.elapsed(now, self.started) >= _TIMEOUT_MS:
-            self._end(now, FAILED, TIMEOUT)
+            self._fail(now, TIMEOUT)
+
+    def _fail(self, now, error):
+        c = self.control
+        c.paused = self._prior_paused and c.session_active  # no session, no pause
+        self._end(now, FAILED, error)
 
     def _end(self, now, state, error):
         self.error = error

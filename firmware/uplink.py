@@ -1,17 +1,22 @@
 # The MQTT uplink (mqtt.md): requests in, replies / state / events out, availability with a
 # retained last will, keepalive pings, and reconnect with bounded exponential backoff and
-# jitter. It runs in the network thread: every call here may block, by design nothing on
-# the control side ever waits for it.
+# jitter. It runs in its own thread: every call here may block; by design nothing on the
+# control side or in the worker ever waits for it.
+#
+# Requests are handled one at a time in the serve loop, never inside umqtt's callback:
+# publish(qos=1) reads incoming messages while it waits for its PUBACK, and a request
+# handled there would produce events while an event is being published. The callback only
+# queues (at most _QUEUE requests); beyond that a request is answered at once with 429.
 import os
 import select
 import time
 from mqtt_client import BoundedClient
-import runner
+import topics
 
 _BACKOFF_MIN_MS = 500
 _BACKOFF_MAX_MS = 30000
 _POLL_MS = 20  # how long the network loop waits for input before its other work
-_REQUESTS = ("commands", "settings", "read")
+_QUEUE = 4  # requests read but not yet handled
 
 
 def _ms():
@@ -33,18 +38,19 @@ def _no_delay(sock):
 
 
 class Uplink:
-    def __init__(self, cfg, board, webhooks=None):
+    def __init__(self, cfg, board):
         host, _, port = cfg["broker"].rpartition(":")
         self.host = host
         self.port = int(port)
         self.cfg = cfg
         self.board = board
-        self.webhooks = webhooks
-        self.base = cfg.get("topic_prefix", "ev-charger") + "/" + cfg["device_id"] + "/"
+        self.base = topics.base(cfg.get("topic_prefix"), cfg["device_id"])
         self.keepalive = int(cfg.get("keepalive", 30))
         self.client = None
         self.agent = None
         self.connects = 0
+        self.refused = 0  # requests answered 429 because the queue was full
+        self._queue = []
         self._tx = 0
         self._rx = 0
 
@@ -59,6 +65,7 @@ class Uplink:
             except Exception as e:  # OSError, MQTTException, a cut read: all mean reconnect
                 print("uplink: connection lost:", repr(e))
             self._close()
+            self._queue = []  # unanswered: the broker is gone, and with it the reply path
             time.sleep((delay + delay * os.urandom(1)[0] // 512) / 1000)  # up to +50 % jitter
             delay = min(delay * 2, _BACKOFF_MAX_MS)
 
@@ -92,7 +99,7 @@ class Uplink:
         c.sock.settimeout(c.io_timeout)
         _no_delay(c.sock)
         self.connects += 1
-        for name in _REQUESTS:
+        for name in topics.REQUESTS:
             c.subscribe(self.base + name)
         self.publish("availability", b"online", True)
         self.agent.report_again()  # a fresh retained state on every (re)connect
@@ -103,14 +110,15 @@ class Uplink:
         poller = select.poll()
         poller.register(c.sock, select.POLLIN)
         while True:
-            for _, ev in poller.poll(_POLL_MS):
+            for _, ev in poller.poll(0 if self._queue else _POLL_MS):
                 if ev & (select.POLLHUP | select.POLLERR):
                     raise OSError("socket closed")
                 self._rx = _ms()
                 c.check_msg()
-            runner.pump(self.agent, self.publish, self.board.now_ms())
-            if self.webhooks:
-                self.webhooks.service()
+            if self._queue:
+                kind, msg = self._queue.pop(0)
+                self.publish("responses", self.agent.handle(kind, msg, self.board.now_ms()), False)
+            self.agent.flush(self.publish, self.board.now_ms())
             if _since(self._tx) >= self.keepalive * 500:
                 c.ping()
                 self._tx = _ms()
@@ -119,12 +127,17 @@ class Uplink:
 
     def _on_message(self, topic, msg):
         kind = topic.decode()[len(self.base):]
-        if kind in _REQUESTS:
-            self.publish("responses", self.agent.handle(kind, msg, self.board.now_ms()), False)
+        if kind not in topics.REQUESTS:
+            return
+        if len(self._queue) < _QUEUE:
+            self._queue.append((kind, msg))
+        else:  # a QoS 0 reply: it waits for nothing, so it is safe from inside publish()
+            self.refused += 1
+            self.publish("responses", self.agent.busy(kind, self.board.now_ms()), False)
 
     def _on_oversize(self, topic, size):
         kind = topic.decode()[len(self.base):]
-        self.publish("responses", self.agent.api.too_large(kind, self.board.now_ms()), False)
+        self.publish("responses", self.agent.too_large(kind, self.board.now_ms()), False)
 
     def publish(self, topic, payload, retain):
         # Events are at-least-once: QoS 1, so one is only dropped from the outbox once

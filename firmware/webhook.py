@@ -1,9 +1,12 @@
 # Webhook delivery of push.completed / push.failed, signed the Standard Webhooks way:
 # webhook-signature = v1,base64(HMAC-SHA256(secret, "{id}.{timestamp}.{body}")).
-# At least once: a bounded queue, retried with exponential backoff; runs on the network
-# side only, so a slow receiver never touches the pilot.
+# At least once: a bounded queue, retried with exponential backoff, delivered from a thread
+# of its own (runner.threaded), so a slow or dead receiver holds up neither the pilot nor
+# the MQTT API nor the worker.
 import hashlib
 import json
+import time
+import _thread
 from binascii import a2b_base64, b2a_base64
 
 _QUEUE = 8
@@ -44,21 +47,29 @@ class Webhooks:
         self.queue = []  # [event id, body bytes, attempts, next try (Unix ms)]
         self.dropped = 0
         self.delivered = 0
+        self._lock = _thread.allocate_lock()  # offer() runs in other threads
 
     def offer(self, event):
         if event.get("type") not in ("push.completed", "push.failed"):
             return
-        self.queue.append([event["id"], json.dumps(event).encode(), 0, 0])
-        if len(self.queue) > _QUEUE:
-            self.queue.pop(0)
-            self.dropped += 1
+        with self._lock:
+            self.queue.append([event["id"], json.dumps(event).encode(), 0, 0])
+            if len(self.queue) > _QUEUE:
+                self.queue.pop(0)
+                self.dropped += 1
+
+    def run(self):
+        while True:
+            self.service()
+            time.sleep_ms(100)
 
     def service(self):
-        # One delivery attempt at most per call, so the network loop keeps turning.
+        # One delivery attempt at most per call.
         now = self.clock_ms()
-        if not self.queue or now is None or now < self.queue[0][3]:
-            return
-        item = self.queue[0]
+        with self._lock:
+            if not self.queue or now is None or now < self.queue[0][3]:
+                return
+            item = self.queue[0]
         ts = now // 1000
         headers = {"content-type": "application/json", "webhook-id": item[0],
                    "webhook-timestamp": str(ts),
@@ -69,7 +80,9 @@ class Webhooks:
             print("webhook:", repr(e))
             ok = False
         if ok:
-            self.queue.pop(0)
+            with self._lock:
+                if self.queue and self.queue[0] is item:
+                    self.queue.pop(0)
             self.delivered += 1
         else:
             item[2] += 1

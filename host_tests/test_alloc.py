@@ -9,7 +9,7 @@ from tools.paths import ROOT
 
 def test_control_tick_allocates_nothing_under_micropython(mpy_dir):
     env = dict(os.environ, MICROPYPATH=":".join([".frozen"] + mpy_dir))
-    out = subprocess.run(["micropython", "-X", "heapsize=64K",
+    out = subprocess.run(["micropython", "-X", "heapsize=256K",
                           os.path.join(ROOT, "tools", "measure", "probes", "alloc_probe.py"), "-", "3000"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -1,6 +1,7 @@
 """max_charge_rate: validation with exact replies, enforcement on the pilot, persistence."""
 import pytest
 
+import record
 from conftest import plug
 
 PATH = "/ev-charger/charger-1/settings"
@@ -153,13 +154,32 @@ def test_exactly_6_a_survives_floating_point(make_rig, voltage, kw):
     assert rig.bench.readings()["pilot"]["dutyPercent"] == 10.0
 
 
-def test_raised_and_lowered_caps_reach_the_pilot_at_once(rig):
+def duty_now(rig):
+    return rig.bench.readings()["pilot"]["dutyPercent"]
+
+
+def test_lower_caps_reach_the_pilot_at_once_raises_at_the_vehicles_pace(rig):
+    # pilot.md: a lower cap applies at once; a raise at most once per 5 s (the vehicle
+    # follows a new duty within about 5 s; a duty changing faster only blinds the reader).
     plug(rig, 3000)
-    for kw, percent in ((3.68, 26.66), (7.36, 53.33), (2.3, 16.66)):
-        write(rig, {"max_charge_rate": cap(kw)})
-        t0 = rig.bench.t
-        rig.run_until(lambda: rig.bench.readings()["pilot"]["dutyPercent"] == percent, 50)
-        assert rig.bench.t - t0 <= 20
+    rig.run(5000)  # nothing changed for 5 s: a raise would apply at once too
+    write(rig, {"max_charge_rate": cap(3.68)})  # lower: at once
+    t0 = rig.bench.t
+    rig.run_until(lambda: duty_now(rig) == 26.66, 50)
+    assert rig.bench.t - t0 <= 20
+    write(rig, {"max_charge_rate": cap(7.36)})  # raise, 0 s after the last change: waits
+    t1 = rig.bench.t
+    rig.run_until(lambda: duty_now(rig) == 53.33, 6000)
+    assert 4900 <= rig.bench.t - t1 <= 5100
+    write(rig, {"max_charge_rate": cap(2.3)})  # lower again: at once, whatever the pace
+    t2 = rig.bench.t
+    rig.run_until(lambda: duty_now(rig) == 16.66, 50)
+    assert rig.bench.t - t2 <= 20
+    rig.run(5000)
+    write(rig, {"max_charge_rate": cap(3.68)})  # raise after 5 s quiet: at once
+    t3 = rig.bench.t
+    rig.run_until(lambda: duty_now(rig) == 26.66, 50)
+    assert rig.bench.t - t3 <= 20
 
 
 def test_cap_below_6_a_suspends_and_resumes_without_command(rig):
@@ -179,13 +199,16 @@ def test_cap_below_6_a_suspends_and_resumes_without_command(rig):
 
 def test_same_value_twice_writes_flash_once(make_rig, tmp_path):
     rig = make_rig(state_dir=tmp_path / "f")
-    record = tmp_path / "f" / "charger"
-    write(rig, {"max_charge_rate": cap(7.4)})
+    record = tmp_path / "f" / "cap"
+    write(rig, {"max_charge_rate": cap(7.4)})  # lower than the default: written at once
     first = record.stat().st_mtime_ns, record.stat().st_ino
     write(rig, {"max_charge_rate": cap(7.4)})
     write(rig, {"max_charge_rate": cap(7.40)})
+    rig.run(6000)
     assert (record.stat().st_mtime_ns, record.stat().st_ino) == first
-    write(rig, {"max_charge_rate": cap(7.5)})
+    write(rig, {"max_charge_rate": cap(7.5)})  # a raise: written once it has held 5 s
+    assert record.stat().st_ino == first[1]
+    rig.run(6000)
     assert record.stat().st_ino != first[1]
 
 
@@ -207,8 +230,10 @@ def test_corrupt_record_reverts_to_default_with_event(make_rig, tmp_path):
     rig = make_rig(state_dir=tmp_path / "f")
     write(rig, {"max_charge_rate": cap(3.68)})
     rig.power_cut()
-    data = (tmp_path / "f" / "charger").read_bytes()
-    (tmp_path / "f" / "charger").write_bytes(data.replace(b"3680", b"3690"))
+    data = bytearray((tmp_path / "f" / "cap").read_bytes())
+    assert record.unword(bytes(data)) == 3680
+    data[2] ^= 0x10  # one bit flipped: 3680 W would read as 3696 W without the check
+    (tmp_path / "f" / "cap").write_bytes(bytes(data))
     rig.boot()
     rig.pump()
     assert rig.read()["settings"]["max_charge_rate"]["value"] == 50

@@ -49,24 +49,50 @@ def fail_safe(cfg):
 
 
 class NvsStore:
-    # ESP-IDF NVS: log-structured with CRCs, so a power cut loses at most the value being
-    # written; nothing persists until commit().
+    # ESP-IDF NVS: log-structured with a CRC per 32-byte entry, so a power cut loses at most
+    # the value being written. A 4-byte value (a record.word) is stored as an i32: one entry
+    # per write, the cheapest thing NVS can write (docs/storage.md has the wear figures).
     def __init__(self, namespace="evse"):
         self.nvs = esp32.NVS(namespace)
-        self._buf = bytearray(256)
+        self._buf = bytearray(1024)
         self.commits = 0
 
     def read(self, key):
         try:
+            v = self.nvs.get_i32(key)
+            return bytes(((v >> 24) & 0xFF, (v >> 16) & 0xFF, (v >> 8) & 0xFF, v & 0xFF))
+        except OSError:  # ESP_ERR_NVS_NOT_FOUND: not an i32 key
+            pass
+        try:
             n = self.nvs.get_blob(key, self._buf)
-        except OSError:  # ESP_ERR_NVS_NOT_FOUND
+        except OSError:
             return None
         return bytes(self._buf[:n])
 
     def write(self, key, data):
-        self.nvs.set_blob(key, data)
+        if len(data) == 4:
+            v = data[0] << 24 | data[1] << 16 | data[2] << 8 | data[3]
+            self.nvs.set_i32(key, v - (1 << 32) if v & 0x80000000 else v)
+        else:
+            self.nvs.set_blob(key, data)
         self.nvs.commit()
         self.commits += 1
+
+
+class _Input:
+    # A digital input that reads "active" at one level (Peter Hinch's Pushbutton `sense`):
+    # the only place that knows which way an input is wired.
+    def __init__(self, gpio, active_low):
+        self.pin = machine.Pin(gpio, machine.Pin.IN, _pull(gpio))
+        self.active_low = active_low
+
+    def active(self):
+        return self.pin.value() == (0 if self.active_low else 1)
+
+    def irq(self, handler):
+        # On becoming active; hard: the handler runs at once and must not allocate.
+        edge = machine.Pin.IRQ_FALLING if self.active_low else machine.Pin.IRQ_RISING
+        self.pin.irq(handler, edge, hard=True)
 
 
 class Board:
@@ -83,7 +109,6 @@ class Board:
         self._pwm = machine.PWM(Pin(pins["pilot_pwm"]), freq=1000, duty_u16=_PWM_FULL)
         self._full_ok = _version() >= (1, 26)  # duty_u16(65535) is a true 100 % from 1.26
         self._pilot_pin = pins["pilot_pwm"]
-        self.pilot_counts = _PWM_FULL
         self._x1_as_gpio = False
         if not self._full_ok:
             self._steady(1)
@@ -92,29 +117,33 @@ class Board:
         self._adc.atten(machine.ADC.ATTN_11DB)
         self._zero_uv = int(config.get("adc_zero_uv", 1650000))
         self._gain = int(config.get("adc_gain", 8))  # pilot mV per ADC mV
-        fb = pins.get("contactor_feedback")
-        self._feedback = Pin(fb, Pin.IN, _pull(fb)) if fb is not None else None
-        self._rcd = None
+        # Inputs are active low (to GND, with pull-ups) unless config "active_low" says not.
+        low = config.get("active_low") or {}
+        inputs = {}
+        for name in ("contactor_feedback", "rcd", "button", "meter_s0"):
+            if pins.get(name) is not None:
+                inputs[name] = _Input(pins[name], low.get(name, True))
+        self._feedback = inputs.get("contactor_feedback")
+        self._rcd = inputs.get("rcd")
         self.rcd_tripped = False
-        if pins.get("rcd") is not None:
-            self._rcd = Pin(pins["rcd"], Pin.IN, _pull(pins["rcd"]))
-            # Trip opens the coil in the interrupt itself, without waiting for the loop.
-            self._rcd.irq(self._on_rcd, Pin.IRQ_FALLING, hard=True)
-            self.rcd_tripped = self._rcd.value() == 0
+        if self._rcd:
+            self._rcd.irq(self._on_rcd)  # opens the coil in the interrupt itself
+            self.rcd_tripped = self._rcd.active()
             self._rcd_self_test(pins.get("rcd_test"))
         self._led = Pin(pins["led"], Pin.OUT, value=0) if pins.get("led") is not None else None
         self._lit = False
-        self._button = Pin(pins["button"], Pin.IN, _pull(pins["button"])) \
-            if pins.get("button") is not None else None
+        self._button = inputs.get("button")
         self._pressed_at = -1
         self._pulses = 0
         self._pulse_ms = 0
         self._pulse_gap = 0
         self._imp_per_kwh = int(config.get("meter_imp_per_kwh", 1000))
         self._w_per_pulse_ms = 3600000000 // self._imp_per_kwh  # W x ms per pulse
-        if pins.get("meter_s0") is not None:
-            Pin(pins["meter_s0"], Pin.IN, _pull(pins["meter_s0"])).irq(
-                self._on_pulse, Pin.IRQ_FALLING, hard=True)
+        # Without a meter the current is unknown: the control core then treats the vehicle
+        # as possibly under load (a pause waits for it to leave C, or 6 s).
+        self.METERED = "meter_s0" in inputs
+        if self.METERED:
+            inputs["meter_s0"].irq(self._on_pulse)
         self._volts_phases = int(config["supply_voltage"]) * int(config["phases"])
         self.store = store or NvsStore()
         self.high_mv = 0
@@ -131,17 +160,26 @@ class Board:
         self._clock_set = False
         self._wlan = None
 
-    # -- outputs
+    # -- outputs: the pilot by state (EVerest's evse_board_support: x1, F, PWM on)
     def _steady(self, level):
         # Before MicroPython 1.26 duty_u16(65535) still pulses: drive the pin instead.
         self._pwm.deinit()
         machine.Pin(self._pilot_pin, machine.Pin.OUT, value=level)
         self._x1_as_gpio = True
 
-    def set_pilot(self, counts):
-        self.pilot_counts = counts
-        if counts >= _PWM_FULL and not self._full_ok:
-            return self._steady(1)
+    def pilot_x1(self):
+        if self._full_ok:
+            self._duty(_PWM_FULL)
+        else:
+            self._steady(1)
+
+    def pilot_f(self):
+        self._duty(0)
+
+    def pilot_pwm(self, counts):
+        self._duty(counts)
+
+    def _duty(self, counts):
         if self._x1_as_gpio:
             self._pwm = machine.PWM(machine.Pin(self._pilot_pin), freq=1000, duty_u16=counts)
             self._x1_as_gpio = False
@@ -152,9 +190,9 @@ class Board:
         self.contactor_drive = closed
         self._coil.value(1 if closed and not self.rcd_tripped else 0)
 
-    def indicate(self, status):
-        # Status LED: on while charging.
-        lit = status == 2
+    def show_status(self, status):
+        # Status LED: on while charging. `status` is one of control.STATUS_NAMES.
+        lit = status == "charging"
         if self._led and lit != self._lit:
             self._lit = lit
             self._led.value(1 if lit else 0)
@@ -175,13 +213,13 @@ class Board:
             return
         t = machine.Pin(test_pin, machine.Pin.OUT, value=1)
         start = time.ticks_ms()
-        while self._rcd.value() and time.ticks_diff(time.ticks_ms(), start) < 100:
+        while not self._rcd.active() and time.ticks_diff(time.ticks_ms(), start) < 100:
             pass
         t.value(0)
-        tripped = self._rcd.value() == 0
+        tripped = self._rcd.active()
         time.sleep_ms(50)
         # A sensor that does not trip on its own test is treated as tripped: latched, safe.
-        self.rcd_tripped = not tripped or self._rcd.value() == 0
+        self.rcd_tripped = not tripped or self._rcd.active()
 
     # -- inputs
     def sample(self):
@@ -197,13 +235,16 @@ class Board:
         self.high_mv = (hi - self._zero_uv) * self._gain // 1000
         self.low_mv = (lo - self._zero_uv) * self._gain // 1000
         if self._feedback is not None:
-            self.feedback = self._feedback.value() == 0
+            self.feedback = self._feedback.active()
         else:
             self.feedback = self.contactor_drive  # no auxiliary contact: assume it follows
-        if self._rcd is not None and self._rcd.value() == 0:
+        if self._rcd is not None and self._rcd.active():
             self.rcd_tripped = True
-        # S0 meter: energy from pulses; power from the gap between the last two pulses.
-        self.energy_wh = self._pulses * 1000 // self._imp_per_kwh
+        # S0 meter: energy from pulses (in two parts, so no product leaves the small-int
+        # range and allocates, even past 1 GWh); power from the gap between the last two.
+        n = self._pulses
+        imp = self._imp_per_kwh
+        self.energy_wh = n // imp * 1000 + n % imp * 1000 // imp
         gap = self._pulse_gap
         if gap <= 0 or time.ticks_diff(time.ticks_ms(), self._pulse_ms) > 2 * gap + 5000:
             self.power_w = 0
@@ -238,7 +279,7 @@ class Board:
     def factory_reset_requested(self):
         if self._button is None:
             return False
-        if self._button.value():
+        if not self._button.active():
             self._pressed_at = -1
             return False
         if self._pressed_at < 0:

@@ -25,7 +25,7 @@ def main():
         hooks = Webhooks(cfg["webhook_url"], cfg["webhook_secret"], board.unix_ms)
         agent.on_event = hooks.offer
     print("evse: %s up, reset cause %s" % (cfg["device_id"], board.reset_cause))
-    runner.threaded(agent, board, Uplink(cfg, board, hooks))
+    runner.threaded(agent, board, Uplink(cfg, board), hooks)
 
 
 main()

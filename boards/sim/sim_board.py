@@ -39,6 +39,8 @@ class Board:
         self.config = config
         self.store = store
         self.link = link
+        # The bench has a meter; "meter": false plays a board without one (current unknown).
+        self.METERED = config.get("meter", True)
         # Outputs start safe: steady +12 V (no PWM), contactor open.
         self.pilot_counts = _PWM_FULL
         self.contactor_drive = False
@@ -55,7 +57,14 @@ class Board:
         self.reset_requested = False  # the bench's "reset button held"
         self.reset_cause = "power_on"
 
-    def set_pilot(self, counts):
+    # -- the pilot, by state (the link carries it as PWM counts: 0 = F, PWM_FULL = x1)
+    def pilot_x1(self):
+        self.pilot_counts = _PWM_FULL
+
+    def pilot_f(self):
+        self.pilot_counts = 0
+
+    def pilot_pwm(self, counts):
         self.pilot_counts = counts
 
     def set_contactor(self, closed):
@@ -63,9 +72,10 @@ class Board:
 
     def sample(self):
         # Inputs are latched by the bench before each tick; real boards read ADCs here.
-        pass
+        if not self.METERED:
+            self.current_da = self.power_w = self.energy_wh = 0
 
-    def indicate(self, status):
+    def show_status(self, status):
         pass  # no status LED on the bench: the readings say it all
 
     def ensure_network(self):

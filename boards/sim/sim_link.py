@@ -1,15 +1,18 @@
 # The simulated board's wire to the bench process: fixed binary frames over a loopback
-# socket, read into preallocated buffers so a tick costs no allocation.
-#   bench -> board  b"T" + 8 x int32 LE: now, high mV, low mV, feedback, current dA,
-#                   power W, energy Wh, rcd          (one tick's inputs)
-#                   b"R" + kind + u16 len + JSON     (a request: 0 commands, 1 settings, 2 read)
+# socket, read into preallocated buffers so a tick costs no allocation. The frame layout is
+# defined here and nowhere else (the bench imports INPUTS and the frame letters).
+#   bench -> board  b"T" + int32 LE per name in INPUTS  (one tick's inputs)
+#                   b"R" + kind + u16 len + JSON     (a request; kind: index in topics.REQUESTS)
 #                   b"U" + int64 LE                  (Unix ms at bench time 0)
 #                   b"F"                             (factory reset: the button held)
 #   board -> bench  b"O" + int32 duty counts + int32 contactor   (outputs after a tick)
 #                   b"M" + retain + u16 len + topic + u32 len + payload  (a publish)
 import socket
+from topics import REQUESTS
 
-KINDS = ("commands", "settings", "read")
+# The board attributes a T frame sets, in order.
+INPUTS = ("now", "high_mv", "low_mv", "feedback", "current_da", "power_w", "energy_wh",
+          "rcd_tripped")
 
 
 def _i32(b, i):
@@ -31,7 +34,7 @@ class Link:
         self.sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: frames go out whole, at once
         self.prefix = prefix
         self._kind = bytearray(1)
-        self._in = bytearray(32)
+        self._in = bytearray(4 * len(INPUTS))
         self._out = bytearray(b"O" + bytes(8))
 
     def _fill(self, buf, n):
@@ -54,15 +57,9 @@ class Link:
             kind = self._kind[0]
             if kind == 84:  # T
                 b = self._in
-                self._fill(b, 32)
-                board.now = _i32(b, 0)
-                board.high_mv = _i32(b, 4)
-                board.low_mv = _i32(b, 8)
-                board.feedback = b[12] != 0
-                board.current_da = _i32(b, 16)
-                board.power_w = _i32(b, 20)
-                board.energy_wh = _i32(b, 24)
-                board.rcd_tripped = b[28] != 0
+                self._fill(b, len(b))
+                for i in range(len(INPUTS)):
+                    setattr(board, INPUTS[i], _i32(b, 4 * i))
                 return
             if kind == 82:  # R
                 head = bytearray(3)
@@ -70,7 +67,7 @@ class Link:
                 payload = bytearray(head[1] | head[2] << 8)
                 if payload:
                     self._fill(payload, len(payload))
-                on_request(KINDS[head[0] % 3], bytes(payload))
+                on_request(REQUESTS[head[0] % len(REQUESTS)], bytes(payload))
             elif kind == 70:  # F
                 board.reset_requested = True
             elif kind == 85:  # U

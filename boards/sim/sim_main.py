@@ -9,13 +9,13 @@ import sim_board as sim
 from sim_link import Link
 from agent import Agent
 import runner
+import topics
 
 
 def main(path):
     with open(path) as f:
         cfg = json.load(f)
-    prefix = cfg.get("topic_prefix", "ev-charger") + "/" + cfg["device_id"] + "/"
-    link = Link(cfg["bench_port"], prefix)
+    link = Link(cfg["bench_port"], topics.base(cfg.get("topic_prefix"), cfg["device_id"]))
     board = sim.Board(cfg, sim.FileStore(cfg["state_dir"]), link)
     agent = Agent(board)
     if cfg.get("broker"):
@@ -25,9 +25,9 @@ def main(path):
             from webhook import Webhooks
             hooks = Webhooks(cfg["webhook_url"], cfg["webhook_secret"], board.unix_ms)
             agent.on_event = hooks.offer
-        runner.threaded(agent, board, Uplink(cfg, board, hooks))
+        runner.threaded(agent, board, Uplink(cfg, board), hooks)
     else:
-        runner.lockstep(agent, board)
+        runner.Lockstep(agent, board).run()
 
 
 main(sys.argv[1])

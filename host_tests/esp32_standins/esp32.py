@@ -1,8 +1,10 @@
-# Stand-in for the ESP32's esp32 module: NVS kept in nvs.json, committed values only.
+# Stand-in for the ESP32's esp32 module: NVS kept in nvs.json, committed values only. As in
+# ESP-IDF, a key has a type: get_i32 does not find a blob and get_blob does not find an i32.
 import json
 import _world
 
 _FILE = "nvs.json"
+_NOT_FOUND = -0x1102  # ESP_ERR_NVS_NOT_FOUND
 
 
 class NVS:
@@ -10,20 +12,31 @@ class NVS:
         self.ns = namespace
         try:
             with open(_FILE) as f:
-                self.saved = json.load(f)
+                self.saved = json.load(f)  # key -> ["i32", int] or ["blob", text]
         except OSError:
             self.saved = {}
         self.pending = dict(self.saved)
 
+    def _get(self, key, kind):
+        _world.log("nvs_get", key)
+        entry = self.saved.get(key)
+        if entry is None or entry[0] != kind:
+            raise OSError(_NOT_FOUND)
+        return entry[1]
+
+    def set_i32(self, key, value):
+        _world.log("nvs_set", key)
+        self.pending[key] = ["i32", value]
+
+    def get_i32(self, key):
+        return self._get(key, "i32")
+
     def set_blob(self, key, data):
         _world.log("nvs_set", key)
-        self.pending[key] = bytes(data).decode()
+        self.pending[key] = ["blob", bytes(data).decode()]
 
     def get_blob(self, key, buf):
-        _world.log("nvs_get", key)
-        if key not in self.saved:
-            raise OSError(-0x1102)  # ESP_ERR_NVS_NOT_FOUND
-        data = self.saved[key].encode()
+        data = self._get(key, "blob").encode()
         buf[:len(data)] = data
         return len(data)
 

@@ -10,9 +10,12 @@ import struct
 import subprocess
 import time
 
-from tools.paths import ROOT
+from tools.paths import ROOT, cpython_paths
 
-KINDS = ("commands", "settings", "read")
+cpython_paths()
+from sim_link import INPUTS  # noqa: E402
+from topics import REQUESTS  # noqa: E402
+
 
 
 class AgentProcess:
@@ -72,13 +75,13 @@ class AgentProcess:
         return data
 
     def tick(self, inputs):
-        """inputs: (now, high mV, low mV, feedback, current dA, power W, energy Wh, rcd)."""
-        self.conn.sendall(b"T" + struct.pack("<8i", *inputs))
+        """inputs: the board's inputs in the order of sim_link.INPUTS."""
+        self.conn.sendall(b"T" + struct.pack("<%di" % len(INPUTS), *inputs))
         self.outputs = self.read_outputs()
         return self.outputs
 
     def send_request(self, kind, payload):
-        self.conn.sendall(b"R" + struct.pack("<BH", KINDS.index(kind), len(payload)) + payload)
+        self.conn.sendall(b"R" + struct.pack("<BH", REQUESTS.index(kind), len(payload)) + payload)
 
     def factory_reset(self):
         self.conn.sendall(b"F")

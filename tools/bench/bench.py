@@ -4,7 +4,12 @@ The bench is stepped in bench time (ms). Each step takes the board's outputs (pi
 counts, contactor drive), moves the world on, and returns what the board's inputs would
 measure. It knows nothing of the firmware beyond those wires.
 """
+from tools.paths import cpython_paths
+
 from .vehicle import Vehicle
+
+cpython_paths()
+from sim_link import INPUTS  # noqa: E402  (the link's frame layout, defined once there)
 
 SOURCE_V = 12.0
 SERIES_OHM = 1000.0
@@ -85,12 +90,13 @@ class Bench:
         return high, low
 
     def board_inputs(self):
-        """What the board's inputs read now: (bench ms, high mV, low mV, feedback,
-        current dA, power W, energy Wh, rcd), the order of the sim link's T frame."""
-        return (self.t, int(round(self.high * 1000)), int(round(self.low * 1000)),
-                int(self.contactor), int(self.current * 10),
-                int(self.current * self.voltage * self.phases), int(self.energy_wh),
-                int(self.rcd_tripped))
+        """What the board's inputs read now, in the order of the sim link's INPUTS."""
+        values = {"now": self.t, "high_mv": int(round(self.high * 1000)),
+                  "low_mv": int(round(self.low * 1000)), "feedback": int(self.contactor),
+                  "current_da": int(self.current * 10),
+                  "power_w": int(self.current * self.voltage * self.phases),
+                  "energy_wh": int(self.energy_wh), "rcd_tripped": int(self.rcd_tripped)}
+        return tuple(values[name] for name in INPUTS)
 
     @property
     def rcd_tripped(self):

@@ -6,12 +6,18 @@ interpreter is exercised. Both expose the same calls, so one scenario suite runs
 """
 import json
 
-from .agent_process import AgentProcess
-from .bench import Bench
 from tools.paths import cpython_paths
 
-TICK_MS = 10
-SERVICE_TICKS = 10
+from .agent_process import AgentProcess
+from .bench import Bench
+
+cpython_paths()
+import runner  # noqa: E402
+import sim_board  # noqa: E402
+import topics  # noqa: E402
+from sim_link import INPUTS  # noqa: E402
+
+TICK_MS = sim_board.Board.TICK_MS
 UNIX_BASE_MS = 1795478400000  # 2026-11-24T00:00:00Z at bench time 0
 
 
@@ -19,16 +25,16 @@ class Rig:
     """Bench stepping shared by both rigs; subclasses run the firmware's tick."""
 
     def __init__(self, state_dir, voltage=230, phases=1, max_current=32, device_id="charger-1",
-                 cable_current=None, default_kw=None):
+                 cable_current=None, default_kw=None, metered=True):
         self.state_dir = state_dir
         self.config = {"device_id": device_id, "supply_voltage": voltage, "phases": phases,
-                       "max_current": max_current, "state_dir": state_dir}
+                       "max_current": max_current, "state_dir": state_dir, "meter": metered}
         if cable_current:
             self.config["cable_current"] = cable_current
         if default_kw is not None:
             self.config["default_max_charge_rate"] = default_kw
         self.bench = Bench(voltage=voltage, phases=phases)
-        self.prefix = "ev-charger/%s/" % device_id
+        self.prefix = topics.base(None, device_id)
         self.published = []  # (topic, payload dict or str, retain)
         self.powered = False
 
@@ -100,26 +106,26 @@ class InProcessRig(Rig):
 
     def __init__(self, state_dir, store_factory=None, **kw):
         super().__init__(state_dir, **kw)
-        cpython_paths()
         self.store_factory = store_factory
         self.boot()
 
     def boot(self):
-        import sim_board as sim
         from agent import Agent
-        store = self.store_factory() if self.store_factory else sim.FileStore(self.state_dir)
-        self.board = sim.Board(dict(self.config), store)
+        store = self.store_factory() if self.store_factory else sim_board.FileStore(self.state_dir)
+        self.board = sim_board.Board(dict(self.config), store)
+        self.board.publish = lambda topic, payload, retain=False: self._record(
+            self.prefix + topic, payload, retain)
         self.board.unix_base_ms = UNIX_BASE_MS
         self.board.now = self.bench.t
         self.powered = True
         self.bench.drive_outputs(self.board.pilot_counts, self.board.contactor_drive)
         self.agent = Agent(self.board)
+        self.loop = runner.Lockstep(self.agent, self.board)  # the firmware's own loop
         self.bench.drive_outputs(self.board.pilot_counts, self.board.contactor_drive)
-        self._n = 0
 
     def power_cut(self):
         self.powered = False
-        self.agent = self.board = None
+        self.agent = self.board = self.loop = None
 
     def factory_reset(self):
         self.board.reset_requested = True
@@ -127,24 +133,21 @@ class InProcessRig(Rig):
 
     def _tick(self, now, inputs):
         bd = self.board
-        (bd.now, bd.high_mv, bd.low_mv, fb, bd.current_da, bd.power_w, bd.energy_wh,
-         rcd) = inputs
-        bd.feedback = bool(fb)
-        bd.rcd_tripped = bool(rcd)
-        self.agent.tick(now)
-        self._n += 1
-        if self._n >= SERVICE_TICKS:
-            self._n = 0
-            self.pump(now)
+        for name, value in zip(INPUTS, inputs):
+            setattr(bd, name, value)
+        self.loop.step(now)
         return bd.pilot_counts, bd.contactor_drive
 
     def pump(self, now=None):
-        import runner
-        runner.pump(self.agent, lambda t, p, r: self._record(self.prefix + t, p, r),
-                    self.bench.t if now is None else now)
+        self.run(runner.SERVICE_TICKS * TICK_MS)
 
     def _request(self, kind, payload):
-        return self.agent.handle(kind, payload, self.bench.t)
+        before = len(self.published)
+        self.loop.on_request(kind, payload)
+        for topic, body, _ in self.published[before:]:
+            if topic == self.prefix + "responses":
+                return json.dumps(body).encode() if not isinstance(body, str) else body
+        raise RuntimeError("no reply to %s request" % kind)
 
     def close(self):
         pass
@@ -190,7 +193,7 @@ class ProcessRig(Rig):
         self.agent = None
 
     def pump(self, now=None):
-        self.run(SERVICE_TICKS * TICK_MS)
+        self.run(runner.SERVICE_TICKS * TICK_MS)
 
     def factory_reset(self):
         self.agent.factory_reset()

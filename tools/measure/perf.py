@@ -240,7 +240,7 @@ def main(argv=None):
         print("bench: flash writes ...", flush=True)
         writes, changes = flash_writes(1000, sub("flash"))
         print("bench: allocations and tick cost ...", flush=True)
-        alloc = probe("alloc_probe.py", "-", "5000", heapsize="64K")
+        alloc = probe("alloc_probe.py", "-", "5000", heapsize="256K")
         print("bench: heap (%g h session, size search) ..." % a.hours, flush=True)
         full, smallest = heap(broker, a.hours, a.search_hours)
     finally:

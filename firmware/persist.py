@@ -1,0 +1,63 @@
+# The one storage layer: every persisted value by name, each written only when its bytes
+# change, atomically by the board's store (temp file + rename, or NVS), from the network
+# side only. A failing write is reported (persist.failed, the state's `storage` field and a
+# storage.failed event), never raised into the request or the loop that asked for it.
+# What each key costs in flash wear is in docs/storage.md.
+import _thread
+import record
+
+# Keys (ESP32 NVS keys are at most 15 characters).
+CAP = "cap"  # max_charge_rate, W (word)
+PAUSE = "pause"  # the session is paused by idle (word 0/1)
+ACTIONS = "actions"  # the action journal (blob)
+
+
+class Persist:
+    def __init__(self, store):
+        self.store = store
+        self.writes = 0
+        self.failed = None  # the key whose last write failed, until a write succeeds
+        self.on_failure = None  # f(key, error): the agent's storage.failed event
+        self._last = {}  # key -> bytes as last read or written
+        self._lock = _thread.allocate_lock()  # requests and the worker both write
+
+    def read_word(self, key, missing=None):
+        # The value; `missing` (taken as what flash holds) when there is none; CORRUPT.
+        data = self._read(key)
+        if data is None and missing is not None:
+            self._last[key] = record.word(missing)
+            return missing
+        return record.unword(data)
+
+    def read_blob(self, key):
+        return record.unblob(self._read(key))
+
+    def write_word(self, key, value):
+        return self._write(key, record.word(value))
+
+    def write_blob(self, key, body):
+        return self._write(key, record.blob(body))
+
+    def _read(self, key):
+        data = self.store.read(key)
+        if data is not None:
+            self._last[key] = data
+        return data
+
+    def _write(self, key, data):
+        # True once the bytes are in flash (or were already).
+        with self._lock:
+            if self._last.get(key) == data:
+                return True
+            try:
+                self.store.write(key, data)
+            except OSError as e:
+                self.failed = key
+                if self.on_failure:
+                    self.on_failure(key, e)
+                return False
+            self.writes += 1
+            self._last[key] = data
+            if self.failed == key:
+                self.failed = None
+            return True

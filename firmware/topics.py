@@ -1,0 +1,8 @@
+# The MQTT topics (mqtt.md), defined once: the agent, the bench and the tools all use these.
+PREFIX = "ev-charger"
+REQUESTS = ("commands", "settings", "read")  # request kinds, in the bench link's numbering
+
+
+def base(prefix, device_id):
+    # "ev-charger/charger-1/": every topic of one charger starts with it.
+    return (prefix or PREFIX) + "/" + device_id + "/"
