@@ -91,8 +91,8 @@ class Agent:
     def too_large(self, kind, now):
         return self.api.too_large(kind, now)
 
-    def busy(self, kind, now):
-        return self.api.busy(kind, now)
+    def busy(self, kind, payload, now):
+        return self.api.busy(kind, payload, now)
 
     def flush(self, publish, now):
         # Publish what the agent has to say; stops at the first failure (publish raises)

@@ -98,12 +98,17 @@ class Api:
                                             "message": "payload too large",
                                             "details": {"maxBytes": MAX_PAYLOAD}}, now)
 
-    def busy(self, kind, now):
-        # Too many requests at once: answered unread, so the sender can try again.
-        return self.reply(kind, None, 429, {"code": "TOO_MANY_REQUESTS",
-                                            "message": "requests arrive faster than they are "
-                                                       "handled; nothing was changed",
-                                            "details": {}}, now)
+    def busy(self, kind, payload, now):
+        # Too many requests at once: refused without acting on them, so the sender can
+        # try again; the requestId is read so the refusal can be matched to the request.
+        try:
+            rid = text(json.loads(payload).get("requestId"), 128)
+        except Exception:  # not JSON, not an object: no id to give back
+            rid = None
+        return self.reply(kind, rid, 429, {"code": "TOO_MANY_REQUESTS",
+                                           "message": "requests arrive faster than they are "
+                                                      "handled; nothing was changed",
+                                           "details": {}}, now)
 
     def reply(self, kind, rid, status, body, now):
         path = "/ev-charger/" + self.agent.device_id + ("/settings" if kind == "settings" else "")

@@ -133,7 +133,7 @@ class Uplink:
             self._queue.append((kind, msg))
         else:  # a QoS 0 reply: it waits for nothing, so it is safe from inside publish()
             self.refused += 1
-            self.publish("responses", self.agent.busy(kind, self.board.now_ms()), False)
+            self.publish("responses", self.agent.busy(kind, msg, self.board.now_ms()), False)
 
     def _on_oversize(self, topic, size):
         kind = topic.decode()[len(self.base):]

@@ -161,3 +161,60 @@ def test_deploy_and_flash_fail_clearly_without_a_board(tmp_path):
     for tool in ("tools.device.deploy", "tools.device.flash_firmware"):
         r = run(tool, "--help")
         assert r.returncode == 0 and "usage: make" in r.stdout
+
+
+def test_without_a_meter_a_pause_waits_for_the_vehicle_or_6_s(tmp_path, broker, mpy_dir):
+    # No meter_s0 pin: the current is unknown, so a vehicle that stays in C is "under load".
+    proc, log = boot(tmp_path, config(broker.address), ev="C!")
+    c = Charger(broker.address, "esp-1")
+    try:
+        c.wait(lambda: c.availability == "online", 20)
+        deadline = time.monotonic() + 10
+        while ["pin", "26", "1"] not in read_log(log):
+            assert time.monotonic() < deadline, "the contactor never closed"
+            time.sleep(0.1)
+        assert c.command("idle")["meta"]["status"] == 202
+        time.sleep(7.5)
+    finally:
+        c.close()
+        stop(proc)
+    lines = [line.split() for line in open(log).read().splitlines()]
+    x1 = next(int(e[1]) for e in lines if e[2:] == ["pwm", "25", "65535"]
+              and int(e[0]) > min(int(f[0]) for f in lines if f[2:] == ["pin", "26", "1"]))
+    opened = next(int(e[1]) for e in lines if e[2:] == ["pin", "26", "0"] and int(e[1]) >= x1)
+    assert 6000 <= opened - x1 <= 6500, opened - x1
+
+
+def test_meter_pulses_past_1000_kwh_allocate_nothing(tmp_path):
+    # Before: pulses * 1000 left the small-int range (at ~1,074 kWh on the ESP32) and the
+    # tick allocated from then on.
+    # (The meter part of sample(): the ADC stand-in allocates, a real ADC does not.)
+    cfg = config("127.0.0.1:1", watchdog=False, pins=dict(PINS, meter_s0=35))
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import gc, json, sys\n"
+        "from esp32_board import Board\n"
+        "b = Board(json.load(open('config.json')))\n"
+        "# just past where pulses * 1000 leaves the small ints: 2**30 on the ESP32, 2**62 here\n"
+        "b._pulses = (1 << (62 if sys.maxsize > 2**32 else 30)) // 1000 + 1000\n"
+        "start = b._pulses\n"
+        "b._read_meter()\n"
+        "def run(b):\n"
+        "    for _ in range(100):\n"
+        "        b._pulses += 1\n"
+        "        b._read_meter()\n"
+        "run(b)\n"
+        "gc.collect(); gc.disable()\n"
+        "before = gc.mem_alloc()\n"
+        "run(b)\n"
+        "print(gc.mem_alloc() - before, b.energy_wh - start)\n")
+    tree = tmp_path / "tree"
+    build_tree(str(tree), "esp32", None, "xtensawin")
+    e = dict(os.environ, STANDIN_LOG=str(tmp_path / "pins.log"),
+             MICROPYPATH=":".join([".frozen", STANDINS, str(tree / "lib")]))
+    out = subprocess.run(["micropython", str(script)], cwd=str(tmp_path), env=e,
+                         capture_output=True, text=True, timeout=60)
+    grown, wh = out.stdout.split()
+    assert int(grown) == 0, out.stdout + out.stderr
+    assert int(wh) == 200

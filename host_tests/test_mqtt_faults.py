@@ -201,3 +201,129 @@ def test_webhook_signed_and_retried(broker, tmp_path, mpy_dir):
         c.close()
         sim.close()
         http.shutdown()
+
+
+# Issue 10, items 9, 11, 12 and 13 over MQTT (the lockstep ones are in test_safety.py).
+
+def terminal_events(c):
+    out = {}
+    for e in c.events:
+        if e["type"] in ("push.completed", "push.failed", "action.cancelled"):
+            out.setdefault(e["data"]["actionId"], set()).add(e["id"])
+    return out
+
+
+@pytest.mark.parametrize("clients", [1, 4])
+def test_command_bursts_never_lose_a_terminal_event(broker, tmp_path, mpy_dir, clients):
+    sim = make_sim(broker, tmp_path)
+    cs = [Charger(broker.address, "f-1") for _ in range(clients)]
+    try:
+        for c in cs:
+            online(c)
+        bench_set(sim, connected=True, request=True)
+        wait_for(lambda: sim.bench.contactor, 10)
+        sent = []
+
+        def burst(c, k):
+            for i in range(40):  # 50/s from each client
+                rid = "b%d-%d" % (k, i)
+                c.client.publish(c.base + "commands", json.dumps(
+                    {"requestId": rid, "actionId": "act_%d_%d" % (k, i),
+                     "action": {"command": ("idle", "charge")[i % 2]},
+                     "onConflict": "cancel_and_replace"}))
+                sent.append((c, rid))
+                time.sleep(0.02)
+
+        threads = [threading.Thread(target=burst, args=(c, k)) for k, c in enumerate(cs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wait_for(lambda: all(rid in c.replies for c, rid in sent), 60)
+        accepted = [c.replies[rid][0]["data"]["id"] for c, rid in sent
+                    if c.replies[rid][0]["meta"]["status"] == 202]
+        statuses = {c.replies[rid][0]["meta"]["status"] for c, rid in sent}
+        assert accepted and statuses <= {202, 429}, statuses
+        watcher = cs[0]
+        wait_for(lambda: all(a in terminal_events(watcher) for a in accepted), 60)
+        time.sleep(1)
+        ends = terminal_events(watcher)
+        assert all(len(ends[a]) == 1 for a in accepted), [a for a in accepted if len(ends[a]) > 1]
+    finally:
+        for c in cs:
+            c.close()
+        sim.close()
+
+
+def test_a_failing_flash_keeps_the_uplink_up_and_answering(broker, tmp_path, mpy_dir):
+    import os
+    os.makedirs(str(tmp_path / "flash" / "cap.tmp"))  # every write of the cap fails
+    sim = make_sim(broker, tmp_path)
+    c = Charger(broker.address, "f-1")
+    seen = []
+    c.on_message = lambda topic, text: seen.append(text) if topic.endswith("availability") else 0
+    try:
+        online(c)
+        bench_set(sim, connected=True, request=True)
+        wait_for(lambda: sim.bench.contactor, 10)
+        for kw in (3.68, 2.3, 1.0):
+            reply = c.cap(kw)
+            assert reply["meta"]["status"] == 500 and reply["error"]["code"] == "STORAGE_FAILED"
+        wait_for(lambda: sim.bench.readings()["pilot"]["dutyPercent"] == 100.0, 5)  # 1 kW
+        time.sleep(2)
+        assert "offline" not in seen  # never dropped the connection
+        read = c.read()
+        assert read["state"]["storage"] == "failed"
+        assert any(e["type"] == "storage.failed" for e in c.events)
+    finally:
+        c.close()
+        sim.close()
+
+
+def test_a_hung_webhook_receiver_does_not_hold_up_requests(broker, tmp_path, mpy_dir):
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)  # accepts and never answers
+    url = "http://127.0.0.1:%d/hook" % hung.getsockname()[1]
+    sim = make_sim(broker, tmp_path, "--webhook-url", url, "--webhook-secret", "s")
+    c = Charger(broker.address, "f-1")
+    try:
+        online(c)
+        bench_set(sim, connected=True, request=True)
+        wait_for(lambda: sim.bench.contactor, 10)
+        c.command("idle", actionId="act_h")
+        wait_for(lambda: any(e["data"].get("actionId") == "act_h" for e in c.events), 10)
+        time.sleep(0.5)  # the webhook thread is now stuck in its POST
+        for _ in range(5):
+            t0 = time.monotonic()
+            assert c.read()["id"] == "f-1"
+            assert time.monotonic() - t0 < 1.0
+    finally:
+        c.close()
+        sim.close()
+        hung.close()
+
+
+def test_local_duties_go_on_without_a_broker(broker, tmp_path, mpy_dir):
+    import record
+    sim = make_sim(broker, tmp_path, "--default-kw", "11")
+    c = Charger(broker.address, "f-1")
+    flash = tmp_path / "flash"
+    try:
+        online(c)
+        bench_set(sim, connected=True, request=True)
+        wait_for(lambda: sim.bench.contactor, 10)
+        assert c.cap(3.68)["success"]
+        c.command("idle", actionId="act_o")
+        wait_for(lambda: any(e["data"].get("actionId") == "act_o" for e in c.events), 10)
+        assert record.unword((flash / "pause").read_bytes()) == 1
+        c.close()
+        broker.stop()
+        time.sleep(0.5)
+        bench_set(sim, connected=False)  # the pause ends with the session, broker or not
+        wait_for(lambda: record.unword((flash / "pause").read_bytes()) == 0, 5)
+        with sim.sim.lock:
+            sim.sim.agent.factory_reset()  # the reset button, held
+        wait_for(lambda: record.unword((flash / "cap").read_bytes()) == 11000, 5)
+    finally:
+        sim.close()

@@ -240,6 +240,10 @@ class Board:
             self.feedback = self.contactor_drive  # no auxiliary contact: assume it follows
         if self._rcd is not None and self._rcd.active():
             self.rcd_tripped = True
+        if self.METERED:
+            self._read_meter()
+
+    def _read_meter(self):
         # S0 meter: energy from pulses (in two parts, so no product leaves the small-int
         # range and allocates, even past 1 GWh); power from the gap between the last two.
         n = self._pulses

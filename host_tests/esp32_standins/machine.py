@@ -73,7 +73,8 @@ class ADC:
         duty = _world.pwm.get(_cfg_pins.get("pilot_pwm"))
         pwm_on = duty is not None and 0 < duty < 65535
         ev = _world.EV
-        high = {"A": 12000, "B": 9000, "C": 6000 if pwm_on else 9000}[ev]
+        # "C!" is a vehicle that keeps S2 closed (and its load on) when PWM stops.
+        high = {"A": 12000, "B": 9000, "C": 6000 if pwm_on else 9000, "C!": 6000}[ev]
         if duty == 0 or (duty is None and not _world.pins.get(_cfg_pins.get("pilot_pwm"))):
             return 1650000 - 12000 * 125
         self.n = (self.n + 1) % 20  # one PWM period every 20 reads

@@ -32,6 +32,8 @@ def parse(argv):
     p.add_argument("--voltage", type=float, default=230)
     p.add_argument("--phases", type=int, choices=(1, 3), default=1)
     p.add_argument("--max-current", type=int, default=32)
+    p.add_argument("--default-kw", type=float,
+                   help="default_max_charge_rate: the cap after a factory reset (default 50)")
     p.add_argument("--prefix", default="ev-charger", help="topic prefix of the agent")
     p.add_argument("--agent-broker", help="HOST:PORT for the agent only, when it must differ "
                    "from the bench's broker (fault tests: a broker that never answers)")
@@ -61,6 +63,8 @@ class Sim:
                "max_current": a.max_current, "state_dir": os.path.abspath(a.state_dir),
                "broker": a.agent_broker or self.address, "topic_prefix": a.prefix,
                "model": "bench-sim"}
+        if a.default_kw is not None:
+            cfg["default_max_charge_rate"] = a.default_kw
         if a.webhook_url:
             cfg.update(webhook_url=a.webhook_url, webhook_secret=a.webhook_secret or "")
         return cfg
