@@ -2,9 +2,10 @@
 import pytest
 
 import pilot
+import sim_board
 from conftest import plug
 
-FULL = 10000
+FULL = sim_board.Board.PWM_FULL
 
 
 @pytest.mark.parametrize("amps,percent", [
@@ -66,10 +67,34 @@ def test_reader_diode_fault_needs_pwm():
     (0.0, 0.0, "E", "PILOT_SHORT"), (9.0, -8.8, "B", "DIODE_FAULT"),
     (10.0, -12.0, "invalid", "PILOT_ERROR"), (-12.0, -12.0, "F", "PILOT_ERROR")])
 def test_states_at_band_edges_on_the_bench(rig, high, low, expect_pilot, expect_fault):
-    plug(rig, 1000)  # PWM on: the low level is judged
+    plug(rig, 3000)  # charging, PWM on: the low level is judged
+    assert rig.bench.drive
     rig.bench.pilot_override = (high, low)
     rig.run(100)
     state = rig.read()["state"]
     assert state["fault"] == expect_fault
     if expect_fault is None:
         assert state["pilot"] == expect_pilot
+        assert rig.bench.drive == (expect_pilot == "C")  # A, B: open at once; C: go on
+    else:  # a fault: contactor open within the 100 ms, pilot F
+        assert not rig.bench.drive and rig.bench.f
+
+
+def test_a_full_event_ring_keeps_the_oldest_and_counts_the_rest():
+    from ring import Ring, Trace
+    r = Ring(4)  # holds 3: one slot tells full from empty
+    for i in range(6):
+        r.push(1, i, i * 10)
+    assert r.dropped == 3
+    assert [r.pop() for _ in range(4)] == [(1, 0, 0), (1, 1, 10), (1, 2, 20), None]
+    r.push(2, 7, 70)  # room again once read
+    assert r.pop() == (2, 7, 70)
+
+
+def test_the_transition_trace_keeps_the_newest():
+    from ring import Trace
+    t = Trace(3)
+    assert t.records() == []
+    for i in range(5):
+        t.push(i, i, i + 1, 0)
+    assert [rec[0] for rec in t.records()] == [2, 3, 4]

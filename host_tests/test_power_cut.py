@@ -12,22 +12,23 @@ from tools.bench.rig import InProcessRig, ProcessRig
 
 CAPS = [1.0, 2.3, 3.68, 4.6, 7.36]  # 0 A (suspended), 10 A, 16 A, 20 A, 32 A at 230 V
 DEFAULT = 50
+FULL = sim.Board.PWM_FULL
 
 
 def duty_for(kw):
     amps10 = int(round(kw * 1000)) * 10 // 230
-    return 10000 if amps10 < 60 else amps10 * 10000 // 600
+    return FULL if amps10 < 60 else amps10 * FULL // 600
 
 
 def check_boot(rig, last_acked):
     """After boot: safe first, never above the last acknowledged cap, nor above the loaded one."""
-    assert rig.bench.duty_counts == 10000 and not rig.bench.drive
+    assert rig.bench.x1 and not rig.bench.drive
     start = len(rig.bench.duty_log)
     rig.run(1500)
     loaded = rig.read()["settings"]["max_charge_rate"]["value"]
     assert loaded in CAPS + [DEFAULT] and loaded <= last_acked, (loaded, last_acked)
     for _, counts in rig.bench.duty_log[start:]:
-        assert counts in (0, 10000) or counts <= duty_for(loaded)
+        assert rig.bench.x1_or_f(counts) or counts <= duty_for(loaded)
     return loaded
 
 

@@ -9,6 +9,7 @@ from tools.paths import cpython_paths
 from .vehicle import Vehicle
 
 cpython_paths()
+import sim_board  # noqa: E402
 from sim_link import INPUTS  # noqa: E402  (the link's frame layout, defined once there)
 
 SOURCE_V = 12.0
@@ -19,7 +20,7 @@ FAULTS = ("none", "pilot_short", "diode_short", "contactor_weld", "contactor_stu
 
 
 class Bench:
-    def __init__(self, voltage=230.0, phases=1, pwm_full=10000):
+    def __init__(self, voltage=230.0, phases=1, pwm_full=sim_board.Board.PWM_FULL):
         self.voltage = voltage
         self.phases = phases
         self.pwm_full = pwm_full
@@ -48,6 +49,22 @@ class Bench:
     @property
     def duty_percent(self):
         return 100.0 * self.duty_counts / self.pwm_full
+
+    # The pilot as the EVSE drives it, by name (pilot.md): x1, F, or PWM offering current.
+    @property
+    def x1(self):
+        return self.duty_counts >= self.pwm_full
+
+    @property
+    def f(self):
+        return self.duty_counts <= 0
+
+    @property
+    def pwm_on(self):
+        return 0 < self.duty_counts < self.pwm_full
+
+    def x1_or_f(self, counts):
+        return counts <= 0 or counts >= self.pwm_full
 
     def step(self, dt):
         """Advance dt ms under the outputs last driven."""
