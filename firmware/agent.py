@@ -10,8 +10,9 @@ import control as ctl
 import persist as ps
 import pilot
 import record
+import limits as lim
 from ring import Ring, Trace
-from settings import Settings, LIMIT_NAMES
+from settings import Settings
 from slot import Slot
 from actions import Actions, STRATEGY
 from api import Api
@@ -33,11 +34,14 @@ class Agent:
         self.model = cfg.get("model", "micropython-evse")
         self.ring = Ring()
         self.trace = Trace()
-        self.control = ctl.Control(board, self.ring, self.trace)
+        self.ceiling = lim.Ceiling(self.ring)
+        self.control = ctl.Control(board, self.ring, self.trace, self.ceiling)
         self.slot = Slot(self.control, _thread.allocate_lock())
         self.persist = ps.Persist(board.store)
         self.persist.on_failure = self._storage_failed
-        self.settings = Settings(cfg, self.persist, self.control)
+        self.settings = Settings(cfg, self.persist)
+        self.limits = lim.Limits(self.settings, self.ceiling, self.persist, self)
+        self.settings.on_change = self.limits.refresh
         self.actions = Actions(self, self.slot, self.persist)
         self.api = Api(self)
         self.outbox = Outbox()
@@ -55,6 +59,8 @@ class Agent:
         reason = self.settings.load()
         if reason:
             self.settings_reverted(reason)
+        if not self.limits.load():
+            self.storage_corrupt(ps.IN_CHARGE)
         paused = self.persist.read_word(ps.PAUSE, 0)
         if paused == record.CORRUPT:
             self.storage_corrupt(ps.PAUSE)
@@ -110,9 +116,11 @@ class Agent:
 
     def state_due(self, now):
         c = self.control
+        g = self.ceiling
         key = (c.status, c.pilot, c.contactor_closed, c.offered_da, c.fault,
-               self.settings.cap_w, self.slot.state, len(self.actions.recent),
-               self.persist.failed)
+               self.settings.cap_w, self.settings.failsafe_w, g.limit_da, g.limited_by,
+               g.failsafe, self.limits.value, self.limits.expires_at, self.slot.state,
+               len(self.actions.recent), self.persist.failed)
         w = self.board.power_w
         moved = abs(w - self._reported_w) >= max(_DEADBAND_W, self._reported_w // 20)
         if key != self._reported or moved or ctl.elapsed(now, self._reported_at) >= _HEARTBEAT_MS:
@@ -148,7 +156,7 @@ class Agent:
                 "details": {"key": self.persist.failed}}
 
     def factory_reset(self, now):
-        self.settings.factory_reset(now)
+        self.settings.factory_reset()
         self.settings_reverted("factory_reset")
 
     def _record_event(self, rec):
@@ -161,6 +169,8 @@ class Agent:
         elif kind == ctl.EV_SESSION_ENDED:
             self.emit("session.ended", {"deviceId": self.device_id, "sessionId": self._session_id,
                                         "energy": arg / 1000, "unit": "kwh", "endedAt": at})
+        elif kind == lim.EV_LIMIT_EXPIRED:
+            self.limits.expired(at)
         else:
             name = "fault.raised" if kind == ctl.EV_FAULT_RAISED else "fault.cleared"
             self.emit(name, {"deviceId": self.device_id, "fault": ctl.FAULT_NAMES[arg], "at": at})
@@ -177,10 +187,18 @@ class Agent:
         return "%s%s%x" % (prefix, self._nonce, self._ids)
 
     def stamp(self, ms):
+        # ISO time of board time `ms` (now or earlier); None while the clock is unknown.
         unix = self.board.unix_ms()
         if unix is None:
             return None
         return iso(unix - ctl.elapsed(self.board.now_ms(), ms))
+
+    def stamp_after(self, ms, later):
+        # ISO time `later` ms after board time `ms`.
+        unix = self.board.unix_ms()
+        if unix is None:
+            return None
+        return iso(unix - ctl.elapsed(self.board.now_ms(), ms) + later)
 
     # -- the device read
     def device_read(self, now, diagnostics=False):
@@ -197,7 +215,8 @@ class Agent:
                       "maxCurrent": s.max_current, "offeredCurrent": c.offered_da / 10,
                       "pilot": pilot.NAMES[c.pilot],
                       "contactor": "closed" if c.contactor_closed else "open",
-                      "limitedBy": LIMIT_NAMES[s.limited_by],
+                      "limitedBy": lim.NAMES[self.ceiling.limited_by],
+                      "limits": self.limits.read(),
                       "sessionEnergy": c.session_energy() / 1000,
                       "fault": ctl.FAULT_NAMES[c.fault],
                       "storage": "failed" if self.persist.failed else "ok",

@@ -5,11 +5,14 @@ import json
 import settings as st
 import slot as sl
 from actions import STRATEGY
+from api_text import text
 
 MAX_PAYLOAD = 2048  # bytes; larger requests are refused unparsed
 _COMMANDS = {"charge": sl.CHARGE, "idle": sl.IDLE}
 _REQUEST_KEYS = {"commands": ("requestId", "action", "onConflict", "actionId"),
-                 "settings": ("requestId", "settings"), "read": ("requestId",)}
+                 "settings": ("requestId", "settings"), "read": ("requestId",),
+                 "limit": ("requestId", "limit", "ttl", "source")}
+_PATHS = {"settings": "/settings", "limit": "/limit"}  # after /ev-charger/{id}
 _ACTION_KEYS = ("command", "parameters", "start", "end", "execution")
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:"
 
@@ -20,16 +23,6 @@ def _err(status, code, message, details=None):
 
 def _bad(message):
     return _err(400, "INVALID_REQUEST", message)
-
-
-def text(value, limit=64):
-    # `value` if it is printable ASCII of 1..limit characters, else None.
-    if type(value) is not str or not 0 < len(value) <= limit:
-        return None
-    for ch in value:
-        if not " " <= ch <= "~":
-            return None
-    return value
 
 
 def _echo(value, depth=2):
@@ -111,7 +104,7 @@ class Api:
                                            "details": {}}, now)
 
     def reply(self, kind, rid, status, body, now):
-        path = "/ev-charger/" + self.agent.device_id + ("/settings" if kind == "settings" else "")
+        path = "/ev-charger/" + self.agent.device_id + _PATHS.get(kind, "")
         meta = {"requestId": rid, "status": status, "path": path,
                 "timestamp": self.agent.stamp(now)}
         if status < 300:
@@ -131,6 +124,8 @@ class Api:
             return 200, self.agent.device_read(now, diagnostics=True)
         if kind == "settings":
             return self._settings(req.get("settings"), payload, now)
+        if kind == "limit":
+            return self.agent.limits.request(req, now)
         return self._command(req, now)
 
     def _settings(self, changes, payload, now):
@@ -156,10 +151,12 @@ class Api:
             return status, {"code": first["code"],
                             "message": first["setting"] + ": " + first["message"],
                             "details": {"errors": errors}}
-        if not self.agent.settings.write_cap(st.watts(changes[st.CAP]["value"]), now):
+        if not self.agent.settings.write(changes, now):
             return 500, self.agent.storage_error(
-                "max_charge_rate applies until the next restart: flash refused it")
-        return 200, {"deviceId": self.agent.device_id, "updated": [st.CAP]}
+                "flash refused the write: a lower max_charge_rate applies until the next "
+                "restart, anything else is unchanged")
+        return 200, {"deviceId": self.agent.device_id,
+                     "updated": [k for k in st.WRITABLE if k in changes]}
 
     def _command(self, req, now):
         action = req.get("action")

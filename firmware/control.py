@@ -85,13 +85,13 @@ def elapsed(now, since):
 
 
 class Control:
-    def __init__(self, board, ring, trace):
+    def __init__(self, board, ring, trace, ceiling):
         self.board = board
         self.ring = ring
         self.trace = trace
         self.port = PilotPort(board)  # x1 before anything else
         # Inputs, written by the network side.
-        self.limit_da = 0  # the lowest ceiling, dA; 0 until the persisted ones are loaded
+        self.ceiling = ceiling  # every source's ceiling (limits.py); 0 until they are loaded
         self.paused = False  # idle: hold the session (cleared here at unplug)
         # Outputs and status, read by the network side.
         self.mode = STANDBY
@@ -116,6 +116,10 @@ class Control:
     @property
     def offered_da(self):
         return self.port.offered_da
+
+    @property
+    def limit_da(self):
+        return self.ceiling.limit_da
 
     @property
     def contactor_closed(self):
@@ -171,6 +175,7 @@ class Control:
         if b.rcd_tripped:
             self._fault(now, RCD_TRIP)
         self._check_feedback(now, b.feedback)
+        self.ceiling.update(now)
         target = self._pace(now)
         mode = self.mode
         if mode == FAULTED:
@@ -201,7 +206,7 @@ class Control:
     def _pace(self, now):
         # The offer falls at once and rises at most once per RAISE_MS: requests may come
         # at any rate, the pilot changes at the pace a vehicle can follow.
-        want = 0 if self.paused else pilot.offer(self.limit_da)
+        want = 0 if self.paused else pilot.offer(self.ceiling.limit_da)
         t = self._target
         if want < t or (want > t and (self._target_at < 0 or
                                       elapsed(now, self._target_at) >= RAISE_MS)):
@@ -332,7 +337,7 @@ class Control:
             return DISCONNECTED
         if self.paused:
             return IDLE
-        if self.mode == HOLDOFF or pilot.offer(self.limit_da) == 0:
+        if self.mode == HOLDOFF or pilot.offer(self.ceiling.limit_da) == 0:
             return SUSPENDED
         b = self.board
         if self._contactor and (not b.METERED or b.current_da >= _PAUSE_CURRENT):

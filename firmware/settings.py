@@ -1,21 +1,22 @@
-# The settings: max_charge_rate (the persisted power ceiling) and the installation facts
-# it is enforced with. Validation follows charger-api.md: all-or-nothing, every failing
-# key listed. A new cap reaches the control core first and flash second; in flash it is
-# never above the last acknowledged value (docs/storage.md: decreases are written before
-# the reply, raises once they have held for a while).
+# The settings: max_charge_rate (the persisted power ceiling), failsafe_charge_rate (the
+# ceiling while a controller is silent) and the installation facts they are enforced with.
+# Validation follows charger-api.md: all-or-nothing, every failing key listed. A new cap
+# reaches the ceilings first and flash second; in flash it is never above the last
+# acknowledged value (docs/storage.md: decreases are written before the reply, raises once
+# they have held for a while).
 from micropython import const
-import pilot
 import persist as ps
 import record
 
 CAP = "max_charge_rate"
-CAP_MIN = 0
-CAP_MAX = 50
+FAILSAFE = "failsafe_charge_rate"  # applies while a controller is silent (limits.md)
+WRITABLE = (CAP, FAILSAFE)  # both kW, 0-50, persisted
+KW_MIN = 0
+KW_MAX = 50
 READ_ONLY = ("max_current", "supply_voltage", "phases")
 _UNITS = {"max_current": "a", "supply_voltage": "v", "phases": "phases"}
-LIMIT_NAMES = ("max_charge_rate", "max_current", "cable", "pilot")
 
-_RAISE_SETTLE_MS = const(5000)  # a raise is written once it has held this long
+_RAISE_SETTLE_MS = const(5000)  # a raised cap is written once it has held this long
 _RAISE_LATEST_MS = const(60000)  # or at the latest this long after it was acknowledged
 
 
@@ -26,7 +27,7 @@ def _error(key, code, message, details=None, status=422):
 
 def check(key, entry):
     # The error for one key of a write, or None if it may be applied.
-    if key != CAP:
+    if key not in WRITABLE:
         if key in READ_ONLY:
             return _error(key, "READ_ONLY_SETTING", key + " is read-only (set by the installer)")
         return _error(key, "UNSUPPORTED_SETTING", "unknown setting")
@@ -41,9 +42,9 @@ def check(key, entry):
     value = entry["value"]
     if type(value) not in (int, float) or value - value != 0:
         return _error(key, "INVALID_SETTING_VALUE", "value must be a finite number")
-    if not CAP_MIN <= value <= CAP_MAX:
+    if not KW_MIN <= value <= KW_MAX:
         return _error(key, "SETTING_OUT_OF_RANGE", "value outside [0, 50] kw",
-                      {"value": value, "min": CAP_MIN, "max": CAP_MAX, "unit": "kw"})
+                      {"value": value, "min": KW_MIN, "max": KW_MAX, "unit": "kw"})
     return None
 
 
@@ -63,52 +64,58 @@ def decivolts(volts):
 
 
 class Settings:
-    def __init__(self, config, persist, control):
+    def __init__(self, config, persist):
         self.voltage = config["supply_voltage"]
         self.phases = int(config["phases"])
         self.max_current = config["max_current"]
         self.cable_current = int(config.get("cable_current") or 0)
-        self.default_w = watts(float(config.get("default_max_charge_rate", CAP_MAX)))
+        self.default_w = watts(float(config.get("default_max_charge_rate", KW_MAX)))
         self._dv_phases = decivolts(self.voltage) * self.phases  # 0.1 V x phases
         self.persist = persist
-        self.control = control
+        self.on_change = None  # f(): the ceilings follow (limits.Limits.refresh)
         self.cap_w = self.default_w
-        self.limited_by = 0
+        self.failsafe_w = 0  # limits.md: a dead controller pauses charging by default
         self._stored_w = None  # the cap in flash, None if there is none
         self._pending_since = -1  # when an unwritten raise was acknowledged
         self._changed_at = 0
 
     def load(self):
-        # Read the cap before any current is offered. Returns the revert reason, if any.
-        w = self.persist.read_word(ps.CAP)
+        # Read the settings before any current is offered. Returns the revert reason, if any.
         reason = None
-        if w is None or w == record.CORRUPT or w > CAP_MAX * 1000:
+        w = self.persist.read_word(ps.CAP)
+        if w is None or w == record.CORRUPT or w > KW_MAX * 1000:
             reason = None if w is None else "corrupt_record"
             w = self.default_w
         else:
             self._stored_w = w
         self.cap_w = w
-        self._apply()
+        f = self.persist.read_word(ps.FAILSAFE, 0)
+        if f == record.CORRUPT or f > KW_MAX * 1000:
+            reason = "corrupt_record"
+            f = 0
+        self.failsafe_w = f
+        self._changed()
         return reason
 
     def per_phase_da(self, w):
         # Watts -> per-phase current in dA, rounded down.
         return w * 100 // self._dv_phases
 
-    def limit_da(self):
-        # The binding current limit (dA, rounded down) and what binds it.
-        limits = (self.per_phase_da(self.cap_w), int(self.max_current * 10),
-                  self.cable_current * 10 if self.cable_current else pilot.MAX_CURRENT,
-                  pilot.MAX_CURRENT)
-        best = 0
-        for i in range(1, 4):
-            if limits[i] < limits[best]:
-                best = i
-        return limits[best], best
+    def _changed(self):
+        if self.on_change:
+            self.on_change()
 
-    def _apply(self):
-        limit, self.limited_by = self.limit_da()
-        self.control.limit_da = limit
+    def write(self, changes, now):
+        # Apply a validated write (all keys already checked). Returns False if flash
+        # refused something: a failsafe is then left as it was; a lower cap still applies.
+        if FAILSAFE in changes:
+            w = watts(changes[FAILSAFE]["value"])
+            if not self.persist.write_word(ps.FAILSAFE, w):
+                return False
+            self.failsafe_w = w
+        ok = self.write_cap(watts(changes[CAP]["value"]), now) if CAP in changes else True
+        self._changed()
+        return ok
 
     def write_cap(self, cap_w, now):
         # Applies the cap at once. A decrease below what flash holds is written before this
@@ -116,12 +123,12 @@ class Settings:
         if cap_w != self.cap_w:
             self.cap_w = cap_w
             self._changed_at = now
-            self._apply()
+            self._changed()
         if self._stored_w is not None and cap_w >= self._stored_w:
             if cap_w > self._stored_w and self._pending_since < 0:
                 self._pending_since = now
             return True
-        return self._store(now)
+        return self._store()
 
     def service(self, now):
         # Write an acknowledged raise once it has held, or at the latest after a minute.
@@ -130,25 +137,27 @@ class Settings:
             return
         held = _elapsed(now, self._changed_at) >= _RAISE_SETTLE_MS
         if held or _elapsed(now, self._pending_since) >= _RAISE_LATEST_MS:
-            self._store(now)
+            self._store()
 
-    def _store(self, now):
+    def _store(self):
         ok = self.persist.write_word(ps.CAP, self.cap_w)
         if ok:
             self._stored_w = self.cap_w
             self._pending_since = -1
         return ok
 
-    def factory_reset(self, now):
+    def factory_reset(self):
         self.cap_w = self.default_w
-        self._apply()
-        return self._store(now)
+        self._changed()
+        return self._store()
 
     def offered_kw(self, offered_da):
         return offered_da * self._dv_phases / 100000
 
     def read(self):
-        out = {CAP: {"value": self.cap_w / 1000, "unit": "kw", "min": CAP_MIN, "max": CAP_MAX}}
+        out = {}
+        for key, w in ((CAP, self.cap_w), (FAILSAFE, self.failsafe_w)):
+            out[key] = {"value": w / 1000, "unit": "kw", "min": KW_MIN, "max": KW_MAX}
         values = (self.max_current, self.voltage, self.phases)
         for i in range(3):
             out[READ_ONLY[i]] = {"value": values[i], "unit": _UNITS[READ_ONLY[i]]}

@@ -1,6 +1,6 @@
 # The MQTT topics (mqtt.md), defined once: the agent, the bench and the tools all use these.
 PREFIX = "ev-charger"
-REQUESTS = ("commands", "settings", "read")  # request kinds, in the bench link's numbering
+REQUESTS = ("commands", "settings", "read", "limit")  # request kinds, in the bench link's numbering
 
 
 def base(prefix, device_id):

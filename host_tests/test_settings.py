@@ -117,6 +117,7 @@ def test_all_or_nothing_lists_every_failing_key(rig):
 def test_read_shows_bounds_and_installation_facts(rig):
     s = rig.read()["settings"]
     assert s == {"max_charge_rate": {"value": 50, "unit": "kw", "min": 0, "max": 50},
+                 "failsafe_charge_rate": {"value": 0, "unit": "kw", "min": 0, "max": 50},
                  "max_current": {"value": 32, "unit": "a"},
                  "supply_voltage": {"value": 230, "unit": "v"},
                  "phases": {"value": 1, "unit": "phases"}}

@@ -39,7 +39,7 @@ def parse(argv):
                    "from the bench's broker (fault tests: a broker that never answers)")
     p.add_argument("--webhook-url")
     p.add_argument("--webhook-secret")
-    p.add_argument("--heapsize", default="128K", help="micropython heap (the ESP32 has ~60K free)")
+    p.add_argument("--heapsize", default="256K", help="micropython heap: this 64-bit build holds the .mpy bytecode in it (about 85 KB); the ESP32 model is the 32-bit frozen build (make unix32)")
     return p.parse_args(argv)
 
 

@@ -1,0 +1,197 @@
+# Ceilings from several sources, lowest wins (limits.md). The network side sets each source
+# in a fixed array; the control loop combines them every tick (Ceiling.update: integers, no
+# allocation), so a dynamic limit's time-to-live runs out within one tick of its deadline,
+# whatever the network is doing. Limits is the network side: the `limit` request, the
+# persisted "a controller is in charge" flag, and the read.
+from array import array
+from micropython import const
+from api_text import printable
+import persist as ps
+import record
+import settings as st
+
+# Sources, in the order that names a tie.
+CAP = const(0)
+MAX_CURRENT = const(1)
+CABLE = const(2)
+DYNAMIC = const(3)
+FAILSAFE = const(4)
+SITE = const(5)
+NAMES = ("max_charge_rate", "max_current", "cable", "dynamic_limit", "failsafe", "site")
+_SOURCES = const(6)
+
+EV_LIMIT_EXPIRED = const(5)  # a ring record kind (control.py has 1-4)
+TTL_MIN = 1
+TTL_MAX = 3600
+TTL_DEFAULT = 60
+_SOURCE_MAX = 32
+
+
+def _elapsed(now, since):
+    return (now - since) & 0x3FFFFFFF
+
+
+class Ceiling:
+    # What the control loop sees. da[source] is that source's ceiling in dA, -1 when it is
+    # not in force; the failsafe's counts only while `failsafe`, the dynamic limit's only
+    # while it is not.
+    def __init__(self, ring):
+        self.ring = ring
+        self.da = array("i", [-1] * _SOURCES)
+        self.dyn_at = 0  # when the dynamic limit was set or renewed (board ms)
+        self.dyn_ttl = 0  # ms
+        self.failsafe = False  # a controller went silent (set here, cleared by the network side)
+        self.limit_da = 0  # outputs: the lowest ceiling, and which source it is
+        self.limited_by = CAP
+
+    def update(self, now):
+        da = self.da
+        if da[DYNAMIC] >= 0 and not self.failsafe and _elapsed(now, self.dyn_at) >= self.dyn_ttl:
+            self.failsafe = True  # silence is a failure
+            self.ring.push(EV_LIMIT_EXPIRED, now, 0)
+        best = -1
+        by = CAP
+        for i in range(_SOURCES):
+            v = da[i]
+            if v < 0 or (i == DYNAMIC and self.failsafe) or (i == FAILSAFE and not self.failsafe):
+                continue
+            if best < 0 or v < best:
+                best = v
+                by = i
+        self.limit_da = best if best > 0 else 0
+        self.limited_by = by
+
+    def set_dynamic(self, da, ttl_ms, now):
+        # The deadline first, the value second, the failsafe off last: a control loop that
+        # reads between them sees the old limit or an expiry, never a new value kept too long.
+        self.dyn_at = now
+        self.dyn_ttl = ttl_ms
+        self.da[DYNAMIC] = da
+        self.failsafe = False
+
+    def clear_dynamic(self):
+        self.da[DYNAMIC] = -1
+        self.failsafe = False
+
+
+def _error(code, message, details=None, status=422, key="limit"):
+    return status, {"code": code, "message": key + ": " + message,
+                    "details": {"errors": [{"setting": key, "code": code, "message": message,
+                                            "details": details or {}}]}}
+
+
+class Limits:
+    def __init__(self, settings, ceiling, persist, agent):
+        self.settings = settings
+        self.ceiling = ceiling
+        self.persist = persist
+        self.agent = agent
+        self.value = None  # the dynamic limit as requested: value, unit, source, expiry
+        self.unit = None
+        self.source = None
+        self.expires_at = None  # ISO time of its deadline (None while the clock is unknown)
+
+    def load(self):
+        # A restart while a controller was in charge comes back in the failsafe, before
+        # any current is offered. Returns False if the flag was corrupt (read as set).
+        flag = self.persist.read_word(ps.IN_CHARGE, 0)
+        self.ceiling.failsafe = flag != 0
+        self.refresh()
+        return flag != record.CORRUPT
+
+    def refresh(self):
+        # The static sources, from the settings and the installation.
+        s = self.settings
+        da = self.ceiling.da
+        da[CAP] = s.per_phase_da(s.cap_w)
+        da[MAX_CURRENT] = int(s.max_current * 10)
+        da[CABLE] = s.cable_current * 10 if s.cable_current else -1
+        da[FAILSAFE] = s.per_phase_da(s.failsafe_w)
+
+    # -- the `limit` request
+    def request(self, req, now):
+        if "limit" not in req:
+            return 400, _bad("limit is required (null clears it)")
+        limit = req["limit"]
+        if limit is None:
+            for key in ("ttl", "source"):
+                if key in req:
+                    return 400, _bad(key + " is not allowed with limit: null")
+            return self._clear(now)
+        if type(limit) is not dict or "value" not in limit or "unit" not in limit or \
+                len(limit) != 2:
+            return 400, _bad("limit must be {value, unit} or null")
+        unit = limit["unit"]
+        if type(unit) is not str or unit.lower() not in ("a", "kw"):
+            return _error("UNSUPPORTED_UNIT", "unit must be a or kw",
+                          {"providedUnit": unit if printable(unit) else None,
+                           "supportedUnits": ["a", "kw"]})
+        unit = unit.lower()
+        value = limit["value"]
+        if type(value) not in (int, float) or value - value != 0:
+            return _error("INVALID_SETTING_VALUE", "value must be a finite number")
+        top = self.settings.max_current if unit == "a" else 50
+        if not 0 <= value <= top:
+            return _error("SETTING_OUT_OF_RANGE", "value outside [0, %s] %s" % (top, unit),
+                          {"value": value, "min": 0, "max": top, "unit": unit})
+        ttl = req.get("ttl", TTL_DEFAULT)
+        if type(ttl) not in (int, float) or ttl - ttl != 0:
+            return _error("INVALID_SETTING_VALUE", "ttl must be a finite number", key="ttl")
+        if not TTL_MIN <= ttl <= TTL_MAX:
+            return _error("SETTING_OUT_OF_RANGE", "ttl outside [1, 3600] s",
+                          {"value": ttl, "min": TTL_MIN, "max": TTL_MAX, "unit": "s"}, key="ttl")
+        source = req.get("source", "api")
+        if not printable(source, _SOURCE_MAX):
+            return 400, _bad("source must be 1-32 printable characters")
+        return self._set(value, unit, int(ttl * 1000), source, now)
+
+    def _set(self, value, unit, ttl_ms, source, now):
+        s = self.settings
+        # kW as the cap converts (never rounded up); A to dA, floored.
+        da = s.per_phase_da(st.watts(value)) if unit == "kw" else int(value * 10 + 0.0001)
+        if not self._in_charge(True):
+            return 500, self.agent.storage_error()
+        self.value, self.unit, self.source = value, unit, source
+        self.expires_at = self.agent.stamp_after(now, ttl_ms)
+        self.ceiling.set_dynamic(da, ttl_ms, now)
+        return 200, {"deviceId": self.agent.device_id, "limit": {"value": value, "unit": unit},
+                     "source": source, "expiresAt": self.expires_at}
+
+    def _clear(self, now):
+        was = self.source if self.value is not None or self.ceiling.failsafe else None
+        if not self._in_charge(False):
+            return 500, self.agent.storage_error()
+        self.value = self.unit = None
+        self.ceiling.clear_dynamic()
+        if was is not None:
+            self.agent.emit("limit.cleared", {"deviceId": self.agent.device_id, "source": was,
+                                              "clearedAt": self.agent.stamp(now)})
+        self.source = None
+        return 200, {"deviceId": self.agent.device_id, "limit": None}
+
+    def _in_charge(self, on):
+        # The one persisted bit: written on the transitions only, never per renewal.
+        return self.persist.write_word(ps.IN_CHARGE, 1 if on else 0)
+
+    # -- events and the read
+    def expired(self, at):
+        s = self.settings
+        self.value = self.unit = None
+        self.agent.emit("limit.expired", {"deviceId": self.agent.device_id, "source": self.source,
+                                          "expiredAt": at,
+                                          "failsafe": {"value": s.failsafe_w / 1000, "unit": "kw"}})
+
+    def read(self):
+        c = self.ceiling
+        s = self.settings
+        dyn = None
+        if self.value is not None and not c.failsafe:
+            dyn = {"value": self.value, "unit": self.unit, "source": self.source,
+                   "expiresAt": self.expires_at}
+        return {"effectiveCurrent": c.limit_da / 10,
+                "maxChargeRate": {"value": s.cap_w / 1000, "unit": "kw"},
+                "dynamic": dyn, "failsafe": c.failsafe, "site": None}
+
+
+def _bad(message):
+    return {"code": "INVALID_REQUEST", "message": message, "details": {}}
