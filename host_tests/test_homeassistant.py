@@ -1,0 +1,201 @@
+"""A real Home Assistant Core (clients/homeassistant.py) on a real broker: MQTT discovery makes
+one device with live entities, and Home Assistant's service calls arrive on the broker as the
+command templates say. This proves the harness; the charger's own discovery is tested on it.
+
+Skips only where Home Assistant cannot be had (no CPython 3.13, no package registry).
+"""
+import json
+import os
+import socket
+import threading
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from clients.homeassistant import HomeAssistant, HomeAssistantError, installed_or_skip
+from tools.bench.broker import Broker
+
+DEVICE = "ha-harness-1"
+BASE = "ev-charger/" + DEVICE
+DEVICE_BLOCK = {"ids": [DEVICE], "name": "EV charger", "mf": "micropython-evse",
+                "mdl": "harness test", "sw": "0.0.1"}
+COMMON = {"~": BASE, "avty_t": "~/availability", "stat_t": "~/state", "dev": DEVICE_BLOCK}
+
+# One entity of each kind the charger will use, in the abbreviated form it will publish.
+CONFIGS = {
+    ("sensor", "power"): {
+        "name": "Power", "dev_cla": "power", "unit_of_meas": "W", "stat_cla": "measurement",
+        "val_tpl": "{{ (value_json.data.state.currentPower * 1000) | round(0) | int }}"},
+    ("number", "max_charge_rate"): {
+        "name": "Max charge rate", "unit_of_meas": "kW", "min": 0, "max": 50, "step": 0.1,
+        "mode": "box", "val_tpl": "{{ value_json.data.settings.max_charge_rate.value }}",
+        "cmd_t": "~/settings",
+        "cmd_tpl": '{"settings": {"max_charge_rate": {"value": {{ value }}, "unit": "kw"}}}'},
+    ("switch", "charging"): {
+        "name": "Charging",
+        "val_tpl": "{{ 'ON' if value_json.data.state.status != 'idle' else 'OFF' }}",
+        "cmd_t": "~/commands",
+        "cmd_tpl": '{"action": {"command": "{{ \'charge\' if value == \'ON\' else \'idle\' }}"}}'},
+}
+
+# Where Home Assistant logs what it rejects or dislikes in our configs and states.
+OUR_LOGGERS = ["homeassistant.components." + c for c in ("mqtt", "sensor", "number", "switch")]
+
+
+def state_payload(status, power_kw, cap_kw):
+    """The agent's retained state report, as charger-api.md shapes it (the fields used here)."""
+    return json.dumps({"success": True, "data": {
+        "id": DEVICE, "state": {"status": status, "currentPower": power_kw},
+        "settings": {"max_charge_rate": {"value": cap_kw, "unit": "kw", "min": 0, "max": 50}}},
+        "meta": {"timestamp": "2026-11-24T08:00:00Z", "seq": 1}})
+
+
+class Wire:
+    """A plain MQTT client: publishes like the charger, records what Home Assistant sends."""
+
+    def __init__(self, broker):
+        self.cond = threading.Condition()
+        self.received = []
+        subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.on_connect = lambda c, *a: c.subscribe(
+            [(BASE + "/settings", 1), (BASE + "/commands", 1)])
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_message = self._message
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+        assert subscribed.wait(10), "could not subscribe on the broker"
+
+    def _message(self, client, userdata, msg):
+        with self.cond:
+            self.received.append((msg.topic, msg.payload.decode()))
+            self.cond.notify_all()
+
+    def publish(self, topic, payload, retain=True):
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+
+    def next_on(self, topic, timeout=10):
+        """The first message on topic (removed from the record), or an AssertionError."""
+        with self.cond:
+            for _ in range(2):
+                for i, (t, payload) in enumerate(self.received):
+                    if t == topic:
+                        del self.received[i]
+                        return payload
+                self.cond.wait_for(lambda: any(t == topic for t, _ in self.received), timeout)
+        raise AssertionError("nothing on %s within %s s (got %r)" % (topic, timeout, self.received))
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture(scope="session")
+def ha_install(request):
+    return installed_or_skip(request.config)
+
+
+@pytest.fixture(params=["amqtt", "mosquitto"])
+def broker(request):
+    if request.param == "mosquitto" and not Broker.mosquitto_available():
+        pytest.skip("mosquitto is not installed here")
+    b = Broker(request.param).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def ha(ha_install, broker, tmp_path):
+    with HomeAssistant(ha_install, broker.port, tmp_path / "ha") as running:
+        yield running
+    print("Home Assistant timings (s):", running.timings)
+
+
+@pytest.fixture
+def wire(broker):
+    w = Wire(broker)
+    yield w
+    w.close()
+
+
+def entity_ids(ha):
+    """entity_id by object, found through the registry's unique ids (HA derives the ids)."""
+    ids = {obj: ha.entity_id("%s_%s" % (DEVICE, obj)) for _, obj in CONFIGS}
+    return ids if all(ids.values()) else None
+
+
+def test_discovery_states_device_commands_and_stop(ha, wire):
+    for (component, obj), fields in CONFIGS.items():
+        config = dict(COMMON, uniq_id="%s_%s" % (DEVICE, obj), **fields)
+        wire.publish("homeassistant/%s/%s/%s/config" % (component, DEVICE, obj), json.dumps(config))
+    ids = ha.wait_for(lambda: entity_ids(ha), 20, "the three discovered entities")
+
+    # Home Assistant took every config: it reports a rejected one only in its log.
+    assert not ha.log_problems(*OUR_LOGGERS), ha.log_problems(*OUR_LOGGERS)
+
+    # No retained `online` yet: Home Assistant shows every entity unavailable.
+    for entity_id in ids.values():
+        assert ha.state(entity_id)["state"] == "unavailable", entity_id
+
+    wire.publish(BASE + "/state", state_payload("charging", 7.3, 7.4))
+    wire.publish(BASE + "/availability", "online")
+    ha.wait_for(lambda: ha.state(ids["charging"])["state"] == "on", 10, "the switch to read on")
+    power, cap = ha.state(ids["power"]), ha.state(ids["max_charge_rate"])
+    assert power["state"] == "7300" and power["attributes"]["unit_of_measurement"] == "W"
+    assert power["attributes"]["device_class"] == "power"
+    assert power["attributes"]["state_class"] == "measurement"
+    assert cap["state"] == "7.4" and cap["attributes"]["unit_of_measurement"] == "kW"
+    assert (cap["attributes"]["min"], cap["attributes"]["max"], cap["attributes"]["step"],
+            cap["attributes"]["mode"]) == (0, 50, 0.1, "box")
+
+    # One device, from the shared `dev` block, holding all three entities.
+    ours = [d for d in ha.devices() if ["mqtt", DEVICE] in d["identifiers"]]
+    assert len(ours) == 1, ours
+    device = ours[0]
+    assert (device["name"], device["manufacturer"], device["model"], device["sw_version"]) == (
+        "EV charger", "micropython-evse", "harness test", "0.0.1")
+    by_id = {e["entity_id"]: e for e in ha.entities()}
+    assert {by_id[e]["device_id"] for e in ids.values()} == {device["id"]}
+
+    # Commands: Home Assistant renders the templates and publishes on the request topics.
+    ha.call_service("number", "set_value", {"entity_id": ids["max_charge_rate"], "value": 11})
+    sent = wire.next_on(BASE + "/settings")
+    assert '"value": 11,' in sent  # a whole number arrives as an integer, not 11.0
+    assert json.loads(sent) == {"settings": {"max_charge_rate": {"value": 11, "unit": "kw"}}}
+    ha.call_service("number", "set_value", {"entity_id": ids["max_charge_rate"], "value": 3.7})
+    assert json.loads(wire.next_on(BASE + "/settings"))["settings"]["max_charge_rate"]["value"] == 3.7
+
+    # Outside the number's range Home Assistant refuses the call and publishes nothing.
+    with pytest.raises(HomeAssistantError) as refused:
+        ha.call_service("number", "set_value", {"entity_id": ids["max_charge_rate"], "value": 60})
+    assert refused.value.status == 500, refused.value
+
+    ha.call_service("switch", "turn_off", {"entity_id": ids["charging"]})
+    assert json.loads(wire.next_on(BASE + "/commands")) == {"action": {"command": "idle"}}
+    ha.call_service("switch", "turn_on", {"entity_id": ids["charging"]})
+    assert json.loads(wire.next_on(BASE + "/commands")) == {"action": {"command": "charge"}}
+    # The refused 60 kW never reached the broker: it would sit before the commands above.
+    assert not any(t == BASE + "/settings" for t, _ in wire.received), wire.received
+
+    # The switch follows the charger's state, not the command (it has a state topic).
+    assert ha.state(ids["charging"])["state"] == "on"
+    wire.publish(BASE + "/state", state_payload("idle", 0, 11))
+    ha.wait_for(lambda: ha.state(ids["charging"])["state"] == "off", 10, "the switch to read off")
+    assert ha.state(ids["power"])["state"] == "0"
+    assert ha.state(ids["max_charge_rate"])["state"] == "11"
+
+    # The charger's last will: unavailable again.
+    wire.publish(BASE + "/availability", "offline")
+    ha.wait_for(lambda: ha.state(ids["power"])["state"] == "unavailable", 10, "unavailable")
+
+
+    assert not ha.log_problems(*OUR_LOGGERS), ha.log_problems(*OUR_LOGGERS)
+
+    # stop() leaves nothing running: neither hass nor anything in its process group.
+    pid = ha.proc.pid
+    ha.stop()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", ha.port), timeout=2).close()
+    assert os.path.getsize(ha.log_path) > 0  # the log stays for a failure's post-mortem
