@@ -3,11 +3,13 @@
 # only: the control loop sees just the Slot.
 #
 # The journal (flash) holds the last two actions. An action is written before its 202 goes
-# out, and again once its terminal event has been published. After a restart an action
-# still in flight is taken up again (its pause re-applied, then judged), and a terminal
-# event never published is sent again under the id reserved for it: every acknowledged
-# action ends with one terminal event (at least once, always the same id). Retransmitted
-# ids are recognised among the last 16 actions while running and the last 2 after a restart.
+# out, and again when it ends, before its terminal event is built: two writes per command
+# (flash erases stall an ESP32, so no more). After a restart an action still in flight is
+# taken up again (its pause re-applied, then judged), and a terminal event not known to be
+# published is sent again under the id reserved for it: every acknowledged action ends with
+# one terminal event (at least once, always the same id; whether it was published is only
+# written with the next write). Retransmitted ids are recognised among the last 16 actions
+# while running and the last 2 after a restart.
 import json
 import control as ctl
 import persist as ps
@@ -129,14 +131,15 @@ class Actions:
         if s.state == sl.FAILED:
             a["errorCode"], a["errorMessage"] = self._error(s.error)
         a["msg"] = self._message(a)
+        self._write_journal(self.recent[-_JOURNALED:])  # if it fails: reported, re-judged later
         self._emit_terminal(a)
 
     def published(self, action_id):
-        # The uplink has the terminal event's PUBACK (or the bench link took it).
+        # The uplink has the terminal event's PUBACK (or the bench link took it); flash
+        # learns it with the next write.
         for a in self.recent[-_JOURNALED:]:
-            if a["id"] == action_id and a["state"] != "acknowledged" and not a.get("pub"):
+            if a["id"] == action_id and a["state"] != "acknowledged":
                 a["pub"] = True
-                self._write_journal(self.recent[-_JOURNALED:])
 
     def _write_journal(self, rows):
         body = json.dumps([[a.get(k) for k in _FIELDS] for a in rows]).encode()

@@ -234,6 +234,7 @@ class Agent:
             rows.append({"at": self.stamp(t), "from": ctl.MODE_NAMES[frm] if frm >= 0 else None,
                          "to": ctl.MODE_NAMES[to], "cause": _cause(cause)})
         return {"mode": ctl.MODE_NAMES[self.control.mode], "transitions": rows,
+                "maxTickGapMs": self.control.max_gap_ms,
                 "eventsDropped": self.outbox.dropped + self.ring.dropped,
                 "flashWrites": self.persist.writes}
 

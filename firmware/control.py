@@ -111,6 +111,8 @@ class Control:
         self._woken = False
         self._target = 0  # the offer after pacing, dA
         self._target_at = -1  # when it last changed (-1: never)
+        self._last_tick = -1
+        self.max_gap_ms = 0  # the longest gap between two ticks since boot (diagnostics)
         trace.push(board.now_ms(), -1, STANDBY, BOOT)
 
     @property
@@ -167,6 +169,9 @@ class Control:
 
     # -- the tick
     def tick(self, now):
+        if self._last_tick >= 0 and elapsed(now, self._last_tick) > self.max_gap_ms:
+            self.max_gap_ms = elapsed(now, self._last_tick)
+        self._last_tick = now
         b = self.board
         b.sample()
         p = self.port.read(b.high_mv, b.low_mv)

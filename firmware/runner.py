@@ -4,8 +4,9 @@
 # ever); webhooks, where configured, get a fourth. On the bench in virtual time one thread
 # does it all in lockstep: the board hands out ticks and requests arrive between them.
 from micropython import const
-import time
+import gc
 import _thread
+from nap import nap
 
 SERVICE_TICKS = const(10)  # the worker's period in ticks (100 ms at 10 ms ticks)
 
@@ -52,7 +53,10 @@ def worker_loop(agent, board):
             agent.service(board.now_ms())
         except Exception as e:  # reported, and tried again next period: never a hot loop
             print("worker:", repr(e))
-        time.sleep_ms(period)
+        # Collect here, little and often, where waiting costs nothing, rather than let
+        # the heap fill and collect in the middle of a request (docs/esp32-timing.md).
+        gc.collect()
+        nap(period)
 
 
 def threaded(agent, board, uplink, webhooks=None):

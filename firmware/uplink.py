@@ -11,6 +11,7 @@ import os
 import select
 import time
 from mqtt_client import BoundedClient
+from nap import nap
 import topics
 
 _BACKOFF_MIN_MS = 500
@@ -66,7 +67,7 @@ class Uplink:
                 print("uplink: connection lost:", repr(e))
             self._close()
             self._queue = []  # unanswered: the broker is gone, and with it the reply path
-            time.sleep((delay + delay * os.urandom(1)[0] // 512) / 1000)  # up to +50 % jitter
+            nap(delay + delay * os.urandom(1)[0] // 512)  # up to +50 % jitter
             delay = min(delay * 2, _BACKOFF_MAX_MS)
 
     def _ssl(self):

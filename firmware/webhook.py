@@ -5,8 +5,8 @@
 # the MQTT API nor the worker.
 import hashlib
 import json
-import time
 import _thread
+from nap import nap
 from binascii import a2b_base64, b2a_base64
 
 _QUEUE = 8
@@ -61,7 +61,7 @@ class Webhooks:
     def run(self):
         while True:
             self.service()
-            time.sleep_ms(100)
+            nap(100)
 
     def service(self):
         # One delivery attempt at most per call.

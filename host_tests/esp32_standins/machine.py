@@ -14,6 +14,12 @@ def reset_cause():
     return 1
 
 
+def freq(hz=None):
+    if hz is not None:
+        _world.log("freq", hz)
+    return 240000000
+
+
 class Pin:
     IN = 1
     OUT = 3
@@ -35,8 +41,9 @@ class Pin:
         _world.pwm.pop(self.id, None)
         _world.log("pin", self.id, v)
 
-    def irq(self, handler, trigger, hard=False):
-        _world.log("irq", self.id, hard)
+    def irq(self, handler=None, trigger=3, wake=None):
+        # The ESP32 port's signature: no `hard` (a call with it raises TypeError there too).
+        _world.log("irq", self.id, trigger)
 
 
 class PWM:
