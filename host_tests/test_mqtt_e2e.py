@@ -110,3 +110,39 @@ def test_malformed_and_oversized_requests_get_replies(charger):
     c.wait(lambda: len(c.replies.get(None, [])) >= 2, 5)
     codes = sorted(r["error"]["message"] for r in c.replies[None])
     assert codes == ["payload must be a JSON object", "payload too large"]
+
+
+def test_dynamic_limit_expiry_failsafe_and_power_cut_over_mqtt(charger):
+    # Issue 12's "done when", over MQTT against the make sim launcher.
+    c = charger
+    assert c.request("settings", {"settings": {
+        "failsafe_charge_rate": {"value": 1.38, "unit": "kw"}}})["meta"]["status"] == 200
+    c.ev(connected=True, request=True)
+    c.wait(lambda: c.readings and c.readings["contactor"] == "closed", 10)
+    reply = c.request("limit", {"limit": {"value": 10, "unit": "a"}, "ttl": 4, "source": "evcc"})
+    assert reply["meta"]["status"] == 200 and reply["data"]["expiresAt"]
+    c.wait(lambda: duty(c) == 16.66, 2)
+    assert c.read()["state"]["limitedBy"] == "dynamic_limit"
+    c.wait(lambda: any(e["type"] == "limit.expired" for e in c.events), 8)
+    c.wait(lambda: duty(c) == 10.0, 2)  # the failsafe: 1.38 kW at 230 V is 6 A
+    state = c.read()["state"]
+    assert state["limitedBy"] == "failsafe" and state["limits"]["failsafe"] is True
+    # A power cut in that state comes back at the failsafe, not the 32 A cap.
+    c.power(False)
+    c.wait(lambda: c.readings and c.readings.get("power_on") is False, 5)
+    c.power(True)
+    c.wait(lambda: c.readings and c.readings["contactor"] == "closed", 15)
+    c.wait(lambda: duty(c) == 10.0, 5)
+    assert c.read()["state"]["limitedBy"] == "failsafe"
+    # A thousand renewals: not one flash write.
+    before = c.read()["diagnostics"]["flashWrites"]
+    c.request("limit", {"limit": {"value": 12, "unit": "a"}, "ttl": 60, "source": "evcc"})
+    first = c.read()["diagnostics"]["flashWrites"]
+    assert first == before  # "a controller is in charge" is already in flash since the first
+    for i in range(1000):
+        c.client.publish(c.base + "limit", json.dumps({
+            "requestId": "renew-%d" % i, "limit": {"value": 12, "unit": "a"}, "ttl": 60,
+            "source": "evcc"}))
+        if i % 100 == 99:
+            c.wait(lambda: ("renew-%d" % i) in c.replies, 20)
+    assert c.read()["diagnostics"]["flashWrites"] == first
