@@ -2,6 +2,7 @@
 # here is hostile input: it is checked completely before anything changes, and nothing it
 # holds is echoed back unless it is plain printable text (a reply is always valid UTF-8).
 import json
+import pilot
 import settings as st
 import slot as sl
 from actions import STRATEGY
@@ -155,8 +156,14 @@ class Api:
             return 500, self.agent.storage_error(
                 "flash refused the write: a lower max_charge_rate applies until the next "
                 "restart, anything else is unchanged")
-        return 200, {"deviceId": self.agent.device_id,
-                     "updated": [k for k in st.WRITABLE if k in changes]}
+        data = {"deviceId": self.agent.device_id,
+                "updated": [k for k in st.WRITABLE if k in changes]}
+        s = self.agent.settings
+        if st.CAP in changes and s.per_phase_da(s.cap_w) < pilot.MIN_CURRENT:
+            # Accepted, but a person would wonder why nothing charges: say so.
+            data["note"] = ("max_charge_rate is below the 6 A the pilot can signal: the session "
+                            "is held suspended until it rises")
+        return 200, data
 
     def _command(self, req, now):
         action = req.get("action")

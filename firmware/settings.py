@@ -154,10 +154,19 @@ class Settings:
     def offered_kw(self, offered_da):
         return offered_da * self._dv_phases / 100000
 
+    def installation_kw(self):
+        # The most the installation can deliver (max_current, the cable), kW: a cap above
+        # it never binds.
+        amps = self.max_current
+        if self.cable_current and self.cable_current < amps:
+            amps = self.cable_current
+        return self.offered_kw(int(amps * 10))
+
     def read(self):
         out = {}
         for key, w in ((CAP, self.cap_w), (FAILSAFE, self.failsafe_w)):
             out[key] = {"value": w / 1000, "unit": "kw", "min": KW_MIN, "max": KW_MAX}
+        out[CAP]["effectiveMax"] = self.installation_kw()
         values = (self.max_current, self.voltage, self.phases)
         for i in range(3):
             out[READ_ONLY[i]] = {"value": values[i], "unit": _UNITS[READ_ONLY[i]]}

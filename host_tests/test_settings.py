@@ -27,7 +27,8 @@ def test_success_reply(rig):
     assert write(rig, {"max_charge_rate": cap(7.4)}) == (
         200, {"success": True, "data": {"deviceId": "charger-1", "updated": ["max_charge_rate"]}})
     assert rig.read()["settings"]["max_charge_rate"] == {"value": 7.4, "unit": "kw",
-                                                        "min": 0, "max": 50}
+                                                        "min": 0, "max": 50,
+                                                        "effectiveMax": 7.36}
 
 
 def test_unit_is_case_insensitive(rig):
@@ -116,7 +117,8 @@ def test_all_or_nothing_lists_every_failing_key(rig):
 
 def test_read_shows_bounds_and_installation_facts(rig):
     s = rig.read()["settings"]
-    assert s == {"max_charge_rate": {"value": 50, "unit": "kw", "min": 0, "max": 50},
+    assert s == {"max_charge_rate": {"value": 50, "unit": "kw", "min": 0, "max": 50,
+                                     "effectiveMax": 7.36},
                  "failsafe_charge_rate": {"value": 0, "unit": "kw", "min": 0, "max": 50},
                  "max_current": {"value": 32, "unit": "a"},
                  "supply_voltage": {"value": 230, "unit": "v"},
@@ -185,7 +187,8 @@ def test_lower_caps_reach_the_pilot_at_once_raises_at_the_vehicles_pace(rig):
 
 def test_cap_below_6_a_suspends_and_resumes_without_command(rig):
     plug(rig, 3000)
-    write(rig, {"max_charge_rate": cap(1.0)})
+    status, body = write(rig, {"max_charge_rate": cap(1.0)})
+    assert status == 200 and "held suspended" in body["data"]["note"]
     rig.run(7000)
     state = rig.read()["state"]
     assert state["status"] == "suspended" and state["powerRateLimit"] == 0
