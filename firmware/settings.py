@@ -18,6 +18,7 @@ _UNITS = {"max_current": "a", "supply_voltage": "v", "phases": "phases"}
 
 _RAISE_SETTLE_MS = const(5000)  # a raised cap is written once it has held this long
 _RAISE_LATEST_MS = const(60000)  # or at the latest this long after it was acknowledged
+_FLOOD_MS = const(1000)  # decreases closer together than this are a flood: see write_cap
 
 
 def _error(key, code, message, details=None, status=422):
@@ -76,8 +77,9 @@ class Settings:
         self.cap_w = self.default_w
         self.failsafe_w = 0  # limits.md: a dead controller pauses charging by default
         self._stored_w = None  # the cap in flash, None if there is none
-        self._pending_since = -1  # when an unwritten raise was acknowledged
+        self._pending_since = -1  # when a cap above the one in flash was acknowledged
         self._changed_at = 0
+        self._last_down = -1  # when a decrease was last written
 
     def load(self):
         # Read the settings before any current is offered. Returns the revert reason, if any.
@@ -118,8 +120,8 @@ class Settings:
         return ok
 
     def write_cap(self, cap_w, now):
-        # Applies the cap at once. A decrease below what flash holds is written before this
-        # returns; a raise is left to service(). False if flash refused the write.
+        # Applies the cap at once. A cap below what flash holds is written before this
+        # returns; one above it is left to service(). False if flash refused the write.
         if cap_w != self.cap_w:
             self.cap_w = cap_w
             self._changed_at = now
@@ -128,28 +130,41 @@ class Settings:
             if cap_w > self._stored_w and self._pending_since < 0:
                 self._pending_since = now
             return True
-        return self._store()
+        w = cap_w
+        if self._last_down >= 0 and _elapsed(now, self._last_down) < _FLOOD_MS:
+            # Decreases faster than one a second (a flood of distinct values): write 1/8
+            # below, so the next ones need no write. Coming back lower is safe; the exact
+            # value follows once it has held (service).
+            w = cap_w - cap_w // 8
+        self._last_down = now
+        if not self._store(w):
+            return False
+        if w < cap_w:
+            self._pending_since = now
+        return True
 
     def service(self, now):
-        # Write an acknowledged raise once it has held, or at the latest after a minute.
+        # Write an acknowledged cap above flash's once it has held, at the latest after a
+        # minute.
         if self._pending_since < 0 or self.cap_w == self._stored_w:
             self._pending_since = -1
             return
         held = _elapsed(now, self._changed_at) >= _RAISE_SETTLE_MS
         if held or _elapsed(now, self._pending_since) >= _RAISE_LATEST_MS:
-            self._store()
+            self._store(self.cap_w)
 
-    def _store(self):
-        ok = self.persist.write_word(ps.CAP, self.cap_w)
+    def _store(self, w):
+        ok = self.persist.write_word(ps.CAP, w)
         if ok:
-            self._stored_w = self.cap_w
-            self._pending_since = -1
+            self._stored_w = w
+            if w == self.cap_w:
+                self._pending_since = -1
         return ok
 
     def factory_reset(self):
         self.cap_w = self.default_w
         self._changed()
-        return self._store()
+        return self._store(self.cap_w)
 
     def offered_kw(self, offered_da):
         return offered_da * self._dv_phases / 100000

@@ -26,7 +26,10 @@ def check_boot(rig, last_acked):
     start = len(rig.bench.duty_log)
     rig.run(1500)
     loaded = rig.read()["settings"]["max_charge_rate"]["value"]
-    assert loaded in CAPS + [DEFAULT] and loaded <= last_acked, (loaded, last_acked)
+    # A value acknowledged at some point, or the 1/8-lower one written during a flood of
+    # decreases (docs/storage.md); never above the last acknowledged.
+    known = CAPS + [DEFAULT] + [(w - w // 8) / 1000 for w in (int(c * 1000) for c in CAPS)]
+    assert loaded in known and loaded <= last_acked, (loaded, last_acked)
     for _, counts in rig.bench.duty_log[start:]:
         assert rig.bench.x1_or_f(counts) or counts <= duty_for(loaded)
     return loaded

@@ -41,7 +41,10 @@ class NVS:
         return len(data)
 
     def commit(self):
+        # Atomic, as NVS is per entry: a power cut leaves the old value or the new one.
         _world.log("nvs_commit")
         self.saved = dict(self.pending)
-        with open(_FILE, "w") as f:
+        with open(_FILE + ".tmp", "w") as f:
             json.dump(self.saved, f)
+        import os
+        os.rename(_FILE + ".tmp", _FILE)

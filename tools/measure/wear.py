@@ -1,0 +1,165 @@
+"""Flash wear of the firmware's real write path, on the ESP32's NVS layout (tools/bench/nvs_model).
+
+The agent runs in this process (CPython) on the simulated board with a store that also feeds
+the NVS model; requests go through its real API and its worker runs every 100 ms of virtual
+time. The control loop is not ticked: it never writes flash. Each scenario gives the erase
+cycles of the most-erased sector per day and the years to 100,000 cycles.
+"""
+import json
+import random
+
+from tools.bench.nvs_model import CYCLES, ENTRIES, NvsModel, WearStore
+from tools.paths import cpython_paths
+
+cpython_paths()
+import sim_board  # noqa: E402
+from agent import Agent  # noqa: E402
+
+DAY_MS = 86400 * 1000
+WORKER_MS = 100
+
+
+class _MemStore:
+    def __init__(self):
+        self.data = {}
+
+    def read(self, key):
+        return self.data.get(key)
+
+    def write(self, key, data):
+        self.data[key] = bytes(data)
+
+
+class WearRun:
+    """One agent on the simulated board, its flash metered by an NvsModel."""
+
+    def __init__(self, pages=6, seed=1):
+        self.model = NvsModel(pages)
+        cfg = {"device_id": "wear", "supply_voltage": 230, "phases": 1, "max_current": 32}
+        self.board = sim_board.Board(cfg, WearStore(_MemStore(), self.model))
+        self.board.unix_base_ms = 1795478400000
+        self.agent = Agent(self.board)
+        self.rnd = random.Random(seed)
+        self.t = 0
+        self.n = 0
+
+    def advance(self, ms):
+        end = self.t + ms
+        while self.t < end:
+            step = min(WORKER_MS - self.t % WORKER_MS, end - self.t)
+            self.t += step
+            self.board.now = self.t
+            if self.t % WORKER_MS == 0:
+                self.agent.service(self.t)
+
+    def request(self, kind, body):
+        self.n += 1
+        body = dict(body, requestId="w%d" % self.n)
+        reply = json.loads(self.agent.handle(kind, json.dumps(body).encode(), self.t))
+        assert reply["success"], reply
+        return reply
+
+    def cap(self, kw):
+        return self.request("settings", {"settings": {"max_charge_rate": {"value": kw,
+                                                                         "unit": "kw"}}})
+
+
+def _distinct(rnd, last):
+    while True:
+        kw = round(rnd.uniform(1.4, 11.0), 3)
+        if kw != last:
+            return kw
+
+
+def caps_every(period_ms, days=1.0, seed=1):
+    """One distinct random cap every `period_ms` for `days`: erase cycles per sector per day."""
+    run = WearRun(seed=seed)
+    kw = None
+    for _ in range(int(days * DAY_MS // period_ms)):
+        kw = _distinct(run.rnd, kw)
+        run.cap(kw)
+        run.advance(period_ms)
+    per_day = run.model.max_erases() / days
+    return {"writes": run.model.writes, "entries": run.model.entries_written,
+            "erases_per_sector_per_day": per_day, "years": _years(per_day),
+            "erases": list(run.model.erases)}
+
+
+def flood(per_s=300, seconds=60, monotone=False, seed=1):
+    """A one-minute flood of distinct caps, then a quiet minute: the erases it cost."""
+    run = WearRun(seed=seed)
+    gap = 1000 / per_s
+    kw = 11.0
+    t = 0.0
+    for i in range(int(per_s * seconds)):
+        kw = round(max(1.4, kw - 0.001), 3) if monotone else _distinct(run.rnd, kw)
+        run.cap(kw)
+        t += gap
+        run.advance(int(t) - run.t)
+    run.advance(60000)  # the deferred exact value
+    return {"writes": run.model.writes, "entries": run.model.entries_written,
+            "erases_max_sector": run.model.max_erases(), "erases": list(run.model.erases)}
+
+
+def renewals(n=1000, every_ms=1000):
+    """Dynamic-limit renewals: flash writes they cost (the first limit sets one flag)."""
+    run = WearRun()
+    run.request("limit", {"limit": {"value": 10, "unit": "a"}, "ttl": 60, "source": "wear"})
+    before = run.model.writes
+    for i in range(n):
+        run.request("limit", {"limit": {"value": 10 + i % 2, "unit": "a"}, "ttl": 60,
+                              "source": "wear"})
+        run.advance(every_ms)
+    return run.model.writes - before
+
+
+def commands(per_day=20, days=1.0):
+    """Commands (idle / charge) through the journal: NVS entries per day, and the years
+    that many entries give in steady state (too few erases happen in a day to count)."""
+    run = WearRun()
+    for i in range(int(per_day * days)):
+        run.request("commands", {"action": {"command": ("idle", "charge")[i % 2]},
+                                 "onConflict": "cancel_and_replace"})
+        run.advance(int(DAY_MS / per_day))
+    entries_per_day = run.model.entries_written / days
+    per_sector = entries_per_day / ENTRIES / len(run.model.pages)
+    return {"writes": run.model.writes, "entries_per_day": entries_per_day,
+            "erases_per_sector_per_day": per_sector, "years": _years(per_sector)}
+
+
+def _years(erases_per_day):
+    return float("inf") if erases_per_day == 0 else CYCLES / erases_per_day / 365
+
+
+def table():
+    """The rows make bench prints: (figure, measured, target)."""
+    every10 = caps_every(10000, days=2)
+    every1 = caps_every(1000, days=0.5)
+    normal_day = every10["erases_per_sector_per_day"]
+    rows = []
+    for name, r in (("one distinct cap every 10 s", every10), ("one distinct cap every 1 s", every1)):
+        rows.append(("flash wear: %s" % name,
+                     "%.1f erases/sector/day, %.0f years to 100k cycles (%d NVS entries/day)"
+                     % (r["erases_per_sector_per_day"], r["years"],
+                        r["entries"] / (2 if r is every10 else 0.5)),
+                     "target >= 10 years" if r is every10 else "reported"))
+    day_entries = every10["entries"] / 2
+    for name, kw in (("random", False), ("monotone decreasing", True)):
+        f = flood(monotone=kw)
+        # Wear is entries: in steady state every 126 entries cost one sector erase.
+        rows.append(("flash wear: 1 min flood, 300 distinct caps/s (%s)" % name,
+                     "%d writes, %d NVS entries = %.3f days of wear at one cap per 10 s"
+                     % (f["writes"], f["entries"], f["entries"] / day_entries),
+                     "target < 1 day"))
+    rows.append(("flash writes per 1,000 limit renewals", "%d" % renewals(), "target 0"))
+    c = commands()
+    rows.append(("flash wear: 20 commands/day", "%d NVS entries/day, %.2f erases/sector/day, "
+                 "%.0f years" % (c["entries_per_day"], c["erases_per_sector_per_day"],
+                                 c["years"]),
+                 "reported (2 journal writes each)"))
+    return rows
+
+
+if __name__ == "__main__":
+    for row in table():
+        print(" | ".join(row))
