@@ -15,6 +15,7 @@ from ring import Ring, Trace
 from settings import Settings
 from slot import Slot
 from actions import Actions, STRATEGY
+from energy import Energy
 from api import Api
 from outbox import Outbox
 from isotime import iso
@@ -43,13 +44,13 @@ class Agent:
         self.limits = lim.Limits(self.settings, self.ceiling, self.persist, self)
         self.settings.on_change = self.limits.refresh
         self.actions = Actions(self, self.slot, self.persist)
+        self.energy = Energy(self.persist, board)
         self.api = Api(self)
         self.outbox = Outbox()
         self.on_event = None  # f(event dict): the webhook queue, where one is configured
         self.seq = 0
         self._nonce = "%08x" % int.from_bytes(os.urandom(4), "big")
         self._ids = 0
-        self._session_id = None
         self._reported = None
         self._reported_at = 0
         self._reported_w = 0
@@ -67,6 +68,13 @@ class Agent:
         self.control.paused = paused != 0  # corrupt: paused, the safe side
         if not self.actions.load(now):
             self.storage_corrupt(ps.ACTIONS)
+        ok, interrupted = self.energy.load()
+        if not ok:
+            self.storage_corrupt(ps.ENERGY)
+        if interrupted:  # a session a power cut ended: closed now, with the energy it had
+            self.emit("session.ended", {"deviceId": self.device_id, "sessionId": interrupted[0],
+                                        "energy": interrupted[1] / 1000, "unit": "kwh",
+                                        "endedAt": self.stamp(now), "interrupted": True})
 
     # -- control loop
     def tick(self, now):
@@ -86,6 +94,7 @@ class Agent:
             self._record_event(rec)
         self.actions.sync()
         self.settings.service(now)
+        self.energy.service()
 
     def persist_pause(self):
         return self.persist.write_word(ps.PAUSE, 1 if self.control.paused else 0)
@@ -163,11 +172,14 @@ class Agent:
         kind, t, arg = rec
         at = self.stamp(t)
         if kind == ctl.EV_SESSION_STARTED:
-            self._session_id = self.new_id("ses_")
-            self.emit("session.started", {"deviceId": self.device_id,
-                                          "sessionId": self._session_id, "startedAt": at})
+            sid = self.new_id("ses_")
+            self.energy.started(sid)
+            self.emit("session.started", {"deviceId": self.device_id, "sessionId": sid,
+                                          "startedAt": at})
         elif kind == ctl.EV_SESSION_ENDED:
-            self.emit("session.ended", {"deviceId": self.device_id, "sessionId": self._session_id,
+            sid = self.energy.session["id"] if self.energy.session else None
+            self.energy.ended()
+            self.emit("session.ended", {"deviceId": self.device_id, "sessionId": sid,
                                         "energy": arg / 1000, "unit": "kwh", "endedAt": at})
         elif kind == lim.EV_LIMIT_EXPIRED:
             self.limits.expired(at)
@@ -218,6 +230,7 @@ class Agent:
                       "limitedBy": lim.NAMES[self.ceiling.limited_by],
                       "limits": self.limits.read(),
                       "sessionEnergy": c.session_energy() / 1000,
+                      "lifetimeEnergy": self.energy.saved_wh() / 1000,
                       "fault": ctl.FAULT_NAMES[c.fault],
                       "storage": "failed" if self.persist.failed else "ok",
                       "resetCause": self.board.reset_cause},

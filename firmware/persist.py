@@ -12,6 +12,8 @@ FAILSAFE = "failsafe"  # failsafe_charge_rate, W (word)
 IN_CHARGE = "in_charge"  # a controller sets a dynamic limit (word 0/1; limits.md)
 PAUSE = "pause"  # the session is paused by idle (word 0/1)
 ACTIONS = "actions"  # the action journal (blob)
+ENERGY = "energy"  # the lifetime energy register, 10 Wh (word)
+SESSION = "session"  # the open session: id and lifetime energy at its start (blob)
 
 
 class Persist:

@@ -106,7 +106,7 @@ def test_expiry_applies_the_failsafe_within_a_tick_of_the_deadline(rig):
 
 
 def test_renewals_keep_it_alive_and_never_touch_flash(rig):
-    charging(rig)
+    plug(rig, 8000, request=False)  # offered, not drawn: no energy register writes either
     writes = rig.read()["diagnostics"]["flashWrites"]
     limit(rig, 10, ttl=60)
     after_first = rig.read()["diagnostics"]["flashWrites"]
