@@ -44,7 +44,7 @@ class Agent:
         self.limits = lim.Limits(self.settings, self.ceiling, self.persist, self)
         self.settings.on_change = self.limits.refresh
         self.actions = Actions(self, self.slot, self.persist)
-        self.energy = Energy(self.persist, board)
+        self.energy = Energy(self.persist, self.control)
         self.api = Api(self)
         self.outbox = Outbox()
         self.on_event = None  # f(event dict): the webhook queue, where one is configured
@@ -249,7 +249,8 @@ class Agent:
         return {"mode": ctl.MODE_NAMES[self.control.mode], "transitions": rows,
                 "maxTickGapMs": self.control.max_gap_ms,
                 "eventsDropped": self.outbox.dropped + self.ring.dropped,
-                "flashWrites": self.persist.writes}
+                "flashWrites": self.persist.writes,
+                "flashWritesByKey": self.persist.by_key}
 
 
 def _cause(code):

@@ -101,6 +101,7 @@ class Control:
         self.forced_open = False  # the last pause had to open under load
         self.session_active = False
         self.session_start_wh = 0
+        self.first_wh = -1  # the board's energy_wh at the first tick (energy.py counts from it)
         self._contactor = None
         self._set_contactor(False)
         self._since = 0  # when the current mode was entered
@@ -174,6 +175,8 @@ class Control:
         self._last_tick = now
         b = self.board
         b.sample()
+        if self.first_wh < 0:
+            self.first_wh = b.energy_wh  # the meter at this boot's first reading
         p = self.port.read(b.high_mv, b.low_mv)
         self.pilot = p
         self._track_session(now, p)

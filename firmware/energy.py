@@ -15,11 +15,10 @@ _UNIT_WH = const(10)  # the stored word counts 10 Wh (24 bits: 167 MWh)
 
 
 class Energy:
-    def __init__(self, persist, board):
+    def __init__(self, persist, control):
         self.persist = persist
-        self.board = board
-        self._base_wh = 0  # lifetime at the board's energy_wh == self._zero_wh
-        self._zero_wh = None
+        self.control = control
+        self._base_wh = 0  # lifetime when the control loop first read the meter
         self._stored_wh = 0
         self.session = None  # {"id", "start"} of the open session (start: lifetime Wh)
 
@@ -46,10 +45,10 @@ class Energy:
         return self._stored_wh
 
     def lifetime_wh(self):
-        now = self.board.energy_wh
-        if self._zero_wh is None:
-            self._zero_wh = now
-        return self._base_wh + max(0, now - self._zero_wh)
+        c = self.control
+        if c.first_wh < 0:
+            return self._base_wh  # the meter has not been read yet
+        return self._base_wh + max(0, c.board.energy_wh - c.first_wh)
 
     def service(self):
         # Worker: persist each 0.1 kWh.

@@ -20,6 +20,7 @@ class Persist:
     def __init__(self, store):
         self.store = store
         self.writes = 0
+        self.by_key = {}  # writes per key since boot (diagnostics)
         self.failed = None  # the key whose last write failed, until a write succeeds
         self.on_failure = None  # f(key, error): the agent's storage.failed event
         self._last = {}  # key -> bytes as last read or written
@@ -61,6 +62,7 @@ class Persist:
                     self.on_failure(key, e)
                 return False
             self.writes += 1
+            self.by_key[key] = self.by_key.get(key, 0) + 1
             self._last[key] = data
             if self.failed == key:
                 self.failed = None

@@ -65,3 +65,23 @@ def threaded(agent, board, uplink, webhooks=None):
     if webhooks:
         _thread.start_new_thread(webhooks.run, ())
     uplink.run(agent)
+
+
+def serve(agent, board):
+    # What the installation's config asks for, wired and running: the loops above, the
+    # MQTT uplink, Home Assistant discovery and webhooks. Every board's main ends here.
+    from uplink import Uplink
+    import topics
+    cfg = board.config
+    extras = []
+    if cfg.get("discovery", True):
+        from discovery import Discovery
+        from agent import VERSION
+        extras.append(Discovery(cfg, topics.base(cfg.get("topic_prefix"), cfg["device_id"]),
+                                agent.model, VERSION))
+    hooks = None
+    if cfg.get("webhook_url"):
+        from webhook import Webhooks
+        hooks = Webhooks(cfg["webhook_url"], cfg["webhook_secret"], board.unix_ms)
+        agent.on_event = hooks.offer
+    threaded(agent, board, Uplink(cfg, board, extras), hooks)

@@ -39,7 +39,7 @@ def _no_delay(sock):
 
 
 class Uplink:
-    def __init__(self, cfg, board):
+    def __init__(self, cfg, board, extras=()):
         host, _, port = cfg["broker"].rpartition(":")
         self.host = host
         self.port = int(port)
@@ -49,6 +49,10 @@ class Uplink:
         self.keepalive = int(cfg.get("keepalive", 30))
         self.client = None
         self.agent = None
+        # Other users of the same connection (discovery.py, site balancing): each has
+        # topics() to subscribe, on_message(topic, msg) (inside umqtt's callback: it may
+        # not publish), on_connect(publish) and service(publish, now) in the serve loop.
+        self.extras = list(extras)
         self.connects = 0
         self.refused = 0  # requests answered 429 because the queue was full
         self._queue = []
@@ -102,8 +106,13 @@ class Uplink:
         self.connects += 1
         for name in topics.REQUESTS:
             c.subscribe(self.base + name)
+        for x in self.extras:
+            for t in x.topics():
+                c.subscribe(t)
         self.publish("availability", b"online", True)
         self.agent.report_again()  # a fresh retained state on every (re)connect
+        for x in self.extras:
+            x.on_connect(self.publish_to)
         self._rx = _ms()
 
     def _serve(self):
@@ -120,6 +129,8 @@ class Uplink:
                 kind, msg = self._queue.pop(0)
                 self.publish("responses", self.agent.handle(kind, msg, self.board.now_ms()), False)
             self.agent.flush(self.publish, self.board.now_ms())
+            for x in self.extras:
+                x.service(self.publish_to, self.board.now_ms())
             if _since(self._tx) >= self.keepalive * 500:
                 c.ping()
                 self._tx = _ms()
@@ -127,7 +138,12 @@ class Uplink:
                 raise OSError("broker silent for 1.5 keepalives")
 
     def _on_message(self, topic, msg):
-        kind = topic.decode()[len(self.base):]
+        topic = topic.decode()
+        if not topic.startswith(self.base):
+            for x in self.extras:
+                x.on_message(topic, msg)
+            return
+        kind = topic[len(self.base):]
         if kind not in topics.REQUESTS:
             return
         if len(self._queue) < _QUEUE:
@@ -143,7 +159,10 @@ class Uplink:
     def publish(self, topic, payload, retain):
         # Events are at-least-once: QoS 1, so one is only dropped from the outbox once
         # the broker has it. Replies and state are current-value data: QoS 0.
-        self.client.publish(self.base + topic, payload, retain, 1 if topic == "events" else 0)
+        self.publish_to(self.base + topic, payload, retain, 1 if topic == "events" else 0)
+
+    def publish_to(self, topic, payload, retain, qos=1):
+        self.client.publish(topic, payload, retain, qos)
         self._tx = _ms()
 
     def _close(self):

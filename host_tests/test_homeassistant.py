@@ -199,3 +199,79 @@ def test_discovery_states_device_commands_and_stop(ha, wire):
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", ha.port), timeout=2).close()
     assert os.path.getsize(ha.log_path) > 0  # the log stays for a failure's post-mortem
+
+
+# -- the charger itself, through make sim's launcher, in a real Home Assistant
+
+CHARGER = "garage-1"
+OBJECTS = {"status": "sensor", "power": "sensor", "session_energy": "sensor",
+           "energy": "sensor", "offered_current": "sensor", "limited_by": "sensor",
+           "fault": "sensor", "plug": "binary_sensor", "charging": "switch",
+           "max_charge_rate": "number", "failsafe_charge_rate": "number"}
+
+
+@pytest.fixture
+def charger_sim(broker, tmp_path, mpy_dir):
+    from e2e import InProcessSim
+    sim = InProcessSim(["--broker", broker.address, "--state-dir", str(tmp_path / "flash"),
+                        "--device-id", CHARGER])
+    yield sim
+    sim.close()
+
+
+def charger_ids(ha):
+    ids = {obj: ha.entity_id("%s_%s" % (CHARGER, obj)) for obj in OBJECTS}
+    return ids if all(ids.values()) else None
+
+
+def test_the_charger_appears_as_one_device_and_is_controlled_from_home_assistant(
+        ha, charger_sim, wire):
+    sim = charger_sim
+    ids = ha.wait_for(lambda: charger_ids(ha), 30, "the charger's eleven entities")
+    assert not ha.log_problems(*OUR_LOGGERS + ["homeassistant.components.binary_sensor"]), \
+        ha.log_problems(*OUR_LOGGERS)
+    ours = [d for d in ha.devices() if ["mqtt", CHARGER] in d["identifiers"]]
+    assert len(ours) == 1
+    by_id = {e["entity_id"]: e for e in ha.entities()}
+    assert {by_id[e]["device_id"] for e in ids.values()} == {ours[0]["id"]}
+    assert by_id[ids["limited_by"]]["entity_category"] == "diagnostic"
+    assert by_id[ids["failsafe_charge_rate"]]["entity_category"] == "config"
+
+    # Live values from the retained state.
+    ha.wait_for(lambda: ha.state(ids["status"])["state"] == "disconnected", 20, "disconnected")
+    assert ha.state(ids["plug"])["state"] == "off"
+    assert ha.state(ids["max_charge_rate"])["state"] == "50.0"
+    assert ha.state(ids["status"])["attributes"]["options"] == [
+        "disconnected", "connected", "charging", "idle", "suspended", "fault"]
+
+    # A session: the entities follow it.
+    with sim.sim.lock:
+        sim.bench.set_ev({"connected": True, "request": True})
+    ha.wait_for(lambda: ha.state(ids["status"])["state"] == "charging", 20, "charging")
+    assert ha.state(ids["plug"])["state"] == "on"
+    assert ha.state(ids["charging"])["state"] == "on"
+    ha.wait_for(lambda: float(ha.state(ids["power"])["state"]) > 7000, 10, "power")
+    assert float(ha.state(ids["offered_current"])["state"]) == 32.0
+
+    # The cap from Home Assistant lands on the pilot.
+    ha.call_service("number", "set_value", {"entity_id": ids["max_charge_rate"], "value": 3.68})
+    ha.wait_for(lambda: sim.bench.readings()["pilot"]["dutyPercent"] == 26.66, 10, "16 A")
+    ha.wait_for(lambda: ha.state(ids["max_charge_rate"])["state"] == "3.68", 10, "3.68 kW")
+    assert ha.state(ids["limited_by"])["state"] == "max_charge_rate"
+
+    # The switch runs idle and charge through the command slot.
+    ha.call_service("switch", "turn_off", {"entity_id": ids["charging"]})
+    ha.wait_for(lambda: ha.state(ids["status"])["state"] == "idle", 15, "idle")
+    assert ha.state(ids["charging"])["state"] == "off"
+    ha.wait_for(lambda: not sim.bench.contactor, 10, "the contactor to open")
+    ha.call_service("switch", "turn_on", {"entity_id": ids["charging"]})
+    ha.wait_for(lambda: ha.state(ids["status"])["state"] == "charging", 20, "charging again")
+    assert ha.state(ids["max_charge_rate"])["state"] == "3.68"  # the cap survived both
+
+    # Home Assistant restarts (its birth message): the configs come again.
+    seen = []
+    wire.client.subscribe("homeassistant/+/%s/+/config" % CHARGER)
+    wire.client.on_message = lambda c, u, m: seen.append(m.topic)
+    wire.publish("homeassistant/status", "online", retain=False)
+    ha.wait_for(lambda: len(set(seen)) >= len(OBJECTS), 10, "the configs republished")
+    assert not ha.log_problems(*OUR_LOGGERS), ha.log_problems(*OUR_LOGGERS)

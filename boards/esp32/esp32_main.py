@@ -15,17 +15,11 @@ def main():
         print("charger held safe:", fail_safe(config.read(CONFIG)))
         return
     from agent import Agent
-    from uplink import Uplink
     import runner
     board = Board(cfg)
     agent = Agent(board)
-    hooks = None
-    if cfg.get("webhook_url"):
-        from webhook import Webhooks
-        hooks = Webhooks(cfg["webhook_url"], cfg["webhook_secret"], board.unix_ms)
-        agent.on_event = hooks.offer
     print("evse: %s up, reset cause %s" % (cfg["device_id"], board.reset_cause))
-    runner.threaded(agent, board, Uplink(cfg, board), hooks)
+    runner.serve(agent, board)
 
 
 main()

@@ -19,13 +19,7 @@ def main(path):
     board = sim.Board(cfg, sim.FileStore(cfg["state_dir"]), link)
     agent = Agent(board)
     if cfg.get("broker"):
-        from uplink import Uplink
-        hooks = None
-        if cfg.get("webhook_url"):
-            from webhook import Webhooks
-            hooks = Webhooks(cfg["webhook_url"], cfg["webhook_secret"], board.unix_ms)
-            agent.on_event = hooks.offer
-        runner.threaded(agent, board, Uplink(cfg, board), hooks)
+        runner.serve(agent, board)
     else:
         runner.Lockstep(agent, board).run()
 

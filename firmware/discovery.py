@@ -1,0 +1,105 @@
+# Home Assistant MQTT discovery (homeassistant.md): one retained config per entity on
+# <prefix>/<component>/<deviceId>/<object>/config, published one at a time on every connect
+# and whenever Home Assistant's birth message says `online`. States come from the retained
+# state topic through value templates; commands go to the request topics through command
+# templates that build the same JSON requests any client sends (with a requestId, so they
+# are answered and acted on like any other request).
+import gc
+import json
+from control import STATUS_NAMES
+
+# (object, component, name, device_class, unit, state_class, category, value template)
+_D = "{{ value_json.data.state."
+_ENTITIES = (
+    ("status", "sensor", "Status", "enum", None, None, None, _D + "status }}"),
+    ("power", "sensor", "Power", "power", "W", "measurement", None,
+     _D + "currentPower * 1000 | round(0) }}"),
+    ("session_energy", "sensor", "Session energy", "energy", "kWh", "total", None,
+     _D + "sessionEnergy }}"),
+    ("energy", "sensor", "Energy", "energy", "kWh", "total_increasing", None,
+     _D + "lifetimeEnergy }}"),
+    ("offered_current", "sensor", "Offered current", "current", "A", "measurement", None,
+     _D + "offeredCurrent }}"),
+    ("limited_by", "sensor", "Limited by", None, None, None, "diagnostic",
+     _D + "limitedBy or 'none' }}"),
+    ("fault", "sensor", "Fault", None, None, None, "diagnostic", _D + "fault or 'none' }}"),
+    ("plug", "binary_sensor", "Plug", "plug", None, None, None,
+     "{{ 'ON' if value_json.data.state.isConnected else 'OFF' }}"),
+    ("charging", "switch", "Charging", None, None, None, None,
+     "{{ 'OFF' if value_json.data.state.status == 'idle' else 'ON' }}"),
+    ("max_charge_rate", "number", "Max charge rate", "power", "kW", None, None,
+     "{{ value_json.data.settings.max_charge_rate.value }}"),
+    ("failsafe_charge_rate", "number", "Failsafe charge rate", "power", "kW", None, "config",
+     "{{ value_json.data.settings.failsafe_charge_rate.value }}"),
+)
+# A requestId for every command Home Assistant sends: mqtt.md refuses requests without one.
+_RID = '"requestId":"ha-{{ now().timestamp() }}"'
+_COMMANDS = {
+    "charging": ("~/commands", '{' + _RID + ',"action":{"command":'
+                 '"{{ \'charge\' if value == \'ON\' else \'idle\' }}"},'
+                 '"onConflict":"cancel_and_replace"}'),
+    "max_charge_rate": ("~/settings", '{' + _RID + ',"settings":{"max_charge_rate":'
+                        '{"value":{{ value }},"unit":"kw"}}}'),
+    "failsafe_charge_rate": ("~/settings", '{' + _RID + ',"settings":{"failsafe_charge_rate":'
+                             '{"value":{{ value }},"unit":"kw"}}}'),
+}
+
+
+class Discovery:
+    def __init__(self, cfg, base, model, version):
+        self.prefix = cfg.get("discovery_prefix") or "homeassistant"
+        self.device_id = cfg["device_id"]
+        self.base = base[:-1]  # "ev-charger/charger-1"
+        self.model = model
+        self.version = version
+        self.announced = 0  # configs published since boot
+        self._pending = False
+
+    # -- the uplink's hooks (uplink.py)
+    def topics(self):
+        return (self.prefix + "/status",)
+
+    def on_message(self, topic, msg):
+        # Inside umqtt's callback: only note it, publish from service().
+        if topic == self.prefix + "/status" and msg == b"online":
+            self._pending = True
+
+    def on_connect(self, publish):
+        self.announce(publish)
+
+    def service(self, publish, now):
+        if self._pending:
+            self._pending = False
+            self.announce(publish)
+
+    # -- the configs
+    def announce(self, publish):
+        for entity in _ENTITIES:
+            topic, payload = self.config(entity)
+            publish(topic, payload, True)
+            self.announced += 1
+            gc.collect()  # one config at a time: its few hundred bytes never pile up
+
+    def config(self, entity):
+        obj, component, name, dev_class, unit, state_class, category, template = entity
+        c = {"~": self.base, "name": name, "uniq_id": self.device_id + "_" + obj,
+             "obj_id": self.device_id + "_" + obj, "stat_t": "~/state", "val_tpl": template,
+             "avty_t": "~/availability",
+             "dev": {"ids": [self.device_id], "name": "EV charger " + self.device_id,
+                     "mf": "micropython-evse", "mdl": self.model, "sw": self.version}}
+        if dev_class:
+            c["dev_cla"] = dev_class
+        if unit:
+            c["unit_of_meas"] = unit
+        if state_class:
+            c["stat_cla"] = state_class
+        if category:
+            c["ent_cat"] = category
+        if obj == "status":
+            c["ops"] = list(STATUS_NAMES)
+        if obj in _COMMANDS:
+            c["cmd_t"], c["cmd_tpl"] = _COMMANDS[obj]
+        if component == "number":
+            c.update(min=0, max=50, step=0.1, mode="box")
+        return "%s/%s/%s/%s/config" % (self.prefix, component, self.device_id, obj), \
+            json.dumps(c).encode()
