@@ -17,8 +17,11 @@ CABLE = const(2)
 DYNAMIC = const(3)
 FAILSAFE = const(4)
 SITE = const(5)
-NAMES = ("max_charge_rate", "max_current", "cable", "dynamic_limit", "failsafe", "site")
-_SOURCES = const(6)
+UNAVAILABLE = const(6)  # taken out of service (OCPP ChangeAvailability): 0 A
+NAMES = ("max_charge_rate", "max_current", "cable", "dynamic_limit", "failsafe", "site",
+         "unavailable")
+_SOURCES = const(7)
+NO_EXPIRY = const(0x40000000)  # a ttl longer than any elapsed() can be
 
 EV_LIMIT_EXPIRED = const(5)  # a ring record kind (control.py has 1-4)
 TTL_MIN = 1
@@ -145,6 +148,21 @@ class Limits:
             return 400, _bad("source must be 1-32 printable characters")
         return self._set(value, unit, int(ttl * 1000), source, now)
 
+    def set_dynamic(self, value, unit, ttl_ms, source, now):
+        # For an uplink that owns a dynamic limit itself (OCPP's charging profiles: no
+        # time-to-live while the profile is in force: ttl_ms None). The value is checked.
+        top = self.settings.max_current if unit == "a" else 50
+        if not 0 <= value <= top:
+            raise ValueError("limit outside [0, %s] %s" % (top, unit))
+        return self._set(value, unit, NO_EXPIRY if ttl_ms is None else ttl_ms, source, now)
+
+    def clear_dynamic(self, now):
+        return self._clear(now)
+
+    def set_available(self, available):
+        # Out of service: a 0 A ceiling, so nothing is offered and nothing else changes.
+        self.ceiling.da[UNAVAILABLE] = -1 if available else 0
+
     def _set(self, value, unit, ttl_ms, source, now):
         s = self.settings
         # kW as the cap converts (never rounded up); A to dA, floored.
@@ -152,7 +170,7 @@ class Limits:
         if not self._in_charge(True):
             return 500, self.agent.storage_error()
         self.value, self.unit, self.source = value, unit, source
-        self.expires_at = self.agent.stamp_after(now, ttl_ms)
+        self.expires_at = None if ttl_ms == NO_EXPIRY else self.agent.stamp_after(now, ttl_ms)
         self.ceiling.set_dynamic(da, ttl_ms, now)
         return 200, {"deviceId": self.agent.device_id, "limit": {"value": value, "unit": unit},
                      "source": source, "expiresAt": self.expires_at}

@@ -259,3 +259,26 @@ def test_failsafe_setting_rules(make_rig, tmp_path):
     s = rig.read()["settings"]
     assert s["failsafe_charge_rate"] == {"value": 2.3, "unit": "kw", "min": 0, "max": 50}
     assert s["max_charge_rate"]["value"] == 7.4
+
+
+def test_an_uplink_owned_limit_without_expiry_and_availability(tmp_path):
+    # The API an uplink that evaluates its own schedules uses (OCPP): no time-to-live, and
+    # out of service as a 0 A ceiling.
+    from tools.bench.rig import InProcessRig
+    rig = InProcessRig(str(tmp_path))
+    plug(rig, 3000)
+    lim = rig.agent.limits
+    status, body = lim.set_dynamic(10, "a", None, "ocpp", rig.bench.t)
+    assert status == 200 and body["expiresAt"] is None
+    rig.run(3600 * 1000)  # an hour: still in force
+    s = state(rig)
+    assert s["limitedBy"] == "dynamic_limit" and s["limits"]["dynamic"]["source"] == "ocpp"
+    lim.set_available(False)
+    rig.run(7000)
+    s = state(rig)
+    assert s["limitedBy"] == "unavailable" and s["status"] == "suspended" and rig.bench.x1
+    lim.set_available(True)
+    rig.run(5100)
+    assert duty(rig) == 16.66
+    with pytest.raises(ValueError):
+        lim.set_dynamic(40, "a", None, "ocpp", rig.bench.t)
