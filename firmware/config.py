@@ -38,6 +38,32 @@ def check(cfg):
         errors.append("broker must be HOST:PORT")
     if cfg.get("webhook_url") and not cfg.get("webhook_secret"):
         errors.append("webhook_url needs webhook_secret")
+    if "site" in cfg:
+        errors.extend(_check_site(cfg["site"], cfg["phases"]))
+    return errors
+
+
+def _check_site(site, charger_phases):
+    # site.md's configuration (the installer's; read-only over the network).
+    if type(site) is not dict:
+        return ["site must be an object"]
+    errors = []
+    if type(site.get("id")) is not str or not 0 < len(site["id"]) <= 32 or \
+            any(ch in site["id"] for ch in "/+#"):
+        errors.append("site.id must be 1-32 characters without / + #")
+    for key, lo, hi, needed in (("fuse_current", 6, 1000, True), ("margin_current", 0, 100, False),
+                                ("fallback_current", 0, 80, False),
+                                ("meter_timeout_s", 1, 3600, False)):
+        v = site.get(key)
+        if v is None and not needed:
+            continue
+        if type(v) not in (int, float) or not lo <= v <= hi:
+            errors.append("site.%s must be a number %s-%s" % (key, lo, hi))
+    phases = site.get("phases", [1])
+    if type(phases) is not list or len(phases) != charger_phases or \
+            any(p not in (1, 2, 3) for p in phases) or len(set(phases)) != len(phases):
+        errors.append("site.phases must list the site phase (1-3) of each of the charger's "
+                      "%d phase(s)" % charger_phases)
     return errors
 
 

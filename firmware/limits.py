@@ -44,6 +44,10 @@ class Ceiling:
         self.dyn_at = 0  # when the dynamic limit was set or renewed (board ms)
         self.dyn_ttl = 0  # ms
         self.failsafe = False  # a controller went silent (set here, cleared by the network side)
+        self.site_at = 0  # when the site share was computed from a fresh meter reading
+        self.site_ttl = 0  # how long that reading is fresh (ms); 0: no site balancing
+        self.site_fallback = -1  # dA once it is not
+        self.site_stale = False  # output: the fallback applies
         self.limit_da = 0  # outputs: the lowest ceiling, and which source it is
         self.limited_by = CAP
 
@@ -52,10 +56,12 @@ class Ceiling:
         if da[DYNAMIC] >= 0 and not self.failsafe and _elapsed(now, self.dyn_at) >= self.dyn_ttl:
             self.failsafe = True  # silence is a failure
             self.ring.push(EV_LIMIT_EXPIRED, now, 0)
+        site_stale = self.site_ttl and _elapsed(now, self.site_at) >= self.site_ttl
+        self.site_stale = site_stale
         best = -1
         by = CAP
         for i in range(_SOURCES):
-            v = da[i]
+            v = self.site_fallback if i == SITE and site_stale else da[i]
             if v < 0 or (i == DYNAMIC and self.failsafe) or (i == FAILSAFE and not self.failsafe):
                 continue
             if best < 0 or v < best:
@@ -63,6 +69,27 @@ class Ceiling:
                 by = i
         self.limit_da = best if best > 0 else 0
         self.limited_by = by
+
+    def limit_without(self, source):
+        # The lowest ceiling but one source's (network side: what the site could give).
+        best = -1
+        for i in range(_SOURCES):
+            v = self.da[i]
+            if i == source or v < 0 or (i == DYNAMIC and self.failsafe) or \
+                    (i == FAILSAFE and not self.failsafe):
+                continue
+            if best < 0 or v < best:
+                best = v
+        return max(0, best)
+
+    def set_site(self, share_da, ttl_ms, fallback_da, at):
+        # The reading's time first, the share second (a tick in between sees the old share
+        # as fresh, or the fallback).
+        self.site_fallback = fallback_da
+        self.site_ttl = ttl_ms
+        self.site_at = at
+        self.da[SITE] = share_da
+
 
     def set_dynamic(self, da, ttl_ms, now):
         # The deadline first, the value second, the failsafe off last: a control loop that
@@ -93,6 +120,7 @@ class Limits:
         self.unit = None
         self.source = None
         self.expires_at = None  # ISO time of its deadline (None while the clock is unknown)
+        self.site = None  # site balancing (site.py), where configured
 
     def load(self):
         # A restart while a controller was in charge comes back in the failsafe, before
@@ -208,7 +236,8 @@ class Limits:
                    "expiresAt": self.expires_at}
         return {"effectiveCurrent": c.limit_da / 10,
                 "maxChargeRate": {"value": s.cap_w / 1000, "unit": "kw"},
-                "dynamic": dyn, "failsafe": c.failsafe, "site": None}
+                "dynamic": dyn, "failsafe": c.failsafe,
+                "site": self.site.read() if self.site else None}
 
 
 def _bad(message):

@@ -79,6 +79,10 @@ def serve(agent, board):
         from agent import VERSION
         extras.append(Discovery(cfg, topics.base(cfg.get("topic_prefix"), cfg["device_id"]),
                                 agent.model, VERSION))
+    if cfg.get("site"):
+        from site_balance import SiteBalancer
+        agent.limits.site = SiteBalancer(cfg, agent)
+        extras.append(agent.limits.site)
     hooks = None
     if cfg.get("webhook_url"):
         from webhook import Webhooks

@@ -1,0 +1,72 @@
+# The allocation of site.md, as a pure function of the data every charger of a site sees
+# (the meter's reading and the chargers' records), so each computes the same shares and no
+# coordinator is needed. Integers in deciamps; deterministic.
+from micropython import const
+
+MIN_DA = const(60)  # below 6 A the pilot cannot offer current
+ROTATE_MS = const(900000)  # the order of who gets 6 A when not all can rotates every 15 min
+
+
+def household(meter, chargers):
+    # Per phase: the meter minus the fresh chargers' draws. A stale or missing record is not
+    # subtracted, so its load counts as household (it over-estimates: the safe side).
+    h = list(meter)
+    for c in chargers:
+        if c[4]:  # fresh
+            for p in c[1]:
+                h[p - 1] -= c[2]
+    return h
+
+
+def fair(active, capacity):
+    # Max-min fair shares ("water filling"): everyone rises together, a charger stops at
+    # what it wants, a phase stops everyone on it when it is full. active: (id, phases,
+    # wants); capacity: per phase, dA. Returns {id: dA}.
+    alloc = {c[0]: 0 for c in active}
+    rem = list(capacity)
+    frozen = set()
+    while True:
+        live = [c for c in active if c[0] not in frozen]
+        if not live:
+            return alloc
+        users = [0] * len(rem)
+        for c in live:
+            for p in c[1]:
+                users[p - 1] += 1
+        step = min(c[2] - alloc[c[0]] for c in live)
+        for p in range(len(rem)):
+            if users[p]:
+                step = min(step, rem[p] // users[p])
+        if step > 0:
+            for c in live:
+                alloc[c[0]] += step
+                for p in c[1]:
+                    rem[p - 1] -= step
+        stuck = [c[0] for c in live if alloc[c[0]] >= c[2] or
+                 any(rem[p - 1] < users[p - 1] for p in c[1])]
+        if not stuck:
+            return alloc  # nothing left to share (rounding leftovers only)
+        frozen.update(stuck)
+
+
+def shares(fuse_da, margin_da, meter, chargers, now_ms):
+    # chargers: (id, phases, draw dA, wants dA, fresh) for every charger of the site the
+    # caller knows, itself included. Returns {id: share dA} for the fresh ones asking.
+    # What the fuse leaves beyond the household (the chargers' own draws are not in it).
+    cap = [max(0, fuse_da - margin_da - h) for h in household(meter, chargers)]
+    active = sorted((c[0], c[1], c[3]) for c in chargers if c[4] and c[3] > 0)
+    alloc = fair(active, cap)
+    if all(v >= MIN_DA for v in alloc.values()):
+        return alloc
+    # Not enough for everyone at 6 A: admit in an order that rotates every 15 minutes.
+    n = len(active)
+    turn = (now_ms // ROTATE_MS) % n
+    admitted = []
+    for c in active[turn:] + active[:turn]:
+        trial = fair(admitted + [c], cap)
+        if all(v >= MIN_DA for v in trial.values()):
+            admitted.append(c)
+    out = fair(admitted, cap)
+    for c in active:
+        out.setdefault(c[0], 0)
+    return out

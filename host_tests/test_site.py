@@ -1,0 +1,156 @@
+"""Site balancing (site.md): the allocation, and one charger's share as a ceiling, with the
+fallback applied by the control loop itself when the meter goes silent. The several-charger
+bench and the site day are in test_site_bench.py and make bench."""
+import json
+
+import pytest
+
+import site_share as ss
+from conftest import plug
+from tools.bench.rig import InProcessRig, UNIX_BASE_MS
+
+
+# -- the allocation: every charger computes the same shares from the same data
+
+def test_equal_shares_capped_at_what_each_wants():
+    ch = [("a", [1], 50, 320, True), ("b", [1], 50, 320, True), ("c", [1], 50, 160, True)]
+    # fuse 25 A, margin 1 A, meter 24 A of which 15 A are the chargers: household 9 A.
+    assert ss.shares(250, 10, [240], ch, 0) == {"a": 75, "b": 75, "c": 0}
+    ch = [("a", [1], 0, 320, True), ("b", [1], 0, 60, True)]
+    assert ss.shares(250, 10, [0], ch, 0) == {"a": 180, "b": 60}  # b wants 6 A, a takes the rest
+
+
+def test_not_enough_for_all_at_6_a_rotates_every_15_minutes():
+    ch = [("a", [1], 0, 320, True), ("b", [1], 0, 320, True), ("c", [1], 0, 320, True)]
+    first = ss.shares(250, 10, [80], ch, 0)  # 16 A for three: two at 8 A
+    assert sorted(first.values()) == [0, 80, 80]
+    later = ss.shares(250, 10, [80], ch, 15 * 60000)
+    assert sorted(later.values()) == [0, 80, 80] and later != first
+    assert ss.shares(250, 10, [200], ch, 0) == {"a": 0, "b": 0, "c": 0}  # 4 A: nobody
+
+
+def test_phases_limit_those_on_them():
+    ch = [("a", [1, 2, 3], 0, 160, True), ("b", [2], 0, 320, True), ("c", [3], 0, 320, True)]
+    got = ss.shares(250, 10, [0, 100, 0], ch, 0)  # L2 has 10 A of household
+    assert got["a"] == got["b"] == 70  # L2's 14 A shared by a and b
+    assert got["c"] == 240 - 70  # L3: what a leaves
+
+
+def test_a_stale_record_counts_as_household():
+    fresh = [("a", [1], 100, 320, True), ("b", [1], 100, 320, True)]
+    stale = [("a", [1], 100, 320, True), ("b", [1], 100, 320, False)]
+    assert ss.household([300], fresh) == [100]
+    assert ss.household([300], stale) == [200]  # b's 10 A is not subtracted: the safe side
+    assert ss.shares(250, 10, [250], stale, 0) == {"a": 90}  # 24 A - 15 A of household
+
+
+# -- one charger with a site: the share as a ceiling
+
+SITE = {"id": "home", "fuse_current": 25, "phases": [1], "meter_timeout_s": 10,
+        "fallback_current": 6, "margin_current": 1}
+
+
+class Published(list):
+    def __call__(self, topic, payload, retain, qos=1):
+        self.append((topic, json.loads(payload) if payload else payload, retain))
+
+
+@pytest.fixture
+def site_rig(tmp_path):
+    from site_balance import SiteBalancer
+    rig = InProcessRig(str(tmp_path))
+    rig.agent.board.config["site"] = SITE
+    balancer = SiteBalancer(dict(rig.agent.board.config), rig.agent)
+    rig.agent.limits.site = balancer
+    rig.balancer = balancer
+    rig.out = Published()
+    return rig
+
+
+def meter(rig, others):
+    # The site meter: everything else on the phase plus what this charger draws now.
+    body = {"ts": UNIX_BASE_MS + rig.bench.t,
+            "currents": [others[0] + rig.bench.current]}
+    rig.balancer.on_message("site/home/meter", json.dumps(body).encode())
+    rig.balancer.service(rig.out, rig.bench.t)
+
+
+def test_the_share_binds_and_follows_the_household(site_rig):
+    rig = site_rig
+    plug(rig, 1000)
+    meter(rig, [9.0])  # household 9 A: 15 A for this charger
+    rig.run(6000)  # from the 6 A fallback up: a raise, at the pilot's 5 s pace
+    s = rig.read()["state"]
+    assert s["limitedBy"] == "site" and s["offeredCurrent"] == 15.0
+    assert s["limits"]["site"]["share"] == 15.0 and s["limits"]["site"]["fallback"] is False
+    record = rig.out[-1]
+    assert record[0] == "site/home/chargers/charger-1" and record[2] is True
+    assert record[1]["phases"] == [1] and record[1]["wantsA"] == 32.0
+    # A kettle: the meter jumps; the share falls at once.
+    meter(rig, [9.0 + 9.0])
+    rig.run(100)
+    assert rig.read()["state"]["offeredCurrent"] == 6.0  # 24 - 18 A of household
+
+
+def test_no_fresh_reading_means_the_fallback_within_the_timeout(site_rig):
+    rig = site_rig
+    plug(rig, 1000)
+    meter(rig, [0.0])
+    rig.run(6000)
+    assert rig.read()["state"]["offeredCurrent"] == 24.0
+    t_last = rig.bench.t - 6000  # when the reading arrived
+    rig.run_until(lambda: rig.bench.duty_counts == 1000, 12000)  # 6 A: the fallback
+    assert 10000 <= rig.bench.t - t_last <= 10000 + 20  # applied by the control loop
+    s = rig.read()["state"]
+    assert s["limitedBy"] == "site" and s["limits"]["site"]["fallback"] is True
+
+
+@pytest.mark.parametrize("payload", [
+    b"not json", b"[]", b'{"currents": "x"}', b'{"currents": [null]}', b'{"currents": [-1]}',
+    b'{"currents": [1e999]}', b'{"currents": [99999]}', b'{"currents": []}', b'{"ts": 1}',
+    b'{"currents": [1, 2]}', b"x" * 600])
+def test_a_malformed_meter_reading_is_ignored_and_counted(site_rig, payload):
+    rig = site_rig
+    plug(rig, 1000)
+    meter(rig, [20.0])  # 4 A: suspended
+    rig.run(1000)
+    rig.balancer.on_message("site/home/meter", payload)
+    rig.balancer.service(rig.out, rig.bench.t)
+    rig.run(500)
+    s = rig.read()["state"]
+    assert s["offeredCurrent"] == 0 and s["limits"]["site"]["ignored"] == 1
+
+
+@pytest.mark.parametrize("record", [
+    {"ts": 1, "phases": [4], "drawA": 1, "wantsA": 1, "offeredA": 1},
+    {"ts": 1, "phases": [1], "drawA": -3, "wantsA": 1, "offeredA": 1},
+    {"ts": 1, "phases": [1], "drawA": "3", "wantsA": 1, "offeredA": 1},
+    {"ts": "now", "phases": [1], "drawA": 3, "wantsA": 1, "offeredA": 1},
+    {"phases": [1], "drawA": 3, "wantsA": 1, "offeredA": 1},
+    {"ts": 1, "phases": [], "drawA": 3, "wantsA": 1, "offeredA": 1},
+])
+def test_a_peer_sending_garbage_is_ignored(site_rig, record):
+    rig = site_rig
+    plug(rig, 1000)
+    rig.balancer.on_message("site/home/chargers/charger-2", json.dumps(record).encode())
+    meter(rig, [9.0])
+    rig.run(6000)
+    s = rig.read()["state"]
+    assert s["offeredCurrent"] == 15.0 and s["limits"]["site"]["ignored"] == 1
+
+
+def test_a_fresh_peer_shares_and_a_stale_one_stops_counting(site_rig):
+    rig = site_rig
+    plug(rig, 1000)
+    now = UNIX_BASE_MS + rig.bench.t
+    peer = {"ts": now, "phases": [1], "drawA": 10.0, "wantsA": 32.0, "offeredA": 12.0}
+    rig.balancer.on_message("site/home/chargers/charger-2", json.dumps(peer).encode())
+    meter(rig, [19.0])  # household 9 A + the peer's 10 A
+    rig.run(6000)
+    assert rig.read()["state"]["offeredCurrent"] == 7.5  # 15 A shared by two
+    rig.run(12000)  # the peer's record goes stale: its 10 A count as household now
+    meter(rig, [19.0])
+    rig.run(100)
+    # 24 - 19 = 5 A for this charger alone: under 6 A, nothing is offered (the safe side
+    # for a peer that vanished while still drawing).
+    assert rig.read()["state"]["offeredCurrent"] == 0
