@@ -14,30 +14,6 @@ _RESET_HOLD_MS = const(10000)
 _CAUSES = {1: "power_on", 2: "hard_reset", 3: "watchdog", 4: "deep_sleep", 5: "soft_reset"}
 
 
-_REQUIRED_PINS = ("pilot_pwm", "pilot_adc", "contactor")
-_OPTIONAL_PINS = ("contactor_feedback", "rcd", "rcd_test", "meter_s0", "led", "button")
-
-
-def check_pins(cfg):
-    # Board-specific config problems (firmware/config.py checks the installation).
-    pins = cfg.get("pins")
-    if type(pins) is not dict:
-        return ["missing pins"]
-    errors = []
-    for name in _REQUIRED_PINS + _OPTIONAL_PINS:
-        if name not in pins:
-            if name in _REQUIRED_PINS:
-                errors.append("missing pins." + name)
-        elif type(pins[name]) is not int or not 0 <= pins[name] <= 39:
-            errors.append("pins.%s must be a GPIO number" % name)
-    if type(pins.get("pilot_adc")) is int and not 32 <= pins["pilot_adc"] <= 39:
-        errors.append("pins.pilot_adc must be on ADC1 (GPIO32-39): ADC2 stops with WiFi on")
-    wifi = cfg.get("wifi")
-    if type(wifi) is not dict or type(wifi.get("ssid")) is not str:
-        errors.append("missing wifi.ssid")
-    return errors
-
-
 def fail_safe(cfg):
     # A config too broken to run on: open the contactor and show F, if the pins are known.
     pins = cfg.get("pins") if type(cfg) is dict else None

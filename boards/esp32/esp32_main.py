@@ -2,7 +2,8 @@
 # Order matters: config, then the board (safe outputs), then the agent (persisted cap read),
 # and only then the control thread may offer current.
 import config
-from esp32_board import Board, check_pins, fail_safe
+from esp32_board import Board, fail_safe
+from esp32_pins import check_pins
 
 CONFIG = "config.json"
 

@@ -1,0 +1,37 @@
+# The ESP32 board's config checks, with no hardware import: the board runs them at boot and
+# `make deploy` runs the same code on the host before it touches a board.
+
+_REQUIRED_PINS = ("pilot_pwm", "pilot_adc", "contactor")
+_OPTIONAL_PINS = ("contactor_feedback", "rcd", "rcd_test", "meter_s0", "led", "button")
+_OUTPUTS = ("pilot_pwm", "contactor", "rcd_test", "led")
+
+
+def check_pins(cfg):
+    # Board-specific config problems, as sentences (firmware/config.py checks the installation).
+    pins = cfg.get("pins")
+    if type(pins) is not dict:
+        return ["missing pins"]
+    errors = []
+    used = {}
+    for name in _REQUIRED_PINS + _OPTIONAL_PINS:
+        if name not in pins:
+            if name in _REQUIRED_PINS:
+                errors.append("missing pins." + name)
+            continue
+        gpio = pins[name]
+        if type(gpio) is not int or not 0 <= gpio <= 39:
+            errors.append("pins.%s must be a GPIO number" % name)
+            continue
+        if 6 <= gpio <= 11:
+            errors.append("pins.%s: GPIO6-11 belong to the SPI flash" % name)
+        elif gpio >= 34 and name in _OUTPUTS:
+            errors.append("pins.%s must be an output: GPIO34-39 are input-only" % name)
+        if gpio in used:
+            errors.append("pins.%s and pins.%s are both GPIO%d" % (used[gpio], name, gpio))
+        used[gpio] = name
+    if type(pins.get("pilot_adc")) is int and not 32 <= pins["pilot_adc"] <= 39:
+        errors.append("pins.pilot_adc must be on ADC1 (GPIO32-39): ADC2 stops with WiFi on")
+    wifi = cfg.get("wifi")
+    if type(wifi) is not dict or type(wifi.get("ssid")) is not str:
+        errors.append("missing wifi.ssid")
+    return errors
