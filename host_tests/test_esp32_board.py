@@ -3,7 +3,6 @@ for machine, esp32 and network that record pin activity (host_tests/esp32_standi
 import json
 import os
 import subprocess
-import sys
 import time
 
 import pytest
@@ -138,32 +137,6 @@ def test_bad_config_leaves_the_charger_safe_with_a_clear_message(tmp_path, chang
     assert "charger held safe: contactor open, pilot F" in out
     assert ["pin", "26", "0"] in events and ["pin", "25", "0"] in events
     assert not [e for e in events if e[0] in ("pwm", "wdt_start") or e == ["pin", "26", "1"]]
-
-
-def test_deploy_tree_compiles_for_xtensawin(tmp_path):
-    tree = build_tree(str(tmp_path / "t"), "esp32", None, "xtensawin")
-    libs = sorted(os.listdir(os.path.join(tree, "lib")))
-    assert "esp32_board.mpy" in libs and "esp32_main.mpy" in libs and "agent.mpy" in libs
-    assert not [f for f in libs if f.startswith("sim")]
-    assert open(os.path.join(tree, "main.py")).read() == "import esp32_main\n"
-
-
-def test_deploy_and_flash_fail_clearly_without_a_board(tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", *a], cwd=ROOT,  # noqa: E731
-                                    capture_output=True, text=True, timeout=120)
-    r = run("tools.device.deploy", "--port", "/dev/ttyNOBOARD")
-    assert r.returncode == 2 and "deploy: error:" in r.stderr and "/dev/ttyNOBOARD" in r.stderr
-    r = run("tools.device.deploy")
-    assert r.returncode == 2 and "no PORT given" in r.stderr
-    r = run("tools.device.flash_firmware")
-    assert r.returncode == 2 and "give both PORT and IMAGE" in r.stderr
-    image = tmp_path / "fw.bin"
-    image.write_bytes(b"\0" * 16)
-    r = run("tools.device.flash_firmware", "--port", "/dev/ttyNOBOARD", "--image", str(image))
-    assert r.returncode == 2 and "flash: error: esptool" in r.stderr
-    for tool in ("tools.device.deploy", "tools.device.flash_firmware"):
-        r = run(tool, "--help")
-        assert r.returncode == 0 and "usage: make" in r.stdout
 
 
 def test_without_a_meter_a_pause_waits_for_the_vehicle_or_6_s(tmp_path, broker, mpy_dir):

@@ -4,12 +4,22 @@
   python -m tools.device.deploy --dry-run build/deploy --config garage.local.json
 
 The tree: main.py ("import esp32_main"), lib/*.mpy (firmware and the board, compiled by
-mpy-cross), config.json. umqtt.simple and requests are frozen into the MicroPython
-firmware. Only files whose SHA-256 differs from the board's copy are sent.
+mpy-cross), config.json, and every file the config names (keys ending in _file, such as
+ca_file), taken from beside the config file and put at the same path on the board.
+umqtt.simple and requests are frozen into the MicroPython firmware. Only files whose
+SHA-256 differs from the board's copy are sent.
+
+Nothing is written anywhere until the config has passed the firmware's own checks (the ones
+the board runs at boot) and the board's pin checks, and has no template placeholder left.
+--dry-run writes only into a new or empty directory, or one an earlier --dry-run made; it
+replaces the files it wrote there before and never deletes or overwrites anything else
+(--force: write into any directory, still deleting and overwriting nothing).
 """
 import argparse
 import glob
 import hashlib
+import importlib.util
+import json
 import os
 import re
 import shutil
@@ -17,15 +27,23 @@ import subprocess
 import sys
 import tempfile
 
-from tools.paths import FIRMWARE, ROOT, board_dir
+from tools.device.ports import port_problem
+from tools.paths import FIRMWARE, board_dir
 
-BOARDS = {"esp32": ("esp32_board.py", "esp32_main.py")}  # in boards/<name>/
+# Per board: the modules that go into lib/ (from boards/<name>/), and the module whose
+# check_pins() holds the board's config checks (importable without hardware).
+BOARDS = {"esp32": {"modules": ("esp32_board.py", "esp32_main.py", "esp32_pins.py"),
+                    "checks": "esp32_pins"}}
 MAIN = b"import esp32_main\n"
+PLACEHOLDER = "CHANGE-ME"  # what boards/esp32/config.example.json leaves to fill in
+TEMPLATE = "boards/esp32/config.example.json"
+MARKER = ".deploy-tree"  # in a --dry-run directory: the files deploy wrote there, one a line
 _HASHER = ("import os, hashlib, binascii\n"
            "def walk(d):\n"
            " for e in os.ilistdir(d):\n"
            "  p = (d + '/' + e[0]) if d != '/' else '/' + e[0]\n"
            "  if e[1] == 0x4000:\n"
+           "   print(p + '/')\n"
            "   walk(p)\n"
            "  else:\n"
            "   h = hashlib.sha256()\n"
@@ -39,6 +57,82 @@ class DeployError(Exception):
     pass
 
 
+def warn(text):
+    print("deploy: warning: %s" % text, file=sys.stderr)
+
+
+# -- the config, checked on this computer with the board's own code
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def board_checks(board):
+    """The firmware's config check and the board's pin check: the very code the board runs."""
+    firmware_config = _load("_deploy_firmware_config", os.path.join(FIRMWARE, "config.py"))
+    name = BOARDS[board]["checks"]
+    pins = _load("_deploy_" + name, os.path.join(board_dir(board), name + ".py"))
+    return firmware_config.check, pins.check_pins
+
+
+def _placeholders(value, path=""):
+    """Dotted names of every string still holding the template's placeholder."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _placeholders(v, path + "." + str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _placeholders(v, "%s[%d]" % (path, i))]
+    return [path.lstrip(".")] if isinstance(value, str) and PLACEHOLDER in value else []
+
+
+def load_config(path, board):
+    """The installation's config, refused with every problem it has, as the board would."""
+    if not os.path.isfile(path):
+        raise DeployError("config %s not found (template: %s)" % (path, TEMPLATE))
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except UnicodeDecodeError:
+        raise DeployError("config %s is not UTF-8 text" % path)
+    except ValueError as e:
+        raise DeployError("config %s is not valid JSON: %s" % (path, e))
+    check, check_pins = board_checks(board)
+    errors = check(cfg)
+    if not errors:
+        errors = check_pins(cfg)
+    errors += ["%s is still %s from the template" % (name, PLACEHOLDER)
+               for name in _placeholders(cfg)]
+    if errors:
+        raise DeployError("config %s: %s" % (path, "; ".join(errors)))
+    return cfg
+
+
+def named_files(cfg, config_path):
+    """{path on the board: file here} for every `*_file` key: found beside the config."""
+    files = {}
+    here = os.path.dirname(os.path.abspath(config_path))
+    for key, value in sorted(cfg.items()):
+        if not key.endswith("_file") or value in (None, ""):
+            continue
+        rel = value.lstrip("/") if isinstance(value, str) else ""
+        parts = rel.split("/")
+        if not rel or ".." in parts or rel in ("main.py", "config.json") or parts[0] == "lib":
+            raise DeployError("%s must be a file name on the board such as \"ca.der\", "
+                              "got %r" % (key, value))
+        local = os.path.join(here, *parts)
+        if not os.path.isfile(local):
+            raise DeployError("%s names %s, which is not beside the config (%s)"
+                              % (key, value, local))
+        files[rel] = local
+    return files
+
+
+# -- the tree
+
+
 def mpy_cross_version():
     out = subprocess.run(["mpy-cross", "--version"], capture_output=True, text=True).stdout
     m = re.search(r"mpy v(\d+)\.(\d+)", out)
@@ -47,25 +141,84 @@ def mpy_cross_version():
     return int(m.group(1)), int(m.group(2))
 
 
-def build_tree(out, board, config, march):
-    """Write the exact tree that goes on the board into `out`."""
+def _sources(board):
     if board not in BOARDS:
         raise DeployError("unknown board %r (known: %s)" % (board, ", ".join(BOARDS)))
+    return sorted(glob.glob(os.path.join(FIRMWARE, "*.py"))) + [
+        os.path.join(board_dir(board), f) for f in BOARDS[board]["modules"]]
+
+
+def tree_paths(board, config, files):
+    """Every path build_tree() writes, relative, with /."""
+    paths = ["lib/" + os.path.splitext(os.path.basename(s))[0] + ".mpy" for s in _sources(board)]
+    return paths + ["main.py"] + sorted(dict(files or {}, **({"config.json": config}
+                                                              if config else {})))
+
+
+def build_tree(out, board, config, march, files=None):
+    """Write the exact tree that goes on the board into `out`; return its paths (with /)."""
+    written = []
     lib = os.path.join(out, "lib")
     os.makedirs(lib, exist_ok=True)
-    sources = sorted(glob.glob(os.path.join(FIRMWARE, "*.py")))
-    sources += [os.path.join(board_dir(board), f) for f in BOARDS[board]]
-    for src in sources:
-        dst = os.path.join(lib, os.path.splitext(os.path.basename(src))[0] + ".mpy")
-        res = subprocess.run(["mpy-cross", "-march=" + march, "-o", dst, src],
-                             capture_output=True, text=True)
+    for src in _sources(board):
+        name = os.path.splitext(os.path.basename(src))[0] + ".mpy"
+        res = subprocess.run(["mpy-cross", "-march=" + march, "-o", os.path.join(lib, name),
+                              src], capture_output=True, text=True)
         if res.returncode:
             raise DeployError("mpy-cross %s: %s" % (src, res.stderr.strip()))
+        written.append("lib/" + name)
     with open(os.path.join(out, "main.py"), "wb") as f:
         f.write(MAIN)
+    written.append("main.py")
+    copies = dict(files or {})
     if config:
-        shutil.copy(config, os.path.join(out, "config.json"))
-    return out
+        copies["config.json"] = config
+    for rel, local in sorted(copies.items()):
+        dst = os.path.join(out, *rel.split("/"))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copyfile(local, dst)
+        written.append(rel)
+    return written
+
+
+def describe(written, config, files):
+    mods = sum(1 for p in written if p.startswith("lib/"))
+    parts = ["main.py", "lib/ (%d modules)" % mods]
+    if config:
+        parts.append("config.json <- %s" % config)
+    parts += ["%s <- %s" % (rel, local) for rel, local in sorted(files.items())]
+    return ", ".join(parts)
+
+
+def write_dry_run(out, board, config, march, files, force):
+    """The tree into `out`, which must be new, empty, or an earlier dry run's (or --force)."""
+    marker = os.path.join(out, MARKER)
+    previous = []
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise DeployError("%s is a file, not a directory" % out)
+    if os.path.isfile(marker):
+        with open(marker) as f:
+            previous = [line.strip() for line in f if line.strip()]
+    elif os.path.isdir(out) and os.listdir(out) and not force:
+        raise DeployError("%s is not empty and was not made by deploy: nothing written. Give "
+                          "a new directory, or --force to write beside what is there "
+                          "(nothing is deleted or overwritten)" % out)
+    clash = [rel for rel in tree_paths(board, config, files) if rel not in previous
+             and os.path.lexists(os.path.join(out, *rel.split("/")))]
+    if clash:
+        raise DeployError("%s already has %s, which deploy did not write: nothing written"
+                          % (out, ", ".join(clash)))
+    for rel in previous:  # what an earlier dry run wrote here, and only that
+        path = os.path.join(out, *rel.split("/"))
+        if ".." not in rel.split("/") and os.path.isfile(path):
+            os.remove(path)
+    written = build_tree(out, board, config, march, files)
+    with open(marker, "w") as f:
+        f.write("".join(p + "\n" for p in written))
+    return written
+
+
+# -- the board
 
 
 def mpremote(port, *args, capture=True):
@@ -78,7 +231,10 @@ def mpremote(port, *args, capture=True):
         raise DeployError("no answer from the board on %s" % port)
     if res.returncode:
         msg = (res.stderr or res.stdout or "").strip().splitlines()
-        raise DeployError("mpremote on %s failed: %s" % (port, msg[-1] if msg else res.returncode))
+        text = msg[-1] if msg else "exit status %d" % res.returncode
+        if "in use" in text:
+            text += ": is make repl, make logs or a serial monitor still attached?"
+        raise DeployError("mpremote on %s failed: %s" % (port, text))
     return res.stdout
 
 
@@ -93,35 +249,43 @@ def check_mpy_version(port):
 
 
 def remote_hashes(port):
+    """{path: sha256} of the board's files; directories as "path/": None."""
     out = mpremote(port, "exec", _HASHER)
     found = {}
     for line in out.splitlines():
         parts = line.split()
         if len(parts) == 2:
             found[parts[0]] = parts[1]
+        elif len(parts) == 1 and parts[0].endswith("/"):
+            found[parts[0]] = None
     return found
 
 
-def deploy(port, tree):
+def deploy(port, tree, with_config):
     check_mpy_version(port)
     have = remote_hashes(port)
-    sent = 0
-    if "/lib" not in {os.path.dirname(p) for p in have}:
-        try:
-            mpremote(port, "mkdir", ":lib")
-        except DeployError:
-            pass  # already there, and empty
-    for dirpath, _, files in os.walk(tree):
+    if not with_config and "/config.json" not in have:
+        raise DeployError("the board on %s has no config.json and no CONFIG was given: "
+                          "make deploy PORT=%s CONFIG=your.json (template: %s)"
+                          % (port, port, TEMPLATE))
+    sent = unchanged = 0
+    for dirpath, dirs, files in os.walk(tree):
+        dirs.sort()
+        rel_dir = os.path.relpath(dirpath, tree).replace(os.sep, "/")
+        if rel_dir != "." and "/%s/" % rel_dir not in have:
+            mpremote(port, "mkdir", ":" + rel_dir)
         for name in sorted(files):
             local = os.path.join(dirpath, name)
             remote = "/" + os.path.relpath(local, tree).replace(os.sep, "/")
             with open(local, "rb") as f:
                 digest = hashlib.sha256(f.read()).hexdigest()
-            if have.get(remote) != digest:
-                mpremote(port, "cp", local, ":" + remote)
-                print("deploy: %s" % remote)
-                sent += 1
-    print("deploy: %d file(s) changed, resetting the board" % sent)
+            if have.get(remote) == digest:
+                unchanged += 1
+                continue
+            mpremote(port, "cp", local, ":" + remote)
+            print("deploy: %s" % remote, flush=True)
+            sent += 1
+    print("deploy: %d file(s) sent, %d unchanged; resetting the board" % (sent, unchanged))
     mpremote(port, "reset")
     return sent
 
@@ -136,21 +300,39 @@ def main(argv=None):
     p.add_argument("--config", help="the installation's config file (never committed)")
     p.add_argument("--march", default="xtensawin", help="mpy-cross architecture")
     p.add_argument("--dry-run", metavar="DIR", help="write the tree to DIR instead")
+    p.add_argument("--force", action="store_true",
+                   help="--dry-run into a directory deploy did not make (nothing there is "
+                   "deleted or overwritten)")
     a = p.parse_args(argv)
     try:
-        if a.config and not os.path.exists(a.config):
-            raise DeployError("config %s not found (template: boards/esp32/config.example.json)"
-                              % a.config)
+        # Everything is checked before anything is written, here or on the board.
+        files = {}
+        if a.config:
+            cfg = load_config(a.config, a.board)
+            files = named_files(cfg, a.config)
+            print("deploy: config %s: device %s, broker %s%s" % (
+                a.config, cfg["device_id"], cfg["broker"],
+                ", TLS with %s" % cfg["ca_file"] if cfg.get("ca_file") else ""))
         if a.dry_run:
-            if os.path.isdir(a.dry_run):
-                shutil.rmtree(a.dry_run)
-            build_tree(a.dry_run, a.board, a.config, a.march)
-            print("deploy: tree written to %s" % a.dry_run)
+            written = write_dry_run(a.dry_run, a.board, a.config, a.march, files, a.force)
+            print("deploy: tree written to %s: %s" % (a.dry_run, describe(written, a.config,
+                                                                          files)))
+            if not a.config:
+                warn("no CONFIG given: the tree has no config.json (a board without one "
+                     "holds the charger safe and prints CONFIG ERROR)")
             return 0
         if not a.port:
             raise DeployError("no PORT given: make deploy PORT=/dev/ttyUSB0 CONFIG=my.json")
+        problem = port_problem(a.port)
+        if problem:
+            raise DeployError(problem)
+        if not a.config:
+            warn("no CONFIG given: the board keeps the config.json it has")
         with tempfile.TemporaryDirectory() as tmp:
-            deploy(a.port, build_tree(tmp, a.board, a.config, a.march))
+            written = build_tree(tmp, a.board, a.config, a.march, files)
+            print("deploy: to %s: %s" % (a.port, describe(written, a.config, files)),
+                  flush=True)
+            deploy(a.port, tmp, bool(a.config))
         return 0
     except DeployError as e:
         print("deploy: error: %s" % e, file=sys.stderr)

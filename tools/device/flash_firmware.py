@@ -3,13 +3,82 @@
   python -m tools.device.flash_firmware --port /dev/ttyUSB0 --image ESP32_GENERIC-v1.27.0.bin
 
 Nothing is downloaded: bring the image (micropython.org/download/ESP32_GENERIC, a build
-with umqtt.simple and requests frozen in, as the official ones are). Erases the flash
-first, so the NVS (the persisted cap) starts empty.
+with umqtt.simple and requests frozen in, as the official ones are). The image is checked
+on this computer first (esptool's image magic 0xE9, the chip it is built for, a full
+firmware and not just the application); only then does esptool erase the whole flash (so
+the NVS, and the persisted cap with it, starts empty) and write the image, in one run.
 """
 import argparse
 import os
+import re
+import struct
 import subprocess
 import sys
+
+from esptool.bin_image import LoadFirmwareImage
+from esptool.targets import CHIP_DEFS
+from esptool.util import FatalError
+
+from tools.device.ports import port_problem
+
+ESP_IMAGE_MAGIC = 0xE9
+CHIPS = sorted(name for name, rom in CHIP_DEFS.items() if getattr(rom, "IMAGE_CHIP_ID", None)
+               is not None)
+
+
+class FlashError(Exception):
+    pass
+
+
+def check_image(path, chip):
+    """Refuse an image that cannot be the full firmware for `chip`; say what it is instead."""
+    name = os.path.basename(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise FlashError("cannot read image %s: %s" % (path, e.strerror))
+    if not data or data[0] != ESP_IMAGE_MAGIC:
+        raise FlashError("%s is not an ESP32 firmware image (it starts with %s, not the "
+                         "magic byte 0xE9): use a .bin from micropython.org/download/"
+                         "ESP32_GENERIC" % (name, "0x%02X" % data[0] if data else "nothing"))
+    try:
+        image = LoadFirmwareImage(chip, data)
+    except (FatalError, struct.error, RuntimeError, ValueError) as e:
+        raise FlashError("%s is damaged or truncated (esptool: %s)" % (name, e))
+    wanted = CHIP_DEFS[chip].IMAGE_CHIP_ID
+    if image.chip_id != wanted:
+        built_for = [n for n, rom in CHIP_DEFS.items()
+                     if getattr(rom, "IMAGE_CHIP_ID", None) == image.chip_id]
+        raise FlashError("%s is built for %s, not %s: pick the image for this board's chip"
+                         % (name, built_for[0] if built_for else "chip id %d" % image.chip_id,
+                            chip))
+    # The full firmware starts with the second-stage bootloader, which runs from RAM; an
+    # application image (micropython.bin, for 0x10000) has segments mapped from flash.
+    if any(image.is_flash_addr(s.addr) for s in image.segments):
+        raise FlashError("%s is an application image (as micropython.bin, for 0x10000), not "
+                         "the full firmware: use the ESP32_GENERIC-*.bin download" % name)
+    return image
+
+
+def esptool(args):
+    """Run esptool: its progress goes to the terminal as it comes, its errors are kept."""
+    proc = subprocess.Popen([sys.executable, "-m", "esptool", *args], stderr=subprocess.PIPE,
+                            text=True, errors="replace")
+    _, err = proc.communicate()
+    return proc.returncode, err
+
+
+def esptool_error(stderr):
+    """esptool's own words for what went wrong: its fatal error line and hint, colour removed."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", stderr)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "fatal error occurred" in line.lower() or line.startswith("ERROR"):
+            message = re.sub(r"^(ERROR:?\s*)?(A fatal error occurred:\s*)?", "", line)
+            hint = next((h for h in lines[i + 1:] if h.startswith("Hint:")), None)
+            return message + (" (%s)" % hint if hint else "")
+    return lines[-1] if lines else "no message"
 
 
 def main(argv=None):
@@ -19,24 +88,34 @@ def main(argv=None):
                                 epilog=__doc__.split("\n", 2)[2])
     p.add_argument("--port", help="serial port, e.g. /dev/ttyUSB0")
     p.add_argument("--image", help="the MicroPython .bin to write")
-    p.add_argument("--chip", default="esp32")
-    p.add_argument("--offset", default="0x1000", help="0x1000 for the ESP32, 0 for S3/C3")
+    p.add_argument("--chip", default="esp32", choices=CHIPS)
+    p.add_argument("--offset", help="where the image goes (default: the chip's bootloader "
+                   "offset, 0x1000 on the ESP32, 0 on the S3 and C3)")
     a = p.parse_args(argv)
-    if not a.port or not a.image:
-        print("flash: error: give both PORT and IMAGE: make flash PORT=/dev/ttyUSB0 "
-              "IMAGE=firmware.bin", file=sys.stderr)
+    try:
+        if not a.port or not a.image:
+            raise FlashError("give both PORT and IMAGE: make flash PORT=/dev/ttyUSB0 "
+                             "IMAGE=firmware.bin")
+        if not os.path.isfile(a.image):
+            raise FlashError("image %s not found" % a.image)
+        check_image(a.image, a.chip)
+        problem = port_problem(a.port)
+        if problem:
+            raise FlashError(problem)
+        offset = a.offset or "0x%x" % CHIP_DEFS[a.chip].BOOTLOADER_FLASH_OFFSET
+        print("flash: %s -> %s on %s at %s; the whole flash is erased first (NVS too)"
+              % (os.path.basename(a.image), a.chip, a.port, offset), flush=True)
+        # One esptool run: it checks the image against the chip it finds before erasing.
+        code, err = esptool(["--chip", a.chip, "--port", a.port, "write-flash", "--erase-all",
+                             "-z", offset, a.image])
+        if code:
+            raise FlashError("esptool write-flash on %s failed: %s" % (a.port,
+                                                                       esptool_error(err)))
+        if err.strip():
+            print(err.strip(), file=sys.stderr)  # warnings worth seeing
+    except FlashError as e:
+        print("flash: error: %s" % e, file=sys.stderr)
         return 2
-    if not os.path.isfile(a.image):
-        print("flash: error: image %s not found" % a.image, file=sys.stderr)
-        return 2
-    base = [sys.executable, "-m", "esptool", "--chip", a.chip, "--port", a.port]
-    for step in (["erase_flash"], ["write_flash", "-z", a.offset, a.image]):
-        res = subprocess.run(base + step, capture_output=True, text=True)
-        if res.returncode:
-            lines = (res.stderr + res.stdout).strip().splitlines()
-            print("flash: error: esptool %s on %s failed: %s" % (
-                step[0], a.port, lines[-1] if lines else res.returncode), file=sys.stderr)
-            return 2
     print("flash: %s written to %s" % (os.path.basename(a.image), a.port))
     return 0
 

@@ -1,0 +1,235 @@
+"""make deploy and make flash: nothing is written, here or on a board, until the input is
+known good; no user file is ever deleted or overwritten; every failure is one clear line."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from esptool.bin_image import ELFSection, ESP32FirmwareImage, ESP32S3FirmwareImage
+
+from tools.device import flash_firmware
+from tools.device.deploy import MARKER, build_tree
+from tools.paths import BOARDS, ROOT
+
+TEMPLATE = os.path.join(BOARDS, "esp32", "config.example.json")
+
+
+def run(module, *args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+
+
+def one_error(r, prefix):
+    """The failure is a single line starting with the tool's name, and no traceback."""
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, r
+    assert len(lines) == 1 and lines[0].startswith(prefix), r.stderr
+    return lines[0]
+
+
+def snapshot(d):
+    return {os.path.relpath(os.path.join(p, f), d): open(os.path.join(p, f), "rb").read()
+            for p, _, files in os.walk(d) for f in files}
+
+
+@pytest.fixture
+def good(tmp_path):
+    """The template filled in, with its CA file beside it: a config deploy accepts."""
+    cfg = json.load(open(TEMPLATE))
+    cfg["password"] = "s3cret"
+    cfg["wifi"] = {"ssid": "garage", "password": "wifi-s3cret"}
+    (tmp_path / "ca.der").write_bytes(b"\x30\x82 a DER certificate")
+    path = tmp_path / "garage.local.json"
+    path.write_text(json.dumps(cfg))
+    return path, cfg
+
+
+def write(tmp_path, cfg, name="install.json"):
+    path = tmp_path / name
+    path.write_text(cfg if isinstance(cfg, str) else json.dumps(cfg))
+    return str(path)
+
+
+# -- deploy: the dry-run directory
+
+
+def test_dry_run_refuses_a_directory_it_did_not_make(tmp_path):
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "notes.txt").write_text("my notes")
+    before = snapshot(d)
+    line = one_error(run("tools.device.deploy", "--dry-run", str(d)), "deploy: error:")
+    assert "not empty and was not made by deploy" in line
+    assert snapshot(d) == before
+    # `--dry-run .` from a checkout is the same case.
+    line = one_error(run("tools.device.deploy", "--dry-run", ".", cwd=str(d)), "deploy: error:")
+    assert snapshot(d) == before
+
+
+def test_dry_run_replaces_only_what_it_wrote_before(tmp_path, good):
+    config, _ = good
+    d = tmp_path / "tree"
+    r = run("tools.device.deploy", "--dry-run", str(d), "--config", str(config))
+    assert r.returncode == 0, r.stderr
+    assert (d / MARKER).exists() and (d / "lib" / "agent.mpy").exists()
+    (d / "notes.txt").write_text("mine")
+    (d / "lib" / "gone.mpy").write_text("from an older tree")  # listed as deploy's own
+    with open(d / MARKER, "a") as f:
+        f.write("lib/gone.mpy\n")
+    r = run("tools.device.deploy", "--dry-run", str(d), "--config", str(config))
+    assert r.returncode == 0, r.stderr
+    assert (d / "notes.txt").read_text() == "mine"
+    assert not (d / "lib" / "gone.mpy").exists()
+    assert (d / "config.json").read_bytes() == config.read_bytes()
+
+
+def test_force_writes_beside_other_files_and_never_over_them(tmp_path):
+    d = tmp_path / "project"
+    d.mkdir()
+    (d / "notes.txt").write_text("mine")
+    r = run("tools.device.deploy", "--dry-run", str(d), "--force")
+    assert r.returncode == 0, r.stderr
+    assert (d / "notes.txt").read_text() == "mine" and (d / "main.py").exists()
+    e = tmp_path / "other"
+    e.mkdir()
+    (e / "main.py").write_text("my own main.py")
+    before = snapshot(e)
+    line = one_error(run("tools.device.deploy", "--dry-run", str(e), "--force"),
+                     "deploy: error:")
+    assert "already has main.py" in line and snapshot(e) == before
+
+
+# -- deploy: the config, checked before anything is written
+
+
+def _bad(cfg, change):
+    cfg = json.loads(json.dumps(cfg))
+    change(cfg)
+    return cfg
+
+
+BAD_CONFIGS = [
+    ("truncated", None, "is not valid JSON"),
+    ("adc2", lambda c: c["pins"].update(pilot_adc=4), "pins.pilot_adc must be on ADC1"),
+    ("placeholder", lambda c: c["wifi"].update(password="CHANGE-ME"),
+     "wifi.password is still CHANGE-ME"),
+    ("phases", lambda c: c.update(phases=2), "phases must be 1 or 3"),  # firmware/config.py
+    ("input-only", lambda c: c["pins"].update(contactor=35), "pins.contactor must be an output"),
+    ("same pin", lambda c: c["pins"].update(led=26), "are both GPIO26"),
+    ("no ca file", lambda c: c.update(ca_file="missing.der"), "not beside the config"),
+    ("ca outside", lambda c: c.update(ca_file="../ca.der"), "must be a file name on the board"),
+]
+
+
+@pytest.mark.parametrize("name,change,message", BAD_CONFIGS, ids=[b[0] for b in BAD_CONFIGS])
+def test_a_bad_config_is_refused_before_anything_is_written(tmp_path, good, name, change,
+                                                            message):
+    path, cfg = good
+    if change is None:
+        bad = write(tmp_path, path.read_text()[:150])
+    else:
+        bad = write(tmp_path, _bad(cfg, change))
+    out = tmp_path / "tree"
+    line = one_error(run("tools.device.deploy", "--dry-run", str(out), "--config", bad),
+                     "deploy: error:")
+    assert message in line
+    assert not out.exists()
+    # Before the board too: the config's error comes first, not the (missing) port's.
+    line = one_error(run("tools.device.deploy", "--port", "/dev/ttyNOBOARD", "--config", bad),
+                     "deploy: error:")
+    assert message in line and "ttyNOBOARD" not in line
+
+
+def test_the_template_itself_is_refused_for_its_placeholders(tmp_path):
+    line = one_error(run("tools.device.deploy", "--dry-run", str(tmp_path / "t"), "--config",
+                         TEMPLATE), "deploy: error:")
+    assert "password is still CHANGE-ME" in line and "wifi.ssid is still CHANGE-ME" in line
+
+
+def test_the_tree_has_the_config_and_every_file_it_names(tmp_path, good):
+    path, cfg = good
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "client.der").write_bytes(b"client certificate")
+    cfg["cert_file"] = "certs/client.der"
+    config = write(tmp_path, cfg)
+    out = tmp_path / "tree"
+    r = run("tools.device.deploy", "--dry-run", str(out), "--config", config)
+    assert r.returncode == 0, r.stderr
+    assert (out / "config.json").read_bytes() == open(config, "rb").read()
+    assert (out / "ca.der").read_bytes() == (tmp_path / "ca.der").read_bytes()
+    assert (out / "certs" / "client.der").read_bytes() == b"client certificate"
+    assert "ca.der <- " in r.stdout and "certs/client.der <- " in r.stdout
+
+
+def test_the_tree_compiles_for_xtensawin(tmp_path):
+    tree = str(tmp_path / "t")
+    written = build_tree(tree, "esp32", None, "xtensawin")
+    libs = sorted(os.listdir(os.path.join(tree, "lib")))
+    assert sorted("lib/" + f for f in libs) == sorted(p for p in written if p.startswith("lib/"))
+    assert {"esp32_board.mpy", "esp32_main.mpy", "esp32_pins.mpy", "agent.mpy"} <= set(libs)
+    assert not [f for f in libs if f.startswith("sim")]
+    assert open(os.path.join(tree, "main.py")).read() == "import esp32_main\n"
+
+
+def test_no_config_is_warned_about(tmp_path):
+    r = run("tools.device.deploy", "--dry-run", str(tmp_path / "t"))
+    assert r.returncode == 0 and "warning: no CONFIG given" in r.stderr
+
+
+def test_deploy_and_flash_name_a_missing_port_and_what_is_wrong(tmp_path, good):
+    path, _ = good
+    line = one_error(run("tools.device.deploy", "--port", "/dev/ttyNOBOARD", "--config",
+                         str(path)), "deploy: error:")
+    assert "/dev/ttyNOBOARD does not exist" in line and "it may be in use" not in line
+    one_error(run("tools.device.deploy"), "deploy: error: no PORT given")
+    one_error(run("tools.device.flash_firmware"), "flash: error: give both PORT and IMAGE")
+    line = one_error(run("tools.device.flash_firmware", "--port", "/dev/ttyNOBOARD", "--image",
+                         str(image(tmp_path, "boot.bin"))), "flash: error:")
+    assert "/dev/ttyNOBOARD does not exist" in line
+    for tool in ("tools.device.deploy", "tools.device.flash_firmware"):
+        r = run(tool, "--help")
+        assert r.returncode == 0 and "usage: make" in r.stdout
+
+
+# -- flash: the image is checked before esptool may erase anything
+
+
+def image(tmp_path, name, cls=ESP32FirmwareImage, addr=0x3FFF0000):
+    """An image esptool's own classes build: a bootloader-like segment in RAM by default."""
+    img = cls()
+    img.segments = [ELFSection(b".dram0.data", addr, b"\0" * 64, 0)]
+    img.entrypoint = 0x40080400
+    path = tmp_path / name
+    img.save(str(path))
+    return path
+
+
+def test_a_bad_image_is_refused_before_esptool_runs(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(flash_firmware, "esptool", lambda args: calls.append(args) or (0, ""))
+    (tmp_path / "zero.bin").write_bytes(b"\0" * 4096)
+    (tmp_path / "short.bin").write_bytes(b"\xe9\x03")
+    cases = [
+        (tmp_path / "zero.bin", "not an ESP32 firmware image"),
+        (tmp_path / "short.bin", "damaged or truncated"),
+        (image(tmp_path, "s3.bin", ESP32S3FirmwareImage, 0x3FCE3810), "built for esp32s3"),
+        (image(tmp_path, "app.bin", addr=0x400D0020), "an application image"),
+    ]
+    for path, message in cases:
+        assert flash_firmware.main(["--port", "/dev/null", "--image", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert calls == []  # esptool never ran: nothing was erased
+    assert flash_firmware.main(["--port", "/dev/null", "--image",
+                                str(image(tmp_path, "good.bin"))]) == 0
+    assert calls == [["--chip", "esp32", "--port", "/dev/null", "write-flash", "--erase-all",
+                      "-z", "0x1000", str(tmp_path / "good.bin")]]
+
+
+def test_esptool_takes_our_command_and_its_own_error_is_reported(tmp_path):
+    # The installed esptool parses write-flash --erase-all (no usage error), fails on the
+    # port, and the person sees esptool's own sentence, not a cut last line.
+    line = one_error(run("tools.device.flash_firmware", "--port", "socket://127.0.0.1:1",
+                         "--image", str(image(tmp_path, "boot.bin"))), "flash: error:")
+    assert "Could not open socket://127.0.0.1:1" in line, line
