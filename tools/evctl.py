@@ -1,16 +1,27 @@
 """evctl: read and drive a charger (and its bench) over MQTT from a terminal.
 
-  python -m tools.evctl --broker 127.0.0.1:PORT read
-  python -m tools.evctl --broker ... cap 7.4            # write max_charge_rate (kW)
-  python -m tools.evctl --broker ... charge | idle [--replace] [--action-id ID]
-  python -m tools.evctl --broker ... watch              # state, events and bench readings
-  python -m tools.evctl --broker ... ev connected=true request=true maxCurrent=16
-  python -m tools.evctl --broker ... fault pilot_short | none
-  python -m tools.evctl --broker ... power off | on
+  evctl status                     # one screen: status, power, cap and limits, last action
+  evctl read                       # the device read, as JSON
+  evctl cap 7.4                    # write max_charge_rate (kW)
+  evctl charge | idle [--replace] [--action-id ID]
+  evctl watch [--raw]              # one line per change (--raw: every message as it comes)
+  evctl ev connected=true request=true maxCurrent=16     # the simulated vehicle (make sim)
+  evctl fault pilot_short | none                         # a bench fault (make sim)
+  evctl power off | on                                   # cut / restore the board's power
+
+The broker comes from --broker HOST:PORT or $EVSE_BROKER, the charger from --device-id or
+$EVSE_DEVICE (default charger-1); `make sim` prints both. Run it as `make evctl ARGS="..."`
+from the repository, or as .venv/bin/evctl from anywhere.
+
+Exit status: 0 done; 1 the charger refused (its error is printed); 2 a bad argument;
+3 the broker or the charger cannot be reached.
 """
 import argparse
+import datetime
 import itertools
 import json
+import math
+import os
 import socket
 import sys
 import threading
@@ -18,13 +29,22 @@ import time
 
 import paho.mqtt.client as mqtt
 
-_ids = itertools.count(1)
+from tools.bench.bench import EV_FIELDS, FAULTS
+
+REFUSED, USAGE, UNREACHABLE = 1, 2, 3
+BENCH_ANSWER_S = 1.5  # the bench publishes readings at once after a bench message
+
+
+class Unreachable(Exception):
+    """The broker or the charger cannot be reached (exit status 3)."""
 
 
 class Charger:
-    """An MQTT client for one charger's topics and its bench's."""
+    """An MQTT client for one charger's topics and its bench's (tests use it too)."""
 
-    def __init__(self, broker, device_id="charger-1", prefix="ev-charger"):
+    def __init__(self, broker, device_id="charger-1", prefix="ev-charger", timeout=10.0):
+        self.address = broker
+        self.device_id = device_id
         self.base = "%s/%s/" % (prefix, device_id)
         self.bench = "bench/%s/" % device_id
         self.cond = threading.Condition()
@@ -32,18 +52,31 @@ class Charger:
         self.events = []
         self.states = []
         self.readings = None
+        self.readings_count = 0
         self.availability = None
         self.on_message = None
-        host, _, port = broker.rpartition(":")
+        self.connected = False
+        self._pending_subs = None
+        # A fresh prefix per client: two evctl runs side by side never share a requestId.
+        self._ids = ("cli-%s-%%d" % os.urandom(4).hex(), itertools.count(1))
+        host, port = split_address(broker)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         self.client.on_message = self._message
         self.client.on_connect = self._subscribe
+        self.client.on_subscribe = self._subscribed
         self.client.reconnect_delay_set(0.1, 0.5)
-        self.client.connect(host, int(port), keepalive=30)
+        try:
+            self.client.connect(host, port, keepalive=30)
+        except (OSError, ValueError) as e:  # refused, unknown host, unreachable, timeout
+            raise Unreachable("cannot reach the broker at %s (%s): is make sim running? "
+                              "It prints the address" % (broker, _reason(e)))
         self.client.loop_start()
-        self.wait(lambda: self.connected, 10)
-
-    connected = False
+        try:
+            self.wait(lambda: self.connected and not self._pending_subs, timeout)
+        except TimeoutError:
+            self.close()
+            raise Unreachable("%s accepts connections but no MQTT broker answers there"
+                              % broker)
 
     def _subscribe(self, client, userdata, flags, reason, props):
         # Requests go out at once: without TCP_NODELAY a request queued behind our own
@@ -51,18 +84,27 @@ class Charger:
         sock = client.socket()
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # Again on every reconnect: a clean session forgets subscriptions.
-        for t in ("responses", "state", "events", "availability"):
-            client.subscribe(self.base + t, qos=1)
-        client.subscribe(self.bench + "readings")
+        # Again on every reconnect: a clean session forgets subscriptions. Brokers send a
+        # subscription's retained messages before acknowledging the next one, so once every
+        # SUBACK is in, a retained availability (if there is one) has arrived.
+        topics = [self.base + t for t in ("responses", "state", "events", "availability")]
+        mids = {client.subscribe(t, qos=1)[1] for t in topics}
+        mids.add(client.subscribe(self.bench + "readings")[1])
         with self.cond:
+            self._pending_subs = mids
             self.connected = True
+            self.cond.notify_all()
+
+    def _subscribed(self, client, userdata, mid, reasons, props):
+        with self.cond:
+            if self._pending_subs:
+                self._pending_subs.discard(mid)
             self.cond.notify_all()
 
     def _message(self, client, userdata, msg):
         text = msg.payload.decode(errors="replace")
+        topic = msg.topic
         with self.cond:
-            topic = msg.topic
             if topic == self.base + "availability":
                 self.availability = text
             else:
@@ -78,9 +120,10 @@ class Charger:
                     self.events.append(body)
                 elif topic == self.bench + "readings":
                     self.readings = body
+                    self.readings_count += 1
             self.cond.notify_all()
         if self.on_message:
-            self.on_message(msg.topic, text)
+            self.on_message(topic, text)
 
     def wait(self, predicate, timeout=10.0):
         with self.cond:
@@ -88,7 +131,7 @@ class Charger:
                 raise TimeoutError("condition not met within %.1f s" % timeout)
 
     def request(self, kind, body, timeout=10.0):
-        rid = body.get("requestId") or "cli-%d" % next(_ids)
+        rid = body.get("requestId") or self._ids[0] % next(self._ids[1])
         body = dict(body, requestId=rid)
         self.client.publish(self.base + kind, json.dumps(body), qos=1)
         self.wait(lambda: rid in self.replies, timeout)
@@ -109,70 +152,396 @@ class Charger:
         body.update(extra)
         return self.request("commands", body)
 
+    def _bench(self, name, body):
+        # QoS 1 and wait for the broker's PUBACK: the message is the broker's before we leave.
+        info = self.client.publish(self.bench + name, json.dumps(body), qos=1)
+        info.wait_for_publish(5)
+
     def ev(self, **fields):
-        self.client.publish(self.bench + "ev", json.dumps(fields), qos=1)
+        self._bench("ev", fields)
 
     def fault(self, name):
-        self.client.publish(self.bench + "fault", json.dumps({"fault": name}), qos=1)
+        self._bench("fault", {"fault": name})
 
     def power(self, on):
-        self.client.publish(self.bench + "power", json.dumps({"on": on}), qos=1)
+        self._bench("power", {"on": on})
 
     def close(self):
-        self.client.loop_stop()
+        # Disconnect first: loop_stop() before it leaves the DISCONNECT to a timeout (~1 s).
         self.client.disconnect()
+        self.client.loop_stop()
 
 
-def _value(text):
+def split_address(text):
+    host, sep, port = (text or "").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("%r is not HOST:PORT" % text)
+    return host, int(port)
+
+
+def _reason(e):
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, socket.gaierror):
+        return "unknown host"
+    if isinstance(e, (socket.timeout, TimeoutError)):
+        return "no answer"
+    return getattr(e, "strerror", None) or str(e)
+
+
+# -- the command line
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line, no usage dump: the person sees what is wrong and where help is.
+        self.exit(USAGE, "%s: error: %s (evctl --help)\n" % (self.prog, message))
+
+
+def _broker(text):
     try:
-        return json.loads(text)
+        split_address(text)
     except ValueError:
-        return text
+        raise argparse.ArgumentTypeError(
+            "%r is not HOST:PORT (make sim prints the broker's address)" % text)
+    return text
+
+
+def _kw(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError("%r is not a power in kW (e.g. 7.4)" % text)
+    return value
+
+
+def _ev_field(text):
+    name, sep, raw = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError("%r: write NAME=VALUE, e.g. connected=true" % text)
+    if name not in EV_FIELDS:
+        raise argparse.ArgumentTypeError("unknown vehicle field %r (known: %s)"
+                                         % (name, ", ".join(EV_FIELDS)))
+    kind = EV_FIELDS[name][1]
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if kind is bool and type(value) is not bool:
+        raise argparse.ArgumentTypeError("%s must be true or false, not %r" % (name, raw))
+    if kind is not bool and (type(value) not in (int, float) or value < 0):
+        raise argparse.ArgumentTypeError("%s must be a number of amps, not %r" % (name, raw))
+    return name, value
+
+
+def parse(argv):
+    env_broker = os.environ.get("EVSE_BROKER")
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: the same options are accepted before and after the command.
+    common.add_argument("--broker", type=_broker, default=argparse.SUPPRESS,
+                        help="HOST:PORT (default $EVSE_BROKER%s)"
+                        % (", now %s" % env_broker if env_broker else ""))
+    common.add_argument("--device-id", default=argparse.SUPPRESS,
+                        help="default $EVSE_DEVICE or charger-1")
+    common.add_argument("--prefix", default=argparse.SUPPRESS, help="default ev-charger")
+    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS,
+                        help="seconds to wait for a reply (default 10)")
+    p = _Parser(prog="evctl", description=__doc__.split("\n")[0], parents=[common],
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog=__doc__.split("\n", 2)[2])
+    sub = p.add_subparsers(dest="what", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    add = lambda name, text: sub.add_parser(name, help=text, parents=[common])  # noqa: E731
+    add("status", "one screen: status, power, cap and limits, last action")
+    add("read", "the device read, as JSON")
+    c = add("cap", "write max_charge_rate, the persistent power ceiling (kW)")
+    c.add_argument("kw", type=_kw, metavar="KW")
+    for name in ("charge", "idle"):
+        c = add(name, "the %s command" % name)
+        c.add_argument("--replace", action="store_true",
+                       help="onConflict: cancel_and_replace (take over a running action)")
+        c.add_argument("--action-id", help="an actionId of yours (a repeat is not re-run)")
+    c = add("watch", "one line per change until Ctrl-C")
+    c.add_argument("--raw", action="store_true", help="every message, as it comes")
+    c = add("ev", "set the simulated vehicle (make sim's bench)")
+    c.add_argument("fields", type=_ev_field, nargs="+", metavar="NAME=VALUE",
+                   help=", ".join(EV_FIELDS))
+    c = add("fault", "raise a bench fault, or clear it with none (make sim's bench)")
+    c.add_argument("fault", choices=FAULTS)
+    c = add("power", "cut (off) or restore (on) the board's power (make sim's bench)")
+    c.add_argument("state", choices=("on", "off"), metavar="on|off")
+    a = p.parse_args(argv)
+    a.broker = getattr(a, "broker", None) or env_broker
+    if not a.broker:
+        p.error("no broker: give --broker HOST:PORT or set EVSE_BROKER (make sim prints it)")
+    try:
+        split_address(a.broker)
+    except ValueError:
+        p.error("EVSE_BROKER=%r is not HOST:PORT" % a.broker)
+    a.device_id = getattr(a, "device_id", None) or os.environ.get("EVSE_DEVICE") or "charger-1"
+    a.prefix = getattr(a, "prefix", None) or "ev-charger"
+    a.timeout = getattr(a, "timeout", None) or 10.0
+    return a
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="evctl", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n", 2)[2])
-    p.add_argument("--broker", required=True, help="HOST:PORT (make sim prints it)")
-    p.add_argument("--device-id", default="charger-1")
-    p.add_argument("--prefix", default="ev-charger")
-    p.add_argument("what", choices=("read", "cap", "charge", "idle", "watch", "ev", "fault",
-                                    "power"))
-    p.add_argument("args", nargs="*")
-    p.add_argument("--replace", action="store_true", help="onConflict: cancel_and_replace")
-    p.add_argument("--action-id")
-    a = p.parse_args(argv)
-    c = Charger(a.broker, a.device_id, a.prefix)
-    out = lambda obj: print(json.dumps(obj, indent=2))  # noqa: E731
+    a = parse(sys.argv[1:] if argv is None else argv)
     try:
-        if a.what == "read":
-            out(c.request("read", {}))
-        elif a.what == "cap":
-            out(c.cap(float(a.args[0])))
-        elif a.what in ("charge", "idle"):
-            extra = {}
-            if a.replace:
-                extra["onConflict"] = "cancel_and_replace"
-            if a.action_id:
-                extra["actionId"] = a.action_id
-            out(c.command(a.what, **extra))
-        elif a.what == "ev":
-            c.ev(**{k: _value(v) for k, v in (kv.split("=", 1) for kv in a.args)})
-        elif a.what == "fault":
-            c.fault(a.args[0] if a.args else "none")
-        elif a.what == "power":
-            c.power(a.args[0] == "on")
-        elif a.what == "watch":
-            c.on_message = lambda topic, text: print(topic, text, flush=True)
-            while True:
-                time.sleep(1)
-        time.sleep(0.2)  # let a QoS 1 publish leave before disconnecting
+        c = Charger(a.broker, a.device_id, a.prefix, timeout=5)
+    except Unreachable as e:
+        return _fail(UNREACHABLE, e)
+    try:
+        return RUN[a.what](c, a)
+    except Unreachable as e:
+        return _fail(UNREACHABLE, e)
+    except TimeoutError:
+        return _fail(UNREACHABLE, "%s did not answer within %g s (busy, or its broker link is "
+                     "down: evctl watch shows its availability)" % (a.device_id, a.timeout))
     except KeyboardInterrupt:
-        pass
+        return 0
     finally:
         c.close()
+
+
+def _fail(code, message):
+    print("evctl: error: %s" % message, file=sys.stderr)
+    return code
+
+
+def _online(c):
+    """Refuse at once to talk to a charger that is not there, saying why."""
+    if c.availability is None:
+        try:  # a broker may send a retained message a moment after the SUBACKs
+            c.wait(lambda: c.availability is not None, 0.3)
+        except TimeoutError:
+            raise Unreachable("%s was never seen on %s (no retained availability): check "
+                              "--device-id" % (c.device_id, c.address))
+    if c.availability != "online":
+        raise Unreachable("%s is %s on %s (its last will): is the charger, or make sim, "
+                          "running?" % (c.device_id, c.availability, c.address))
+
+
+def _reply(c, a, kind, body):
+    _online(c)
+    reply = c.request(kind, body, a.timeout)
+    if not reply.get("success"):
+        err = reply.get("error") or {}
+        print("evctl: error: %s refused by %s (%s %s): %s" % (
+            a.what, c.device_id, reply.get("meta", {}).get("status"), err.get("code"),
+            err.get("message")), file=sys.stderr)
+    return reply
+
+
+def _run_read(c, a):
+    reply = _reply(c, a, "read", {})
+    print(json.dumps(reply, indent=2))
+    return 0 if reply.get("success") else REFUSED
+
+
+def _run_cap(c, a):
+    reply = _reply(c, a, "settings", {"settings": {"max_charge_rate": {"value": a.kw,
+                                                                       "unit": "kw"}}})
+    if not reply.get("success"):
+        return REFUSED
+    print("cap: max_charge_rate is %s kW" % _num(a.kw))
+    read = c.request("read", {}, a.timeout).get("data") or {}
+    note = cap_note(a.kw, read)
+    if note:
+        print("note: " + note)
     return 0
+
+
+def cap_note(kw, read):
+    """Why a cap leaves the charger suspended, when it does (J1772 offers 6 A at least)."""
+    state = read.get("state") or {}
+    settings = read.get("settings") or {}
+    if state.get("powerRateLimit") != 0:
+        return None
+    volts = (settings.get("supply_voltage") or {}).get("value")
+    phases = (settings.get("phases") or {}).get("value")
+    least = " (%s kW at %s V x %s)" % (_num(6 * volts * phases / 1000), volts, phases) \
+        if volts and phases else ""
+    return ("%s kW is below the 6 A a charger can offer%s: the charger is suspended until "
+            "the cap is raised" % (_num(kw), least))
+
+
+def _run_command(c, a):
+    extra = {}
+    if a.replace:
+        extra["onConflict"] = "cancel_and_replace"
+    if a.action_id:
+        extra["actionId"] = a.action_id
+    reply = _reply(c, a, "commands", dict(extra, action={"command": a.what}))
+    if not reply.get("success"):
+        return REFUSED
+    data = reply.get("data") or {}
+    print("%s: %s (%s)" % (a.what, data.get("state"), data.get("id")))
+    return 0
+
+
+def _run_bench(c, a):
+    # The bench answers every message with fresh readings; without one the message went
+    # nowhere (a real board, or a device id make sim does not simulate).
+    before = c.readings_count
+    if a.what == "ev":
+        fields = dict(a.fields)
+        c.ev(**fields)
+        said = " ".join("%s=%s" % (k, json.dumps(v)) for k, v in fields.items())
+    elif a.what == "fault":
+        c.fault(a.fault)
+        said = a.fault
+    else:
+        c.power(a.state == "on")
+        said = a.state
+    try:
+        c.wait(lambda: c.readings_count > before, BENCH_ANSWER_S)
+    except TimeoutError:
+        raise Unreachable("no bench answered for %s on %s: bench commands reach make sim "
+                          "only (check --device-id)" % (c.device_id, c.address))
+    print("bench %s: %s %s" % (c.device_id, a.what, said))
+    return 0
+
+
+def _run_status(c, a):
+    reply = _reply(c, a, "read", {})
+    if not reply.get("success"):
+        return REFUSED
+    print(status_screen(c.device_id, c.address, reply.get("data") or {}, c.readings))
+    return 0
+
+
+def _run_watch(c, a):
+    if a.raw:
+        c.on_message = lambda topic, text: print(topic, text, flush=True)
+    else:
+        line = WatchLine(c.device_id)
+        c.on_message = lambda topic, text: line.update(topic[len(c.base):], text)
+        if c.states:  # the retained state that came with the subscription
+            line.update("state", json.dumps(c.states[-1]))
+    while True:
+        time.sleep(1)
+
+
+RUN = {"read": _run_read, "cap": _run_cap, "charge": _run_command, "idle": _run_command,
+       "ev": _run_bench, "fault": _run_bench, "power": _run_bench, "status": _run_status,
+       "watch": _run_watch}
+
+
+# -- for people: rounded values, one screen, one line per change
+
+
+def _num(x, digits=2):
+    """7.4 -> "7.4", 32.0 -> "32", 0.12345 -> "0.12"; None -> "-"."""
+    if x is None:
+        return "-"
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return str(x)
+    return ("%.*f" % (digits, x)).rstrip("0").rstrip(".")
+
+
+def _clock(iso):
+    return iso[11:19] if isinstance(iso, str) and len(iso) >= 19 else "--:--:--"
+
+
+def _event_text(event):
+    if not isinstance(event, dict):
+        return str(event)
+    data = event.get("data") or {}
+    detail = [str(data[k]) for k in ("actionId", "fault", "sessionId", "reason") if data.get(k)]
+    if data.get("energy") is not None:
+        detail.append("%s kWh" % _num(data["energy"]))
+    return " ".join([str(event.get("type"))] + detail)
+
+
+def _summary(read):
+    """The few values a person looks at first, from a device read."""
+    state = read.get("state") or {}
+    cap = (read.get("settings") or {}).get("max_charge_rate") or {}
+    return {"status": state.get("status"), "power": state.get("currentPower"),
+            "cap": cap.get("value"), "limit": state.get("limitedBy"),
+            "offered": state.get("offeredCurrent"), "energy": state.get("sessionEnergy"),
+            "fault": state.get("fault")}
+
+
+def status_screen(device_id, address, read, readings=None):
+    s = _summary(read)
+    state = read.get("state") or {}
+    settings = read.get("settings") or {}
+    value = lambda key: (settings.get(key) or {}).get("value")  # noqa: E731
+    status = s["status"] or "-"
+    if s["fault"]:
+        status += ", fault " + s["fault"]
+    rows = [
+        ("status", "%s (pilot %s, contactor %s)" % (status, state.get("pilot", "-"),
+                                                    state.get("contactor", "-"))),
+        ("power", "%s kW now, %s A offered" % (_num(s["power"]), _num(s["offered"], 1))),
+        ("session", "%s kWh" % _num(s["energy"])),
+        ("cap", "%s kW (max_charge_rate); allowed now %s kW, limited by %s" % (
+            _num(s["cap"]), _num(state.get("powerRateLimit")), s["limit"] or "-")),
+        ("installation", "%s A max, %s V x %s phase(s)%s" % (
+            _num(value("max_current")), _num(value("supply_voltage")), _num(value("phases")),
+            ", can deliver %s kW" % _num(state["effectiveMax"])
+            if state.get("effectiveMax") is not None else "")),
+    ]
+    action = read.get("lastAction")
+    rows.append(("last action", "%s %s: %s at %s" % (
+        action.get("command"), action.get("id"), action.get("state"),
+        _clock(action.get("updatedAt"))) if action else "none"))
+    changes = ((read.get("diagnostics") or {}).get("transitions") or [])[-3:]
+    rows.append(("recent", "; ".join("%s %s -> %s (%s)" % (
+        _clock(t.get("at")), t.get("from") or "-", t.get("to"), t.get("cause")) for t in changes)
+        or "-"))
+    if readings:
+        pilot = readings.get("pilot") or {}
+        rows.append(("bench", "pilot %s at %s %%, contactor %s, %s A" % (
+            pilot.get("state"), _num(pilot.get("dutyPercent")), readings.get("contactor"),
+            _num(readings.get("current"), 1))))
+    width = max(len(k) for k, _ in rows)
+    head = "%s on %s: online" % (device_id, address)
+    return "\n".join([head] + ["  %-*s  %s" % (width, k, v) for k, v in rows])
+
+
+class WatchLine:
+    """Prints one line whenever what a person would look at changes, or an event arrives."""
+
+    def __init__(self, device_id, out=None):
+        self.device_id = device_id
+        self.out = out or sys.stdout
+        self.shown = None
+        self.summary = None
+        self.event = "-"
+
+    def update(self, kind, text):
+        if kind == "availability":
+            self._print("%s is %s" % (self.device_id, text))
+            return
+        try:
+            body = json.loads(text)
+        except ValueError:
+            return
+        if kind == "state" and isinstance(body, dict):
+            self.summary = _summary(body.get("data") or {})
+        elif kind == "events":
+            self.event = _event_text(body)
+            self.shown = None  # an event is a change of its own
+        else:
+            return
+        if self.summary is None:
+            return
+        s = self.summary
+        line = "%-10s %6s kW  cap %s kW (%s)  offered %s A  session %s kWh%s  | %s" % (
+            s["status"], _num(s["power"]), _num(s["cap"]), s["limit"] or "-",
+            _num(s["offered"], 1), _num(s["energy"]),
+            "  fault " + s["fault"] if s["fault"] else "", self.event)
+        if line != self.shown:
+            self.shown = line
+            self._print(line)
+
+    def _print(self, text):
+        now = datetime.datetime.now().strftime("%H:%M:%S")
+        print("%s %s" % (now, text), file=self.out, flush=True)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,10 @@ SERIES_OHM = 1000.0
 DIODE_V = 0.7
 FAULTS = ("none", "pilot_short", "diode_short", "contactor_weld", "contactor_stuck_open",
           "rcd_trip", "overcurrent")
+# The vehicle's fields on bench/{id}/ev (sparse): JSON name -> (Vehicle attribute, JSON type).
+EV_FIELDS = {"connected": ("connected", bool), "request": ("request", bool),
+             "maxCurrent": ("max_current", float), "ventilation": ("ventilation", bool),
+             "asleep": ("asleep", bool), "obeysPilot": ("obeys_pilot", bool)}
 
 
 class Bench:
@@ -131,9 +135,7 @@ class Bench:
     def set_ev(self, fields):
         self.ev_changed_at = self.t
         v = self.vehicle
-        for key, attr in (("connected", "connected"), ("request", "request"),
-                          ("maxCurrent", "max_current"), ("ventilation", "ventilation"),
-                          ("asleep", "asleep"), ("obeysPilot", "obeys_pilot")):
+        for key, (attr, _) in EV_FIELDS.items():
             if key in fields:
                 setattr(v, attr, fields[key])
 
