@@ -1,4 +1,5 @@
 # Everything a fresh machine needs is set up by these targets (Python 3.11+ required).
+# `make` alone, or `make help`, lists them.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,14 +9,39 @@ PORT ?=
 BOARD ?= esp32
 CONFIG ?=
 IMAGE ?=
+BROKER ?=
 
-.PHONY: test sim bench compile deploy flash repl logs clean
+.DEFAULT_GOAL := help
+.PHONY: help test sim evctl bench compile deploy flash repl logs clean
+
+help:
+	@echo 'make sim       the simulated charger on a local broker; prints what to type next'
+	@echo '               (ARGS="--device-id ID --state-dir DIR --phases 3 ..."; BROKER=HOST:PORT'
+	@echo '               uses that broker instead of starting one)'
+	@echo 'make evctl ARGS="status"   drive it: status, read, cap 7.4, charge, idle, watch,'
+	@echo '               ev connected=true, fault pilot_short, power off (ARGS=--help for all;'
+	@echo '               the same CLI is .venv/bin/evctl, usable from anywhere)'
+	@echo 'make test      set up .venv (first time: about a minute), compile, run host_tests/'
+	@echo 'make bench     measure the charger against the physical limits (a table)'
+	@echo 'make flash PORT=/dev/ttyUSB0 IMAGE=ESP32_GENERIC-v1.26.0.bin   MicroPython, once'
+	@echo 'make deploy PORT=/dev/ttyUSB0 CONFIG=garage.local.json        the agent and its config'
+	@echo '               (ARGS="--dry-run DIR" writes the tree to DIR instead)'
+	@echo 'make repl PORT=/dev/ttyUSB0    the board'"'"'s REPL'
+	@echo 'make logs PORT=/dev/ttyUSB0    watch the board'"'"'s console without resetting it'
+	@echo 'make clean     remove build/ and .venv/'
 
 $(BIN)/pytest: requirements.txt
+	@echo "make: setting up $(VENV) (about a minute the first time) ..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install -r requirements.txt
 	touch $@
+
+# evctl from anywhere: the CLI with this checkout on its path.
+$(BIN)/evctl: $(BIN)/pytest
+	printf '#!/bin/sh\nPYTHONPATH="%s" exec "%s/python" -m tools.evctl "$$@"\n' \
+		"$(CURDIR)" "$(CURDIR)/$(BIN)" > $@
+	chmod +x $@
 
 build/lib/umqtt/simple.py: $(BIN)/pytest
 	$(BIN)/python tools/fetch_umqtt.py
@@ -23,11 +49,17 @@ build/lib/umqtt/simple.py: $(BIN)/pytest
 compile: $(BIN)/pytest
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.device.compile build/mpy
 
-test: $(BIN)/pytest build/lib/umqtt/simple.py
+test: $(BIN)/pytest $(BIN)/evctl build/lib/umqtt/simple.py
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q host_tests
 
-sim: $(BIN)/pytest build/lib/umqtt/simple.py compile
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.bench.sim $(ARGS)
+# exec: the launcher takes the terminal's Ctrl-C and stops cleanly (make prints no
+# "*** Interrupt" for a clean stop).
+sim: $(BIN)/pytest $(BIN)/evctl build/lib/umqtt/simple.py compile
+	PATH=$(CURDIR)/$(BIN):$$PATH exec $(BIN)/python -m tools.bench.sim \
+		$(if $(BROKER),--broker $(BROKER)) $(ARGS)
+
+evctl: $(BIN)/evctl
+	@PATH=$(CURDIR)/$(BIN):$$PATH exec $(BIN)/evctl $(if $(BROKER),--broker $(BROKER)) $(ARGS)
 
 bench: $(BIN)/pytest build/lib/umqtt/simple.py compile
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.measure.perf $(ARGS)
@@ -40,10 +72,10 @@ flash: $(BIN)/pytest
 	$(BIN)/python -m tools.device.flash_firmware $(if $(PORT),--port $(PORT)) $(if $(IMAGE),--image $(IMAGE)) $(ARGS)
 
 repl: $(BIN)/pytest
-	$(BIN)/mpremote connect $(or $(PORT),auto) repl
+	exec $(BIN)/mpremote connect $(or $(PORT),auto) repl
 
 logs: $(BIN)/pytest
-	$(BIN)/mpremote connect $(or $(PORT),auto) resume repl
+	exec $(BIN)/mpremote connect $(or $(PORT),auto) resume repl
 
 clean:
 	rm -rf build $(VENV)

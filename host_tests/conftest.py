@@ -6,11 +6,18 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tools.bench import children  # noqa: E402
 from tools.bench.rig import InProcessRig, ProcessRig  # noqa: E402
 from tools.paths import BUILD, MPY_DIR, cpython_paths  # noqa: E402
 from tools.device.compile import compile_all  # noqa: E402
 
 cpython_paths()
+
+
+def pytest_configure(config):
+    # A closed terminal or a kill ends the run like Ctrl-C: brokers and simulators the
+    # tests started are stopped at exit (tools/bench/children.py) instead of left running.
+    children.exit_on_hangup()
 
 
 def pytest_collection_modifyitems(config, items):

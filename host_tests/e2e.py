@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 
+from tools.bench import children
 from tools.bench.broker import Broker
 from tools.paths import ROOT
 from tools.evctl import Charger
@@ -17,13 +18,26 @@ def launch(broker, state_dir, *extra):
     """make sim's launcher as a subprocess (the way a user starts it)."""
     cmd = [sys.executable, "-m", "tools.bench.sim", "--broker", broker.address,
            "--state-dir", str(state_dir), *extra]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
+    children.adopt(proc, lambda: _end(proc))  # even if the test run is interrupted
+    return proc
+
+
+def _end(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def stop(proc):
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=20)
+    children.release(proc)
     return proc.returncode, out
 
 

@@ -2,6 +2,7 @@
 # attributes. The bench (tools/bench) fills the inputs and reads the outputs, either in
 # the same CPython process or, from a micropython process, over a socket (Link).
 import os
+import _thread
 from micropython import const
 
 _PWM_FULL = const(10000)  # 0.01 % duty resolution
@@ -56,6 +57,9 @@ class Board:
         self.unix_base_ms = None  # Unix time at now == 0, once the bench tells it
         self.reset_requested = False  # the bench's "reset button held"
         self.reset_cause = "power_on"
+        # Held while the board runs; halt() lets go (sim_main ends the process on it).
+        self.halted = _thread.allocate_lock()
+        self.halted.acquire()
 
     # -- the pilot, by state (the link carries it as PWM counts: 0 = F, PWM_FULL = x1)
     def pilot_x1(self):
@@ -99,9 +103,13 @@ class Board:
         return self.now
 
     def halt(self):
-        # The control loop died: cut the link, and the bench sees a dead board.
+        # The control loop died, or the bench closed the link (it stopped, or died): cut the
+        # link, and the bench sees a dead board; sim_main then ends the process, so no
+        # orphaned agent goes on answering MQTT for a bench that is gone.
         if self.link:
             self.link.sock.close()
+        if self.halted.locked():
+            self.halted.release()
 
     def publish(self, topic, payload, retain=False):
         self.link.publish(topic, payload, retain)

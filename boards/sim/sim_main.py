@@ -5,6 +5,7 @@
 # publishes travel over the bench link.
 import sys
 import json
+import _thread
 import sim_board as sim
 from sim_link import Link
 from agent import Agent
@@ -19,7 +20,11 @@ def main(path):
     board = sim.Board(cfg, sim.FileStore(cfg["state_dir"]), link)
     agent = Agent(board)
     if cfg.get("broker"):
-        runner.serve(agent, board)
+        # The loops run in threads of their own; this one waits for the board to halt (its
+        # bench link closed, or the control loop died) and then returns, which ends the
+        # process with every thread in it: no orphaned agent goes on answering MQTT.
+        _thread.start_new_thread(runner.serve, (agent, board))
+        board.halted.acquire()
     else:
         runner.Lockstep(agent, board).run()
 

@@ -2,7 +2,8 @@
 
 The agent runs under the micropython binary with the simulated board; this process is the
 bench around it (pilot, contactor, meter, RCD, vehicle) in real time, and serves the bench
-topics. Without --broker an embedded amqtt broker is started on a free loopback port.
+topics. Without --broker a broker is started on a free loopback port: Mosquitto where it is
+installed, amqtt otherwise (tools/bench/broker.py says why).
 """
 import argparse
 import json
@@ -25,7 +26,8 @@ READINGS_EVERY_MS = 1000
 
 def parse(argv):
     p = argparse.ArgumentParser(prog="make sim ARGS=...", description=__doc__.split("\n")[0])
-    p.add_argument("--broker", help="HOST:PORT of an existing broker (default: start amqtt)")
+    p.add_argument("--broker", help="HOST:PORT of an existing broker (default: start one, "
+                   "Mosquitto where installed, else amqtt)")
     p.add_argument("--device-id", default="charger-1")
     p.add_argument("--state-dir", default=os.path.join(ROOT, "state"),
                    help="simulated flash; a later start with the same dir finds what was saved")
@@ -50,6 +52,7 @@ class Sim:
         self.lock = threading.Lock()
         self.bench = Bench(voltage=args.voltage, phases=args.phases)
         self.broker = None
+        self.client = None
         self.agent = None
         self.power = True
         self.unix_base_ms = int(time.time() * 1000)
@@ -74,16 +77,24 @@ class Sim:
         if self.args.broker:
             self.address = self.args.broker
         else:
-            self.broker = Broker("amqtt").start()
+            self.broker = Broker(Broker.preferred()).start()
             self.address = self.broker.address
-        print("sim: broker %s, device %s, state in %s" % (
-            self.address, self.args.device_id, os.path.abspath(self.args.state_dir)), flush=True)
+        say("sim: broker %s%s, device %s, state in %s" % (
+            self.address, " (%s)" % self.broker.kind if self.broker else "",
+            self.args.device_id, os.path.abspath(self.args.state_dir)))
+        if self.broker and self.broker.kind == "amqtt":
+            say("sim: Mosquitto is not installed, so this is amqtt, which can drop a QoS 0 "
+                "request from a client that disconnects at once: publish with QoS 1 "
+                "(mosquitto_pub -q 1), or apt-get install mosquitto")
         host, _, port = self.address.rpartition(":")
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id="bench-" + self.args.device_id)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.client.connect(host, int(port), keepalive=30)
+        try:
+            self.client.connect(host, int(port), keepalive=30)
+        except (OSError, ValueError) as e:
+            raise OSError("cannot reach the broker at %s: %s" % (self.address, e))
         self.client.loop_start()
         self._power_on()
 
@@ -95,14 +106,14 @@ class Sim:
                                   self.unix_base_ms, self.args.heapsize)
         self.bench.drive_outputs(*self.agent.outputs)
         self.power = True
-        print("sim: agent powered on (pid %d)" % self.agent.proc.pid, flush=True)
+        say("sim: agent powered on (pid %d)" % self.agent.proc.pid)
 
     def _power_off(self):
         if self.agent:
             self.agent.kill()
         self.agent = None
         self.power = False
-        print("sim: agent power cut", flush=True)
+        say("sim: agent power cut")
 
     def _on_connect(self, client, userdata, flags, reason, props):
         for name in ("ev", "fault", "power"):
@@ -126,7 +137,7 @@ class Sim:
                         self._power_on()
                 self._last_key = None  # publish readings now
         except (ValueError, TypeError) as e:
-            print("sim: ignored %s: %s" % (msg.topic, e), flush=True)
+            say("sim: ignored %s: %s" % (msg.topic, e))
 
     def run(self):
         next_at = time.monotonic()
@@ -149,7 +160,7 @@ class Sim:
             try:
                 b.drive_outputs(*self.agent.tick(b.board_inputs()))
             except RuntimeError as e:
-                print("sim: agent died: %s" % e, flush=True)
+                say("sim: agent died: %s" % e)
                 self._power_off()
         r = b.readings()
         key = (r["pilot"], r["contactor"], round(r["current"], 1), r["fault"], str(r["ev"]))
@@ -162,25 +173,55 @@ class Sim:
     def shutdown(self):
         self.stop.set()
         self._power_off()
-        self.client.loop_stop()
-        self.client.disconnect()
+        if self.client:
+            self.client.disconnect()  # before loop_stop(), or the DISCONNECT waits ~1 s
+            self.client.loop_stop()
         if self.broker:
             self.broker.stop()
-        print("sim: stopped", flush=True)
+        say("sim: stopped")
+
+
+def say(text):
+    # After SIGHUP the terminal is gone: a line that cannot be shown must not stop the
+    # shutdown that follows it.
+    try:
+        print(text, flush=True)
+    except OSError:
+        pass
+
+
+def next_steps(address, device_id):
+    """What to paste into another terminal, at start."""
+    evctl = os.path.join(os.path.dirname(sys.executable), "evctl")
+    if not os.path.exists(evctl):
+        evctl = "%s -m tools.evctl" % sys.executable
+    env = "export EVSE_BROKER=%s" % address
+    if device_id != "charger-1":
+        env += " EVSE_DEVICE=%s" % device_id
+    return ("sim: running; Ctrl-C to stop. Drive it from another terminal:\n"
+            "  %s\n"
+            "  %s ev connected=true request=true   # plug in a car\n"
+            "  %s status                           # or: watch, cap 3.68, idle, charge, --help"
+            % (env, evctl, evctl))
 
 
 def main(argv=None):
     sim = Sim(parse(sys.argv[1:] if argv is None else argv))
-    signal.signal(signal.SIGTERM, lambda *_: sim.stop.set())
-    signal.signal(signal.SIGINT, lambda *_: sim.stop.set())
+    # Ctrl-C, SIGTERM and a closed terminal (SIGHUP) all stop it the same clean way.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: sim.stop.set())
+    code = 0
     try:
         sim.start()
-        print("sim: running; Ctrl-C to stop", flush=True)
+        say(next_steps(sim.address, sim.args.device_id))
         sim.run()
+    except (OSError, RuntimeError) as e:  # a broker that is not there, a firmware that fails
+        say("sim: error: %s" % e)
+        code = 1
     finally:
         with sim.lock:
             sim.shutdown()
-    return 0
+    return code
 
 
 if __name__ == "__main__":

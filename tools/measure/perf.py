@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -19,6 +20,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
+from tools.bench import children
 from tools.bench.broker import Broker
 from tools.bench.rig import InProcessRig, ProcessRig
 from tools.evctl import Charger
@@ -209,7 +211,8 @@ def probe(script, *args, heapsize="256K", timeout=900):
 
 def heap(broker, hours, search_hours):
     def passes(size, h):
-        r = probe("heap_probe.py", broker.address, str(h), tempfile.mkdtemp(), heapsize=size)
+        with tempfile.TemporaryDirectory(prefix="bench-heap-") as state:
+            r = probe("heap_probe.py", broker.address, str(h), state, heapsize=size)
         ok = r is not None and r["connects"] == 1 and r["final_cap_w"] == r["expected_cap_w"]
         return r if ok else None
 
@@ -254,11 +257,11 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join(BUILD, "bench.json"))
     a = p.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="bench-")
+    children.adopt(tmp, lambda: shutil.rmtree(tmp, ignore_errors=True))  # gone at exit
     sub = lambda name: os.makedirs(os.path.join(tmp, name)) or os.path.join(tmp, name)  # noqa
     # Mosquitto with TCP_NODELAY where installed: amqtt's own Nagle delays add ~40 ms to
     # every reply and would be measured instead of the agent.
-    kind = "mosquitto" if Broker.mosquitto_available() else "amqtt"
-    broker = Broker(kind).start()
+    broker = Broker(Broker.preferred()).start()
     try:
         print("bench: broker round trip ...", flush=True)
         rtt = broker_round_trip(broker, a.samples)
@@ -328,9 +331,9 @@ def main(argv=None):
          "real time is 0.00028 h/s"),
     ] + wear_rows
     info = machine()
-    info["broker"] = kind
+    info["broker"] = broker.kind
     print("\nmachine: %s (%d cores), Python %s, %s; broker: %s" % (
-        info["cpu"], info["cores"], info["python"], info["micropython"], kind))
+        info["cpu"], info["cores"], info["python"], info["micropython"], broker.kind))
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
     print("| %s | %s | compare against |" % ("figure".ljust(w0), "measured".ljust(w1)))
