@@ -346,25 +346,10 @@ def _run_cap(c, a):
     if not reply.get("success"):
         return REFUSED
     print("cap: max_charge_rate is %s kW" % _num(a.kw))
-    read = c.request("read", {}, a.timeout).get("data") or {}
-    note = cap_note(a.kw, read)
-    if note:
+    note = (reply.get("data") or {}).get("note")
+    if note:  # e.g. below the 6 A the pilot can signal: the charger stays suspended
         print("note: " + note)
     return 0
-
-
-def cap_note(kw, read):
-    """Why a cap leaves the charger suspended, when it does (J1772 offers 6 A at least)."""
-    state = read.get("state") or {}
-    settings = read.get("settings") or {}
-    if state.get("powerRateLimit") != 0:
-        return None
-    volts = (settings.get("supply_voltage") or {}).get("value")
-    phases = (settings.get("phases") or {}).get("value")
-    least = " (%s kW at %s V x %s)" % (_num(6 * volts * phases / 1000), volts, phases) \
-        if volts and phases else ""
-    return ("%s kW is below the 6 A a charger can offer%s: the charger is suspended until "
-            "the cap is raised" % (_num(kw), least))
 
 
 def _run_command(c, a):
@@ -465,6 +450,22 @@ def _summary(read):
             "fault": state.get("fault")}
 
 
+def _limits_text(limits):
+    parts = []
+    dynamic = limits.get("dynamic")
+    if dynamic:
+        parts.append("dynamic %s %s from %s until %s" % (
+            _num(dynamic.get("value")), (dynamic.get("unit") or "").upper() or "?",
+            dynamic.get("source") or "?", _clock(dynamic.get("expiresAt"))))
+    if limits.get("failsafe"):
+        parts.append("failsafe (the dynamic limit expired)")
+    if limits.get("site"):
+        parts.append("site %s" % json.dumps(limits["site"]))
+    if limits.get("effectiveCurrent") is not None:
+        parts.append("%s A allowed" % _num(limits["effectiveCurrent"], 1))
+    return ", ".join(parts) or "-"
+
+
 def status_screen(device_id, address, read, readings=None):
     s = _summary(read)
     state = read.get("state") or {}
@@ -473,17 +474,18 @@ def status_screen(device_id, address, read, readings=None):
     status = s["status"] or "-"
     if s["fault"]:
         status += ", fault " + s["fault"]
+    most = (settings.get("max_charge_rate") or {}).get("effectiveMax")
     rows = [
         ("status", "%s (pilot %s, contactor %s)" % (status, state.get("pilot", "-"),
                                                     state.get("contactor", "-"))),
-        ("power", "%s kW now, %s A offered" % (_num(s["power"]), _num(s["offered"], 1))),
-        ("session", "%s kWh" % _num(s["energy"])),
-        ("cap", "%s kW (max_charge_rate); allowed now %s kW, limited by %s" % (
-            _num(s["cap"]), _num(state.get("powerRateLimit")), s["limit"] or "-")),
-        ("installation", "%s A max, %s V x %s phase(s)%s" % (
-            _num(value("max_current")), _num(value("supply_voltage")), _num(value("phases")),
-            ", can deliver %s kW" % _num(state["effectiveMax"])
-            if state.get("effectiveMax") is not None else "")),
+        ("power", "%s kW now, %s A offered, %s kWh this session" % (
+            _num(s["power"]), _num(s["offered"], 1), _num(s["energy"]))),
+        ("cap", "%s kW (max_charge_rate)%s; limited by %s" % (
+            _num(s["cap"]), ", the installation delivers at most %s kW" % _num(most)
+            if most is not None else "", s["limit"] or "-")),
+        ("limits", _limits_text(state.get("limits") or {})),
+        ("installation", "%s A max, %s V x %s phase(s)" % (
+            _num(value("max_current")), _num(value("supply_voltage")), _num(value("phases")))),
     ]
     action = read.get("lastAction")
     rows.append(("last action", "%s %s: %s at %s" % (
@@ -491,8 +493,8 @@ def status_screen(device_id, address, read, readings=None):
         _clock(action.get("updatedAt"))) if action else "none"))
     changes = ((read.get("diagnostics") or {}).get("transitions") or [])[-3:]
     rows.append(("recent", "; ".join("%s %s -> %s (%s)" % (
-        _clock(t.get("at")), t.get("from") or "-", t.get("to"), t.get("cause")) for t in changes)
-        or "-"))
+        _clock(t.get("at")), t.get("from") or "-", t.get("to"), t.get("cause"))
+        for t in changes) or "-"))
     if readings:
         pilot = readings.get("pilot") or {}
         rows.append(("bench", "pilot %s at %s %%, contactor %s, %s A" % (
@@ -516,6 +518,7 @@ class WatchLine:
     def update(self, kind, text):
         if kind == "availability":
             self._print("%s is %s" % (self.device_id, text))
+            self.shown = None  # after a restart, show its state again even if unchanged
             return
         try:
             body = json.loads(text)
@@ -531,7 +534,7 @@ class WatchLine:
         if self.summary is None:
             return
         s = self.summary
-        line = "%-10s %6s kW  cap %s kW (%s)  offered %s A  session %s kWh%s  | %s" % (
+        line = "%-12s %6s kW  cap %s kW (%s)  offered %s A  session %s kWh%s  | %s" % (
             s["status"], _num(s["power"]), _num(s["cap"]), s["limit"] or "-",
             _num(s["offered"], 1), _num(s["energy"]),
             "  fault " + s["fault"] if s["fault"] else "", self.event)
