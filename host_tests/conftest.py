@@ -15,8 +15,8 @@ cpython_paths()
 
 
 def pytest_configure(config):
-    # A closed terminal or a kill ends the run like Ctrl-C: brokers and simulators the
-    # tests started are stopped at exit (tools/bench/children.py) instead of left running.
+    # A closed terminal (SIGHUP) or a kill (SIGTERM) still stops the brokers and simulators
+    # the tests started (tools/bench/children.py), as Ctrl-C and a normal end do.
     children.exit_on_hangup()
 
 

@@ -1,12 +1,13 @@
 """What this process started must not outlive it: brokers, simulators, their temporary files.
 
-Each is adopted with the call that stops (or removes) it; whatever is still adopted at exit is stopped
-then, also after Ctrl-C. exit_on_hangup() makes SIGTERM and SIGHUP (the terminal closed)
-end the process the way Ctrl-C does, so that still happens. Brokers run in their own
-session (a Ctrl-C at the terminal must not stop them before their clients), so nothing
-else would stop them.
+Each is adopted with the call that stops (or removes) it; whatever is still adopted at exit
+is stopped then, also after Ctrl-C. A process killed by SIGTERM or SIGHUP (the terminal
+closed) runs no exit handlers: exit_on_hangup() stops everything adopted first. Brokers run
+in their own session (a Ctrl-C at the terminal must not stop them before their clients), so
+nothing else would stop them.
 """
 import atexit
+import os
 import signal
 
 _stops = {}
@@ -32,8 +33,11 @@ def stop_all():
 
 
 def exit_on_hangup():
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt("signal %d" % signum)
+    """On SIGTERM or SIGHUP: stop what was adopted, then die of the signal as usual."""
+    def stop_then_die(signum, frame):
+        stop_all()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, interrupt)
+        signal.signal(sig, stop_then_die)
