@@ -171,7 +171,7 @@ def test_watch_prints_one_line_per_change_and_raw_json(sim):
     out, err = people.communicate(10)
     assert people.returncode == 0 and not err, err
     lines = out.strip().splitlines()
-    assert any(" cap 3.68 kW (max_charge_rate) " in line for line in lines), out
+    assert any(" cap 3.68 kW, limited by max_charge_rate " in line for line in lines), out
     assert all(a[9:] != b[9:] for a, b in zip(lines, lines[1:]))  # a line only on a change
     assert all(len(line) < 160 for line in lines)
     out, _ = raw.communicate(10)
@@ -190,6 +190,6 @@ def test_watch_lines_are_rounded_for_people():
     w.update("events", json.dumps({"type": "push.completed", "data": {"actionId": "act_9"}}))
     lines = out.getvalue().splitlines()
     assert len(lines) == 2
-    assert lines[0][9:] == ("charging       7.36 kW  cap 7.4 kW (max_current)  offered 32 A  "
-                            "session 1.23 kWh  | -")
+    assert lines[0][9:] == ("charging       7.36 kW  cap 7.4 kW, limited by max_current  "
+                            "offered 32 A  session 1.23 kWh  | -")
     assert lines[1].endswith("| push.completed act_9")

@@ -534,10 +534,10 @@ class WatchLine:
         if self.summary is None:
             return
         s = self.summary
-        line = "%-12s %6s kW  cap %s kW (%s)  offered %s A  session %s kWh%s  | %s" % (
-            s["status"], _num(s["power"]), _num(s["cap"]), s["limit"] or "-",
-            _num(s["offered"], 1), _num(s["energy"]),
-            "  fault " + s["fault"] if s["fault"] else "", self.event)
+        line = ("%-12s %6s kW  cap %s kW, limited by %s  offered %s A  session %s kWh%s  | %s"
+                % (s["status"], _num(s["power"]), _num(s["cap"]), s["limit"] or "-",
+                   _num(s["offered"], 1), _num(s["energy"]),
+                   "  fault " + s["fault"] if s["fault"] else "", self.event))
         if line != self.shown:
             self.shown = line
             self._print(line)
