@@ -326,6 +326,8 @@ class HomeAssistant:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
         log.close()
+        from tools.bench import children
+        children.adopt(self, self.stop)  # stopped at exit even if the test run is interrupted
         self.wait_for(lambda: self._answers("/api/onboarding"), timeout, "the HTTP API")
         self.timings["api"] = time.monotonic() - t0
         self._onboard()
@@ -338,7 +340,9 @@ class HomeAssistant:
 
     def stop(self, timeout=30):
         """SIGTERM (Home Assistant shuts down cleanly), SIGKILL to the group if it hangs."""
+        from tools.bench import children
         proc, self.proc = self.proc, None
+        children.release(self)
         if proc is None:
             return
         t0 = time.monotonic()
