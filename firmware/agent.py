@@ -216,6 +216,7 @@ class Agent:
     def device_read(self, now, diagnostics=False):
         c = self.control
         s = self.settings
+        lowest = self.ceiling.lowest(now)  # agrees with a setting written a moment ago
         out = {
             "id": self.device_id, "deviceType": "ev_charger",
             "metadata": {"model": self.model, "firmware": VERSION,
@@ -223,12 +224,12 @@ class Agent:
             "state": {"status": ctl.STATUS_NAMES[c.status], "isConnected": c.session_active,
                       "isCharging": c.status == ctl.CHARGING,
                       "currentPower": self.board.power_w / 1000,
-                      "powerRateLimit": s.offered_kw(pilot.offer(c.limit_da)),
+                      "powerRateLimit": s.offered_kw(pilot.offer(lowest >> 4)),
                       "maxCurrent": s.max_current, "offeredCurrent": c.offered_da / 10,
                       "pilot": pilot.NAMES[c.pilot],
                       "contactor": "closed" if c.contactor_closed else "open",
-                      "limitedBy": lim.NAMES[self.ceiling.limited_by],
-                      "limits": self.limits.read(),
+                      "limitedBy": lim.NAMES[lowest & 15],
+                      "limits": self.limits.read(lowest >> 4),
                       "sessionEnergy": c.session_energy() / 1000,
                       "lifetimeEnergy": self.energy.saved_wh() / 1000,
                       "fault": ctl.FAULT_NAMES[c.fault],

@@ -52,35 +52,43 @@ class Ceiling:
         self.limited_by = CAP
 
     def update(self, now):
-        da = self.da
-        if da[DYNAMIC] >= 0 and not self.failsafe and _elapsed(now, self.dyn_at) >= self.dyn_ttl:
+        # Control loop, every tick.
+        if self.da[DYNAMIC] >= 0 and not self.failsafe and \
+                _elapsed(now, self.dyn_at) >= self.dyn_ttl:
             self.failsafe = True  # silence is a failure
             self.ring.push(EV_LIMIT_EXPIRED, now, 0)
-        site_stale = self.site_ttl and _elapsed(now, self.site_at) >= self.site_ttl
-        self.site_stale = site_stale
+        self.site_stale = self._site_stale(now)
+        v = self._lowest(self.site_stale, -1)
+        self.limit_da = v >> 4
+        self.limited_by = v & 15
+
+    def lowest(self, now):
+        # The same as the control loop computes, for a read that must agree with a setting
+        # written a moment ago: (dA << 4) | source, one int.
+        return self._lowest(self._site_stale(now), -1)
+
+    def limit_without(self, source, now):
+        # The lowest ceiling but one source's (network side: what the site could give).
+        return self._lowest(self._site_stale(now), source) >> 4
+
+    def _site_stale(self, now):
+        return bool(self.site_ttl) and _elapsed(now, self.site_at) >= self.site_ttl
+
+    def _lowest(self, site_stale, skip):
+        # The lowest ceiling in force and its source, packed in one int so the control
+        # loop's tick allocates nothing: (dA << 4) | source.
+        da = self.da
         best = -1
         by = CAP
         for i in range(_SOURCES):
             v = self.site_fallback if i == SITE and site_stale else da[i]
-            if v < 0 or (i == DYNAMIC and self.failsafe) or (i == FAILSAFE and not self.failsafe):
-                continue
-            if best < 0 or v < best:
-                best = v
-                by = i
-        self.limit_da = best if best > 0 else 0
-        self.limited_by = by
-
-    def limit_without(self, source):
-        # The lowest ceiling but one source's (network side: what the site could give).
-        best = -1
-        for i in range(_SOURCES):
-            v = self.da[i]
-            if i == source or v < 0 or (i == DYNAMIC and self.failsafe) or \
+            if i == skip or v < 0 or (i == DYNAMIC and self.failsafe) or \
                     (i == FAILSAFE and not self.failsafe):
                 continue
             if best < 0 or v < best:
                 best = v
-        return max(0, best)
+                by = i
+        return (best if best > 0 else 0) << 4 | by
 
     def set_site(self, share_da, ttl_ms, fallback_da, at):
         # The reading's time first, the share second (a tick in between sees the old share
@@ -227,14 +235,14 @@ class Limits:
                                           "expiredAt": at,
                                           "failsafe": {"value": s.failsafe_w / 1000, "unit": "kw"}})
 
-    def read(self):
+    def read(self, effective_da):
         c = self.ceiling
         s = self.settings
         dyn = None
         if self.value is not None and not c.failsafe:
             dyn = {"value": self.value, "unit": self.unit, "source": self.source,
                    "expiresAt": self.expires_at}
-        return {"effectiveCurrent": c.limit_da / 10,
+        return {"effectiveCurrent": effective_da / 10,
                 "maxChargeRate": {"value": s.cap_w / 1000, "unit": "kw"},
                 "dynamic": dyn, "failsafe": c.failsafe,
                 "site": self.site.read() if self.site else None}

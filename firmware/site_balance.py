@@ -132,7 +132,7 @@ class SiteBalancer:
         c = self.agent.control
         if not c.session_active or c.paused or c.fault:
             return 0
-        return self.agent.ceiling.limit_without(lim.SITE)
+        return self.agent.ceiling.limit_without(lim.SITE, self.agent.board.now_ms())
 
     def _publish_record(self, publish):
         c = self.agent.control

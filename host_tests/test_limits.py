@@ -282,3 +282,12 @@ def test_an_uplink_owned_limit_without_expiry_and_availability(tmp_path):
     assert duty(rig) == 16.66
     with pytest.raises(ValueError):
         lim.set_dynamic(40, "a", None, "ocpp", rig.bench.t)
+
+
+def test_the_read_agrees_with_a_setting_written_a_moment_ago(rig):
+    # The report that follows a write names the new ceiling at once, not a tick later
+    # (Home Assistant showed max_current beside a 3.68 kW cap for one report).
+    plug(rig, 3000)
+    rig.settings(max_charge_rate=3.68)
+    s = state(rig)
+    assert s["limitedBy"] == "max_charge_rate" and s["limits"]["effectiveCurrent"] == 16.0
