@@ -1,4 +1,4 @@
-# Commands as actions (charger-api.md): ids, states, the conflict rules, the journal that
+# Commands as actions (docs/protocol.md): ids, states, the conflict rules, the journal that
 # carries them across a power cut, and the events a terminal state produces. Network side
 # only: the control loop sees just the Slot.
 #

@@ -44,7 +44,7 @@ def check(cfg):
 
 
 def _check_site(site, charger_phases):
-    # site.md's configuration (the installer's; read-only over the network).
+    # docs/site.md's configuration (the installer's; read-only over the network).
     if type(site) is not dict:
         return ["site must be an object"]
     errors = []

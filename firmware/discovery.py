@@ -1,4 +1,4 @@
-# Home Assistant MQTT discovery (homeassistant.md): one retained config per entity on
+# Home Assistant MQTT discovery (docs/homeassistant.md): one retained config per entity on
 # <prefix>/<component>/<deviceId>/<object>/config, published one at a time on every connect
 # and whenever Home Assistant's birth message says `online`. States come from the retained
 # state topic through value templates; commands go to the request topics through command
@@ -32,7 +32,7 @@ _ENTITIES = (
     ("failsafe_charge_rate", "number", "Failsafe charge rate", "power", "kW", None, "config",
      "{{ value_json.data.settings.failsafe_charge_rate.value }}"),
 )
-# A requestId for every command Home Assistant sends: mqtt.md refuses requests without one.
+# A requestId for every command Home Assistant sends: docs/protocol.md refuses requests without one.
 _RID = '"requestId":"ha-{{ now().timestamp() }}"'
 _COMMANDS = {
     "charging": ("~/commands", '{' + _RID + ',"action":{"command":'

@@ -1,6 +1,6 @@
 # The settings: max_charge_rate (the persisted power ceiling), failsafe_charge_rate (the
 # ceiling while a controller is silent) and the installation facts they are enforced with.
-# Validation follows charger-api.md: all-or-nothing, every failing key listed. A new cap
+# Validation follows docs/protocol.md: all-or-nothing, every failing key listed. A new cap
 # reaches the ceilings first and flash second; in flash it is never above the last
 # acknowledged value (docs/storage.md: decreases are written before the reply, raises once
 # they have held for a while).
@@ -9,7 +9,7 @@ import persist as ps
 import record
 
 CAP = "max_charge_rate"
-FAILSAFE = "failsafe_charge_rate"  # applies while a controller is silent (limits.md)
+FAILSAFE = "failsafe_charge_rate"  # applies while a controller is silent (docs/protocol.md, the dynamic limit)
 WRITABLE = (CAP, FAILSAFE)  # both kW, 0-50, persisted
 KW_MIN = 0
 KW_MAX = 50
@@ -75,7 +75,7 @@ class Settings:
         self.persist = persist
         self.on_change = None  # f(): the ceilings follow (limits.Limits.refresh)
         self.cap_w = self.default_w
-        self.failsafe_w = 0  # limits.md: a dead controller pauses charging by default
+        self.failsafe_w = 0  # docs/protocol.md: a dead controller pauses charging by default
         self._stored_w = None  # the cap in flash, None if there is none
         self._pending_since = -1  # when a cap above the one in flash was acknowledged
         self._changed_at = 0

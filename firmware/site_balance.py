@@ -1,4 +1,4 @@
-# Site balancing (site.md) on the charger itself: the site meter and the other chargers'
+# Site balancing (docs/site.md) on the charger itself: the site meter and the other chargers'
 # records come in over MQTT, every charger computes the same shares (site_share.py) and
 # hands its own to the control core as one ceiling. The control loop applies the fallback
 # by itself when no fresh reading has come for meter_timeout_s (limits.Ceiling), so a

@@ -1,4 +1,4 @@
-# The allocation of site.md, as a pure function of the data every charger of a site sees
+# The allocation of docs/site.md, as a pure function of the data every charger of a site sees
 # (the meter's reading and the chargers' records), so each computes the same shares and no
 # coordinator is needed. Integers in deciamps; deterministic.
 from micropython import const

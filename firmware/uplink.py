@@ -1,4 +1,4 @@
-# The MQTT uplink (mqtt.md): requests in, replies / state / events out, availability with a
+# The MQTT uplink (docs/protocol.md): requests in, replies / state / events out, availability with a
 # retained last will, keepalive pings, and reconnect with bounded exponential backoff and
 # jitter. It runs in its own thread: every call here may block; by design nothing on the
 # control side or in the worker ever waits for it.

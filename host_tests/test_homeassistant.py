@@ -43,7 +43,7 @@ OUR_LOGGERS = ["homeassistant.components." + c for c in ("mqtt", "sensor", "numb
 
 
 def state_payload(status, power_kw, cap_kw):
-    """The agent's retained state report, as charger-api.md shapes it (the fields used here)."""
+    """The agent's retained state report, as docs/protocol.md shapes it (the fields used here)."""
     return json.dumps({"success": True, "data": {
         "id": DEVICE, "state": {"status": status, "currentPower": power_kw},
         "settings": {"max_charge_rate": {"value": cap_kw, "unit": "kw", "min": 0, "max": 50}}},

@@ -1,4 +1,4 @@
-"""The dynamic limit, the failsafe and lowest-wins (limits.md), on both interpreters."""
+"""The dynamic limit, the failsafe and lowest-wins (docs/protocol.md, the dynamic limit), on both interpreters."""
 import pytest
 
 from conftest import plug

@@ -162,7 +162,7 @@ def duty_now(rig):
 
 
 def test_lower_caps_reach_the_pilot_at_once_raises_at_the_vehicles_pace(rig):
-    # pilot.md: a lower cap applies at once; a raise at most once per 5 s (the vehicle
+    # docs/safety.md: a lower cap applies at once; a raise at most once per 5 s (the vehicle
     # follows a new duty within about 5 s; a duty changing faster only blinds the reader).
     plug(rig, 3000)
     rig.run(5000)  # nothing changed for 5 s: a raise would apply at once too

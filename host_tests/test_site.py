@@ -1,4 +1,4 @@
-"""Site balancing (site.md): the allocation, and one charger's share as a ceiling, with the
+"""Site balancing (docs/site.md): the allocation, and one charger's share as a ceiling, with the
 fallback applied by the control loop itself when the meter goes silent. The several-charger
 bench and the site day are in test_site_bench.py and make bench."""
 import json

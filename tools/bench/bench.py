@@ -54,7 +54,7 @@ class Bench:
     def duty_percent(self):
         return 100.0 * self.duty_counts / self.pwm_full
 
-    # The pilot as the EVSE drives it, by name (pilot.md): x1, F, or PWM offering current.
+    # The pilot as the EVSE drives it, by name (docs/safety.md): x1, F, or PWM offering current.
     @property
     def x1(self):
         return self.duty_counts >= self.pwm_full

@@ -1,4 +1,4 @@
-"""make sim: the simulated charger on an MQTT broker (shared/spec/bench.md).
+"""make sim: the simulated charger on an MQTT broker (docs/bench.md).
 
 The agent runs under the micropython binary with the simulated board; this process is the
 bench around it (pilot, contactor, meter, RCD, vehicle) in real time, and serves the bench

@@ -1,4 +1,4 @@
-"""A simulated vehicle on the end of the cable, as bench.md describes it."""
+"""A simulated vehicle on the end of the cable, as docs/bench.md describes it."""
 
 # EV-side resistances (ohm): R3 alone (B), R3 || R2 (C), R3 || ventilation R (D).
 R_B = 2740.0
