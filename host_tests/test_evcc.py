@@ -38,7 +38,8 @@ def charger_config(recipe):
 def scaled(recipe):
     """The recipe with its limit's ttl scaled like evcc's own durations (the ratio kept)."""
     config = json.loads(json.dumps(recipe))
-    limit = charger_config(config)["maxcurrent"]["set"]
+    maxcurrent = charger_config(config)["maxcurrent"]
+    limit = maxcurrent.get("set", maxcurrent)  # the mqtt write, inside its watchdog
     found = re.findall(r'"ttl": *(\d+)', limit["payload"])
     assert len(found) == 1, limit["payload"]
     ttl = int(found[0]) * TIME_FACTOR
@@ -146,7 +147,7 @@ def test_evcc_runs_a_session_and_a_dead_evcc_leaves_the_failsafe(broker, charger
     config, ttl = scaled(recipe)
     evcc = Evcc(config, broker.address, TIME_FACTOR)
     lp = evcc.loadpoint
-    period = go_duration(charger_config(recipe)["maxcurrent"]["timeout"]) * TIME_FACTOR / 2
+    period = go_duration(recipe["interval"]) * TIME_FACTOR  # evcc's loop
 
     def wait_seen(status, enabled, updates=1, timeout=20):
         # `updates` consecutive evcc loops that read this status and enabled
