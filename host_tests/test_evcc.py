@@ -10,7 +10,8 @@ does and runs its jq in a real jq, against the agent.
 import json
 import os
 import re
-from datetime import datetime
+import time
+from datetime import datetime, timezone
 
 import pytest
 
@@ -122,12 +123,22 @@ def charger(broker, tmp_path, mpy_dir):
         assert code == 0 and "sim: stopped" in out, out
 
 
+def until(predicate, timeout):
+    """Poll a condition on evcc's side (its loop runs in its own thread)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met within %.1f s" % timeout)
+        time.sleep(0.05)
+
+
 def duty(c):
     return c.readings and c.readings["pilot"]["dutyPercent"]
 
 
 def iso_ms(stamp):
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").timestamp() * 1000
+    t = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return t.timestamp() * 1000
 
 
 def replies_to(c, sent):
@@ -151,7 +162,7 @@ def test_evcc_runs_a_session_and_a_dead_evcc_leaves_the_failsafe(broker, charger
 
     def wait_seen(status, enabled, updates=1, timeout=20):
         # `updates` consecutive evcc loops that read this status and enabled
-        c.wait(lambda: lp.seen[-updates:] == [(status, enabled)] * updates, timeout)
+        until(lambda: lp.seen[-updates:] == [(status, enabled)] * updates, timeout)
 
     assert c.request("settings", {"settings": {"failsafe_charge_rate": {
         "value": FAILSAFE_KW, "unit": "kw"}}})["meta"]["status"] == 200
@@ -166,8 +177,8 @@ def test_evcc_runs_a_session_and_a_dead_evcc_leaves_the_failsafe(broker, charger
         # enabled and sets its current: 8 A, as the dynamic limit.
         c.ev(connected=True, request=False)
         wait_seen("B", True)
-        c.wait(lambda: any(t.endswith("/limit") for _, t, _ in evcc.sent), 10)
-        c.wait(lambda: c.read()["state"]["limitedBy"] == "dynamic_limit", 10)
+        until(lambda: any(t.endswith("/limit") for _, t, _ in evcc.sent), 10)
+        until(lambda: c.read()["state"]["limitedBy"] == "dynamic_limit", 10)
         # It asks: C, drawing 8 A (13.33 % duty).
         c.ev(request=True)
         wait_seen("C", True)
@@ -178,7 +189,7 @@ def test_evcc_runs_a_session_and_a_dead_evcc_leaves_the_failsafe(broker, charger
         dyn = s["limits"]["dynamic"]
         assert (dyn["value"], dyn["unit"], dyn["source"]) == (8, "a", "evcc")
         # evcc's meter: the charger's power in W (8 A at 230 V) and its lifetime register.
-        c.wait(lambda: lp.readings and abs(lp.readings[-1][0] - 1840) <= 200, 15)
+        until(lambda: lp.readings and abs(lp.readings[-1][0] - 1840) <= 200, 15)
         with c.cond:
             powers = {st["data"]["state"]["currentPower"] * 1000 for st in c.states}
             energies = {st["data"]["state"]["lifetimeEnergy"] for st in c.states}
@@ -190,7 +201,7 @@ def test_evcc_runs_a_session_and_a_dead_evcc_leaves_the_failsafe(broker, charger
             return {k: n for k, n in by_key.items() if k not in ("session", "energy")}
 
         before, renewals = flash_writes(), len(evcc.sent)
-        c.wait(lambda: len(evcc.sent) >= renewals + 2, 4 * period)
+        until(lambda: len(evcc.sent) >= renewals + 2, 4 * period)
         assert flash_writes() == before
 
         # evcc pauses: the idle command; the charger reads idle, B and disabled to evcc.
@@ -198,7 +209,7 @@ def test_evcc_runs_a_session_and_a_dead_evcc_leaves_the_failsafe(broker, charger
         wait_seen("B", False, timeout=15)
         c.wait(lambda: c.readings["contactor"] == "open" and duty(c) == 100.0, 10)
         assert c.read()["state"]["status"] == "idle"
-        c.wait(lambda: lp.readings[-1][0] == 0, 15)
+        until(lambda: lp.readings[-1][0] == 0, 15)
         # ... and resumes: the charge command, at the same 8 A.
         lp.target = 8
         wait_seen("C", True, timeout=20)
@@ -213,8 +224,8 @@ def test_evcc_runs_a_session_and_a_dead_evcc_leaves_the_failsafe(broker, charger
         assert all(len(r) == 1 and r[0]["success"] for r in replies_to(c, evcc.sent))
         print("evcc's log:", evcc.messages)
         assert not [m for m in evcc.messages if m[0] in ("ERROR", "FATAL")], evcc.messages
-        gaps = [b[0] - a[0] for a, b in zip(evcc.sent, evcc.sent[1:])
-                if a[1].endswith("/limit") and b[1].endswith("/limit")]
+        renewed = [t for t, topic, _ in evcc.sent if topic.endswith("/limit")]
+        gaps = [b - a for a, b in zip(renewed, renewed[1:])]
         print("evcc renewals: %d, gaps %s s" % (len(gaps) + 1, ["%.2f" % g for g in gaps]))
         assert len(gaps) >= 5 and min(gaps) > period / 2 and max(gaps) < ttl
         assert not any(e["type"] == "limit.expired" for e in c.events)  # alive: never expired

@@ -256,8 +256,7 @@ def _decode(cfg, known, emulated, what):
             raise ConfigError("%s: %r is a real evcc key this emulation does not implement"
                               % (what, key))
         else:
-            raise ConfigError("%s: '%s' has invalid keys: %s (evcc refuses it)"
-                              % (what, what, key))
+            raise ConfigError("%s: invalid key %r (evcc refuses it)" % (what, key))
     return out
 
 
@@ -354,7 +353,6 @@ class MqttPlugin:
         self.scale = float(c.get("scale", 1))
         self.timeout = go_duration(c["timeout"]) if "timeout" in c else 0
         self.jq = jq.compile(c["jq"]) if c.get("jq") else None
-        self.jq_text = c.get("jq")
         self.sent = evcc.sent
 
     # -- reading
