@@ -1,0 +1,254 @@
+"""docs/evcc.md's evcc recipe, played as written: evcc's side (host_tests/clients/evcc.py,
+emulated from evcc's source) reads the YAML from the page, renders its payloads the way evcc
+does and runs its jq in a real jq, against the agent.
+
+- every status of the agent's real state reports maps as homeassistant.md says (the rig);
+- a whole session against make sim's launcher on a broker: a vehicle plugs in, evcc throttles
+  it to 8 A with the dynamic limit and renews it, pauses, resumes, dies, and the charger falls
+  back to the failsafe within one tick of the ttl.
+"""
+import json
+import os
+import re
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from clients.evcc import Evcc, go_duration, read_once, read_recipe
+from e2e import Broker, Charger, launch, online, stop
+from tools.paths import ROOT
+
+DOC = os.path.join(ROOT, "docs", "evcc.md")
+DEVICE = "charger-1"  # the recipe's topics name make sim's default device
+BASE = "ev-charger/%s/" % DEVICE
+TIME_FACTOR = 0.1  # evcc's interval, watchdog and ttl run ten times faster; ratios kept
+HEARTBEAT_S = 60  # protocol.md: the state is published at least every 60 s
+FAILSAFE_KW = 1.38  # 6 A at 230 V
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    return read_recipe(DOC)
+
+
+def charger_config(recipe):
+    return recipe["chargers"][0]
+
+
+def scaled(recipe):
+    """The recipe with its limit's ttl scaled like evcc's own durations (the ratio kept)."""
+    config = json.loads(json.dumps(recipe))
+    maxcurrent = charger_config(config)["maxcurrent"]
+    limit = maxcurrent.get("set", maxcurrent)  # the mqtt write, inside its watchdog
+    found = re.findall(r'"ttl": *(\d+)', limit["payload"])
+    assert len(found) == 1, limit["payload"]
+    ttl = int(found[0]) * TIME_FACTOR
+    limit["payload"] = re.sub(r'("ttl": *)\d+', r"\g<1>%g" % ttl, limit["payload"])
+    return config, ttl
+
+
+def test_the_recipe_is_complete_and_its_timings_fit_the_agent(recipe):
+    c = charger_config(recipe)
+    assert c["type"] == "custom" and recipe["loadpoints"][0]["charger"] == c["name"]
+    reads = [c[k] for k in ("status", "enabled", "power", "energy")]
+    for r in reads:
+        assert r["source"] == "mqtt" and r["topic"] == BASE + "state", r
+        # An outdated value must mean the charger is gone, not a quiet minute.
+        assert go_duration(r["timeout"]) > HEARTBEAT_S, r
+    assert c["enable"]["topic"] == BASE + "commands"
+    wd = c["maxcurrent"]
+    assert wd["source"] == "watchdog" and wd["set"]["topic"] == BASE + "limit"
+    renew = go_duration(wd["timeout"]) / 2
+    assert renew <= go_duration(recipe["interval"])  # renewed at least once per evcc loop
+    ttl = int(re.search(r'"ttl": *(\d+)', wd["set"]["payload"]).group(1))
+    assert ttl >= 3 * renew  # two lost renewals are not a dead evcc
+
+
+def test_every_status_of_the_agent_maps_as_the_contract_says(rig, recipe):
+    # homeassistant.md's evcc table, on the agent's real state reports; `enabled` is false
+    # while idle and while no vehicle is there (docs/evcc.md says why).
+    def view():
+        rig.pump()
+        state = rig.last_state()
+        return state["data"]["state"], read_once(charger_config(recipe), state)
+
+    s, v = view()
+    assert s["status"] == "disconnected" and v[:2] == ("A", False)
+    rig.ev(connected=True, request=False)
+    rig.run(2000)
+    s, v = view()
+    assert s["status"] == "connected" and v[:2] == ("B", True)
+    rig.ev(request=True)
+    rig.run(120000)  # two minutes at 32 A: past the first 0.1 kWh the register keeps
+    s, v = view()
+    assert s["status"] == "charging" and v[:2] == ("C", True)
+    assert v[2] == s["currentPower"] * 1000 and 7000 < v[2] < 7400  # W
+    assert v[3] == s["lifetimeEnergy"] >= 0.1 and s["lifetimeEnergy"] != s["sessionEnergy"]
+    rig.settings(max_charge_rate=1.0)  # below 6 A: held
+    rig.run(8000)
+    s, v = view()
+    assert s["status"] == "suspended" and v[:2] == ("B", True)
+    rig.settings(max_charge_rate=50)
+    rig.command("idle")
+    rig.run(8000)
+    s, v = view()
+    assert s["status"] == "idle" and v[:2] == ("B", False) and v[2] == 0
+    rig.fault("pilot_short")
+    rig.run(1000)
+    s, v = view()
+    assert s["status"] == "fault" and v[0] == "error: invalid status: F"  # evcc: an error
+
+
+# -- the session, against make sim's launcher
+
+@pytest.fixture
+def broker():
+    # Mosquitto, what evcc installations run, where it is installed; amqtt otherwise.
+    b = Broker("mosquitto" if Broker.mosquitto_available() else "amqtt").start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def charger(broker, tmp_path, mpy_dir):
+    proc = launch(broker, tmp_path / "flash", "--device-id", DEVICE)
+    c = Charger(broker.address, DEVICE)
+    try:
+        online(c)
+        yield c
+    finally:
+        c.close()
+        code, out = stop(proc)
+        assert code == 0 and "sim: stopped" in out, out
+
+
+def until(predicate, timeout):
+    """Poll a condition on evcc's side (its loop runs in its own thread)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met within %.1f s" % timeout)
+        time.sleep(0.05)
+
+
+def duty(c):
+    return c.readings and c.readings["pilot"]["dutyPercent"]
+
+
+def iso_ms(stamp):
+    t = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return t.timestamp() * 1000
+
+
+def replies_to(c, sent):
+    """The agent's reply to each request evcc published (by requestId and path)."""
+    out = []
+    for _, topic, payload in sent:
+        rid = json.loads(payload)["requestId"]
+        path = "/" + topic.rsplit("/", 1)[0] + ("/limit" if topic.endswith("/limit") else "")
+        with c.cond:
+            mine = [r for r in c.replies.get(rid, []) if r["meta"]["path"] == path]
+        out.append(mine)
+    return out
+
+
+def test_evcc_runs_a_session_and_a_dead_evcc_leaves_the_failsafe(broker, charger, recipe):
+    c = charger
+    config, ttl = scaled(recipe)
+    evcc = Evcc(config, broker.address, TIME_FACTOR)
+    lp = evcc.loadpoint
+    period = go_duration(recipe["interval"]) * TIME_FACTOR  # evcc's loop
+
+    def wait_seen(status, enabled, updates=1, timeout=20):
+        # `updates` consecutive evcc loops that read this status and enabled
+        until(lambda: lp.seen[-updates:] == [(status, enabled)] * updates, timeout)
+
+    assert c.request("settings", {"settings": {"failsafe_charge_rate": {
+        "value": FAILSAFE_KW, "unit": "kw"}}})["meta"]["status"] == 200
+    lp.target = 8  # what evcc's PV logic wants whenever a vehicle is there
+    evcc.start()
+    try:
+        # No vehicle: evcc reads A and disabled, and sends nothing at all.
+        wait_seen("A", False, updates=3)
+        assert evcc.sent == []
+
+        # The vehicle plugs in, not asking yet: B. evcc takes the charger's word that it is
+        # enabled and sets its current: 8 A, as the dynamic limit.
+        c.ev(connected=True, request=False)
+        wait_seen("B", True)
+        until(lambda: any(t.endswith("/limit") for _, t, _ in evcc.sent), 10)
+        until(lambda: c.read()["state"]["limitedBy"] == "dynamic_limit", 10)
+        # It asks: C, drawing 8 A (13.33 % duty).
+        c.ev(request=True)
+        wait_seen("C", True)
+        c.wait(lambda: duty(c) == 13.33 and c.readings["current"] == 8.0, 10)
+        state = c.read()
+        s = state["state"]
+        assert s["offeredCurrent"] == 8.0 and s["limitedBy"] == "dynamic_limit"
+        dyn = s["limits"]["dynamic"]
+        assert (dyn["value"], dyn["unit"], dyn["source"]) == (8, "a", "evcc")
+        # evcc's meter: the charger's power in W (8 A at 230 V) and its lifetime register.
+        until(lambda: lp.readings and abs(lp.readings[-1][0] - 1840) <= 200, 15)
+        with c.cond:
+            powers = {st["data"]["state"]["currentPower"] * 1000 for st in c.states}
+            energies = {st["data"]["state"]["lifetimeEnergy"] for st in c.states}
+        assert {p for p, _ in lp.readings} <= powers and {e for _, e in lp.readings} <= energies
+
+        # Renewals keep it, and write nothing to flash (a session's own records aside).
+        def flash_writes():
+            by_key = c.read()["diagnostics"]["flashWritesByKey"]
+            return {k: n for k, n in by_key.items() if k not in ("session", "energy")}
+
+        before, renewals = flash_writes(), len(evcc.sent)
+        until(lambda: len(evcc.sent) >= renewals + 2, 4 * period)
+        assert flash_writes() == before
+
+        # evcc pauses: the idle command; the charger reads idle, B and disabled to evcc.
+        lp.target = 0
+        wait_seen("B", False, timeout=15)
+        c.wait(lambda: c.readings["contactor"] == "open" and duty(c) == 100.0, 10)
+        assert c.read()["state"]["status"] == "idle"
+        until(lambda: lp.readings[-1][0] == 0, 15)
+        # ... and resumes: the charge command, at the same 8 A.
+        lp.target = 8
+        wait_seen("C", True, timeout=20)
+        c.wait(lambda: duty(c) == 13.33 and c.readings["contactor"] == "closed", 10)
+
+        # What evcc saw, loop by loop, and what it sent: every request answered with success.
+        seen = [st for i, (st, _) in enumerate(lp.seen) if i == 0 or lp.seen[i - 1][0] != st]
+        assert seen == ["A", "B", "C", "B", "C"], lp.seen
+        commands = [json.loads(p)["action"]["command"] for _, t, p in evcc.sent
+                    if t.endswith("/commands")]
+        assert commands == ["idle", "charge"]
+        sent = list(evcc.sent)
+        c.wait(lambda: all(replies_to(c, sent)), 5)  # a renewal may be on its way
+        answers = replies_to(c, sent)
+        assert all(len(r) == 1 and r[0]["success"] for r in answers), list(zip(sent, answers))
+        print("evcc's log:", evcc.messages)
+        assert not [m for m in evcc.messages if m[0] in ("ERROR", "FATAL")], evcc.messages
+        renewed = [t for t, topic, _ in evcc.sent if topic.endswith("/limit")]
+        gaps = [b - a for a, b in zip(renewed, renewed[1:])]
+        print("evcc renewals: %d, gaps %s s" % (len(gaps) + 1, ["%.2f" % g for g in gaps]))
+        assert len(gaps) >= 5 and min(gaps) > period / 2 and max(gaps) < ttl
+        assert not any(e["type"] == "limit.expired" for e in c.events)  # alive: never expired
+    finally:
+        evcc.die()
+
+    # evcc is dead. The last renewal the charger accepted sets the deadline; within one
+    # 10 ms tick of it the failsafe applies: 1.38 kW is 6 A, 10 % duty.
+    limit_sent = [x for x in evcc.sent if x[1].endswith("/limit")]
+    c.wait(lambda: all(replies_to(c, limit_sent)), 5)  # the last one's reply is in
+    deadline = max(iso_ms(r[0]["data"]["expiresAt"]) for r in replies_to(c, limit_sent))
+    c.wait(lambda: any(e["type"] == "limit.expired" for e in c.events), ttl + 5)
+    expired = [e for e in c.events if e["type"] == "limit.expired"]
+    assert len(expired) == 1
+    data = expired[0]["data"]
+    assert data["source"] == "evcc" and data["failsafe"] == {"value": FAILSAFE_KW, "unit": "kw"}
+    lag = iso_ms(data["expiredAt"]) - deadline
+    print("failsafe %.0f ms after the ttl ran out (board time)" % lag)
+    assert 0 <= lag <= 10
+    c.wait(lambda: duty(c) == 10.0 and c.readings["current"] == 6.0, 10)
+    s = c.read()["state"]
+    assert s["limitedBy"] == "failsafe" and s["limits"]["failsafe"] is True
+    assert s["limits"]["dynamic"] is None and s["status"] == "charging"
