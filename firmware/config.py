@@ -40,6 +40,12 @@ def check(cfg):
         errors.append("webhook_url needs webhook_secret")
     if "site" in cfg:
         errors.extend(_check_site(cfg["site"], cfg["phases"]))
+    if "discovery" in cfg and type(cfg["discovery"]) is not bool:
+        errors.append("discovery must be true or false")
+    prefix = cfg.get("discovery_prefix")
+    if prefix is not None and (type(prefix) is not str or not 0 < len(prefix) <= 64 or
+                               any(ch in prefix for ch in "+#") or prefix.startswith("/")):
+        errors.append("discovery_prefix must be a topic prefix without + or #")
     return errors
 
 
