@@ -7,12 +7,15 @@ ARGS ?=
 
 PORT ?=
 BOARD ?= esp32
+SEED ?=
+SEEDS ?=
+INTERP ?=
 CONFIG ?=
 IMAGE ?=
 BROKER ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help test sim evctl bench compile deploy flash repl logs clean
+.PHONY: help test sim evctl bench fuzz compile deploy flash repl logs clean
 
 help:
 	@echo 'make sim       the simulated charger on a local broker; prints what to type next'
@@ -23,6 +26,9 @@ help:
 	@echo '               the same CLI is .venv/bin/evctl, usable from anywhere)'
 	@echo 'make test      set up .venv (first time: about a minute), compile, run host_tests/'
 	@echo 'make bench     measure the charger against the physical limits (a table)'
+	@echo 'make fuzz      many more seeded scenario timelines than make test plays, a summary'
+	@echo '               (SEEDS=500, INTERP=cpython|micropython|both; SEED=n replays one,'
+	@echo '               ARGS=--shrink shortens a failing one)'
 	@echo 'make flash PORT=/dev/ttyUSB0 IMAGE=ESP32_GENERIC-v1.26.0.bin   MicroPython, once'
 	@echo 'make deploy PORT=/dev/ttyUSB0 CONFIG=garage.local.json        the agent and its config'
 	@echo '               (ARGS="--dry-run DIR" writes the tree to DIR instead)'
@@ -63,6 +69,11 @@ evctl: $(BIN)/evctl
 
 bench: $(BIN)/pytest build/lib/umqtt/simple.py compile
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.measure.perf $(ARGS)
+
+# The scenario fuzzer: many seeds (SEEDS=, default 500) or one (SEED=), INTERP=cpython|micropython|both.
+fuzz: $(BIN)/pytest build/lib/umqtt/simple.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.bench.fuzz $(if $(SEED),--seed $(SEED)) \
+		$(if $(SEEDS),--seeds $(SEEDS)) $(if $(INTERP),--interp $(INTERP)) $(ARGS)
 
 deploy: $(BIN)/pytest
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.device.deploy --board $(BOARD) \

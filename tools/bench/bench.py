@@ -35,6 +35,7 @@ class Bench:
         self.duty_counts = pwm_full  # what the board drives
         self.drive = False
         self.contactor = False  # the physical contact
+        self.welded = False  # welded shut: stays so through other faults, until "none"
         self.current = 0.0  # A per phase, measured
         self.energy_wh = 0.0
         self.high = SOURCE_V
@@ -85,8 +86,10 @@ class Bench:
     def _move_contactor(self):
         closed = self.drive
         if self.fault == "contactor_weld" and self.contactor:
+            self.welded = True
+        if self.welded and self.contactor:
             closed = True
-        if self.fault == "contactor_stuck_open":
+        elif self.fault == "contactor_stuck_open":
             closed = False
         if closed != self.contactor:
             self.contactor = closed
@@ -131,6 +134,8 @@ class Bench:
         if name not in FAULTS:
             raise ValueError("unknown fault %r" % name)
         self.fault = name
+        if name == "none":
+            self.welded = False  # the bench's repair
 
     def set_ev(self, fields):
         self.ev_changed_at = self.t

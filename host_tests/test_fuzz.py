@@ -1,0 +1,361 @@
+"""The scenario fuzzer (tools/bench/fuzz.py) in make test, under both interpreters: seeded
+timelines of vehicles, faults, cap writes, commands, resets and power cuts, every tick
+checked against the invariants of tools/bench/invariants.py.
+
+A failing seed prints the command that replays it (`make fuzz SEED=n INTERP=...`); with
+FUZZ_SEED=n set, this file runs only that seed. The rest of the file proves the checker
+itself: each invariant is broken on purpose in a made-up bench history and must be caught.
+"""
+import os
+import tempfile
+
+import pytest
+
+from tools.bench import fuzz
+from tools.bench import invariants as inv
+from tools.bench.invariants import Checker, Obs, Violation
+
+# Seeds per interpreter: the micropython rig pays a socket round trip per tick and a
+# process start per power cut, so it plays fewer (make fuzz plays many more of both).
+SEEDS = {"cpython": 200, "micropython": 50}
+CHUNKS = 8
+
+
+def seeds_for(interp, chunk):
+    if os.environ.get("FUZZ_SEED"):
+        return [int(os.environ["FUZZ_SEED"])] if chunk == 0 else []
+    n = SEEDS[interp]
+    return range(chunk * n // CHUNKS, (chunk + 1) * n // CHUNKS)
+
+
+@pytest.fixture
+def flash_root(tmp_path):
+    """Where the simulated flash lives: in memory where the system has a tmpfs, since a cap
+    write per tick is a file rename per tick, and the fuzzer tests the agent, not the disk."""
+    shm = "/dev/shm"
+    if not (os.path.isdir(shm) and os.access(shm, os.W_OK)):
+        yield str(tmp_path)
+        return
+    with tempfile.TemporaryDirectory(prefix="fuzz-", dir=shm) as root:
+        yield root
+
+
+@pytest.mark.parametrize("chunk", range(CHUNKS))
+def test_fuzz(make_rig, flash_root, chunk):
+    interp = make_rig.interpreter
+    failures = []
+    for seed in seeds_for(interp, chunk):
+        flash = tempfile.mkdtemp(dir=flash_root)
+        try:
+            fuzz.run(fuzz.generate(seed), lambda **kw: make_rig(state_dir=flash, **kw), interp)
+        except Violation as v:
+            failures.append("seed %d (%s): %s" % (seed, interp, v))
+    assert not failures, "\n\n".join(failures)
+
+
+# -- the generator
+def test_a_seed_is_a_scenario():
+    a, b = fuzz.generate(11), fuzz.generate(11)
+    assert [(s.t, s.kind, s.args) for s in a.steps] == [(s.t, s.kind, s.args) for s in b.steps]
+    assert a.install == b.install and a.length_ms == b.length_ms
+    assert repr(fuzz.generate(12).steps) != repr(a.steps)
+
+
+def test_the_ci_seeds_cover_the_brief():
+    """Everything the fuzzer is meant to do happens somewhere in the seeds make test plays."""
+    seen = set()
+    for seed in range(SEEDS["micropython"]):
+        sc = fuzz.generate(seed)
+        seen.add(("phases", sc.install["phases"]))
+        seen.add(("fractional volts", sc.install["voltage"] != int(sc.install["voltage"])))
+        last = {}
+        for s in sc.steps:
+            seen.add(s.kind)
+            if s.kind in ("cap", "cmd") and last.get(s.kind) == s.t - fuzz.TICK_MS:
+                seen.add(s.kind + " every tick")
+            last[s.kind] = s.t
+            if s.kind == "fault":
+                seen.add(s.args)
+            if s.kind == "ev":
+                seen.update("ev " + k for k in s.args)
+            if s.kind == "cap" and fuzz.valid_cap(s.args):
+                edge = 6 * sc.install["voltage"] * sc.install["phases"] / 1000
+                seen.add("cap near 6 A" if abs(s.args - edge) < 0.001 else "cap")
+            if s.kind == "cmd":
+                seen.add(s.args[0])
+                seen.add("replace" if s.args[2] else "no strategy")
+                seen.add("own id" if s.args[1] else "agent's id")
+        ids = [s.args[1] for s in sc.steps if s.kind == "cmd" and s.args[1]]
+        if len(ids) != len(set(ids)):
+            seen.add("repeated id")
+    wanted = {("phases", 1), ("phases", 3), ("fractional volts", True), "ev", "fault", "cap",
+              "cmd", "reset", "cut", "boot", "cap every tick", "cmd every tick", "none",
+              "ev connected", "ev request", "ev maxCurrent", "ev ventilation", "ev asleep",
+              "ev obeysPilot", "cap near 6 A", "charge", "idle", "replace", "no strategy",
+              "own id", "agent's id", "repeated id"} | set(fuzz.FAULTS)
+    assert wanted <= seen, wanted - seen
+
+
+def test_a_failing_run_names_the_invariant_history_and_replay(tmp_path):
+    """A planted firmware defect (the contactor drive stuck on) is caught through the whole
+    runner, with the message a developer needs."""
+    from tools.bench.rig import InProcessRig
+
+    def make(**kw):
+        rig = InProcessRig(str(tmp_path), **kw)
+        drive = rig.bench.drive_outputs
+        rig.bench.drive_outputs = lambda counts, _: drive(counts, True)
+        return rig
+
+    with pytest.raises(Violation) as e:
+        fuzz.run(fuzz.generate(3), make, "cpython")
+    text = str(e.value)
+    assert e.value.invariant in (inv.OPEN % inv.UNPLUG, inv.PAUSE_NO_LOAD) and e.value.t <= 110
+    assert text.startswith("invariant broken: " + e.value.invariant)
+    assert "last inputs:" in text and "wire (changes)" in text
+    assert "replay: make fuzz SEED=3 INTERP=cpython" in text
+
+
+# -- the checker, on made-up bench histories
+FULL = 10000
+X1, F = FULL, 0
+D32 = 5333  # 53.33 %: 32 A
+
+
+class History:
+    """A bench history written by hand: each call is one tick."""
+
+    def __init__(self, checker=None, **installation):
+        kw = {"voltage": 230, "phases": 1, "max_current": 32}
+        kw.update(installation)
+        self.c = checker or Checker(**kw)
+        self.t = 0
+        self.state = {"powered": True, "counts": X1, "drive": False, "connected": False,
+                      "s2": False, "ventilation": False, "fault": "none", "current": 0.0}
+
+    def tick(self, n=1, **changes):
+        self.state.update(changes)
+        for _ in range(n):
+            self.t += inv.TICK_MS
+            s = self.state
+            self.c.observe(Obs(self.t, s["powered"], s["counts"], FULL, s["drive"],
+                               s["connected"], s["s2"], s["ventilation"], s["fault"],
+                               s["current"]))
+        return self
+
+    def charging(self):
+        self.tick(connected=True)
+        self.tick(50, counts=D32, s2=True)
+        return self.tick(100, drive=True, current=32.0)
+
+
+def caught(invariant, f):
+    with pytest.raises(Violation) as e:
+        f()
+    assert e.value.invariant == invariant, str(e.value)
+    return e.value
+
+
+def test_a_lowered_cap_binds_after_two_ticks():
+    h = History().charging()
+    reply = {"meta": {"status": 200}}
+    h.c.cap_sent(3.68, True)
+    h.tick()
+    h.c.cap_reply(h.t, 3.68, True, reply)
+    h.tick(2)  # the pilot may follow within two ticks
+    v = caught(inv.CEILING, h.tick)
+    assert "max_charge_rate allows 16.0 A" in v.detail
+
+
+def test_a_raise_may_reach_the_pilot_before_its_reply():
+    h = History(default_kw=3.68).tick(connected=True).tick(counts=2666)
+    h.c.cap_sent(7.36, True)
+    h.tick(counts=D32)  # the micropython rig steps the tick that carries the reply
+    h.c.cap_reply(h.t, 7.36, True, {"meta": {"status": 200}})
+    h.tick(5)
+
+
+def test_a_refused_cap_is_never_tolerated():
+    h = History(default_kw=3.68).tick(connected=True).tick(counts=2666)
+    h.c.cap_sent(99, False)
+    caught(inv.CEILING, lambda: h.tick(counts=D32))
+
+
+@pytest.mark.parametrize("kw,amps", [(1.3799, 5.9), (1.38, 6.0), (7.36, 32.0)])
+def test_cap_amps_floor_exactly(kw, amps):
+    assert float(inv.cap_amps(kw, 230, 1)) == amps
+
+
+def test_below_6_a_nothing_may_be_offered():
+    h = History(default_kw=1.3799).tick(connected=True)
+    caught(inv.CEILING, lambda: h.tick(counts=1000))  # 10 %: 6 A
+
+
+def test_the_cable_and_the_installation_are_ceilings():
+    h = History(max_current=32, cable_current=20).tick(connected=True)
+    h.tick(counts=3333)  # 20 A
+    caught(inv.CEILING, lambda: h.tick(counts=3350))
+
+
+@pytest.mark.parametrize("counts", [500, 300, 799, 9701, 9999, 1])
+def test_forbidden_duties(counts):
+    caught(inv.DUTY, lambda: History().tick(connected=True, counts=counts))
+
+
+@pytest.mark.parametrize("change,name", [
+    ({"connected": False, "s2": False}, inv.UNPLUG), ({"fault": "pilot_short"}, inv.SHORT),
+    ({"counts": F}, inv.SHOWS_F), ({"fault": "diode_short"}, inv.DIODE),
+    ({"s2": False}, inv.C_TO_B), ({"ventilation": True}, inv.VENT)])
+def test_contactor_drive_off_within_100_ms(change, name):
+    h = History().charging()
+    h.tick(10, **change)  # the drive may still be on in the 10th tick (opens 100 ms later)
+    caught(inv.OPEN % name, h.tick)
+
+
+def test_drive_off_in_time_is_no_violation():
+    h = History().charging()
+    h.tick(5, s2=False)
+    h.tick(100, drive=False, current=0.0)
+
+
+def test_closed_without_pwm_at_most_6_s():
+    h = History().charging()
+    h.tick(601, counts=X1)  # x1 under load: 6 s allowed, plus the tick that opens
+    caught(inv.NO_PWM, h.tick)
+
+
+def test_a_pause_opens_once_the_current_is_gone():
+    h = History().charging()
+    h.tick(50, counts=X1)
+    h.tick(10, current=0.0)
+    caught(inv.PAUSE_NO_LOAD, h.tick)
+
+
+def test_f_is_held_300_ms():
+    h = History().charging()
+    h.tick(29, counts=F, drive=False, current=0.0)
+    caught(inv.F_HOLD, lambda: h.tick(counts=X1))
+    h = History().charging()
+    h.tick(30, counts=F, drive=False, current=0.0)
+    h.tick(counts=X1)
+
+
+def test_f_cut_short_by_a_power_cut_is_no_violation():
+    h = History().charging()
+    h.tick(counts=F, drive=False, current=0.0)
+    h.c.power(False, h.t)
+    h.c.power(True, h.t)
+    h.tick(5, counts=X1)
+
+
+def test_hold_off_counts_from_the_clear():
+    h = History().charging()
+    h.tick(30, counts=F, drive=False, current=0.0, fault="pilot_short", s2=False)
+    h.tick(4000, counts=X1)  # a 40 s short
+    h.tick(fault="none")  # the hold-off starts only now
+    h.tick(50, counts=D32, s2=True)
+    caught(inv.HOLDOFF, lambda: h.tick(drive=True))
+
+
+def test_after_the_hold_off_the_contactor_may_close():
+    h = History().charging()
+    h.tick(30, counts=F, drive=False, current=0.0, fault="pilot_short", s2=False)
+    h.tick(4000, counts=X1)
+    h.tick(3000, fault="none")
+    h.tick(50, counts=D32, s2=True)
+    h.tick(drive=True)
+
+
+def test_a_wake_up_is_not_a_fault():
+    h = History().tick(connected=True).tick(2950, counts=D32)  # 29.5 s of PWM in B
+    h.tick(300, counts=F)
+    h.tick(100, counts=X1)
+    h.tick(80, counts=D32, s2=True)
+    h.tick(drive=True)  # closes 4 s after the wake-up's F: no hold-off applies
+
+
+def ack(checker, t, command, action_id, created=None):
+    checker.command_reply(t, action_id, {"meta": {"status": 202}, "data": {
+        "id": action_id, "command": command, "createdAt": created or "c%d" % t}})
+
+
+def terminal(checker, t, kind, action_id, event_id=None):
+    checker.event({"id": event_id or "e-" + action_id, "type": kind,
+                   "data": {"actionId": action_id}}, t)
+
+
+def test_an_idle_that_completed_holds():
+    h = History().charging()
+    ack(h.c, h.t, "idle", "i1")
+    h.tick(3, counts=X1)
+    h.tick(100, s2=False, drive=False, current=0.0)
+    terminal(h.c, h.t, "push.completed", "i1")
+    h.tick(100, counts=D32)  # current offered again: the issue 10 item 3 race
+    v = caught(inv.IDLE_HOLDS, lambda: h.c.finish(h.t))
+    assert "'i1'" in v.detail
+
+
+def test_a_failed_charge_does_not_end_a_pause():
+    h = History().charging()
+    ack(h.c, h.t, "idle", "i1")
+    h.tick(100, counts=X1, s2=False, drive=False, current=0.0)
+    terminal(h.c, h.t, "push.completed", "i1")
+    ack(h.c, h.t, "charge", "c1")
+    terminal(h.c, h.t, "push.failed", "c1")
+    h.tick(100, counts=D32)
+    v = caught(inv.IDLE_HOLDS, lambda: h.c.finish(h.t))
+    assert "failed, and a failed command changes nothing" in v.detail
+
+
+def test_a_charge_or_an_unplug_ends_a_pause():
+    h = History().charging()
+    ack(h.c, h.t, "idle", "i1")
+    h.tick(100, counts=X1, s2=False, drive=False, current=0.0)
+    terminal(h.c, h.t, "push.completed", "i1")
+    h.tick(10, connected=False)
+    h.tick(10, connected=True)
+    h.tick(100, counts=D32)  # a new session charges by itself
+    ack(h.c, h.t, "charge", "c1")
+    terminal(h.c, h.t, "push.completed", "c1")
+    h.c.finish(h.t)
+
+
+def test_every_acknowledged_action_ends_exactly_once():
+    c = History().c
+    ack(c, 10, "charge", "a")
+    caught(inv.ONE_TERMINAL, lambda: c.finish(1000))
+    terminal(c, 20, "push.completed", "a")
+    terminal(c, 30, "push.completed", "a")  # the same event again: at-least-once is fine
+    c.finish(1000)
+    terminal(c, 40, "push.failed", "a", "e-other")
+    caught(inv.ONE_TERMINAL, lambda: c.finish(1000))
+
+
+def test_no_terminal_event_for_an_unknown_action():
+    c = History().c
+    terminal(c, 20, "action.cancelled", "ghost")
+    caught(inv.ONE_TERMINAL, lambda: c.finish(1000))
+
+
+def test_a_repeated_id_is_answered_not_run():
+    c = History().c
+    ack(c, 10, "charge", "a", "2026-01-01T00:00:00.010Z")
+    ack(c, 90, "charge", "a", "2026-01-01T00:00:00.010Z")  # answered as it stands: fine
+    caught(inv.RUN_ONCE, lambda: ack(c, 100, "charge", "a", "2026-01-01T00:00:00.100Z"))
+
+
+def test_one_fault_raised_per_real_change():
+    c = History().c
+    raised = lambda n, code: c.event({"id": "r%d" % n, "type": "fault.raised",  # noqa: E731
+                                      "data": {"fault": code}}, n)
+    raised(1, "CONTACTOR_WELDED")
+    raised(2, "RCD_TRIP")
+    caught(inv.ONE_RAISE, lambda: raised(3, "CONTACTOR_WELDED"))
+    c.event({"id": "x", "type": "fault.cleared", "data": {"fault": "RCD_TRIP"}}, 4)
+    raised(5, "CONTACTOR_WELDED")
+
+
+def test_the_checker_sees_every_tick():
+    h = History().tick()
+    h.t += inv.TICK_MS
+    caught(inv.CONTINUITY, h.tick)

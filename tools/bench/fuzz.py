@@ -1,0 +1,526 @@
+"""A seeded, bounded scenario fuzzer in bench time: the test that hunts for the next defect.
+
+`generate(seed)` turns a seed into a scenario: an installation and a timeline of what a
+vehicle, the bench's faults, a home energy manager (cap writes), a cloud (commands, with
+repeated and replacing action ids), a person at the reset button and the mains (power cuts)
+do to the charger, each at its own random rate, up to one per tick. `run()` plays it on a rig
+(firmware under CPython or under the micropython binary) and feeds every tick to the
+invariant checker (tools/bench/invariants.py); a broken invariant raises with the command
+that replays it. `shrink()` looks for a shorter timeline that still breaks it.
+
+    make fuzz                          # many seeds, both interpreters, a summary
+    make fuzz SEED=123 INTERP=micropython [ARGS="--keep 1,4,9 --until 42000"]
+"""
+import argparse
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+import traceback
+
+from .invariants import CAP, Checker, Obs, Violation
+from .rig import InProcessRig, ProcessRig
+
+TICK_MS = 10
+DRAIN_MS = 15000  # quiet end: every action times out within 10 s of its start or boot
+INTERPRETERS = ("cpython", "micropython")
+FAULTS = {"pilot_short": 3, "diode_short": 2, "overcurrent": 3, "contactor_stuck_open": 1,
+          "contactor_weld": 1.5, "rcd_trip": 1}  # relative weights; weld and RCD latch
+VEHICLE_AMPS = (6, 10, 13, 16, 20, 32, 48, 63, 80)
+INSTALL_AMPS = (6, 10, 13, 16, 20, 25, 32, 40, 48, 63, 80)
+CABLE_AMPS = (13, 20, 32, 63)
+TYPICAL_KW = (0, 1.0, 1.38, 1.4, 3.68, 3.7, 4.14, 7.36, 7.4, 11, 22, 50)
+INVALID_CAPS = (-1, -0.001, 50.001, 99, "7.4", None, True)
+REACTION_MS = (0, 10, 10, 20, 30, 50, 100, 300, 1000)
+# A repeated action id is one of those of the last 8 commands: the agent remembers at least
+# its last 8 actions (design.md), so a second run of one is a defect.
+REPEAT_WINDOW = 8
+CRASH = "the firmware keeps running"
+
+
+class Step:
+    __slots__ = ("t", "kind", "args")
+
+    def __init__(self, t, kind, args=None):
+        self.t = t
+        self.kind = kind
+        self.args = args
+
+    def __repr__(self):
+        a = self.args
+        if self.kind == "ev":
+            return "ev " + " ".join("%s=%s" % kv for kv in sorted(a.items()))
+        if self.kind == "cap":
+            return "cap %r kW" % (a,)
+        if self.kind == "cmd":
+            name, action_id, strategy = a
+            return "%s%s%s" % (name, " id=" + action_id if action_id else "",
+                               " cancel_and_replace" if strategy else "")
+        if self.kind == "fault":
+            return "fault " + a
+        return {"reset": "factory reset", "cut": "power cut", "boot": "power on"}[self.kind]
+
+
+class Scenario:
+    def __init__(self, seed, install, length_ms, steps):
+        self.seed = seed
+        self.install = install  # make_rig keywords
+        self.length_ms = length_ms
+        self.steps = steps  # sorted by t; the index is a step's name for --keep
+
+    def describe(self):
+        i = self.install
+        return "seed %d: %s V x %d, max %d A%s%s, %d s, %d steps" % (
+            self.seed, i["voltage"], i["phases"], i["max_current"],
+            ", cable %d A" % i["cable_current"] if i.get("cable_current") else "",
+            ", default %s kW" % i["default_kw"] if "default_kw" in i else "",
+            self.length_ms // 1000, len(self.steps))
+
+
+# -- the generator
+class _Gen:
+    def __init__(self, seed):
+        self.r = random.Random(seed)
+        self.steps = []
+        self.ids = 0
+        self.recent_ids = []  # ids of the last REPEAT_WINDOW commands (None: not repeatable)
+
+    def logu(self, lo, hi):
+        return math.exp(self.r.uniform(math.log(lo), math.log(hi)))
+
+    def rate(self, p_off, lo, hi):
+        """Events per second for one kind of input: off, or log-uniform in [lo, hi]."""
+        return 0.0 if self.r.random() < p_off else self.logu(lo, hi)
+
+    def times(self, per_s, start, end):
+        t = start
+        while per_s > 0:
+            t += self.r.expovariate(per_s) * 1000
+            if t >= end:
+                return
+            yield t
+
+    def add(self, t, kind, args=None):
+        self.steps.append(Step(int(t) // TICK_MS * TICK_MS, kind, args))
+
+    def pick(self, weights):
+        return self.r.choices(list(weights), list(weights.values()))[0]
+
+    def action_ids(self, steps):
+        # Given in time order, once the timeline is sorted: "repeat" picks an id of the
+        # last REPEAT_WINDOW actions before it.
+        for s in steps:
+            if s.kind != "cmd":
+                continue
+            name, how, strategy = s.args
+            mine = [a for a in self.recent_ids if a]
+            aid = None
+            if how == "repeat" and mine:
+                s.args = (name, self.r.choice(mine), strategy)
+            else:
+                if how != "auto":
+                    self.ids += 1
+                    aid = "a%d" % self.ids
+                s.args = (name, aid, strategy)
+            # Every command takes a place: a repeat of an id first refused (409) is new.
+            self.recent_ids = (self.recent_ids + [aid])[-REPEAT_WINDOW:]
+
+
+def generate(seed):
+    g = _Gen(seed)
+    r = g.r
+    voltage = r.randint(220, 240) if r.random() < 0.85 else round(r.uniform(220, 240), 1)
+    install = {"voltage": voltage, "phases": 1 if r.random() < 0.7 else 3,
+               "max_current": r.choice(INSTALL_AMPS)}
+    if r.random() < 0.3:
+        install["cable_current"] = r.choice(CABLE_AMPS)
+    if r.random() < 0.2:
+        install["default_kw"] = r.choice((0, 1.0, 3.7, 7.4, 11, 22))
+    x = r.random()
+    length = int(r.uniform(5, 30) if x < 0.4 else r.uniform(30, 90) if x < 0.8 else
+                 r.uniform(90, 180)) * 1000
+    edge_kw = 6 * voltage * install["phases"] / 1000
+
+    # How this scenario's world behaves: each kind of input has its own rate.
+    react = {k: 0.0 if r.random() < 0.5 else r.uniform(0.3, 1.0) for k in ("plug", "boot", "clear")}
+    p_idle = r.uniform(0.2, 0.8)
+    p_replace = r.choice((0, 0.3, 0.7, 1.0))
+    p_auto, p_repeat = r.uniform(0, 0.4), r.choice((0, 0.1, 0.3))
+    p_cut_after_cmd = 0.0 if r.random() < 0.7 else r.uniform(0.01, 0.1)
+    p_asleep, p_disobey = r.choice((0, 0.1, 0.5)), r.choice((0, 0.15, 0.5))
+
+    def command(t, name=None, strategy=None):
+        name = name or ("idle" if r.random() < p_idle else "charge")
+        if strategy is None:
+            strategy = "cancel_and_replace" if r.random() < p_replace else None
+        x = r.random()
+        how = "auto" if x < p_auto else "repeat" if x < p_auto + p_repeat else "new"
+        g.add(t, "cmd", (name, how, strategy))
+        if r.random() < p_cut_after_cmd:
+            g.add(t + r.choice((0, 10, 20, 50, 100, 200)), "cut")
+            g.add(t + r.choice((0, 10, 20, 50, 100, 200)) + g.logu(10, 5000), "boot")
+
+    def react_to(kind, t):
+        if r.random() < react[kind]:
+            command(t + r.choice(REACTION_MS), "idle" if r.random() < 0.75 else "charge")
+
+    # The vehicle: plugged in and out, each plug-in a fresh car.
+    mean_in, mean_out = g.logu(200, 300000), g.logu(10, 10000)
+    t = g.logu(10, 5000) if r.random() < 0.9 else length
+    plugged = False
+    while t < length:
+        if plugged:
+            g.add(t, "ev", {"connected": False})
+            t += max(TICK_MS, r.expovariate(1 / mean_out))
+        else:
+            g.add(t, "ev", {"connected": True, "request": r.random() < 0.85,
+                            "maxCurrent": r.choice(VEHICLE_AMPS), "ventilation": False,
+                            "asleep": r.random() < p_asleep, "obeysPilot": r.random() >= p_disobey})
+            react_to("plug", t)
+            t += max(TICK_MS, r.expovariate(1 / mean_in))
+        plugged = not plugged
+    for t in g.times(g.rate(0.4, 0.02, 100), 0, length):  # B/C flapping
+        g.add(t, "ev", {"request": r.random() < 0.6})
+    for t in g.times(g.rate(0.6, 0.01, 50), 0, length):
+        g.add(t, "ev", {"maxCurrent": r.choice(VEHICLE_AMPS)})
+    for t in g.times(g.rate(0.7, 0.005, 5), 0, length):
+        g.add(t, "ev", {"ventilation": True})
+        g.add(t + g.logu(10, 20000), "ev", {"ventilation": False})
+    for t in g.times(g.rate(0.8, 0.005, 0.5), 0, length):
+        g.add(t, "ev", {"asleep": True})
+    for t in g.times(g.rate(0.6, 0.005, 5), 0, length):
+        g.add(t, "ev", {"obeysPilot": r.random() < 0.5})
+
+    # Faults: a chain of bench states, each lasting until the next event; half the time a
+    # fault follows a fault (an RCD trip on a weld).
+    fault = "none"
+    for t in g.times(g.rate(0.3, 0.005, 20), 0, length):
+        if fault != "none" and r.random() < 0.5:
+            fault = "none"
+            react_to("clear", t)
+        elif fault != "none":
+            fault = r.choice([f for f in FAULTS if f != fault])
+        else:
+            fault = g.pick(FAULTS)
+        g.add(t, "fault", fault)
+
+    # Cap writes in bursts, each in one style.
+    for t in g.times(g.rate(0.3, 1 / 120, 2), 0, length):
+        n, gap = int(g.logu(1, 300)), r.choice((10, 10, 10, 20, 50, 100, 300, 1000, 3000))
+        style = g.pick({"random": 3, "flap": 2, "edge": 2, "low": 1, "typical": 2,
+                        "invalid": 0.3})
+        flap = [round(r.uniform(edge_kw * 1.05, 25), r.choice((1, 2))) for _ in range(2)]
+        for k in range(n):
+            if t + k * gap >= length:
+                break
+            g.add(t + k * gap, "cap", _cap_value(g, style, flap, k, voltage,
+                                                 install["phases"], edge_kw))
+
+    # Commands in bursts; toggling bursts alternate idle and charge.
+    for t in g.times(g.rate(0.3, 1 / 120, 2), 0, length):
+        n, gap = int(g.logu(1, 100)), r.choice((10, 10, 20, 50, 100, 500, 2000))
+        toggle = r.random() < 0.3
+        for k in range(n):
+            if t + k * gap >= length:
+                break
+            command(t + k * gap, ("idle", "charge")[k % 2] if toggle else None)
+
+    for t in g.times(g.rate(0.75, 1 / 120, 1), 0, length):
+        g.add(t, "reset")
+    for t in g.times(g.rate(0.6, 1 / 120, 0.5), 0, length):
+        g.add(t, "cut")
+        back = t + g.logu(10, 5000)
+        g.add(back, "boot")
+        react_to("boot", back)
+
+    steps = sorted(g.steps, key=lambda s: s.t)  # stable: same-tick steps keep their order
+    g.action_ids(steps)
+    return Scenario(seed, install, length, steps)
+
+
+def _cap_value(g, style, flap, k, voltage, phases, edge_kw):
+    r = g.r
+    if style == "flap":
+        return flap[k % 2]
+    if style == "edge":  # just around a 0.1 A step, often the 6 A one
+        amps = 6.0 if r.random() < 0.5 else r.randint(60, 400) / 10
+        kw = amps * voltage * phases / 1000 + r.choice((-0.0004, -0.0001, 0, 0.0001))
+        return min(50, max(0, round(kw, 4)))
+    if style == "low":
+        return round(r.uniform(0, edge_kw), r.choice((1, 2, 3)))
+    if style == "typical":
+        return r.choice(TYPICAL_KW)
+    if style == "invalid" and r.random() < 0.5:
+        return r.choice(INVALID_CAPS)
+    return round(r.uniform(0, 50), r.choice((0, 1, 1, 2, 2, 3)))
+
+
+def valid_cap(value):
+    return type(value) in (int, float) and 0 <= value <= 50
+
+
+# -- playing a scenario
+def replay_command(seed, interp, keep=None, until=None):
+    cmd = "make fuzz SEED=%d INTERP=%s" % (seed, interp)
+    extra = []
+    if keep is not None:
+        extra.append("--keep " + (",".join(str(i) for i in keep) or "none"))
+    if until is not None:
+        extra.append("--until %d" % until)
+    return cmd + (' ARGS="%s"' % " ".join(extra) if extra else "")
+
+
+def run(scenario, make_rig, interp, keep=None, until=None):
+    """Play the scenario (only the steps in `keep`, up to `until` ms, when given) and check
+    every tick; returns the bench ms played. Raises Violation with its replay command."""
+    length = scenario.length_ms if until is None else min(until, scenario.length_ms)
+    steps = [s for i, s in enumerate(scenario.steps)
+             if (keep is None or i in keep) and s.t < length]
+    inst = scenario.install
+    checker = Checker(inst["voltage"], inst["phases"], inst["max_current"],
+                      inst.get("cable_current"), inst.get("default_kw", 50))
+    rig = make_rig(**inst)
+    try:
+        _play(rig, checker, steps, length)
+        checker.finish(rig.bench.t)
+        return rig.bench.t
+    except Violation as v:
+        v.replay = replay_command(scenario.seed, interp, keep, until)
+        raise
+    except Exception as e:  # a crash of the firmware (or the link to it) is a finding too
+        v = Violation(CRASH, rig.bench.t, "%s\n%s" % (
+            repr(e), "".join(traceback.format_exception(e)[-4:])),
+            checker.history(rig.bench.t))
+        v.replay = replay_command(scenario.seed, interp, keep, until)
+        raise v from e
+    finally:
+        rig.close()
+
+
+def _play(rig, checker, steps, length):
+    bench = rig.bench
+    state = {"powered": True, "seen": 0}
+    events = rig.prefix + "events"
+    plain_step = rig.step
+
+    def step():  # every tick the rig makes, scenario or request, goes through the checker
+        plain_step()
+        checker.observe(Obs.of(bench, state["powered"]))
+        published = rig.published
+        while state["seen"] < len(published):
+            topic, payload, _ = published[state["seen"]]
+            state["seen"] += 1
+            if topic == events and isinstance(payload, dict):
+                checker.event(payload, bench.t)
+
+    rig.step = step
+    n = 0
+    for s in steps:
+        while bench.t < s.t:
+            step()
+        n += 1
+        _apply(rig, checker, state, s, n)
+    while bench.t < length:
+        step()
+    if not state["powered"]:
+        _apply(rig, checker, state, Step(bench.t, "boot"), n)
+    rig.run(DRAIN_MS)  # no inputs, no power cut: every action must end now
+
+
+def _apply(rig, checker, state, s, n):
+    t = rig.bench.t
+    note = checker.note(t, repr(s))
+    kind, args = s.kind, s.args
+    if kind == "ev":
+        rig.ev(**args)
+    elif kind == "fault":
+        rig.fault(args)
+    elif kind == "cut":
+        if state["powered"]:
+            rig.power_cut()
+            state["powered"] = False
+            checker.power(False, t)
+    elif kind == "boot":
+        if not state["powered"]:
+            rig.boot()
+            state["powered"] = True
+            checker.power(True, t)
+    elif not state["powered"]:
+        note[1] += " (not sent: no power)"
+    elif kind == "cap":
+        valid = valid_cap(args)
+        checker.cap_sent(args, valid)
+        reply = rig.request("settings", {"requestId": "f%d" % n,
+                                         "settings": {CAP: {"value": args, "unit": "kw"}}})
+        note[1] += " -> %s" % reply.get("meta", {}).get("status")
+        checker.cap_reply(rig.bench.t, args, valid, reply)
+    elif kind == "cmd":
+        name, action_id, strategy = args
+        body = {"requestId": "f%d" % n, "action": {"command": name}}
+        if action_id:
+            body["actionId"] = action_id
+        if strategy:
+            body["onConflict"] = strategy
+        reply = rig.request("commands", body)
+        status = reply.get("meta", {}).get("status")
+        note[1] += " -> %s%s" % (status, " " + reply["data"]["id"] if status == 202 else "")
+        checker.command_reply(rig.bench.t, action_id, reply)
+    elif kind == "reset":
+        checker.reset_sent()
+        rig.factory_reset()
+        checker.reset_done(rig.bench.t)
+
+
+def shrink(scenario, make_rig, interp, violation, budget_s=60):
+    """A shorter timeline that breaks the same invariant: cut at the violation, then drop
+    steps while it still fails (delta debugging). Returns (keep, until, violation)."""
+    deadline = time.monotonic() + budget_s
+    until = violation.t + TICK_MS if violation.t < scenario.length_ms else None
+    limit = until if until is not None else scenario.length_ms
+    keep = [i for i, s in enumerate(scenario.steps) if s.t < limit]
+    best = violation
+
+    def fails(trial):
+        try:
+            run(scenario, make_rig, interp, set(trial), until)
+        except Violation as v:
+            return v if v.invariant == violation.invariant else None
+        return None
+
+    chunk = max(1, len(keep) // 2)
+    while chunk >= 1 and time.monotonic() < deadline:
+        i, removed = 0, False
+        while i < len(keep) and time.monotonic() < deadline:
+            trial = keep[:i] + keep[i + chunk:]
+            v = fails(trial)
+            if v is not None:
+                keep, best, removed = trial, v, True
+            else:
+                i += chunk
+        if not removed:
+            chunk //= 2
+    best.replay = replay_command(scenario.seed, interp, keep, until)
+    return keep, until, best
+
+
+# -- make fuzz
+def rig_maker(interp, root, module_dirs=None):
+    """make_rig as the test fixture gives it, for the command line."""
+    made = [0]
+
+    def make(**kw):
+        made[0] += 1
+        d = os.path.join(root, "flash%d" % made[0])
+        os.makedirs(d)
+        if interp == "cpython":
+            return InProcessRig(d, **kw)
+        return ProcessRig(d, module_dirs, **kw)
+
+    return make
+
+
+def _module_dirs():
+    from tools.device.compile import compile_all
+    from tools.paths import BUILD, MPY_DIR
+    failures = compile_all(MPY_DIR)
+    if failures:
+        raise SystemExit("fuzz: firmware does not compile: %s" % failures)
+    return [MPY_DIR, os.path.join(BUILD, "lib")]
+
+
+def _ints(text):
+    if text == "none":
+        return []
+    try:
+        return [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected comma-separated step numbers, got %r" % text)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one clear line, no usage dump
+        raise SystemExit("fuzz: %s (see --help)" % message)
+
+
+def main(argv=None):
+    p = _Parser(prog="make fuzz", description=__doc__.split("\n")[0])
+    p.add_argument("--seed", type=int, help="replay this one seed, verbosely")
+    p.add_argument("--seeds", type=int, default=500, help="how many seeds (default 500)")
+    p.add_argument("--start", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--interp", choices=INTERPRETERS + ("both",), default="both")
+    p.add_argument("--keep", type=_ints, help="with --seed: play only these step numbers")
+    p.add_argument("--until", type=int, help="with --seed: stop the timeline at this bench ms")
+    p.add_argument("--shrink", action="store_true", help="with --seed: shorten a failing "
+                   "timeline and print the steps that still break the invariant")
+    p.add_argument("--show", action="store_true", help="with --seed: print the timeline")
+    a = p.parse_args(argv)
+    if a.seeds < 1:
+        p.error("--seeds must be at least 1")
+    if a.seed is None and (a.keep is not None or a.until is not None or a.shrink or a.show):
+        p.error("--keep, --until, --shrink and --show need --seed")
+    interps = INTERPRETERS if a.interp == "both" else (a.interp,)
+    dirs = _module_dirs() if "micropython" in interps else None
+    with tempfile.TemporaryDirectory(prefix="fuzz-") as root:
+        if a.seed is not None:
+            return _one(a, interps, root, dirs)
+        return _many(a, interps, root, dirs)
+
+
+def _one(a, interps, root, dirs):
+    sc = generate(a.seed)
+    print(sc.describe())
+    if a.show:
+        for i, s in enumerate(sc.steps):
+            if a.keep is None or i in a.keep:
+                print("  %4d  t=%-8d %r" % (i, s.t, s))
+    status = 0
+    for interp in interps:
+        make = rig_maker(interp, os.path.join(root, interp), dirs)
+        started = time.monotonic()
+        try:
+            ms = run(sc, make, interp, None if a.keep is None else set(a.keep), a.until)
+            print("%s: passed, %d bench s in %.1f s" % (interp, ms // 1000,
+                                                        time.monotonic() - started))
+        except Violation as v:
+            status = 1
+            print("%s: FAILED\n%s" % (interp, v))
+            if a.shrink:
+                keep, until, best = shrink(sc, make, interp, v)
+                print("\nshrunk to %d steps%s:" % (len(keep), "" if until is None else
+                                                    ", stopping at t=%d" % until))
+                for i in keep:
+                    print("  %4d  t=%-8d %r" % (i, sc.steps[i].t, sc.steps[i]))
+                print(best)
+    return status
+
+
+def _many(a, interps, root, dirs):
+    failed = {}  # invariant -> [(seed, interp)]
+    total = 0
+    for interp in interps:
+        make = rig_maker(interp, os.path.join(root, interp), dirs)
+        started, bench_ms, bad = time.monotonic(), 0, 0
+        for seed in range(a.start, a.start + a.seeds):
+            try:
+                bench_ms += run(generate(seed), make, interp)
+            except Violation as v:
+                bad += 1
+                bench_ms += v.t
+                failed.setdefault(v.invariant, []).append((seed, interp))
+                print("FAIL seed %d (%s): %s at t=%d" % (seed, interp, v.invariant, v.t),
+                      flush=True)
+        total += bad
+        print("%s: %d seeds, %d failed, %.1f bench hours in %.0f s" % (
+            interp, a.seeds, bad, bench_ms / 3.6e6, time.monotonic() - started), flush=True)
+    if failed:
+        print("\nfailures by invariant (replay one with the command shown):")
+        for inv, where in sorted(failed.items(), key=lambda kv: -len(kv[1])):
+            seed, interp = where[0]
+            print("  %4d  %s\n        e.g. %s" % (len(where), inv, replay_command(seed, interp)))
+    return 1 if total else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
