@@ -112,7 +112,7 @@ def test_a_failing_run_names_the_invariant_history_and_replay(tmp_path):
     text = str(e.value)
     assert e.value.invariant in (inv.OPEN % inv.UNPLUG, inv.PAUSE_NO_LOAD) and e.value.t <= 110
     assert text.startswith("invariant broken: " + e.value.invariant)
-    assert "last inputs:" in text and "wire (changes)" in text
+    assert "inputs:" in text and "wire (changes)" in text
     assert "replay: make fuzz SEED=3 INTERP=cpython" in text
 
 

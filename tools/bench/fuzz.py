@@ -81,11 +81,14 @@ class Scenario:
 
 # -- the generator
 class _Gen:
+    """One scenario's random source, its timeline so far, and how its world behaves."""
+
     def __init__(self, seed):
         self.r = random.Random(seed)
         self.steps = []
         self.ids = 0
         self.recent_ids = []  # ids of the last REPEAT_WINDOW commands (None: not repeatable)
+        self.plug_ins = []  # bench ms of each plug-in: storms follow some of them
 
     def logu(self, lo, hi):
         return math.exp(self.r.uniform(math.log(lo), math.log(hi)))
@@ -108,9 +111,39 @@ class _Gen:
     def pick(self, weights):
         return self.r.choices(list(weights), list(weights.values()))[0]
 
+    def behaviour(self):
+        r = self.r
+        self.react = {k: 0.0 if r.random() < 0.5 else r.uniform(0.3, 1.0)
+                      for k in ("plug", "boot", "clear", "fault")}
+        self.p_idle = r.uniform(0.2, 0.8)
+        self.p_replace = r.choice((0, 0.3, 0.7, 1.0))
+        self.p_auto, self.p_repeat = r.uniform(0, 0.4), r.choice((0, 0.1, 0.3))
+        self.p_cut_after_cmd = 0.0 if r.random() < 0.7 else r.uniform(0.01, 0.1)
+        self.p_asleep, self.p_disobey = r.choice((0, 0.1, 0.5)), r.choice((0, 0.15, 0.5))
+
+    def command(self, t, name=None):
+        r = self.r
+        name = name or ("idle" if r.random() < self.p_idle else "charge")
+        strategy = "cancel_and_replace" if r.random() < self.p_replace else None
+        x = r.random()
+        how = "auto" if x < self.p_auto else "repeat" if x < self.p_auto + self.p_repeat \
+            else "new"
+        self.add(t, "cmd", (name, how, strategy))
+        if r.random() < self.p_cut_after_cmd:
+            self.add(t + r.choice((0, 10, 20, 50, 100, 200)), "cut")
+            self.add(t + r.choice((0, 10, 20, 50, 100, 200)) + self.logu(10, 5000), "boot")
+
+    def react_to(self, kind, t, p_idle=0.75):
+        # A home energy manager or a cloud that answers a plug-in, a boot or a cleared
+        # fault with a command (mostly idle), or a user who presses charge when the car
+        # stops on a fault; at once or a little later.
+        if self.r.random() < self.react[kind]:
+            self.command(t + self.r.choice(REACTION_MS),
+                         "idle" if self.r.random() < p_idle else "charge")
+
     def action_ids(self, steps):
         # Given in time order, once the timeline is sorted: "repeat" picks an id of the
-        # last REPEAT_WINDOW actions before it.
+        # last REPEAT_WINDOW commands before it.
         for s in steps:
             if s.kind != "cmd":
                 continue
@@ -141,32 +174,20 @@ def generate(seed):
     x = r.random()
     length = int(r.uniform(5, 30) if x < 0.4 else r.uniform(30, 90) if x < 0.8 else
                  r.uniform(90, 180)) * 1000
-    edge_kw = 6 * voltage * install["phases"] / 1000
+    g.behaviour()
+    _vehicle(g, length)
+    _faults(g, length)
+    _caps(g, length, install)
+    _commands(g, length)
+    _mains(g, length)
+    steps = sorted(g.steps, key=lambda s: s.t)  # stable: same-tick steps keep their order
+    g.action_ids(steps)
+    return Scenario(seed, install, length, steps)
 
-    # How this scenario's world behaves: each kind of input has its own rate.
-    react = {k: 0.0 if r.random() < 0.5 else r.uniform(0.3, 1.0) for k in ("plug", "boot", "clear")}
-    p_idle = r.uniform(0.2, 0.8)
-    p_replace = r.choice((0, 0.3, 0.7, 1.0))
-    p_auto, p_repeat = r.uniform(0, 0.4), r.choice((0, 0.1, 0.3))
-    p_cut_after_cmd = 0.0 if r.random() < 0.7 else r.uniform(0.01, 0.1)
-    p_asleep, p_disobey = r.choice((0, 0.1, 0.5)), r.choice((0, 0.15, 0.5))
 
-    def command(t, name=None, strategy=None):
-        name = name or ("idle" if r.random() < p_idle else "charge")
-        if strategy is None:
-            strategy = "cancel_and_replace" if r.random() < p_replace else None
-        x = r.random()
-        how = "auto" if x < p_auto else "repeat" if x < p_auto + p_repeat else "new"
-        g.add(t, "cmd", (name, how, strategy))
-        if r.random() < p_cut_after_cmd:
-            g.add(t + r.choice((0, 10, 20, 50, 100, 200)), "cut")
-            g.add(t + r.choice((0, 10, 20, 50, 100, 200)) + g.logu(10, 5000), "boot")
-
-    def react_to(kind, t):
-        if r.random() < react[kind]:
-            command(t + r.choice(REACTION_MS), "idle" if r.random() < 0.75 else "charge")
-
-    # The vehicle: plugged in and out, each plug-in a fresh car.
+def _vehicle(g, length):
+    # Plugged in and out, each plug-in a fresh car; then each of its whims at its own rate.
+    r = g.r
     mean_in, mean_out = g.logu(200, 300000), g.logu(10, 10000)
     t = g.logu(10, 5000) if r.random() < 0.9 else length
     plugged = False
@@ -177,8 +198,10 @@ def generate(seed):
         else:
             g.add(t, "ev", {"connected": True, "request": r.random() < 0.85,
                             "maxCurrent": r.choice(VEHICLE_AMPS), "ventilation": False,
-                            "asleep": r.random() < p_asleep, "obeysPilot": r.random() >= p_disobey})
-            react_to("plug", t)
+                            "asleep": r.random() < g.p_asleep,
+                            "obeysPilot": r.random() >= g.p_disobey})
+            g.react_to("plug", t)
+            g.plug_ins.append(t)
             t += max(TICK_MS, r.expovariate(1 / mean_in))
         plugged = not plugged
     for t in g.times(g.rate(0.4, 0.02, 100), 0, length):  # B/C flapping
@@ -193,68 +216,98 @@ def generate(seed):
     for t in g.times(g.rate(0.6, 0.005, 5), 0, length):
         g.add(t, "ev", {"obeysPilot": r.random() < 0.5})
 
-    # Faults: a chain of bench states, each lasting until the next event; half the time a
-    # fault follows a fault (an RCD trip on a weld).
+
+def _faults(g, length):
+    # A chain of bench states, each lasting until the next event; half the time a fault
+    # follows a fault, and a weld is often followed by an RCD trip (the fault current).
+    r = g.r
     fault = "none"
     for t in g.times(g.rate(0.3, 0.005, 20), 0, length):
         if fault != "none" and r.random() < 0.5:
             fault = "none"
-            react_to("clear", t)
+            g.react_to("clear", t)
+        elif fault == "contactor_weld" and r.random() < 0.5:
+            fault = "rcd_trip"
         elif fault != "none":
             fault = r.choice([f for f in FAULTS if f != fault])
         else:
             fault = g.pick(FAULTS)
+            g.react_to("fault", t, p_idle=0.25)
         g.add(t, "fault", fault)
 
-    # Cap writes in bursts, each in one style.
-    for t in g.times(g.rate(0.3, 1 / 120, 2), 0, length):
-        n, gap = int(g.logu(1, 300)), r.choice((10, 10, 10, 20, 50, 100, 300, 1000, 3000))
-        style = g.pick({"random": 3, "flap": 2, "edge": 2, "low": 1, "typical": 2,
-                        "invalid": 0.3})
-        flap = [round(r.uniform(edge_kw * 1.05, 25), r.choice((1, 2))) for _ in range(2)]
+
+def _caps(g, length, install):
+    # Cap writes in bursts, each burst in one style, mostly where the cap binds: between
+    # the 6 A edge and the installation's own limit.
+    r = g.r
+    per_amp = install["voltage"] * install["phases"] / 1000  # kW per A
+    amps = min(install["max_current"], install.get("cable_current") or 80)
+    site = {"per_amp": per_amp, "edge_kw": 6 * per_amp, "full_kw": amps * per_amp,
+            "amps": amps}
+    styles = {"random": 3, "flap": 2, "edge": 2, "low": 1, "typical": 2, "invalid": 0.3}
+    bursts = [(t, int(g.logu(1, 200)), r.choice((10, 10, 10, 20, 50, 100, 300, 1000, 3000)),
+               styles) for t in g.times(g.rate(0.3, 1 / 120, 2), 0, length)]
+    # Storms: a new duty every tick for seconds (300 writes/s over MQTT), from an energy
+    # manager that starts balancing a few seconds after a car is plugged in.
+    p_storm = 0.0 if r.random() < 0.7 else r.uniform(0.3, 1.0)
+    for plugged in g.plug_ins:
+        if r.random() < p_storm:
+            bursts.append((plugged + g.logu(1500, 8000), int(g.logu(100, 500)), TICK_MS,
+                           {"flap": 2, "random": 1}))
+    for t, n, gap, weights in bursts:
+        style = g.pick(weights)
+        lo, hi = site["edge_kw"] * 1.05, max(site["edge_kw"] * 1.1, min(25, site["full_kw"]))
+        flap = [round(r.uniform(lo, hi), r.choice((1, 2))) for _ in range(2)]
         for k in range(n):
             if t + k * gap >= length:
                 break
-            g.add(t + k * gap, "cap", _cap_value(g, style, flap, k, voltage,
-                                                 install["phases"], edge_kw))
+            g.add(t + k * gap, "cap", _cap_value(g, style, flap, k, site))
 
-    # Commands in bursts; toggling bursts alternate idle and charge.
-    for t in g.times(g.rate(0.3, 1 / 120, 2), 0, length):
-        n, gap = int(g.logu(1, 100)), r.choice((10, 10, 20, 50, 100, 500, 2000))
+
+def _commands(g, length):
+    # charge / idle in bursts; toggling bursts alternate them.
+    r = g.r
+    bursts = [(t, int(g.logu(1, 100)), r.choice((10, 10, 20, 50, 100, 500, 2000)))
+              for t in g.times(g.rate(0.3, 1 / 120, 2), 0, length)]
+    p_storm = 0.0 if r.random() < 0.85 else r.uniform(0.3, 1.0)
+    for plugged in g.plug_ins:  # a command every tick for seconds, once a car charges
+        if r.random() < p_storm:
+            bursts.append((plugged + g.logu(1500, 8000), int(g.logu(50, 300)), TICK_MS))
+    for t, n, gap in bursts:
         toggle = r.random() < 0.3
         for k in range(n):
             if t + k * gap >= length:
                 break
-            command(t + k * gap, ("idle", "charge")[k % 2] if toggle else None)
+            g.command(t + k * gap, ("idle", "charge")[k % 2] if toggle else None)
 
+
+def _mains(g, length):
+    # The reset button and the power: cuts of 10 ms to 5 s.
     for t in g.times(g.rate(0.75, 1 / 120, 1), 0, length):
         g.add(t, "reset")
     for t in g.times(g.rate(0.6, 1 / 120, 0.5), 0, length):
         g.add(t, "cut")
         back = t + g.logu(10, 5000)
         g.add(back, "boot")
-        react_to("boot", back)
-
-    steps = sorted(g.steps, key=lambda s: s.t)  # stable: same-tick steps keep their order
-    g.action_ids(steps)
-    return Scenario(seed, install, length, steps)
+        g.react_to("boot", back)
 
 
-def _cap_value(g, style, flap, k, voltage, phases, edge_kw):
+def _cap_value(g, style, flap, k, site):
     r = g.r
-    if style == "flap":
+    if style == "flap":  # alternating: a duty change every write
         return flap[k % 2]
     if style == "edge":  # just around a 0.1 A step, often the 6 A one
-        amps = 6.0 if r.random() < 0.5 else r.randint(60, 400) / 10
-        kw = amps * voltage * phases / 1000 + r.choice((-0.0004, -0.0001, 0, 0.0001))
+        amps = 6.0 if r.random() < 0.5 else r.randint(60, max(60, site["amps"] * 10)) / 10
+        kw = amps * site["per_amp"] + r.choice((-0.0004, -0.0001, 0, 0.0001))
         return min(50, max(0, round(kw, 4)))
     if style == "low":
-        return round(r.uniform(0, edge_kw), r.choice((1, 2, 3)))
+        return round(r.uniform(0, site["edge_kw"]), r.choice((1, 2, 3)))
     if style == "typical":
         return r.choice(TYPICAL_KW)
     if style == "invalid" and r.random() < 0.5:
         return r.choice(INVALID_CAPS)
-    return round(r.uniform(0, 50), r.choice((0, 1, 1, 2, 2, 3)))
+    top = 50 if r.random() < 0.5 else min(50, 1.25 * site["full_kw"])
+    return round(r.uniform(0, top), r.choice((0, 1, 1, 2, 2, 3)))
 
 
 def valid_cap(value):

@@ -10,6 +10,7 @@ The rules and their limits come from shared/spec/pilot.md and charger-api.md; is
 the defects they were written to catch.
 """
 import bisect
+import functools
 import math
 from fractions import Fraction
 
@@ -82,6 +83,7 @@ def duty_class(counts, full):
     return PWM if 8.0 <= percent <= 97.0 else FORBIDDEN
 
 
+@functools.lru_cache(maxsize=4096)  # a flapping writer sends the same few values
 def cap_amps(kw, voltage, phases):
     """The per-phase current a cap allows, I = P / (V x phases), floored to 0.1 A, exactly
     (the decimal the request carried, not its binary float)."""
@@ -191,7 +193,6 @@ class Checker:
         self._f_start = None
         self._f_wakeup = False
         self._wakeups = 0  # per plug-in and boot
-        self._d_since = None
         self._evidence = None  # last tick a fault was present (reset by a boot)
         self._raised = set()  # fault codes raised since the last clear, this boot
         self._cap_entry = None
@@ -345,13 +346,13 @@ class Checker:
 
     def _check_faults(self, o, last, cls, prev_cls):
         t = o.t
-        # F held for at least 300 ms, unless the power went.
+        # A fault's F is held for at least 300 ms, unless the power went.
         if o.powered and cls == F:
             if self._f_start is None:
                 self._f_start = t
                 self._f_wakeup = self._looks_like_wakeup(o, last, prev_cls)
         elif self._f_start is not None:
-            if o.powered and t - self._f_start < FAULT_F_MS:
+            if o.powered and t - self._f_start < FAULT_F_MS and not self._f_wakeup:
                 raise self._violation(F_HOLD, t, "F from t=%d for only %d ms" % (
                     self._f_start, t - self._f_start))
             if self._f_wakeup:
@@ -395,7 +396,7 @@ class Checker:
                 raise self._violation(ONE_TERMINAL, t_end, "%s %r acknowledged at t=%d got %s "
                                       "(%d distinct)" % (a.command, a.id, a.ack_t, what,
                                                          len(a.terminals)),
-                                      upto=a.ack_t + 1000)
+                                      upto=a.ack_t + 1000, after=a.ack_t - TICK_MS)
         for i, a in enumerate(self.order):
             if a.command == "idle" and a.outcome == "push.completed":
                 self._check_pause(a, self.order[i + 1:], t_end)
@@ -437,13 +438,19 @@ class Checker:
                 raise broken(start, "the contactor closed")
 
     # -- reporting
-    def _violation(self, invariant, t, detail, upto=None):
-        return Violation(invariant, t, detail, self.history(t if upto is None else upto))
+    def _violation(self, invariant, t, detail, upto=None, after=None):
+        return Violation(invariant, t, detail,
+                         self.history(t if upto is None else upto, after=after))
 
-    def history(self, t, inputs=8, wire=12):
-        done = [(ti, text) for ti, text in self.inputs if ti <= t][-inputs:]
+    def history(self, t, inputs=8, wire=12, after=None):
+        """The last inputs up to bench time t (or the first ones from `after`) and the last
+        changes on the wire up to t."""
+        if after is None:
+            done = [r for r in self.inputs if r[0] <= t][-inputs:]
+        else:
+            done = [r for r in self.inputs if after <= r[0] <= t][:inputs]
         rows = [r for r in self.trace if r[0] <= t][-wire:]
-        out = ["  last inputs:"] + ["    t=%-8d %s" % tuple(r) for r in done]
+        out = ["  inputs:"] + ["    t=%-8d %s" % tuple(r) for r in done]
         out.append("  wire (changes): t, powered, pilot, duty %, drive, connected, S2, >=1 A, "
                    "bench fault")
         out += ["    t=%-8d %s" % (r[0], " ".join(str(x) for x in r[1:])) for r in rows]
