@@ -24,7 +24,7 @@ from .invariants import CAP, Checker, Obs, Violation
 from .rig import InProcessRig, ProcessRig
 
 TICK_MS = 10
-DRAIN_MS = 15000  # quiet end: every action times out within 10 s of its start or boot
+DRAIN_MS = 15000  # quiet end: every action ends within 12 s of its start or restart
 INTERPRETERS = ("cpython", "micropython")
 FAULTS = {"pilot_short": 3, "diode_short": 2, "overcurrent": 3, "contactor_stuck_open": 1,
           "contactor_weld": 1.5, "rcd_trip": 1}  # relative weights; weld and RCD latch
@@ -34,9 +34,11 @@ CABLE_AMPS = (13, 20, 32, 63)
 TYPICAL_KW = (0, 1.0, 1.38, 1.4, 3.68, 3.7, 4.14, 7.36, 7.4, 11, 22, 50)
 INVALID_CAPS = (-1, -0.001, 50.001, 99, "7.4", None, True)
 REACTION_MS = (0, 10, 10, 20, 30, 50, 100, 300, 1000)
-# A repeated action id is one of those of the last 8 commands: the agent remembers at least
-# its last 8 actions (design.md), so a second run of one is a defect.
-REPEAT_WINDOW = 8
+# A repeated action id is one the agent promises to recognise (design.md): among its last
+# 16 actions while running, its last 2 after a restart. The generator counts every command
+# it sends as an action (refused ones too), so it stays inside that window.
+REPEAT_WINDOW = 16
+REPEAT_AFTER_RESTART = 2
 CRASH = "the firmware keeps running"
 
 
@@ -143,8 +145,10 @@ class _Gen:
 
     def action_ids(self, steps):
         # Given in time order, once the timeline is sorted: "repeat" picks an id of the
-        # last REPEAT_WINDOW commands before it.
+        # last commands before it, inside the window the agent promises.
         for s in steps:
+            if s.kind == "cut":
+                self.recent_ids = self.recent_ids[-REPEAT_AFTER_RESTART:]
             if s.kind != "cmd":
                 continue
             name, how, strategy = s.args
