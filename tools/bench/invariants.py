@@ -6,8 +6,8 @@ the requests it sent, and the messages the agent published (`event`). It never l
 agent's own beliefs. A broken invariant raises `Violation` naming it, the bench time and
 the recent history. Rules that need an action's outcome are judged at the end (`finish`).
 
-The rules and their limits come from shared/spec/pilot.md and charger-api.md; issue 10 lists
-the defects they were written to catch.
+The rules, their limits and how each is measured are in docs/safety.md ("The fuzzer"); issue
+10 lists the defects they were written to catch.
 """
 import bisect
 import functools
