@@ -68,6 +68,7 @@ def test_the_ci_seeds_cover_the_brief():
         sc = fuzz.generate(seed)
         seen.add(("phases", sc.install["phases"]))
         seen.add(("fractional volts", sc.install["voltage"] != int(sc.install["voltage"])))
+        seen.add(("metered", sc.install.get("metered", True)))
         last = {}
         for s in sc.steps:
             seen.add(s.kind)
@@ -88,7 +89,8 @@ def test_the_ci_seeds_cover_the_brief():
         ids = [s.args[1] for s in sc.steps if s.kind == "cmd" and s.args[1]]
         if len(ids) != len(set(ids)):
             seen.add("repeated id")
-    wanted = {("phases", 1), ("phases", 3), ("fractional volts", True), "ev", "fault", "cap",
+    wanted = {("phases", 1), ("phases", 3), ("fractional volts", True), ("metered", False),
+              ("metered", True), "ev", "fault", "cap",
               "cmd", "reset", "cut", "boot", "cap every tick", "cmd every tick", "none",
               "ev connected", "ev request", "ev maxCurrent", "ev ventilation", "ev asleep",
               "ev obeysPilot", "cap near 6 A", "charge", "idle", "replace", "no strategy",
@@ -229,6 +231,30 @@ def test_a_pause_opens_once_the_current_is_gone():
     h.tick(50, counts=X1)
     h.tick(10, current=0.0)
     caught(inv.PAUSE_NO_LOAD, h.tick)
+
+
+def test_a_pause_waits_for_the_vehicle():
+    h = History().charging()
+    h.tick(100, counts=X1)  # the vehicle keeps C and draws
+    caught(inv.UNDER_LOAD, lambda: h.tick(drive=False))
+
+
+@pytest.mark.parametrize("how", ["fault", "6 s", "C->B", "unmetered", "power"])
+def test_opening_under_load_that_is_allowed(how):
+    h = History(metered=how != "unmetered").charging()
+    if how == "fault":
+        h.tick(counts=F, drive=False)
+    elif how == "6 s":
+        h.tick(600, counts=X1)
+        h.tick(drive=False)
+    elif how == "C->B":
+        h.tick(s2=False, drive=False)
+    elif how == "unmetered":  # no meter: it cannot see the current fall, so it waits
+        h.tick(200, counts=X1, current=0.0)
+    else:
+        h.c.power(False, h.t)
+        h.c.power(True, h.t)
+        h.tick(counts=X1, drive=False)
 
 
 def test_f_is_held_300_ms():

@@ -74,10 +74,11 @@ class Scenario:
 
     def describe(self):
         i = self.install
-        return "seed %d: %s V x %d, max %d A%s%s, %d s, %d steps" % (
+        return "seed %d: %s V x %d, max %d A%s%s%s, %d s, %d steps" % (
             self.seed, i["voltage"], i["phases"], i["max_current"],
             ", cable %d A" % i["cable_current"] if i.get("cable_current") else "",
             ", default %s kW" % i["default_kw"] if "default_kw" in i else "",
+            ", no meter" if i.get("metered") is False else "",
             self.length_ms // 1000, len(self.steps))
 
 
@@ -186,6 +187,8 @@ def generate(seed):
     _mains(g, length)
     steps = sorted(g.steps, key=lambda s: s.t)  # stable: same-tick steps keep their order
     g.action_ids(steps)
+    if r.random() < 0.2:
+        install["metered"] = False  # a board without a meter: the current is unknown
     return Scenario(seed, install, length, steps)
 
 
@@ -337,7 +340,8 @@ def run(scenario, make_rig, interp, keep=None, until=None):
              if (keep is None or i in keep) and s.t < length]
     inst = scenario.install
     checker = Checker(inst["voltage"], inst["phases"], inst["max_current"],
-                      inst.get("cable_current"), inst.get("default_kw", 50))
+                      inst.get("cable_current"), inst.get("default_kw", 50),
+                      inst.get("metered", True))
     rig = make_rig(**inst)
     try:
         _play(rig, checker, steps, length)

@@ -40,6 +40,7 @@ DUTY = "no forbidden duty"
 OPEN = "contactor drive off within 100 ms of %s"
 NO_PWM = "closed without PWM beyond the 6 s rule"
 PAUSE_NO_LOAD = "a pause opens once the current falls below 1 A"
+UNDER_LOAD = "a pause waits for the vehicle: no opening under load before 6 s"
 F_HOLD = "a fault holds F for at least 300 ms"
 HOLDOFF = "no closing within 30 s of a fault clearing"
 IDLE_HOLDS = "an acknowledged idle holds until a charge or an unplug"
@@ -172,10 +173,12 @@ class Action:
 
 
 class Checker:
-    def __init__(self, voltage, phases, max_current, cable_current=None, default_kw=50):
+    def __init__(self, voltage, phases, max_current, cable_current=None, default_kw=50,
+                 metered=True):
         self.voltage = voltage
         self.phases = phases
         self.default_kw = default_kw
+        self.metered = metered  # without a meter the agent cannot see the current fall
         self.ceilings = Ceilings()
         self.ceilings.set("max_current", max_current)
         if cable_current:
@@ -196,6 +199,7 @@ class Checker:
         self._evidence = None  # last tick a fault was present (reset by a boot)
         self._raised = set()  # fault codes raised since the last clear, this boot
         self._cap_entry = None
+        self._rebooted = False
 
     # -- what was done (the runner reports every input)
     def note(self, t, text):
@@ -254,6 +258,7 @@ class Checker:
         self._since.clear()
         self._f_start = None
         self._pwm_since = None
+        self._rebooted = True  # the supply, not the agent, decided the next tick's outputs
         if on:
             self._evidence = None  # a reboot starts afresh: the hold-off is not persisted
             self._raised.clear()
@@ -296,6 +301,7 @@ class Checker:
         self._check_open(o, cls, prev_cls)
         self._check_faults(o, last, cls, prev_cls)
         self._last = o
+        self._rebooted = False
 
     def _trace(self, o, cls, percent):
         row = (o.powered, cls, round(percent, 2), o.drive, o.connected, o.s2,
@@ -340,9 +346,20 @@ class Checker:
                 no_pwm, cls))
         idle_load = self._run("no load", o.powered and cls != PWM and
                               o.current < PAUSE_CURRENT_A, t)
-        if o.drive and idle_load is not None and idle_load >= OPEN_MS:
+        if o.drive and self.metered and idle_load is not None and idle_load >= OPEN_MS:
             raise self._violation(PAUSE_NO_LOAD, t, "drive on %d ms with no PWM and %.1f A" % (
                 idle_load, o.current))
+        # Opening under load: only for a fault (the agent shows F in that tick), a lost
+        # supply, or after 6 s without PWM; a vehicle still in C drawing current is waited for.
+        last = self._last
+        if (last is not None and last.drive and not o.drive and o.powered and cls != F
+                and not self._rebooted
+                and o.s2 and not o.ventilation and o.current >= PAUSE_CURRENT_A
+                and (no_pwm is None or no_pwm < PAUSE_FORCE_MS)):
+            raise self._violation(UNDER_LOAD, t, "drive released with %.1f A flowing, the "
+                                  "vehicle in C and the pilot at %s%s" % (
+                                      o.current, cls, "" if no_pwm is None else
+                                      " for %d ms" % no_pwm))
 
     def _check_faults(self, o, last, cls, prev_cls):
         t = o.t
