@@ -2,14 +2,16 @@
 # carries them across a power cut, and the events a terminal state produces. Network side
 # only: the control loop sees just the Slot.
 #
-# The journal (flash) holds the last two actions. An action is written before its 202 goes
-# out, and again when it ends, before its terminal event is built: two writes per command
-# (flash erases stall an ESP32, so no more). After a restart an action still in flight is
-# taken up again (its pause re-applied, then judged), and a terminal event not known to be
-# published is sent again under the id reserved for it: every acknowledged action ends with
-# one terminal event (at least once, always the same id; whether it was published is only
-# written with the next write). Retransmitted ids are recognised among the last 16 actions
-# while running and the last 2 after a restart.
+# The journal (flash) holds the last two actions and every action whose terminal event is
+# not yet known to be published (at most _UNSENT: beyond that a new command gets 429 until
+# the uplink has caught up, so a burst of replacements cannot push an event out of flash).
+# An action is written before its 202 goes out, and again when it ends, before its terminal
+# event is built: two writes per command (flash erases stall an ESP32, so no more). After a
+# restart an action still in flight is taken up again (its pause re-applied, then judged),
+# and a terminal event not known to be published is sent again under the id reserved for
+# it: every acknowledged action ends with one terminal event (at least once, always the same
+# id; whether it was published is only written with the next write). Retransmitted ids are
+# recognised among the last 16 actions while running and the last 2 after a restart.
 import json
 import control as ctl
 import persist as ps
@@ -19,6 +21,7 @@ import slot as sl
 STRATEGY = "cancel_and_replace"
 _REMEMBERED = 16
 _JOURNALED = 2
+_UNSENT = 3  # terminal events not yet published, at most
 _ERRORS = {sl.VEHICLE_NOT_CONNECTED: ("VEHICLE_NOT_CONNECTED", "no vehicle is connected"),
            sl.TIMEOUT: ("TIMEOUT", "the vehicle did not follow within the pilot timings")}
 # An action as journaled; the last four are internal: the terminal event's id, whether it
@@ -91,6 +94,11 @@ class Actions:
                              "details": {"reason": "no_strategy_supplied",
                                          "conflictingActionIds": [cur["id"]],
                                          "strategies": [STRATEGY]}}
+            unsent = sum(1 for a in self.recent if self._unsent(a)) + (cur is not None)
+            if unsent > _UNSENT:
+                return 429, {"code": "TOO_MANY_REQUESTS",
+                             "message": "earlier actions' events are still being delivered; "
+                                        "nothing was changed", "details": {}}
             stamp = ag.stamp(now)
             action = {"id": action_id or ag.new_id("act_"), "deviceId": ag.device_id,
                       "deviceType": "ev_charger", "command": sl.COMMANDS[command],
@@ -99,7 +107,7 @@ class Actions:
             if cur is not None:
                 cur["state"] = "cancelled"
                 cur["updatedAt"] = stamp
-            if not self._write_journal((self.recent + [action])[-_JOURNALED:]):
+            if not self._write_journal(self._journal(self.recent + [action])):
                 if cur is not None:
                     cur["state"] = "acknowledged"
                 return 500, ag.storage_error()
@@ -131,15 +139,28 @@ class Actions:
         if s.state == sl.FAILED:
             a["errorCode"], a["errorMessage"] = self._error(s.error)
         a["msg"] = self._message(a)
-        self._write_journal(self.recent[-_JOURNALED:])  # if it fails: reported, re-judged later
+        # The pause as the end left it (a failure restores it) is in flash before the
+        # journal says the action ended: after a restart nothing re-applies it then.
+        self.agent.persist_pause()
+        self._write_journal(self._journal(self.recent))  # if it fails: reported, re-judged later
         self._emit_terminal(a)
 
     def published(self, action_id):
         # The uplink has the terminal event's PUBACK (or the bench link took it); flash
         # learns it with the next write.
-        for a in self.recent[-_JOURNALED:]:
+        for a in self.recent:
             if a["id"] == action_id and a["state"] != "acknowledged":
                 a["pub"] = True
+
+    @staticmethod
+    def _unsent(a):
+        return a["state"] != "acknowledged" and not a.get("pub")
+
+    def _journal(self, actions):
+        # The last two, and every one still in flight or with an unpublished end, in order.
+        last = actions[-_JOURNALED:]
+        return [a for a in actions if a in last or a["state"] == "acknowledged" or
+                self._unsent(a)]
 
     def _write_journal(self, rows):
         body = json.dumps([[a.get(k) for k in _FIELDS] for a in rows]).encode()

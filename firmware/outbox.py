@@ -16,7 +16,7 @@ class Outbox:
             self._items.append((payload, action_id))
             if len(self._items) > self._size:
                 # While the broker is away: drop the oldest event that does not end an
-                # action (those must arrive; the one-slot rule keeps them few).
+                # action (those must arrive; actions.py keeps them to a few).
                 for i in range(len(self._items)):
                     if self._items[i][1] is None:
                         self._items.pop(i)

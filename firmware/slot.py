@@ -63,22 +63,23 @@ class Slot:
 
     def _judge(self, now):
         c = self.control
-        if c.pilot == pilot.UNKNOWN:
-            return  # just booted: the pilot has not been read yet
         if c.status == ctl.FAULT:
             self._fail(now, FAULT_BASE + c.fault)
+        elif ctl.elapsed(now, self.started) >= _TIMEOUT_MS:
+            self._fail(now, TIMEOUT)
+        elif c.pilot == pilot.UNKNOWN:
+            return  # just booted: the pilot has not been read yet
         elif not c.session_active:
             self._fail(now, VEHICLE_NOT_CONNECTED)
         elif self.command == CHARGE and (c.offered_da > 0 or c.status == ctl.SUSPENDED):
             self._end(now, COMPLETED, 0)
         elif self.command == IDLE and c.paused_and_open():
             self._end(now, COMPLETED, 0)
-        elif ctl.elapsed(now, self.started) >= _TIMEOUT_MS:
-            self._fail(now, TIMEOUT)
 
     def _fail(self, now, error):
-        c = self.control
-        c.paused = self._prior_paused and c.session_active  # no session, no pause
+        # Exactly as before the command: whether a vehicle is there may be unknown now (a
+        # pilot short), and the control loop clears a pause itself when it reads A.
+        self.control.paused = self._prior_paused
         self._end(now, FAILED, error)
 
     def _end(self, now, state, error):

@@ -355,3 +355,52 @@ def test_a_corrupt_pause_record_holds_the_session(make_rig, tmp_path):
     rig.run(3000)
     assert rig.read()["state"]["status"] == "idle" and not rig.bench.contactor
     assert [e["data"]["key"] for e in rig.events("storage.corrupt")] == ["pause"]
+
+
+# Found by the scenario fuzzer (tools/bench/fuzz.py) after the fixes above.
+def test_a_burst_of_replacements_keeps_every_terminal_event_across_a_power_cut(make_rig, tmp_path):
+    rig = make_rig(state_dir=tmp_path / "f")
+    plug(rig, 3000, obeysPilot=False)  # an idle stays in flight for 6 s
+    acked = []
+    for i, name in enumerate(("charge", "idle", "charge", "idle", "charge", "idle")):
+        reply = rig.command(name, actionId="b%d" % i, onConflict="cancel_and_replace")
+        if reply["meta"]["status"] == 202:
+            acked.append("b%d" % i)
+        else:  # backpressure, never a lost event: 429 and nothing changed
+            assert reply["meta"]["status"] == 429
+    rig.power_cut()
+    rig.boot()
+    rig.run(15000)
+    for aid in acked:
+        ends = {e["id"] for e in rig.events() if e["data"].get("actionId") == aid
+                and e["type"] in ("push.completed", "push.failed", "action.cancelled")}
+        assert len(ends) == 1, (aid, ends)
+
+
+def test_a_failure_judged_during_a_pilot_short_keeps_the_pause(make_rig, tmp_path):
+    rig = make_rig(state_dir=tmp_path / "f")
+    charging(rig)
+    outcome(rig, rig.command("idle")["data"]["id"])
+    rig.command("idle", actionId="i2")
+    rig.power_cut()
+    rig.fault("pilot_short")  # the restart finds a short: i2 fails PILOT_SHORT
+    rig.boot()
+    outcome(rig, "i2")
+    rig.fault("none")
+    rig.run(1000)
+    rig.power_cut()
+    rig.boot()
+    rig.run(40000)
+    assert rig.read()["state"]["status"] == "idle" and not rig.bench.pwm_on
+
+
+def test_a_command_on_a_charger_latched_since_boot_fails_at_once(make_rig, tmp_path):
+    rig = make_rig(state_dir=tmp_path / "f")
+    rig.fault("rcd_trip")
+    rig.run(500)
+    rig.power_cut()
+    rig.boot()  # still tripped: latched from the first tick, the pilot never read
+    rig.ev(connected=True)
+    rig.run(1000)
+    evt = outcome(rig, rig.command("idle", actionId="late")["data"]["id"], 2000)
+    assert evt["type"] == "push.failed" and evt["data"]["errorCode"] == "RCD_TRIP"
