@@ -1,8 +1,8 @@
 """make sim's live page in a real browser: Debian's Chromium, headless, driven by Playwright.
 
 One launcher and one page for the whole file, and the tests in order tell one bench session:
-plug in, cap, a refused cap, idle and charge, a power cut, a dynamic limit. The last one
-leaves the screenshot the README shows in build/bench-page.png (`make page-screenshot`
+plug in, cap, a refused cap, idle and charge, a power cut, a dynamic limit (then one page for
+two chargers). The dynamic limit's test leaves the screenshot the README shows in build/bench-page.png (`make page-screenshot`
 copies it to docs/). Skips, saying why, where Playwright or Chromium is not installed.
 """
 import os
@@ -15,6 +15,7 @@ import pytest
 
 from e2e import Broker, launch, stop
 from tools.bench.broker import free_port
+from tools.bench.page.server import PageServer
 from tools.paths import BUILD
 
 playwright = pytest.importorskip(
@@ -30,7 +31,7 @@ expect = playwright.expect
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT = os.path.join(BUILD, "bench-page.png")
-MEASURED_BLUE = (0x25, 0x63, 0xEB)  # the measured-current line (page.js SERIES)
+MEASURED_BLUE = (0x25, 0x63, 0xEB)  # the measured current's colour (page.js SERIES)
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +64,19 @@ def page(sim):
         os.remove(SCREENSHOT)  # a run that fails leaves none for make page-screenshot to copy
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.problems = []  # console errors, uncaught exceptions, requests to elsewhere
-        page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
-        page.on("pageerror", lambda e: page.problems.append(str(e)))
-        page.on("request", lambda r: r.url.startswith(sim) or page.problems.append(r.url))
-        page.set_default_timeout(15000)
-        page.goto(sim)
-        yield page
+        yield open_page(browser, sim)
         browser.close()
+
+
+def open_page(browser, url):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.problems = []  # console errors, uncaught exceptions, requests to elsewhere
+    page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
+    page.on("pageerror", lambda e: page.problems.append(str(e)))
+    page.on("request", lambda r: r.url.startswith(url) or page.problems.append(r.url))
+    page.set_default_timeout(15000)
+    page.goto(url)
+    return page
 
 
 def text(page, selector, pattern, timeout=15000):
@@ -79,17 +84,19 @@ def text(page, selector, pattern, timeout=15000):
 
 
 def plot(page):
-    """What the plot drew: points, the last measured current, and the highest row (0 top,
-    1 bottom) painted in the measured line's blue."""
-    return page.evaluate("""([r, g, b]) => {
+    """What the plot drew: points, the last measured current, and the top (0 top, 1 bottom)
+    of the area under the measured current (its colour at 10 % on the transparent canvas; the
+    ceilings are lines drawn over it, so the area is what only the measured current paints)."""
+    return page.evaluate("""(rgb) => {
         const c = document.getElementById("plot");
         const px = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-        let top = null;
-        for (let i = 0; i < px.length && top === null; i += 4) {
-            if (Math.abs(px[i] - r) + Math.abs(px[i + 1] - g) + Math.abs(px[i + 2] - b) < 30)
-                top = Math.floor(i / 4 / c.width) / c.height;
+        for (let i = 0; i < px.length; i += 4) {
+            if (Math.abs(px[i + 3] - 0x1a) < 4 && Math.abs(px[i] - rgb[0])
+                + Math.abs(px[i + 1] - rgb[1]) + Math.abs(px[i + 2] - rgb[2]) < 12)
+                return {points: Number(c.dataset.points), current: Number(c.dataset.current),
+                        top: Math.floor(i / 4 / c.width) / c.height};
         }
-        return {points: Number(c.dataset.points), current: Number(c.dataset.current), top};
+        return {points: Number(c.dataset.points), current: Number(c.dataset.current), top: 1};
     }""", list(MEASURED_BLUE))
 
 
@@ -105,16 +112,20 @@ def test_the_page_loads_live_without_console_errors(page):
 
 def test_plugging_a_vehicle_closes_the_contactor_and_moves_the_plot(page):
     before = plot(page)
-    assert before["current"] == 0 and before["top"] > 0.8  # the line lies on 0 A
+    assert before["current"] == 0 and before["top"] > 0.8  # no area: nothing measured
     page.click("#plug")
     text(page, "#vehicle-reply", "^bench: ev connected=true request=true$")
     text(page, "#contactor", "^closed$")
     text(page, "#status", "^charging$")
     text(page, "#current", r"^32\.0 A$")
     page.wait_for_function("Number(document.getElementById('plot').dataset.current) > 31")
+    deadline = time.monotonic() + 5  # a new step is drawn as time moves on (each second)
     after = plot(page)
+    while after["top"] >= 0.3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        after = plot(page)
     assert after["points"] > before["points"]
-    assert after["top"] < 0.3, after  # the blue line rose to 32 A, near the top
+    assert after["top"] < 0.3, after  # the area rose to 32 A, near the top
     text(page, "#pilot-state", "^C$")
     text(page, "#levels", r"^\+6\.0 / -12\.0 V$")
 
@@ -183,3 +194,34 @@ def test_a_dynamic_limit_from_the_page_and_the_screenshot(page):
     page.screenshot(path=SCREENSHOT, full_page=True)
     assert os.path.getsize(SCREENSHOT) > 20000
     assert page.problems == []
+
+
+def test_several_chargers_on_one_page_a_tab_each(page, tmp_path):
+    # Two launchers on one broker and one page server for both (a site bench's page).
+    broker = Broker(Broker.preferred()).start()
+    ids = ["bay-1", "bay-2"]
+    procs = [launch(broker, tmp_path / d, "--device-id", d, "--no-page") for d in ids]
+    server = PageServer(broker.address, ids, port=free_port()).start()
+    tab = open_page(page.context.browser, server.url)
+    try:
+        expect(tab.locator("#chargers button")).to_have_text(ids)
+        text(tab, "#charger-name", "^bay-1$")
+        expect(tab.locator("#chargers .dot.online")).to_have_count(2, timeout=30000)
+        tab.click("#chargers [data-device=bay-2]")
+        text(tab, "#charger-name", "^bay-2$")
+        tab.click("#plug")
+        text(tab, "#vehicle-reply", "^bench: ev connected=true")
+        text(tab, "#contactor", "^closed$")
+        tab.fill("#cap-value", "60")
+        tab.click("#cap-form button[type=submit]")
+        text(tab, "#cap-reply", "^422 SETTING_OUT_OF_RANGE")
+        tab.click("#chargers [data-device=bay-1]")  # the other charger is untouched
+        text(tab, "#status", "^disconnected$")
+        text(tab, "#contactor", "^open$")
+        assert tab.problems == []
+    finally:
+        tab.close()
+        server.stop()
+        for proc in procs:
+            stop(proc)
+        broker.stop()

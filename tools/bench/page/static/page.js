@@ -271,13 +271,20 @@ function niceStep(range, count) {
 const plotTop = (last) => Math.max(10, ((last && last.maxCurrent) || 32) * 1.15);
 
 function drawPlot(canvas, ch) {
+  const last = ch.history[ch.history.length - 1];
+  drawTimeline(canvas, ch.history, SERIES, plotTop(last), perKw(ch));
+  canvas.dataset.current = last ? last.current : "";
+}
+
+// Samples ({t, on, and a number per series key}) as steps over the chosen window, in A with
+// the same lines in kW on the right (aPerKw, if known). The first series is filled: the
+// measured one, with the ceilings drawn over it. on: false draws a grey band (offline).
+function drawTimeline(canvas, history, series, maxA, aPerKw) {
   const [g, w, h] = sizeCanvas(canvas);
   g.clearRect(0, 0, w, h);
   const left = 46, right = w - 56, top = 10, bottom = h - 22;
   const end = now(), span = view.windowS * 1000, start = end - span;
-  const samples = ch.history.filter((s) => s.t >= start - 5000);
-  const last = ch.history[ch.history.length - 1];
-  const maxA = plotTop(last);
+  const samples = history.filter((s) => s.t >= start - 5000);
   const x = (t) => left + (right - left) * (t - start) / span;
   const y = (a) => bottom - (bottom - top) * Math.min(a, maxA) / maxA;
   g.font = "11px system-ui, sans-serif";
@@ -302,12 +309,11 @@ function drawPlot(canvas, ch) {
     g.fillStyle = "#687385";
     g.fillText(fmt(a, 1) + " A", 4, y(a) + 4);
   }
-  const k = perKw(ch);
-  if (k) {
-    const maxKw = maxA / k, stepKw = niceStep(maxKw, 5);
+  if (aPerKw) {
+    const maxKw = maxA / aPerKw, stepKw = niceStep(maxKw, 5);
     for (let kw = stepKw; kw <= maxKw; kw += stepKw) {
       g.fillStyle = "#687385";
-      g.fillText(fmt(kw, 2) + " kW", right + 6, y(kw * k) + 4);
+      g.fillText(fmt(kw, 2) + " kW", right + 6, y(kw * aPerKw) + 4);
     }
   }
   const tick = {30: 5, 60: 10, 300: 60, 600: 120}[view.windowS];  // seconds between labels
@@ -321,8 +327,8 @@ function drawPlot(canvas, ch) {
   }
   g.save();
   g.beginPath(); g.rect(left, top - 2, right - left, bottom - top + 4); g.clip();
-  const base = SERIES[0];  // the measured current: a filled area, the ceilings drawn over it
-  g.fillStyle = "rgba(37, 99, 235, 0.10)";
+  const base = series[0];
+  g.fillStyle = base.color + "1a";  // 10 % of its colour
   g.beginPath();
   g.moveTo(x(samples.length ? samples[0].t : end), y(0));
   for (let i = 0; i < samples.length; i++) {
@@ -332,7 +338,7 @@ function drawPlot(canvas, ch) {
   }
   g.lineTo(x(end), y(0));
   g.fill();
-  for (const s of SERIES) {
+  for (const s of series) {
     g.strokeStyle = s.color;
     g.lineWidth = s.width;
     g.setLineDash(s.dash || []);
@@ -351,7 +357,6 @@ function drawPlot(canvas, ch) {
   g.restore();
   g.setLineDash([]);
   canvas.dataset.points = samples.length;
-  canvas.dataset.current = last ? last.current : "";
 }
 
 function renderLegend(ch) {
