@@ -183,7 +183,7 @@ def test_a_dynamic_limit_from_the_page_and_the_screenshot(page):
     page.fill("#limit-value", "10")
     page.fill("#limit-ttl", "600")
     page.click("#limit-form button[type=submit]")
-    text(page, "#limit-reply", "^200 OK: 10 a until")
+    text(page, "#limit-reply", r"^200 OK: 10 A until \d\d:\d\d:\d\d UTC$")
     text(page, "#duty", r"^16\.66 %$")
     text(page, "#limited-by", "^dynamic_limit$")
     text(page, "#legend [data-series=dynamic] b", "^10 A from bench-page until")

@@ -124,9 +124,10 @@ def live_latencies(broker, n, state_dir):
             sim.shutdown()
 
 
-def page_cost(broker, state_dir, seconds=10):
-    """The live page's cost to the real-time bench: the tick period with no page, then with
-    the page served to one reader, under the same load (a cap write every 0.25 s)."""
+def page_cost(broker, state_dir, seconds=20):
+    """The live page's cost to the real-time bench: the tick period with no page and with
+    the page served to one reader, in alternating 5 s turns under the same load (a cap write
+    every 0.25 s), so the machine's own drift falls on both alike."""
     from tools.bench.broker import free_port
     from tools.bench.page.server import PageServer
     sim = Sim(parse(["--broker", broker.address, "--state-dir", state_dir,
@@ -142,17 +143,8 @@ def page_cost(broker, state_dir, seconds=10):
     sim.start()
     threading.Thread(target=sim.run, daemon=True).start()
     c = Charger(broker.address, "perf-page")
-    page = None
+    periods = {False: [], True: []}
     pushes = [0]
-
-    def load():
-        del stamps[:]
-        end, i = time.monotonic() + seconds, 0
-        while time.monotonic() < end:
-            c.cap(3.5 if i % 2 else 7.0)
-            i += 1
-            time.sleep(0.25)
-        return [(b - a) * 1000 for a, b in zip(stamps, stamps[1:])]
 
     def read(stream):
         for line in stream:
@@ -163,15 +155,23 @@ def page_cost(broker, state_dir, seconds=10):
         with sim.lock:
             sim.bench.set_ev({"connected": True, "request": True})
         time.sleep(3)
-        without = load()
-        page = PageServer(broker.address, ["perf-page"], port=free_port()).start()
-        stream = urllib.request.urlopen(page.url + "events", timeout=30)
-        threading.Thread(target=read, args=(stream,), daemon=True).start()
-        served = load()
-        return without, served, pushes[0]
+        for i in range(4):
+            page = None
+            if i % 2:
+                page = PageServer(broker.address, ["perf-page"], port=free_port()).start()
+                stream = urllib.request.urlopen(page.url + "events", timeout=30)
+                threading.Thread(target=read, args=(stream,), daemon=True).start()
+            del stamps[:]
+            end, n = time.monotonic() + seconds / 4, 0
+            while time.monotonic() < end:
+                c.cap(3.5 if n % 2 else 7.0)
+                n += 1
+                time.sleep(0.25)
+            periods[bool(page)] += [(b - a) * 1000 for a, b in zip(stamps, stamps[1:])]
+            if page:
+                page.stop()
+        return periods[False], periods[True], pushes[0]
     finally:
-        if page:
-            page.stop()
         c.close()
         sim.stop.set()
         time.sleep(0.1)

@@ -22,7 +22,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import paho.mqtt.client as mqtt
 
-from tools.bench.bench import EV_FIELDS, FAULTS
+from tools.bench.bench import EV_FIELDS, FAULTS  # (also puts the firmware on the path)
+from tools.evctl import BENCH_ANSWER_S
+from topics import REQUESTS as AGENT_REQUESTS  # the agent's request topics, defined there
 
 DEFAULT_PORT = 8377
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -31,10 +33,9 @@ FILES = {"/": ("index.html", "text/html; charset=utf-8"),
          "/page.css": ("page.css", "text/css; charset=utf-8")}
 # The browser itself refuses anything from elsewhere: the page works offline or not at all.
 CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'"
-AGENT_REQUESTS = ("settings", "commands", "limit", "read")
 BENCH_REQUESTS = ("ev", "fault", "power")
+UNITS = {"a": "A", "kw": "kW"}
 REPLY_S = 10.0  # the agent answers in milliseconds; this is a charger that is not there
-BENCH_ANSWER_S = 1.5  # the bench publishes readings at once after a bench message
 HISTORY_S = 600  # samples kept for a page that opens later (it shows up to 10 minutes)
 EVENTS_KEPT = 50
 BODY_MAX = 4096
@@ -64,7 +65,8 @@ class Charger:
 def ceilings(state):
     """Every ceiling of a device read in A per phase (None where it does not apply).
 
-    kW converts at the installation's voltage and phases, as the firmware does."""
+    kW converts at the installation's voltage and phases, as the firmware does (which then
+    rounds down to 0.1 A; the plot keeps 0.01 A)."""
     s = (state or {}).get("state") or {}
     settings = (state or {}).get("settings") or {}
     limits = s.get("limits") or {}
@@ -108,8 +110,8 @@ def describe(kind, reply):
     text = "%s OK" % status
     if kind == "limit":
         limit = data.get("limit")
-        text += (": %s %s until %s" % (limit.get("value"), limit.get("unit"),
-                                       (data.get("expiresAt") or "")[11:19])
+        text += (": %s %s until %s UTC" % (limit.get("value"), UNITS.get(limit.get("unit")),
+                                           (data.get("expiresAt") or "")[11:19])
                  if isinstance(limit, dict) else ": cleared")
     if data.get("note"):
         text += "; " + data["note"]
