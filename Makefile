@@ -15,7 +15,7 @@ IMAGE ?=
 BROKER ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help test sim evctl bench fuzz compile deploy flash repl logs clean
+.PHONY: help test sim evctl bench fuzz compile deploy flash repl logs clean page-screenshot
 
 help:
 	@echo 'make sim       the simulated charger on a local broker; prints what to type next'
@@ -29,6 +29,8 @@ help:
 	@echo 'make fuzz      many more seeded scenario timelines than make test plays, a summary'
 	@echo '               (SEEDS=500, INTERP=cpython|micropython|both; SEED=n replays one,'
 	@echo '               ARGS=--shrink shortens a failing one)'
+	@echo 'make page-screenshot   the browser test of make sim'"'"'s page, then its screenshot'
+	@echo '               to docs/bench-page.png (the README'"'"'s picture)'
 	@echo 'make flash PORT=/dev/ttyUSB0 IMAGE=ESP32_GENERIC-v1.26.0.bin   MicroPython, once'
 	@echo 'make deploy PORT=/dev/ttyUSB0 CONFIG=garage.local.json        the agent and its config'
 	@echo '               (ARGS="--dry-run DIR" writes the tree to DIR instead)'
@@ -63,6 +65,12 @@ test: $(BIN)/pytest $(BIN)/evctl build/lib/umqtt/simple.py
 sim: $(BIN)/pytest $(BIN)/evctl build/lib/umqtt/simple.py compile
 	PATH=$(CURDIR)/$(BIN):$$PATH exec $(BIN)/python -m tools.bench.sim \
 		$(if $(BROKER),--broker $(BROKER)) $(ARGS)
+
+# The browser test writes build/bench-page.png on every run (and removes a stale one first).
+page-screenshot: $(BIN)/pytest build/lib/umqtt/simple.py compile
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -rs host_tests/test_bench_page.py
+	@test -s build/bench-page.png || { echo "make: no screenshot (the browser test skipped)"; exit 1; }
+	cp build/bench-page.png docs/bench-page.png
 
 evctl: $(BIN)/evctl
 	@PATH=$(CURDIR)/$(BIN):$$PATH exec $(BIN)/evctl $(if $(BROKER),--broker $(BROKER)) $(ARGS)

@@ -59,6 +59,8 @@ def test_sighup_stops_make_sim_cleanly_and_leaves_nothing(tmp_path, mpy_dir):
     out += proc.stdout.readline()
     port = int(re.search(r"sim: broker 127\.0\.0\.1:(\d+) \(", out).group(1))
     agent = int(re.search(r"agent powered on \(pid (\d+)\)", out).group(1))
+    page = int(re.search(r"sim: page http://127\.0\.0\.1:(\d+)/ ", out).group(1))
+    assert listening(page)
     # The next step is ready to paste: the printed lines run as they are.
     steps = [line.strip() for line in out.splitlines() if line.startswith("  ")]
     assert steps[0] == "export EVSE_BROKER=127.0.0.1:%d" % port, out
@@ -69,7 +71,7 @@ def test_sighup_stops_make_sim_cleanly_and_leaves_nothing(tmp_path, mpy_dir):
     proc.send_signal(signal.SIGHUP)  # the terminal closed
     rest, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "sim: stopped" in rest, rest
-    assert gone(agent) and not listening(port)
+    assert gone(agent) and not listening(port) and not listening(page)
     assert os.listdir(tmp) == []
 
 

@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 from tools.bench.agent_process import AgentProcess
 from tools.bench.bench import Bench
 from tools.bench.broker import Broker
+from tools.bench.page.server import DEFAULT_PORT, PageServer
 from tools.paths import BUILD, MPY_DIR, ROOT
 
 TICK_MS = 10
@@ -41,8 +42,19 @@ def parse(argv):
                    "from the bench's broker (fault tests: a broker that never answers)")
     p.add_argument("--webhook-url")
     p.add_argument("--webhook-secret")
+    p.add_argument("--page-port", type=_port, metavar="N",
+                   help="serve the live bench page on 127.0.0.1:N (default %d, or a free port "
+                   "when that is taken; 0: no page)" % DEFAULT_PORT)
+    p.add_argument("--no-page", dest="page_port", action="store_const", const=0,
+                   help="no page (the same as --page-port 0)")
     p.add_argument("--heapsize", default="256K", help="micropython heap: this 64-bit build holds the .mpy bytecode in it (about 85 KB); the ESP32 model is the 32-bit frozen build (make unix32)")
     return p.parse_args(argv)
+
+
+def _port(text):
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError("%r is not a port (0-65535)" % text)
+    return int(text)
 
 
 class Sim:
@@ -72,7 +84,9 @@ class Sim:
             cfg.update(webhook_url=a.webhook_url, webhook_secret=a.webhook_secret or "")
         return cfg
 
-    def start(self):
+    def start(self, before_power_on=None):
+        """before_power_on(address): with the broker there, before the agent boots (the page
+        starts there, so it sees the boot's events)."""
         os.makedirs(self.args.state_dir, exist_ok=True)
         if self.args.broker:
             self.address = self.args.broker
@@ -96,6 +110,8 @@ class Sim:
         except (OSError, ValueError) as e:
             raise OSError("cannot reach the broker at %s: %s" % (self.address, e))
         self.client.loop_start()
+        if before_power_on:
+            before_power_on(self.address)
         self._power_on()
 
     def _module_dirs(self):
@@ -211,14 +227,24 @@ def main(argv=None):
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: sim.stop.set())
     code = 0
+    pages = []
+
+    def serve_page(address):
+        if sim.args.page_port != 0:
+            pages.append(PageServer(address, [sim.args.device_id], sim.args.prefix,
+                                    sim.args.page_port).start())
+            say("sim: page %s (the live bench: watch and drive it in a browser)" % pages[0].url)
+
     try:
-        sim.start()
+        sim.start(serve_page)
         say(next_steps(sim.address, sim.args.device_id))
         sim.run()
     except (OSError, RuntimeError) as e:  # a broker that is not there, a firmware that fails
         say("sim: error: %s" % e)
         code = 1
     finally:
+        for page in pages:
+            page.stop()
         with sim.lock:
             sim.shutdown()
     return code

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 import paho.mqtt.client as mqtt
 
@@ -115,6 +116,61 @@ def live_latencies(broker, n, state_dir):
                                for e in c.events[-5:]), 5)
             done_ms.append((time.perf_counter() - t0) * 1000)
         return cap_ms, limit_ms, ack_ms, done_ms
+    finally:
+        c.close()
+        sim.stop.set()
+        time.sleep(0.1)
+        with sim.lock:
+            sim.shutdown()
+
+
+def page_cost(broker, state_dir, seconds=20):
+    """The live page's cost to the real-time bench: the tick period with no page and with
+    the page served to one reader, in alternating 5 s turns under the same load (a cap write
+    every 0.25 s), so the machine's own drift falls on both alike."""
+    from tools.bench.broker import free_port
+    from tools.bench.page.server import PageServer
+    sim = Sim(parse(["--broker", broker.address, "--state-dir", state_dir,
+                     "--device-id", "perf-page"]))
+    stamps = []
+    tick = sim._tick
+
+    def timed():
+        stamps.append(time.perf_counter())
+        tick()
+
+    sim._tick = timed
+    sim.start()
+    threading.Thread(target=sim.run, daemon=True).start()
+    c = Charger(broker.address, "perf-page")
+    periods = {False: [], True: []}
+    pushes = [0]
+
+    def read(stream):
+        for line in stream:
+            pushes[0] += line.startswith(b"data:")
+
+    try:
+        c.wait(lambda: c.availability == "online", 20)
+        with sim.lock:
+            sim.bench.set_ev({"connected": True, "request": True})
+        time.sleep(3)
+        for i in range(4):
+            page = None
+            if i % 2:
+                page = PageServer(broker.address, ["perf-page"], port=free_port()).start()
+                stream = urllib.request.urlopen(page.url + "events", timeout=30)
+                threading.Thread(target=read, args=(stream,), daemon=True).start()
+            del stamps[:]
+            end, n = time.monotonic() + seconds / 4, 0
+            while time.monotonic() < end:
+                c.cap(3.5 if n % 2 else 7.0)
+                n += 1
+                time.sleep(0.25)
+            periods[bool(page)] += [(b - a) * 1000 for a, b in zip(stamps, stamps[1:])]
+            if page:
+                page.stop()
+        return periods[False], periods[True], pushes[0]
     finally:
         c.close()
         sim.stop.set()
@@ -267,6 +323,8 @@ def main(argv=None):
         rtt = broker_round_trip(broker, a.samples)
         print("bench: live latencies ...", flush=True)
         cap_ms, limit_ms, ack_ms, done_ms = live_latencies(broker, a.samples, sub("live"))
+        print("bench: the live page's cost to the bench tick ...", flush=True)
+        no_page, with_page, pushes = page_cost(broker, sub("page"))
         print("bench: limit expiry ...", flush=True)
         expiry = expiry_accuracy(20, sub("expiry"))
         print("bench: flash wear (NVS model) ...", flush=True)
@@ -329,6 +387,11 @@ def main(argv=None):
          "%.3g h/s heap session" % (mp_speed, cp_speed,
                                     full["hours"] / full["wall_s"] if full else 0),
          "real time is 0.00028 h/s"),
+        ("bench tick period, the live page open (make sim)",
+         "%.2f ms p99, %.2f ms max (no page: %.2f ms p99, %.2f ms max)" % (
+             pct(with_page, 99), max(with_page), pct(no_page, 99), max(no_page)),
+         "10 ms ticks; %d pushes read; the page is an MQTT client in the launcher's "
+         "process, never on the bench's lock" % pushes),
     ] + wear_rows
     info = machine()
     info["broker"] = broker.kind
