@@ -157,7 +157,7 @@ class Ceilings:
 
 
 class Action:
-    __slots__ = ("id", "command", "created", "ack_t", "terminals")
+    __slots__ = ("id", "command", "created", "ack_t", "terminals", "end_t")
 
     def __init__(self, action_id, command, created, ack_t):
         self.id = action_id
@@ -165,6 +165,7 @@ class Action:
         self.created = created
         self.ack_t = ack_t
         self.terminals = {}  # event id -> event type, filled in by finish()
+        self.end_t = None  # bench time its terminal event was first seen
 
     @property
     def outcome(self):
@@ -406,6 +407,8 @@ class Checker:
                 raise self._violation(ONE_TERMINAL, t, "%s for %r, which was never "
                                       "acknowledged" % (evt["type"], evt["data"].get("actionId")))
             action.terminals[evt["id"]] = evt["type"]
+            if action.end_t is None:
+                action.end_t = t
         for a in self.order:
             if len(a.terminals) != 1:
                 what = "none" if not a.terminals else ", ".join(
@@ -420,15 +423,20 @@ class Checker:
 
     def _check_pause(self, idle, later, t_end):
         # From its acknowledgement an idle that completed holds: no PWM after the grace,
-        # no closing, until a charge that did not fail, an unplug, or the end.
+        # no closing, until a charge that did not fail, an unplug, or the end. A charge in
+        # flight may offer current (that is how it completes); one that then fails must
+        # leave the pause as it was, so from its end the idle holds again.
         end = t_end
         failed = None  # a charge in between that failed: it must have changed nothing
+        excused = []  # (from, to): a charge in flight that later failed
         for a in later:
             if a.command == "charge" and a.outcome != "push.failed":
                 end = min(end, a.ack_t)
                 break
-            if a.command == "charge" and failed is None:
-                failed = a
+            if a.command == "charge":
+                excused.append((a.ack_t, (a.end_t or t_end) + PAUSE_GRACE_MS + TICK_MS))
+                if failed is None:
+                    failed = a
 
         def broken(t, what):
             why = ""
@@ -449,9 +457,13 @@ class Checker:
             if start >= end or not connected:
                 break  # a charge, or the session ended with the unplug
             at = max(start, first)
+            for lo, hi in excused:
+                if lo <= at < hi:
+                    at = hi
             if powered and cls == PWM and at < min(stop, end):
                 raise broken(at, "PWM %.2f %%" % percent)
-            if drive and start > idle.ack_t and not rows[i - 1][4]:
+            if drive and start > idle.ack_t and not rows[i - 1][4] and \
+                    not any(lo <= start < hi for lo, hi in excused):
                 raise broken(start, "the contactor closed")
 
     # -- reporting
