@@ -20,7 +20,8 @@ FAULTS = ("none", "pilot_short", "diode_short", "contactor_weld", "contactor_stu
 # The vehicle's fields on bench/{id}/ev (sparse): JSON name -> (Vehicle attribute, JSON type).
 EV_FIELDS = {"connected": ("connected", bool), "request": ("request", bool),
              "maxCurrent": ("max_current", float), "ventilation": ("ventilation", bool),
-             "asleep": ("asleep", bool), "obeysPilot": ("obeys_pilot", bool)}
+             "asleep": ("asleep", bool), "obeysPilot": ("obeys_pilot", bool),
+             "followMs": ("follow_ms", int)}
 
 
 class Bench:
@@ -138,11 +139,21 @@ class Bench:
             self.welded = False  # the bench's repair
 
     def set_ev(self, fields):
+        """Change the vehicle's fields named in `fields` (all or none: ValueError names the
+        first bad one)."""
+        for key, value in fields.items():
+            if key not in EV_FIELDS:
+                raise ValueError("unknown vehicle field %r" % key)
+            kind = EV_FIELDS[key][1]
+            if kind is bool and type(value) is not bool:
+                raise ValueError("%s must be true or false" % key)
+            if kind is not bool and (type(value) not in (int, float) or
+                                     not 0 <= value <= 100000):
+                raise ValueError("%s must be a number from 0 to 100000" % key)
         self.ev_changed_at = self.t
         v = self.vehicle
-        for key, (attr, _) in EV_FIELDS.items():
-            if key in fields:
-                setattr(v, attr, fields[key])
+        for key, value in fields.items():
+            setattr(v, EV_FIELDS[key][0], value)
 
     def pilot_state(self):
         """The pilot state the bench sees on the wire (its own judgement, not the agent's)."""

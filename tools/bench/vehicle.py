@@ -6,7 +6,7 @@ R_C = 882.0
 R_D = 246.0
 
 S2_DELAY_MS = 300  # from seeing PWM to closing S2
-FOLLOW_MS = 1000  # from a new offer to drawing it
+FOLLOW_MS = 1000  # from a new offer to drawing it (the default: each vehicle has its own)
 RELEASE_MS = 1500  # from PWM stopping to opening S2
 WAKE_F_MS = 1000  # an asleep vehicle wakes after this much state F
 
@@ -33,10 +33,14 @@ class Vehicle:
         self.ventilation = False
         self.asleep = False  # needs a legacy wake-up (F) before it requests
         self.obeys_pilot = True  # False: keeps drawing when PWM stops (a faulty car)
+        # From a new offer to drawing it: IEC 61851-1 gives a vehicle up to 5 s to follow a
+        # lower duty, and real ones take from under a second to about that.
+        self.follow_ms = FOLLOW_MS
         self.s2 = False
         self.draw = 0.0  # amps it draws while the contactor is closed
-        self._target = 0.0
-        self._target_since = 0
+        self._target = 0.0  # what it aims at now
+        self._following = 0.0  # what it draws, once S2 and the contactor are closed
+        self._changes = []  # (t, amps): aims not yet followed, oldest first
         self._pwm_since = None
         self._x1_since = None
         self._f_since = None
@@ -45,7 +49,8 @@ class Vehicle:
         """Advance to bench time t (ms) under the given pilot duty."""
         if not self.connected:
             self.s2 = False
-            self.draw = 0.0
+            self.draw = self._target = self._following = 0.0
+            self._changes = []
             self._pwm_since = self._x1_since = self._f_since = None
             return
         amps = offered_amps(duty_percent)
@@ -73,15 +78,16 @@ class Vehicle:
                     self.s2 = False
         if not self.request and self.obeys_pilot:
             self.s2 = False
-        if self.s2 and contactor_closed and t - self._target_since >= FOLLOW_MS:
-            self.draw = self._target
-        elif not (self.s2 and contactor_closed):
-            self.draw = 0.0
+        # Each change is followed follow_ms after it was seen (a delay, not a restart: an
+        # offer that keeps changing is still followed, each step in its turn).
+        while self._changes and t - self._changes[0][0] >= self.follow_ms:
+            self._following = self._changes.pop(0)[1]
+        self.draw = self._following if self.s2 and contactor_closed else 0.0
 
     def _aim(self, t, amps):
         if amps != self._target:
             self._target = amps
-            self._target_since = t
+            self._changes.append((t, amps))
 
     @property
     def resistance(self):
@@ -95,4 +101,5 @@ class Vehicle:
         return {"connected": self.connected, "request": self.request,
                 "maxCurrent": self.max_current, "ventilation": self.ventilation,
                 "asleep": self.asleep, "obeysPilot": self.obeys_pilot,
+                "followMs": self.follow_ms,
                 "state": "C" if self.s2 else ("B" if self.connected else "A")}
