@@ -18,12 +18,21 @@ class Lockstep:
         self.agent = agent
         self.board = board
         self._n = 0
+        # Site balancing, where configured: the bench hands it the site's messages between
+        # ticks (on_message) and carries its records as they are (board.publish_to).
+        self.site = site_balancer(agent, board.config)
 
     def on_request(self, kind, payload):
         self.board.publish("responses", self.agent.handle(kind, payload, self.board.now_ms()))
 
+    def on_message(self, topic, msg):
+        if self.site:
+            self.site.on_message(topic, msg)
+
     def step(self, now):
         self.agent.tick(now)
+        if self.site:  # every tick, as the uplink's loop: a reading is used when it comes
+            self.site.service(self.board.publish_to, now)
         self._n += 1
         if self._n >= SERVICE_TICKS:
             self._n = 0
@@ -79,13 +88,21 @@ def serve(agent, board):
         from agent import VERSION
         extras.append(Discovery(cfg, topics.base(cfg.get("topic_prefix"), cfg["device_id"]),
                                 agent.model, VERSION))
-    if cfg.get("site"):
-        from site_balance import SiteBalancer
-        agent.limits.site = SiteBalancer(cfg, agent)
-        extras.append(agent.limits.site)
+    site = site_balancer(agent, cfg)
+    if site:
+        extras.append(site)
     hooks = None
     if cfg.get("webhook_url"):
         from webhook import Webhooks
         hooks = Webhooks(cfg["webhook_url"], cfg["webhook_secret"], board.unix_ms)
         agent.on_event = hooks.offer
     threaded(agent, board, Uplink(cfg, board, extras), hooks)
+
+
+def site_balancer(agent, cfg):
+    # The site's share (site_balance.py) where the installation has a site block.
+    if not cfg.get("site"):
+        return None
+    from site_balance import SiteBalancer
+    agent.limits.site = SiteBalancer(cfg, agent)
+    return agent.limits.site

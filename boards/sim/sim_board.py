@@ -113,3 +113,7 @@ class Board:
 
     def publish(self, topic, payload, retain=False):
         self.link.publish(topic, payload, retain)
+
+    def publish_to(self, topic, payload, retain=False, qos=1):
+        # A topic outside the charger's own (a site record), in lockstep on the bench link.
+        self.link.publish_to(topic, payload, retain)

@@ -5,8 +5,11 @@
 #                   b"R" + kind + u16 len + JSON     (a request; kind: index in topics.REQUESTS)
 #                   b"U" + int64 LE                  (Unix ms at bench time 0)
 #                   b"F"                             (factory reset: the button held)
+#                   b"S" + u16 len + topic + u16 len + payload  (a message on a topic the
+#                                                    board subscribes to beyond its own: a site's)
 #   board -> bench  b"O" + int32 duty counts + int32 contactor   (outputs after a tick)
-#                   b"M" + retain + u16 len + topic + u32 len + payload  (a publish)
+#                   b"M" + retain + u16 len + topic + u32 len + payload  (a publish; the
+#                                                    whole topic, the board's prefix included)
 import socket
 from topics import REQUESTS
 
@@ -33,6 +36,7 @@ class Link:
         self.sock.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
         self.sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: frames go out whole, at once
         self.prefix = prefix
+        self.on_message = None  # f(topic, payload) for S frames (runner.Lockstep's)
         self._kind = bytearray(1)
         self._in = bytearray(4 * len(INPUTS))
         self._out = bytearray(b"O" + bytes(8))
@@ -68,6 +72,11 @@ class Link:
                 if payload:
                     self._fill(payload, len(payload))
                 on_request(REQUESTS[head[0] % len(REQUESTS)], bytes(payload))
+            elif kind == 83:  # S
+                topic = self._chunk().decode()
+                payload = self._chunk()
+                if self.on_message:
+                    self.on_message(topic, payload)
             elif kind == 70:  # F
                 board.reset_requested = True
             elif kind == 85:  # U
@@ -77,8 +86,19 @@ class Link:
             else:
                 raise OSError("bad frame from bench")
 
+    def _chunk(self):
+        # u16 length, then that many bytes (S frames: not on the tick's path).
+        head = bytearray(2)
+        self._fill(head, 2)
+        data = bytearray(head[0] | head[1] << 8)
+        if data:
+            self._fill(data, len(data))
+        return bytes(data)
+
     def publish(self, topic, payload, retain):
-        topic = self.prefix + topic
+        self.publish_to(self.prefix + topic, payload, retain)
+
+    def publish_to(self, topic, payload, retain):
         head = bytearray(4)
         head[0] = 77  # M
         head[1] = 1 if retain else 0

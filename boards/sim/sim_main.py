@@ -26,7 +26,9 @@ def main(path):
         _thread.start_new_thread(runner.serve, (agent, board))
         board.halted.acquire()
     else:
-        runner.Lockstep(agent, board).run()
+        loop = runner.Lockstep(agent, board)
+        link.on_message = loop.on_message
+        loop.run()
 
 
 main(sys.argv[1])

@@ -83,6 +83,12 @@ class AgentProcess:
     def send_request(self, kind, payload):
         self.conn.sendall(b"R" + struct.pack("<BH", REQUESTS.index(kind), len(payload)) + payload)
 
+    def send_message(self, topic, payload):
+        """A message on a topic the agent subscribes to beyond its own (a site's)."""
+        t = topic.encode()
+        self.conn.sendall(b"S" + struct.pack("<H", len(t)) + t +
+                          struct.pack("<H", len(payload)) + payload)
+
     def factory_reset(self):
         self.conn.sendall(b"F")
 

@@ -25,10 +25,12 @@ class Rig:
     """Bench stepping shared by both rigs; subclasses run the firmware's tick."""
 
     def __init__(self, state_dir, voltage=230, phases=1, max_current=32, device_id="charger-1",
-                 cable_current=None, default_kw=None, metered=True):
+                 cable_current=None, default_kw=None, metered=True, site=None):
         self.state_dir = state_dir
         self.config = {"device_id": device_id, "supply_voltage": voltage, "phases": phases,
                        "max_current": max_current, "state_dir": state_dir, "meter": metered}
+        if site:
+            self.config["site"] = site
         if cable_current:
             self.config["cable_current"] = cable_current
         if default_kw is not None:
@@ -36,6 +38,7 @@ class Rig:
         self.bench = Bench(voltage=voltage, phases=phases)
         self.prefix = topics.base(None, device_id)
         self.published = []  # (topic, payload dict or str, retain)
+        self.on_publish = None  # f(topic, payload bytes, retain): a site's bus (site_rig.py)
         self.powered = False
 
     # -- scenario calls
@@ -93,7 +96,14 @@ class Rig:
                 return p
         return None
 
+    def deliver(self, topic, payload):
+        """A message on a topic the agent subscribes to beyond its own (a site's)."""
+        if self.powered:
+            self._deliver(topic, bytes(payload))
+
     def _record(self, topic, payload, retain):
+        if self.on_publish:
+            self.on_publish(topic, bytes(payload), retain)
         try:
             payload = json.loads(payload)
         except ValueError:
@@ -115,6 +125,8 @@ class InProcessRig(Rig):
         self.board = sim_board.Board(dict(self.config), store)
         self.board.publish = lambda topic, payload, retain=False: self._record(
             self.prefix + topic, payload, retain)
+        self.board.publish_to = lambda topic, payload, retain=False, qos=1: self._record(
+            topic, payload, retain)
         self.board.unix_base_ms = UNIX_BASE_MS
         self.board.now = self.bench.t
         self.powered = True
@@ -140,6 +152,9 @@ class InProcessRig(Rig):
 
     def pump(self, now=None):
         self.run(runner.SERVICE_TICKS * TICK_MS)
+
+    def _deliver(self, topic, payload):
+        self.loop.on_message(topic, payload)
 
     def _request(self, kind, payload):
         before = len(self.published)
@@ -181,6 +196,9 @@ class ProcessRig(Rig):
             if topic == self.prefix + "responses":
                 return json.dumps(body).encode() if not isinstance(body, str) else body
         raise RuntimeError("no reply to %s request" % kind)
+
+    def _deliver(self, topic, payload):
+        self.agent.send_message(topic, payload)
 
     def send_nowait(self, kind, payload):
         """Send a request and return at once: for cutting the power mid-request."""

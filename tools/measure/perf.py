@@ -26,7 +26,7 @@ from tools.bench.broker import Broker
 from tools.bench.rig import InProcessRig, ProcessRig
 from tools.evctl import Charger
 from tools.bench.sim import Sim, parse
-from tools.measure import wear
+from tools.measure import site_day, wear
 from tools.paths import BUILD, MPY_DIR, ROOT
 
 MPY = [MPY_DIR]
@@ -340,6 +340,9 @@ def main(argv=None):
     finally:
         broker.stop()
     cp_speed = cpython_speed(sub("cpython"))
+    print("bench: a site day (3 chargers, %d bench minutes) ..." % (site_day.DAY_MS // 60000),
+          flush=True)
+    site, site_rows, _ = site_day.run(quiet=True)
     size, nfiles = footprint()
     steady = [r for r in alloc if r["state"] != "calibration"]
     med = statistics.median
@@ -392,7 +395,8 @@ def main(argv=None):
              pct(with_page, 99), max(with_page), pct(no_page, 99), max(no_page)),
          "10 ms ticks; %d pushes read; the page is an MQTT client in the launcher's "
          "process, never on the bench's lock" % pushes),
-    ] + wear_rows
+    ] + wear_rows + [("site: " + r[0], r[1], r[2] + ("" if r[3] else ": MISSED"))
+                     for r in site_rows]
     info = machine()
     info["broker"] = broker.kind
     print("\nmachine: %s (%d cores), Python %s, %s; broker: %s" % (
@@ -410,7 +414,7 @@ def main(argv=None):
             "ack_ms": ack_ms, "done_ms": done_ms,
             "unplug_ms": unplug, "c_to_b_ms": c_to_b, "alloc": alloc, "heap": full,
             "smallest_heap_k": smallest, "flash_writes": writes, "flash_changes": changes,
-            "footprint_bytes": size}}, f, indent=1)
+            "footprint_bytes": size, "site_day": site}}, f, indent=1)
     print("\nwritten to %s" % os.path.relpath(a.out, ROOT))
     return 0
 
