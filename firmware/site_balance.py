@@ -8,8 +8,17 @@ import json
 from micropython import const
 import site_share
 import limits as lim
+import topics
 
 _MAX_PAYLOAD = const(512)  # a meter reading or a charger record is far smaller
+# A share rises only by at least this much: the meter's rounding and each charger's own
+# measuring leave a tenth of an amp or two of noise in every reading, which must not make the
+# offer flap up and down (measured: make bench's site day, docs/site.md).
+_RAISE_STEP_DA = const(5)
+# Between readings a record also goes out when this charger's draw moved this much, or its
+# need or offer changed, at most once per _RECORD_GAP_MS (docs/site.md: "on change").
+_DRAW_STEP_DA = const(5)
+_RECORD_GAP_MS = const(250)
 
 
 def _number(v, top):
@@ -30,14 +39,17 @@ class SiteBalancer:
         self.phases = list(s.get("phases", [1]))
         self.agent = agent
         self.device_id = cfg["device_id"]
-        self.meter_topic = "site/%s/meter" % self.id
-        self.peer_topic = "site/%s/chargers/" % self.id
+        self.meter_topic = topics.site(self.id) + "meter"
+        self.peer_topic = topics.site(self.id) + "chargers/"
         self.ignored = 0  # malformed meter or peer payloads, never trusted
         self.share_da = None
         self._meter = None  # (currents dA, arrival board ms, meter ts)
         self._peers = {}  # id -> (phases, draw dA, wants dA, offered dA, ts unix ms)
         self._fresh = False  # a reading not yet used
         self._changed_at = -1  # when this charger last raised or lowered its share
+        self._used = None  # when the last reading used arrived (board ms)
+        self._sent = None  # (draw, wants, offered) dA in the last record, and when
+        self._sent_at = 0
         agent.ceiling.set_site(self.fallback_da, self.timeout_ms, self.fallback_da, 0)
 
     # -- uplink hooks
@@ -62,6 +74,18 @@ class SiteBalancer:
             self._fresh = False
             self._allocate(now)
             self._publish_record(publish)
+        elif self._moved(now):
+            # Between readings too, so the peers subtract this charger's draw as the meter
+            # sees it now, not as it was a reading ago (a vehicle that just started drawing
+            # would otherwise count as household, and every share would fall for a second).
+            self._publish_record(publish)
+
+    def _moved(self, now):
+        last = self._sent
+        if last is None or ((now - self._sent_at) & 0x3FFFFFFF) < _RECORD_GAP_MS:
+            return False
+        return abs(self._my_draw() - last[0]) >= _DRAW_STEP_DA or \
+            self._my_want() != last[1] or self.agent.control.offered_da != last[2]
 
     # -- input, checked before it is trusted
     def _on_meter(self, msg):
@@ -96,7 +120,8 @@ class SiteBalancer:
         except (ValueError, TypeError, KeyError):
             phases = None
         ok = type(phases) is list and 0 < len(phases) <= 3 and type(ts) is int and \
-            all(p in (1, 2, 3) for p in phases) and None not in vals
+            all(p in (1, 2, 3) for p in phases) and len(set(phases)) == len(phases) and \
+            None not in vals
         if not ok:
             self.ignored += 1
             return
@@ -105,23 +130,42 @@ class SiteBalancer:
     # -- the share
     def _allocate(self, now):
         unix = self.agent.board.unix_ms()
+        meter, arrived, ts = self._meter
         me = (self.device_id, self.phases, self._my_draw(), self._my_want(), True)
         chargers = [me]
-        for peer, (phases, draw, wants, offered, ts) in self._peers.items():
-            fresh = unix is not None and 0 <= unix - ts < self.timeout_ms
+        for peer, (phases, draw, wants, offered, ts_peer) in self._peers.items():
+            if max(phases) > len(meter):
+                continue  # on a phase this site's meter does not have: not one of ours
+            fresh = unix is not None and 0 <= unix - ts_peer < self.timeout_ms
             chargers.append((peer, phases, draw, wants, fresh))
-        meter, arrived, ts = self._meter
         clock = ts if type(ts) is int else (unix or 0)
         share = site_share.shares(self.fuse_da, self.margin_da, meter, chargers, clock)
         new = share.get(self.device_id, 0)
         old = self.share_da
-        # Lower at once; raise only on data newer than this charger's own last change, so
-        # two chargers do not both take the same headroom from one stale reading.
-        if old is None or new < old or (new > old and _after(arrived, self._changed_at)):
-            if new != old:
+        if self._used is None or _gap(arrived, self._used) >= self.timeout_ms:
+            # Back from the fallback (a boot, or a silent meter): the peers' records may be
+            # stale, and each charger alone would take the whole site. This reading only
+            # announces this charger (its record goes out now); the share rises from the
+            # fallback on the next one, computed with every charger's fresh record. Nor does
+            # it keep more of the fallback than the reading shows free.
+            self.share_da = min(new, self.fallback_da, self._room(meter, chargers, share))
+            self._changed_at = now
+        else:
+            if new > old:
+                new = min(new, max(old, self._room(meter, chargers, share)))
+            # Lower at once; raise only on data newer than this charger's own last change,
+            # so two chargers do not both take the same headroom from one stale reading,
+            # and only by a step worth a change.
+            if new < old or (new >= old + _RAISE_STEP_DA and
+                             _after(arrived, self._changed_at)):
                 self._changed_at = now
-            self.share_da = new
+                self.share_da = new
+        self._used = arrived
         self.agent.ceiling.set_site(self.share_da, self.timeout_ms, self.fallback_da, arrived)
+
+    def _room(self, meter, chargers, share):
+        return site_share.room(self.fuse_da - self.margin_da, meter, chargers, share,
+                               self.device_id)
 
     def _my_draw(self):
         c = self.agent.control
@@ -135,11 +179,12 @@ class SiteBalancer:
         return self.agent.ceiling.limit_without(lim.SITE, self.agent.board.now_ms())
 
     def _publish_record(self, publish):
-        c = self.agent.control
+        sent = (self._my_draw(), self._my_want(), self.agent.control.offered_da)
         body = {"ts": self.agent.board.unix_ms() or 0, "phases": self.phases,
-                "drawA": self._my_draw() / 10, "wantsA": self._my_want() / 10,
-                "offeredA": c.offered_da / 10}
+                "drawA": sent[0] / 10, "wantsA": sent[1] / 10, "offeredA": sent[2] / 10}
         publish(self.peer_topic + self.device_id, json.dumps(body).encode(), True)
+        self._sent = sent
+        self._sent_at = self.agent.board.now_ms()
 
     def read(self):
         # state.limits.site
@@ -150,6 +195,10 @@ class SiteBalancer:
             age = (self.agent.board.now_ms() - self._meter[1]) & 0x3FFFFFFF
         return {"share": (self.share_da or 0) / 10, "meterAgeMs": age,
                 "fallback": bool(self.agent.ceiling.site_stale), "ignored": self.ignored}
+
+
+def _gap(t, since):
+    return (t - since) & 0x3FFFFFFF
 
 
 def _after(t, since):

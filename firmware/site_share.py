@@ -70,3 +70,32 @@ def shares(fuse_da, margin_da, meter, chargers, now_ms):
     for c in active:
         out.setdefault(c[0], 0)
     return out
+
+
+def room(limit_da, meter, chargers, share, me):
+    # How high charger `me` may rise now: its draw plus its part of the current the reading
+    # shows free on each of its phases (limit - meter). A charger whose share fell may still
+    # draw its old current for seconds (a vehicle has 5 s to follow a lower offer), so a rise
+    # waits for the current to be released instead of taking it at once; the free current is
+    # split among the chargers whose shares exceed their draws, in proportion to the excess.
+    need = {}
+    phases = {}
+    for c in chargers:
+        if c[4] and share.get(c[0], 0) > c[2]:
+            need[c[0]] = share[c[0]] - c[2]
+            phases[c[0]] = c[1]
+    mine = need.get(me, 0)
+    up = mine
+    for c in chargers:
+        if c[0] != me:
+            continue
+        for p in c[1]:
+            free = max(0, limit_da - meter[p - 1])
+            total = 0
+            for other, n in need.items():
+                if p in phases[other]:
+                    total += n
+            if total > free:
+                up = min(up, free * mine // total)
+        return c[2] + up
+    return 0

@@ -75,10 +75,22 @@ def meter(rig, others):
     rig.balancer.service(rig.out, rig.bench.t)
 
 
+def readings(rig, others):
+    # After a boot the first reading only announces the charger (its record goes out; the
+    # share stays at the fallback); the share rises on the next one, a second later.
+    meter(rig, others)
+    rig.run(1000)
+    meter(rig, others)
+
+
 def test_the_share_binds_and_follows_the_household(site_rig):
     rig = site_rig
     plug(rig, 1000)
-    meter(rig, [9.0])  # household 9 A: 15 A for this charger
+    meter(rig, [9.0])  # household 9 A: 15 A for this charger, but not yet
+    s = rig.read()["state"]
+    assert s["limits"]["site"]["share"] == 6.0 and rig.out[-1][1]["wantsA"] == 32.0
+    rig.run(1000)
+    meter(rig, [9.0])
     rig.run(6000)  # from the 6 A fallback up: a raise, at the pilot's 5 s pace
     s = rig.read()["state"]
     assert s["limitedBy"] == "site" and s["offeredCurrent"] == 15.0
@@ -95,7 +107,7 @@ def test_the_share_binds_and_follows_the_household(site_rig):
 def test_no_fresh_reading_means_the_fallback_within_the_timeout(site_rig):
     rig = site_rig
     plug(rig, 1000)
-    meter(rig, [0.0])
+    readings(rig, [0.0])
     rig.run(6000)
     assert rig.read()["state"]["offeredCurrent"] == 24.0
     t_last = rig.bench.t - 6000  # when the reading arrived
@@ -133,7 +145,7 @@ def test_a_peer_sending_garbage_is_ignored(site_rig, record):
     rig = site_rig
     plug(rig, 1000)
     rig.balancer.on_message("site/home/chargers/charger-2", json.dumps(record).encode())
-    meter(rig, [9.0])
+    readings(rig, [9.0])
     rig.run(6000)
     s = rig.read()["state"]
     assert s["offeredCurrent"] == 15.0 and s["limits"]["site"]["ignored"] == 1
@@ -145,12 +157,101 @@ def test_a_fresh_peer_shares_and_a_stale_one_stops_counting(site_rig):
     now = UNIX_BASE_MS + rig.bench.t
     peer = {"ts": now, "phases": [1], "drawA": 10.0, "wantsA": 32.0, "offeredA": 12.0}
     rig.balancer.on_message("site/home/chargers/charger-2", json.dumps(peer).encode())
-    meter(rig, [19.0])  # household 9 A + the peer's 10 A
+    readings(rig, [19.0])  # household 9 A + the peer's 10 A
+    rig.run(1000)
+    # 15 A shared by two: 7.5 A each; but the peer still draws 10 A, so only 5 A are free
+    # now, and a rise does not take current another charger has yet to release.
+    assert rig.read()["state"]["offeredCurrent"] == 0
+    assert rig.read()["state"]["limits"]["site"]["share"] == 5.0
+    now = UNIX_BASE_MS + rig.bench.t
+    peer = dict(peer, ts=now, drawA=7.5, offeredA=7.5)  # it lowered to its share
+    rig.balancer.on_message("site/home/chargers/charger-2", json.dumps(peer).encode())
+    meter(rig, [16.5])
     rig.run(6000)
-    assert rig.read()["state"]["offeredCurrent"] == 7.5  # 15 A shared by two
-    rig.run(12000)  # the peer's record goes stale: its 10 A count as household now
+    assert rig.read()["state"]["offeredCurrent"] == 7.5
+    rig.run(12000)  # the peer's record goes stale: its 7.5 A count as household now
     meter(rig, [19.0])
     rig.run(100)
-    # 24 - 19 = 5 A for this charger alone: under 6 A, nothing is offered (the safe side
-    # for a peer that vanished while still drawing).
+    # 19 A besides this charger's own draw, the stale peer's included: 24 - 19 = 5 A for
+    # this charger alone, under 6 A, so nothing is offered (the safe side for a peer that
+    # vanished while still drawing).
     assert rig.read()["state"]["offeredCurrent"] == 0
+
+
+def test_a_rise_takes_only_the_current_that_is_free_now():
+    # a's share fell from 15 A to 9 A, but its vehicle still draws 15 A (it has 5 s to
+    # follow); b, just plugged in, may not take the 6 A a has yet to release.
+    ch = [("a", [1], 150, 320, True), ("b", [1], 0, 320, True)]
+    meter = [150 + 60]  # a's 15 A and 6 A of household: 3 A free below 24 A
+    share = ss.shares(250, 10, meter, ch, 0)
+    assert share == {"a": 90, "b": 90}
+    assert ss.room(240, meter, ch, share, "b") == 30  # b: only the free 3 A
+    assert ss.room(240, meter, ch, share, "a") == 150  # a: no rise, its draw stays
+    # Two rising on one phase split what is free in proportion to what each still needs.
+    ch = [("a", [1], 30, 320, True), ("b", [1], 0, 320, True)]
+    share = {"a": 90, "b": 90}  # a needs 6 A more, b 9 A: 15 A, but only 10 A are free
+    assert ss.room(240, [140], ch, share, "a") == 30 + 40
+    assert ss.room(240, [140], ch, share, "b") == 60
+
+
+def test_a_peer_on_a_phase_the_meter_lacks_is_not_one_of_ours(site_rig):
+    rig = site_rig  # a single-phase site: the meter has L1 only
+    plug(rig, 1000)
+    peer = {"ts": UNIX_BASE_MS + rig.bench.t, "phases": [3], "drawA": 5.0, "wantsA": 32.0,
+            "offeredA": 5.0}
+    rig.balancer.on_message("site/home/chargers/charger-9", json.dumps(peer).encode())
+    readings(rig, [9.0])  # must not raise (it did: an index past the meter's phases)
+    rig.run(6000)
+    assert rig.read()["state"]["offeredCurrent"] == 15.0
+
+
+def test_a_rise_smaller_than_half_an_amp_waits(site_rig):
+    rig = site_rig
+    plug(rig, 1000)
+    readings(rig, [9.0])
+    rig.run(6000)
+    assert rig.read()["state"]["limits"]["site"]["share"] == 15.0
+    meter(rig, [8.7])  # 0.3 A more headroom: reading noise, not worth a change
+    rig.run(1000)
+    assert rig.read()["state"]["limits"]["site"]["share"] == 15.0
+    meter(rig, [8.4])  # 0.6 A more
+    rig.run(100)
+    assert rig.read()["state"]["limits"]["site"]["share"] == 15.6
+    meter(rig, [8.5])  # a fall is taken at once, however small
+    rig.run(100)
+    assert rig.read()["state"]["limits"]["site"]["share"] == 15.5
+
+
+def test_back_from_a_silent_meter_the_first_reading_only_announces(site_rig):
+    rig = site_rig
+    plug(rig, 1000)
+    readings(rig, [9.0])
+    rig.run(20000)  # silent: the fallback, 6 A
+    assert rig.read()["state"]["offeredCurrent"] == 6.0
+    meter(rig, [9.0])  # back: the peers may have gone stale meanwhile
+    rig.run(100)
+    s = rig.read()["state"]
+    assert s["offeredCurrent"] == 6.0 and s["limits"]["site"]["share"] == 6.0
+    assert rig.out[-1][0] == "site/home/chargers/charger-1"  # announced
+    rig.run(900)
+    meter(rig, [9.0])
+    rig.run(6000)
+    assert rig.read()["state"]["offeredCurrent"] == 15.0
+
+
+def test_a_record_goes_out_when_the_draw_moves_between_readings(site_rig):
+    rig = site_rig
+    plug(rig, 1000)
+    readings(rig, [9.0])
+    sent = len(rig.out)
+    for _ in range(500):  # 5 s without a reading: the pilot rises to 15 A, the car follows
+        rig.run(10)
+        rig.balancer.service(rig.out, rig.bench.t)
+    moved = [r[1] for r in rig.out[sent:]]
+    assert moved and moved[-1]["drawA"] == 15.0 and moved[-1]["offeredA"] == 15.0
+    assert len(moved) <= 4  # on a change only, at most every 250 ms
+    n = len(rig.out)
+    for _ in range(300):  # nothing moves: nothing is sent
+        rig.run(10)
+        rig.balancer.service(rig.out, rig.bench.t)
+    assert len(rig.out) == n
