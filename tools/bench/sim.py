@@ -48,7 +48,12 @@ def parse(argv):
     p.add_argument("--no-page", dest="page_port", action="store_const", const=0,
                    help="no page (the same as --page-port 0)")
     p.add_argument("--heapsize", default="256K", help="micropython heap: this 64-bit build holds the .mpy bytecode in it (about 85 KB); the ESP32 model is the 32-bit frozen build (make unix32)")
-    return p.parse_args(argv)
+    from tools.bench import site_bench  # here: it builds on Sim, below
+    site_bench.add_arguments(p)
+    args = p.parse_args(argv)
+    if site_bench.wanted(args):
+        site_bench.check(p, args)
+    return args
 
 
 def _port(text):
@@ -222,7 +227,11 @@ def next_steps(address, device_id):
 
 
 def main(argv=None):
-    sim = Sim(parse(sys.argv[1:] if argv is None else argv))
+    args = parse(sys.argv[1:] if argv is None else argv)
+    from tools.bench import site_bench
+    if site_bench.wanted(args):  # several chargers and a site meter: its own launcher
+        return site_bench.main(args)
+    sim = Sim(args)
     # Ctrl-C, SIGTERM and a closed terminal (SIGHUP) all stop it the same clean way.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: sim.stop.set())
