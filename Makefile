@@ -20,7 +20,8 @@ BROKER ?=
 help:
 	@echo 'make sim       the simulated charger on a local broker; prints what to type next'
 	@echo '               (ARGS="--device-id ID --state-dir DIR --phases 3 ..."; BROKER=HOST:PORT'
-	@echo '               uses that broker instead of starting one)'
+	@echo '               uses that broker instead of starting one; --chargers 3 --site-fuse 25:'
+	@echo '               three chargers and a site meter behind one supply, docs/site.md)'
 	@echo 'make evctl ARGS="status"   drive it: status, read, cap 7.4, charge, idle, watch,'
 	@echo '               ev connected=true, fault pilot_short, power off (ARGS=--help for all;'
 	@echo '               the same CLI is .venv/bin/evctl, usable from anywhere)'
