@@ -78,24 +78,26 @@ def room(limit_da, meter, chargers, share, me):
     # draw its old current for seconds (a vehicle has 5 s to follow a lower offer), so a rise
     # waits for the current to be released instead of taking it at once; the free current is
     # split among the chargers whose shares exceed their draws, in proportion to the excess.
-    need = {}
-    phases = {}
+    mine = None
+    excesses = []  # (phases, share - draw) of the fresh chargers still below their shares
     for c in chargers:
-        if c[4] and share.get(c[0], 0) > c[2]:
-            need[c[0]] = share[c[0]] - c[2]
-            phases[c[0]] = c[1]
-    mine = need.get(me, 0)
-    up = mine
-    for c in chargers:
-        if c[0] != me:
-            continue
-        for p in c[1]:
-            free = max(0, limit_da - meter[p - 1])
-            total = 0
-            for other, n in need.items():
-                if p in phases[other]:
-                    total += n
-            if total > free:
-                up = min(up, free * mine // total)
-        return c[2] + up
-    return 0
+        if c[0] == me:
+            mine = c
+        excess = share.get(c[0], 0) - c[2]
+        if c[4] and excess > 0:
+            excesses.append((c[1], excess))
+    if mine is None:
+        return 0
+    excess = share.get(me, 0) - mine[2]
+    if excess <= 0:
+        return mine[2]  # not rising: its draw stays
+    up = excess
+    for p in mine[1]:
+        free = max(0, limit_da - meter[p - 1])
+        total = 0
+        for phases, n in excesses:
+            if p in phases:
+                total += n
+        if total > free:
+            up = min(up, free * excess // total)
+    return mine[2] + up

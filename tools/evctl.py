@@ -232,7 +232,7 @@ def _ev_field(text):
     if kind is bool and type(value) is not bool:
         raise argparse.ArgumentTypeError("%s must be true or false, not %r" % (name, raw))
     if kind is not bool and (type(value) not in (int, float) or value < 0):
-        raise argparse.ArgumentTypeError("%s must be a number (%s), not %r" % (
+        raise argparse.ArgumentTypeError("%s must be a number of %s, not %r" % (
             name, "ms" if name == "followMs" else "amps", raw))
     return name, value
 
