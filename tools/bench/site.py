@@ -88,7 +88,8 @@ class Site:
         self.lines = lines  # {charger id: the site phases of its L1 (L1-L3)}
         self.household = [0.0] * phases
         self.meter_on = True
-        self.meter_topic = topics.site(site_id) + "meter"
+        self.prefix = topics.site(site_id)  # the site's own topics: site/{id}/...
+        self.meter_topic = self.prefix + "meter"
 
     def set_household(self, currents):
         """Sparse: a shorter list leaves the later phases, null leaves that phase."""

@@ -22,6 +22,8 @@ def offered(bench):
 
 
 class SiteRig:
+    """The site's chargers (rigs, {id: rig}) and its meter (a Site) on one bench clock."""
+
     def __init__(self, site, rigs, latency_ms=LATENCY_MS, meter_at_ms=METER_PERIOD_MS // 2):
         self.site = site
         self.rigs = rigs  # {charger id: rig}, every rig at bench time 0
@@ -29,7 +31,7 @@ class SiteRig:
         self.meter_at_ms = meter_at_ms  # the meter's phase within its period
         self.meter_clock_ms = 0  # how far the meter's clock is ahead of the chargers'
         self.t = 0
-        self.prefix = "site/%s/" % site.id
+        self.prefix = site.prefix
         self._in_flight = []  # (due bench ms, topic, payload, to: a charger id or None: all)
         self.retained = {}  # topic -> payload, as a broker keeps them
         self.readings = []  # bench ms of every meter reading published
