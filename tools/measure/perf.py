@@ -98,11 +98,15 @@ def live_latencies(broker, n, state_dir):
                 raise RuntimeError("the duty did not change")
             return (stamps[-1] - t0) * 1000
 
-        # 0.1 A apart, a new duty each, from 31.9 A: the vehicle already gets 32 A
-        amps = [32 - 0.1 * (i + 1) for i in range(2 * n)]
+        # 0.1 A apart, a new duty each, from 31.9 A (the vehicle already gets 32 A) down,
+        # never under 6 A (nothing is offered there, so nothing would change).
+        amps = [32 - 0.1 * (i + 1) for i in range(n)]  # n <= 250 (main() checks)
         cap_ms = [lowered("settings", i, {"settings": {"max_charge_rate": {
             "value": round(amps[i] * 0.23, 3), "unit": "kw"}}}) for i in range(n)]
-        limit_ms = [lowered("limit", i, {"limit": {"value": round(amps[n + i], 1), "unit": "a"},
+        # Back to 32 A for the limits: a rise waits for the 5 s pacing.
+        c.request("settings", {"settings": {"max_charge_rate": {"value": 50, "unit": "kw"}}})
+        time.sleep(6)
+        limit_ms = [lowered("limit", i, {"limit": {"value": round(amps[i], 1), "unit": "a"},
                                          "ttl": 600, "source": "bench"}) for i in range(n)]
         c.request("limit", {"limit": None})
         ack_ms, done_ms = [], []
@@ -313,6 +317,8 @@ def main(argv=None):
                    help="virtual hours of each session in the heap-size search")
     p.add_argument("--out", default=os.path.join(BUILD, "bench.json"))
     a = p.parse_args(argv)
+    if not 1 <= a.samples <= 250:
+        p.error("--samples must be 1 to 250 (the live latencies step 0.1 A down from 32 A)")
     tmp = tempfile.mkdtemp(prefix="bench-")
     children.adopt(tmp, lambda: shutil.rmtree(tmp, ignore_errors=True))  # gone at exit
     sub = lambda name: os.makedirs(os.path.join(tmp, name)) or os.path.join(tmp, name)  # noqa
