@@ -19,6 +19,7 @@ import time
 import paho.mqtt.client as mqtt
 
 from tools.bench.broker import Broker
+from tools.bench.page.server import PageServer
 from tools.bench.sim import Sim, next_steps, say
 from tools.bench.site import METER_PERIOD_MS, Schedule, Site, bench_topic, default_lines, load_day
 from tools.bench.site_rig import offered
@@ -146,6 +147,7 @@ class SiteSim:
         self.schedule = Schedule(args.day) if args.day else None
         self.broker = None
         self.client = None
+        self.page = None
         self.chargers = []
         self.address = None
 
@@ -169,6 +171,11 @@ class SiteSim:
         except (OSError, ValueError) as e:
             raise OSError("cannot reach the broker at %s: %s" % (self.address, e))
         self.client.loop_start()
+        if a.page_port != 0:  # one page, a tab per charger; before they boot, to see it
+            ids = ["charger-%d" % (k + 1) for k in range(a.chargers)]
+            self.page = PageServer(self.address, ids, a.prefix, a.page_port).start()
+            say("sim: page %s (the live bench: watch and drive it in a browser)"
+                % self.page.url)
         base = int(time.time() * 1000)
         for k in range(a.chargers):
             ch = SiteCharger(charger_args(a, k, self.address), site_block(a, k), base)
@@ -227,6 +234,8 @@ class SiteSim:
 
     def shutdown(self):
         self.stop.set()
+        if self.page:
+            self.page.stop()
         for ch in self.chargers:
             with ch.lock:
                 ch._power_off()
