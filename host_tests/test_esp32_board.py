@@ -33,9 +33,10 @@ def boot(tmp_path, cfg, ev="B", nvs=None, env=None, seconds=None):
     if nvs is not None:
         (tree / "nvs.json").write_text(json.dumps(nvs))
     log = tmp_path / "pins.log"
+    # The deployed tree alone (its lib/ before .frozen, as the v1.28.0 image freezes the
+    # same library versions), with the stand-ins for the ESP32's own modules.
     e = dict(os.environ, STANDIN_LOG=str(log), STANDIN_EV=ev,
-             MICROPYPATH=":".join([".frozen", STANDINS, str(tree / "lib"),
-                                   os.path.join(ROOT, "build", "lib")]), **(env or {}))
+             MICROPYPATH=":".join([STANDINS, str(tree / "lib"), ".frozen"]), **(env or {}))
     proc = subprocess.Popen(["micropython", "-X", "heapsize=256K", "main.py"], cwd=str(tree),
                             env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if seconds is not None:
