@@ -11,7 +11,7 @@ def test_every_module_compiles_and_imports_under_micropython(tmp_path, mpy_dir):
     assert compile_all(str(tmp_path)) == []
     made = sorted(os.path.relpath(p, tmp_path)
                   for p in glob.glob(str(tmp_path / "**" / "*.mpy"), recursive=True))
-    targets = [os.path.splitext(target)[0] for _, target, _ in sources()]
+    targets = [os.path.splitext(e.target)[0] for e in sources()]
     assert made == sorted(t + ".mpy" for t in targets)
     for t in targets:
         head = (tmp_path / (t + ".mpy")).read_bytes()[:2]
@@ -31,10 +31,11 @@ def test_every_module_compiles_and_imports_under_micropython(tmp_path, mpy_dir):
 def test_the_manifest_names_every_firmware_module_and_the_pinned_libraries():
     ours = sorted(p for p in glob.glob(os.path.join(FIRMWARE, "*.py"))
                   if not p.endswith("manifest.py"))
-    listed = [src for src, _, _ in sources()]
+    listed = [e.source for e in sources()]
     assert len(ours) >= 10 and all(p in listed for p in ours)
-    libs = {target: src for src, target, _ in sources() if src.startswith(MPY_LIB)}
-    assert sorted(libs) == ["requests/__init__.py", "ssl.py", "umqtt/simple.py"]
+    libs = {e.target: e.metadata.version for e in sources() if e.source.startswith(MPY_LIB)}
+    assert libs == {"requests/__init__.py": "0.10.2", "ssl.py": "0.2.1",
+                    "umqtt/simple.py": "1.7.0"}
     assert all(not p.endswith("manifest.py") for p in board_sources())
 
 

@@ -7,11 +7,10 @@ Usage: python -m tools.device.compile OUT_DIR [--march ARCH]
 """
 import glob
 import os
-import subprocess
 import sys
 
 from tools.device import manifest
-from tools.paths import AGENT_MANIFEST, BOARDS, ROOT
+from tools.paths import AGENT_MANIFEST, BOARDS
 
 
 def board_sources():
@@ -20,22 +19,13 @@ def board_sources():
 
 
 def sources():
-    """[(source .py, target path, -O level)]: the agent's manifest, then every board."""
-    return manifest.files(AGENT_MANIFEST) + [(p, os.path.basename(p), None)
+    """[manifest.Entry]: the agent's manifest, then every board module."""
+    return manifest.files(AGENT_MANIFEST) + [manifest.Entry(p, os.path.basename(p), None, None)
                                              for p in board_sources()]
 
 
 def compile_all(out_dir, extra=()):
-    failures = []
-    for src, target, opt in sources():
-        dst = os.path.join(out_dir, os.path.splitext(target)[0] + ".mpy")
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        flags = list(extra) + (["-O%d" % opt] if opt else [])
-        res = subprocess.run(["mpy-cross", *flags, "-o", dst, "-s", target, src],
-                             capture_output=True, text=True)
-        if res.returncode:
-            failures.append("%s: %s" % (os.path.relpath(src, ROOT), res.stderr.strip()))
-    return failures
+    return [e for e in (manifest.compile_to(s, out_dir, extra) for s in sources()) if e]
 
 
 if __name__ == "__main__":

@@ -144,17 +144,18 @@ def mpy_cross_version():
 
 
 def _sources(board):
-    """[(source, target path in lib/, mpy-cross -O level)]: firmware/manifest.py (the agent and
-    its micropython-lib packages), then the board's modules."""
+    """[manifest.Entry]: firmware/manifest.py (the agent and its micropython-lib packages),
+    then the board's modules."""
     if board not in BOARDS:
         raise DeployError("unknown board %r (known: %s)" % (board, ", ".join(BOARDS)))
-    return [tuple(e[:3]) for e in manifest.files(AGENT_MANIFEST)] + [
-        (os.path.join(board_dir(board), f), f, None) for f in BOARDS[board]["modules"]]
+    return manifest.files(AGENT_MANIFEST) + [
+        manifest.Entry(os.path.join(board_dir(board), f), f, None, None)
+        for f in BOARDS[board]["modules"]]
 
 
 def tree_paths(board, config, files):
     """Every path build_tree() writes, relative, with /."""
-    paths = ["lib/" + os.path.splitext(t)[0] + ".mpy" for _, t, _ in _sources(board)]
+    paths = ["lib/" + os.path.splitext(e.target)[0] + ".mpy" for e in _sources(board)]
     return paths + ["main.py"] + sorted(dict(files or {}, **({"config.json": config}
                                                               if config else {})))
 
@@ -163,15 +164,11 @@ def build_tree(out, board, config, march, files=None):
     """Write the exact tree that goes on the board into `out`; return its paths (with /)."""
     written = []
     lib = os.path.join(out, "lib")
-    for src, target, opt in _sources(board):
-        name = os.path.splitext(target)[0] + ".mpy"
-        dst = os.path.join(lib, name)
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        res = subprocess.run(["mpy-cross", "-march=" + march] + (["-O%d" % opt] if opt else [])
-                             + ["-o", dst, src], capture_output=True, text=True)
-        if res.returncode:
-            raise DeployError("mpy-cross %s: %s" % (src, res.stderr.strip()))
-        written.append("lib/" + name)
+    for entry in _sources(board):
+        error = manifest.compile_to(entry, lib, ["-march=" + march])
+        if error:
+            raise DeployError("mpy-cross " + error)
+        written.append("lib/" + os.path.splitext(entry.target)[0] + ".mpy")
     with open(os.path.join(out, "main.py"), "wb") as f:
         f.write(MAIN)
     written.append("main.py")

@@ -53,7 +53,7 @@ def gcc_m32():
 def inputs_digest():
     h = hashlib.sha256()
     h.update(MICROPYTHON_SRC.encode() + b"\0" + " ".join(OPTIONS).encode())
-    names = [SIM_MANIFEST, AGENT_MANIFEST] + [src for src, _, _ in manifest.files(SIM_MANIFEST)]
+    names = [SIM_MANIFEST, AGENT_MANIFEST] + [e.source for e in manifest.files(SIM_MANIFEST)]
     for root, _, files in os.walk(MPY_LIB):  # library manifests and sources: small
         names += [os.path.join(root, f) for f in files]
     for name in sorted(set(names)):
