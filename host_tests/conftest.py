@@ -51,6 +51,22 @@ def unix32():
     return "unix32"
 
 
+@pytest.fixture(params=["wheel", "unix32"])
+def mp_build(request):
+    """(build, heap size) for each interpreter: the wheel's micropython (64-bit, the agent
+    as .mpy; the caller's default heap) and make unix32's (32-bit, the agent frozen) with
+    -X heapsize=56K, an ESP32's initial heap, which never grows."""
+    request.getfixturevalue("mpy_dir" if request.param == "wheel" else "unix32")
+    return request.param, ("56K" if request.param == "unix32" else None)
+
+
+@pytest.fixture
+def agent_build(mp_build):
+    """make sim's options for the agent under mp_build."""
+    build, heap = mp_build
+    return ["--build", build] + (["--heapsize", heap] if heap else [])
+
+
 @pytest.fixture(params=["cpython", "micropython"])
 def make_rig(request, tmp_path, mpy_dir):
     """A factory: make_rig(**installation) gives a fresh charger on a fresh bench."""

@@ -6,9 +6,9 @@ import subprocess
 from tools.paths import ROOT, micropython
 
 
-def test_control_tick_allocates_nothing_under_micropython(mpy_dir):
-    exe, env = micropython(mpy_dir)
-    out = subprocess.run(exe + ["-X", "heapsize=256K",
+def test_control_tick_allocates_nothing_under_micropython(mp_build):
+    exe, env = micropython(mp_build[0])
+    out = subprocess.run(exe + ["-X", "heapsize=" + (mp_build[1] or "256K"),
                                 os.path.join(ROOT, "tools", "measure", "probes", "alloc_probe.py"),
                                 "-", "3000"],
                          env=env, capture_output=True, text=True, timeout=120)

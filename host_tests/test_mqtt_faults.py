@@ -24,6 +24,7 @@ def broker():
 
 
 def make_sim(broker, tmp_path, *extra):
+    # extra: make sim options, among them the agent's build (conftest.agent_build)
     return InProcessSim(["--broker", broker.address, "--state-dir", str(tmp_path / "flash"),
                          "--device-id", "f-1", *extra])
 
@@ -41,11 +42,11 @@ def wait_for(predicate, timeout):
         time.sleep(0.02)
 
 
-def test_broker_restart_loses_nothing_and_the_cap_holds(broker, tmp_path, mpy_dir):
+def test_broker_restart_loses_nothing_and_the_cap_holds(broker, tmp_path, agent_build):
     # The agent reaches the broker through a gate, opened only once this test's own
     # client is back: otherwise a subscriber could miss what the agent republishes.
     gate = Gate(broker.port)
-    sim = make_sim(broker, tmp_path, "--agent-broker", "127.0.0.1:%d" % gate.port)
+    sim = make_sim(broker, tmp_path, "--agent-broker", "127.0.0.1:%d" % gate.port, *agent_build)
     c = Charger(broker.address, "f-1")
     try:
         online(c)
@@ -83,11 +84,12 @@ def test_broker_restart_loses_nothing_and_the_cap_holds(broker, tmp_path, mpy_di
         gate.close()
 
 
-def test_silent_broker_never_delays_the_contactor(broker, tmp_path, mpy_dir):
+def test_silent_broker_never_delays_the_contactor(broker, tmp_path, agent_build):
     zombie = socket.socket()
     zombie.bind(("127.0.0.1", 0))
     zombie.listen(8)  # accepts TCP (the kernel does) and never says a word
-    sim = make_sim(broker, tmp_path, "--agent-broker", "127.0.0.1:%d" % zombie.getsockname()[1])
+    sim = make_sim(broker, tmp_path, "--agent-broker", "127.0.0.1:%d" % zombie.getsockname()[1],
+                   *agent_build)
     try:
         latencies = []
         for _ in range(5):
@@ -130,8 +132,8 @@ def hostile_payloads(rnd, n):
         yield rnd.choice(("commands", "settings", "read")), rnd.choice(shapes)()
 
 
-def test_a_thousand_hostile_payloads(broker, tmp_path, mpy_dir):
-    sim = make_sim(broker, tmp_path)
+def test_a_thousand_hostile_payloads(broker, tmp_path, agent_build):
+    sim = make_sim(broker, tmp_path, *agent_build)
     c = Charger(broker.address, "f-1")
     try:
         online(c)
@@ -179,12 +181,13 @@ class Receiver(BaseHTTPRequestHandler):
         pass
 
 
-def test_webhook_signed_and_retried(broker, tmp_path, mpy_dir):
+def test_webhook_signed_and_retried(broker, tmp_path, agent_build):
+    Receiver.attempts, Receiver.accepted = [], []
     http = HTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=http.serve_forever, daemon=True).start()
     url = "http://127.0.0.1:%d/hook" % http.server_address[1]
     sim = make_sim(broker, tmp_path, "--webhook-url", url,
-                   "--webhook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+                   "--webhook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", *agent_build)
     c = Charger(broker.address, "f-1")
     try:
         online(c)
