@@ -140,6 +140,13 @@ def test_bad_config_leaves_the_charger_safe_with_a_clear_message(tmp_path, chang
     assert not [e for e in events if e[0] in ("pwm", "wdt_start") or e == ["pin", "26", "1"]]
 
 
+def test_deploy_tree_carries_the_pinned_micropython_lib(tmp_path):
+    written = build_tree(str(tmp_path / "t"), "esp32", None, "xtensawin")
+    for lib in ("lib/umqtt/simple.mpy", "lib/requests/__init__.mpy", "lib/ssl.mpy"):
+        assert lib in written and os.path.isfile(str(tmp_path / "t" / lib)), lib
+    assert "lib/manifest.mpy" not in written  # the manifest names modules, it is not one
+
+
 def test_without_a_meter_a_pause_waits_for_the_vehicle_or_6_s(tmp_path, broker, mpy_dir):
     # No meter_s0 pin: the current is unknown, so a vehicle that stays in C is "under load".
     proc, log = boot(tmp_path, config(broker.address), ev="C!")
