@@ -196,7 +196,7 @@ def test_meter_pulses_past_1000_kwh_allocate_nothing(tmp_path):
     tree = tmp_path / "tree"
     build_tree(str(tree), "esp32", None, "xtensawin")
     e = dict(os.environ, STANDIN_LOG=str(tmp_path / "pins.log"),
-             MICROPYPATH=":".join([".frozen", STANDINS, str(tree / "lib")]))
+             MICROPYPATH=":".join([STANDINS, str(tree / "lib"), ".frozen"]))
     out = subprocess.run(["micropython", str(script)], cwd=str(tmp_path), env=e,
                          capture_output=True, text=True, timeout=60)
     grown, wh = out.stdout.split()

@@ -217,8 +217,8 @@ def terminal_events(c):
 
 
 @pytest.mark.parametrize("clients", [1, 4])
-def test_command_bursts_never_lose_a_terminal_event(broker, tmp_path, mpy_dir, clients):
-    sim = make_sim(broker, tmp_path)
+def test_command_bursts_never_lose_a_terminal_event(broker, tmp_path, agent_build, clients):
+    sim = make_sim(broker, tmp_path, *agent_build)
     cs = [Charger(broker.address, "f-1") for _ in range(clients)]
     try:
         for c in cs:
@@ -258,10 +258,10 @@ def test_command_bursts_never_lose_a_terminal_event(broker, tmp_path, mpy_dir, c
         sim.close()
 
 
-def test_a_failing_flash_keeps_the_uplink_up_and_answering(broker, tmp_path, mpy_dir):
+def test_a_failing_flash_keeps_the_uplink_up_and_answering(broker, tmp_path, agent_build):
     import os
     os.makedirs(str(tmp_path / "flash" / "cap.tmp"))  # every write of the cap fails
-    sim = make_sim(broker, tmp_path)
+    sim = make_sim(broker, tmp_path, *agent_build)
     c = Charger(broker.address, "f-1")
     seen = []
     c.on_message = lambda topic, text: seen.append(text) if topic.endswith("availability") else 0
@@ -283,12 +283,12 @@ def test_a_failing_flash_keeps_the_uplink_up_and_answering(broker, tmp_path, mpy
         sim.close()
 
 
-def test_a_hung_webhook_receiver_does_not_hold_up_requests(broker, tmp_path, mpy_dir):
+def test_a_hung_webhook_receiver_does_not_hold_up_requests(broker, tmp_path, agent_build):
     hung = socket.socket()
     hung.bind(("127.0.0.1", 0))
     hung.listen(8)  # accepts and never answers
     url = "http://127.0.0.1:%d/hook" % hung.getsockname()[1]
-    sim = make_sim(broker, tmp_path, "--webhook-url", url, "--webhook-secret", "s")
+    sim = make_sim(broker, tmp_path, "--webhook-url", url, "--webhook-secret", "s", *agent_build)
     c = Charger(broker.address, "f-1")
     try:
         online(c)
@@ -307,9 +307,9 @@ def test_a_hung_webhook_receiver_does_not_hold_up_requests(broker, tmp_path, mpy
         hung.close()
 
 
-def test_local_duties_go_on_without_a_broker(broker, tmp_path, mpy_dir):
+def test_local_duties_go_on_without_a_broker(broker, tmp_path, agent_build):
     import record
-    sim = make_sim(broker, tmp_path, "--default-kw", "11")
+    sim = make_sim(broker, tmp_path, "--default-kw", "11", *agent_build)
     c = Charger(broker.address, "f-1")
     flash = tmp_path / "flash"
     try:
