@@ -132,7 +132,15 @@ def hostile_payloads(rnd, n):
         yield rnd.choice(("commands", "settings", "read")), rnd.choice(shapes)()
 
 
-def test_a_thousand_hostile_payloads(broker, tmp_path, agent_build):
+def test_a_thousand_hostile_payloads(broker, tmp_path, agent_build, request):
+    if "unix32" in agent_build:
+        # Found by running at an ESP32's 56 KB heap: a burst that mixes nested-array payloads
+        # (json.loads of b"[" * 2000, within the 2048-byte bound, needs more than 40 KB) with
+        # valid requests exhausts the heap, and the control thread stops on a MemoryError
+        # ("control: stopped: MemoryError"). Passes at 112K. Strict: a fix makes this fail
+        # until the mark goes.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="56K: a nested-JSON burst "
+                                              "starves the control thread of heap"))
     sim = make_sim(broker, tmp_path, *agent_build)
     c = Charger(broker.address, "f-1")
     try:
@@ -151,6 +159,9 @@ def test_a_thousand_hostile_payloads(broker, tmp_path, agent_build):
         assert all(r["success"] is False for r in replies[1:] if r["meta"]["requestId"] != "x")
         after = c.read()
         assert sim.sim.agent.proc.poll() is None  # still running
+        t0 = sim.bench.t
+        time.sleep(0.5)
+        assert sim.bench.t > t0  # and its control loop still answers every tick
         assert after["settings"] == before["settings"] and after["lastAction"] is None
         assert after["state"]["status"] == before["state"]["status"]
     finally:
