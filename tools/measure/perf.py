@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import socket
 import statistics
@@ -32,7 +33,7 @@ from tools.bench.sim import Sim, parse
 from tools.device import manifest, unix32
 from tools.device.deploy import build_tree
 from tools.measure import wear
-from tools.paths import AGENT_MANIFEST, BUILD, MPY_LIB, ROOT, micropython
+from tools.paths import AGENT_MANIFEST, BOARDS, BUILD, MPY_LIB, ROOT, micropython
 
 # (build, what it is, what to compare its peak and its smallest heap with): the rows of
 # the memory figures. The wheel cannot have the agent frozen (it is a prebuilt binary).
@@ -48,11 +49,22 @@ TARGET_HEAP = ("unix32", "40K")  # the long session runs again at this heap, no 
 
 
 def module_names():
-    """The modules the simulated agent imports, libraries first (ssl: only with TLS)."""
-    names = [os.path.splitext(e.target)[0].replace("/__init__", "").replace("/", ".")
-             for e in manifest.files(AGENT_MANIFEST)]
-    libs = [n for n in names if "." in n or n == "requests"]
-    return libs + [n for n in names if n not in libs and n != "ssl"] + ["sim_board", "sim_link"]
+    """The modules the simulated agent imports (ssl only with TLS), each after the modules
+    it imports, so that the import probe charges each module with its own cost."""
+    entries = manifest.files(AGENT_MANIFEST) + [
+        manifest.Entry(os.path.join(BOARDS, "sim", n + ".py"), n + ".py", None, None)
+        for n in ("sim_board", "sim_link")]
+    deps = {}
+    for e in entries:
+        name = os.path.splitext(e.target)[0].replace("/__init__", "").replace("/", ".")
+        with open(e.source) as f:
+            deps[name] = set(re.findall(r"^\s*(?:import|from)\s+([\w.]+)", f.read(), re.M))
+    deps.pop("ssl")
+    order = []
+    while len(order) < len(deps):
+        ready = sorted(n for n in deps if n not in order and deps[n] & set(deps) <= set(order))
+        order += ready or sorted(set(deps) - set(order))[:1]  # a cycle: break it anywhere
+    return order
 
 
 def pct(values, p):
