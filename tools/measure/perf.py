@@ -132,7 +132,8 @@ def live_latencies(broker, n, state_dir):
                 raise RuntimeError("the duty did not change")
             return (stamps[-1] - t0) * 1000
 
-        amps = [32 - 0.1 * i for i in range(2 * n)]  # 0.1 A apart: a new duty each
+        # 0.1 A apart, a new duty each, from 31.9 A: the vehicle already gets 32 A
+        amps = [32 - 0.1 * (i + 1) for i in range(2 * n)]
         cap_ms = [lowered("settings", i, {"settings": {"max_charge_rate": {
             "value": round(amps[i] * 0.23, 3), "unit": "kw"}}}) for i in range(n)]
         limit_ms = [lowered("limit", i, {"limit": {"value": round(amps[n + i], 1), "unit": "a"},
