@@ -106,7 +106,10 @@ def build(quiet=False):
     with open(LOG, "wb") as log:
         _run(["make", "-C", os.path.join(TREE, "mpy-cross"), jobs], log)
         _run(["make", "-C", os.path.join(TREE, "ports", "unix"), jobs] + OPTIONS, log)
-    shutil.copy(os.path.join(TREE, "ports", "unix", "build-standard", "micropython"), UNIX32)
+    # A rename, not a copy over it: the old binary may still be running (a bench, a test).
+    shutil.copy(os.path.join(TREE, "ports", "unix", "build-standard", "micropython"),
+                UNIX32 + ".new")
+    os.replace(UNIX32 + ".new", UNIX32)
     with open(STAMP, "w") as f:
         f.write(digest + "\n")
     if not quiet:
