@@ -388,7 +388,8 @@ def footprint():
             if e.source.startswith(MPY_LIB)}
     ours = theirs = 0
     with tempfile.TemporaryDirectory() as tmp:
-        lib = os.path.join(build_tree(tmp, "esp32", None, "xtensawin"), "lib")
+        build_tree(tmp, "esp32", None, "xtensawin")
+        lib = os.path.join(tmp, "lib")
         for f in glob.glob(os.path.join(lib, "**", "*.mpy"), recursive=True):
             if os.path.relpath(f, lib) in libs:
                 theirs += os.path.getsize(f)
