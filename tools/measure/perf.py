@@ -301,27 +301,41 @@ def probe(build, script, *args, heapsize="256K", timeout=900):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def session(build, broker, size, hours):
+def session(build, broker, size, hours, log=None):
     """The heap probe's figures if its session passed (no MemoryError, one MQTT connection
-    throughout, the last cap applied), else None."""
+    throughout, the last cap applied), else None; `log` gets (size, why) for every session."""
+    exe, env = micropython(build)
     with tempfile.TemporaryDirectory(prefix="bench-heap-") as state:
-        r = probe(build, "heap_probe.py", broker.address, str(hours), state, heapsize=size)
-    ok = r is not None and r["connects"] == 1 and r["final_cap_w"] == r["expected_cap_w"]
-    return r if ok else None
+        out = subprocess.run(exe + ["-X", "heapsize=" + size, os.path.join(
+            ROOT, "tools", "measure", "probes", "heap_probe.py"), broker.address, str(hours),
+            state], env=env, capture_output=True, text=True, timeout=900)
+    lines = (out.stdout + out.stderr).strip().splitlines()
+    r = json.loads(lines[-1]) if out.returncode == 0 and lines else None
+    if r is None:
+        why = lines[-1] if lines else "exit %d" % out.returncode  # e.g. MemoryError
+    elif r["connects"] != 1:
+        why = "%d MQTT connections" % r["connects"]
+    elif r["final_cap_w"] != r["expected_cap_w"]:
+        why = "last cap %d W, not %d W" % (r["final_cap_w"], r["expected_cap_w"])
+    else:
+        why = "passed"
+    if log is not None:
+        log.append((size, why))
+    return r if why == "passed" else None
 
 
-def heap(build, broker, hours, search_hours):
+def heap(build, broker, hours, search_hours, log):
     """The long session at 256K, and the smallest -X heapsize (KB) that passes shorter ones."""
-    full = session(build, broker, "256K", hours)
+    full = session(build, broker, "256K", hours, log)
     lo, hi = 0, len(HEAP_SIZES) - 1
     while lo < hi:  # smallest passing size, by bisection
         mid = (lo + hi) // 2
-        if session(build, broker, "%dK" % HEAP_SIZES[mid], search_hours):
+        if session(build, broker, "%dK" % HEAP_SIZES[mid], search_hours, log):
             hi = mid
         else:
             lo = mid + 1
-    smallest = (HEAP_SIZES[lo] if session(build, broker, "%dK" % HEAP_SIZES[lo], search_hours)
-                else None)
+    smallest = (HEAP_SIZES[lo] if session(build, broker, "%dK" % HEAP_SIZES[lo], search_hours,
+                                          log) else None)
     return full, smallest
 
 
@@ -339,11 +353,12 @@ def memory(broker, hours, search_hours):
               flush=True)
         alloc = probe(build, "alloc_probe.py", "-", "5000", heapsize="256K")
         imports = probe(build, "import_probe.py", *module_names())
-        full, smallest = heap(build, broker, hours, search_hours)
+        log = []  # every heap session: (size, "passed" or why not)
+        full, smallest = heap(build, broker, hours, search_hours, log)
         out[build] = {"alloc": alloc, "imports": imports, "heap": full,
-                      "smallest_heap_k": smallest}
+                      "smallest_heap_k": smallest, "sessions": log}
         if build == TARGET_HEAP[0]:
-            out[build]["at_target"] = session(build, broker, TARGET_HEAP[1], hours)
+            out[build]["at_target"] = session(build, broker, TARGET_HEAP[1], hours, log)
     return out
 
 
@@ -362,6 +377,10 @@ def memory_rows(mem, hours, search_hours):
              "%.1f KB (largest: %s)" % (sum(r[1] for r in m["imports"]) / 1024, ", ".join(
                  "%s %.1f" % ("+".join(r[2]), r[1] / 1024) for r in top))
              if m["imports"] else "FAILED", "modules and what they loaded, in KB"),
+            ("heap, %s: live after imports / wiring / connect" % what,
+             "%.1f / %.1f / %.1f KB" % tuple(full["stages"][k] / 1024 for k in (
+                 "imported", "wired", "connected")) if full else "FAILED",
+             "the code (and this probe's, ~2 KB), the agent's objects, the MQTT session"),
             ("heap, %s: peak live, %g h session" % (what, hours),
              "%.1f KB live after collect (%.1f KB sampled with garbage)" % (
                  full["peak_live"] / 1024, full["peak_alloc"] / 1024) if full else "FAILED",
