@@ -15,7 +15,7 @@ IMAGE ?=
 BROKER ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help test sim evctl bench fuzz compile deploy flash repl logs clean page-screenshot
+.PHONY: help test sim evctl bench fuzz compile unix32 deploy flash repl logs clean page-screenshot
 
 help:
 	@echo 'make sim       the simulated charger on a local broker; prints what to type next'
@@ -32,7 +32,9 @@ help:
 	@echo '               ARGS=--shrink shortens a failing one)'
 	@echo 'make page-screenshot   the browser test of make sim'"'"'s page, then its screenshot'
 	@echo '               to docs/bench-page.png (the README'"'"'s picture)'
-	@echo 'make flash PORT=/dev/ttyUSB0 IMAGE=ESP32_GENERIC-v1.26.0.bin   MicroPython, once'
+	@echo 'make unix32    build/unix32/micropython: v1.28.0, 32-bit, the agent frozen in'
+	@echo '               (an ESP32'"'"'s memory model; needs gcc-multilib)'
+	@echo 'make flash PORT=/dev/ttyUSB0 IMAGE=ESP32_GENERIC-v1.28.0.bin   MicroPython, once'
 	@echo 'make deploy PORT=/dev/ttyUSB0 CONFIG=garage.local.json        the agent and its config'
 	@echo '               (ARGS="--dry-run DIR" writes the tree to DIR instead)'
 	@echo 'make repl PORT=/dev/ttyUSB0    the board'"'"'s REPL'
@@ -52,23 +54,24 @@ $(BIN)/evctl: $(BIN)/pytest
 		"$(CURDIR)" "$(CURDIR)/$(BIN)" > $@
 	chmod +x $@
 
-build/lib/umqtt/simple.py: $(BIN)/pytest
-	$(BIN)/python tools/fetch_umqtt.py
-
 compile: $(BIN)/pytest
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.device.compile build/mpy
 
-test: $(BIN)/pytest $(BIN)/evctl build/lib/umqtt/simple.py
+# build/unix32/micropython: MicroPython v1.28.0, 32-bit, the agent frozen in (needs gcc-multilib).
+unix32: $(BIN)/pytest
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.device.unix32
+
+test: $(BIN)/pytest $(BIN)/evctl
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q host_tests
 
 # exec: the launcher takes the terminal's Ctrl-C and stops cleanly (make prints no
 # "*** Interrupt" for a clean stop).
-sim: $(BIN)/pytest $(BIN)/evctl build/lib/umqtt/simple.py compile
+sim: $(BIN)/pytest $(BIN)/evctl compile
 	PATH=$(CURDIR)/$(BIN):$$PATH exec $(BIN)/python -m tools.bench.sim \
 		$(if $(BROKER),--broker $(BROKER)) $(ARGS)
 
 # The browser test writes build/bench-page.png on every run (and removes a stale one first).
-page-screenshot: $(BIN)/pytest build/lib/umqtt/simple.py compile
+page-screenshot: $(BIN)/pytest compile
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -rs host_tests/test_bench_page.py
 	@test -s build/bench-page.png || { echo "make: no screenshot (the browser test skipped)"; exit 1; }
 	cp build/bench-page.png docs/bench-page.png
@@ -76,11 +79,11 @@ page-screenshot: $(BIN)/pytest build/lib/umqtt/simple.py compile
 evctl: $(BIN)/evctl
 	@PATH=$(CURDIR)/$(BIN):$$PATH exec $(BIN)/evctl $(if $(BROKER),--broker $(BROKER)) $(ARGS)
 
-bench: $(BIN)/pytest build/lib/umqtt/simple.py compile
+bench: $(BIN)/pytest compile
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.measure.perf $(ARGS)
 
 # The scenario fuzzer: many seeds (SEEDS=, default 500) or one (SEED=), INTERP=cpython|micropython|both.
-fuzz: $(BIN)/pytest build/lib/umqtt/simple.py
+fuzz: $(BIN)/pytest compile
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.bench.fuzz $(if $(SEED),--seed $(SEED)) \
 		$(if $(SEEDS),--seeds $(SEEDS)) $(if $(INTERP),--interp $(INTERP)) $(ARGS)
 

@@ -46,6 +46,14 @@ def check(cfg):
     if prefix is not None and (type(prefix) is not str or not 0 < len(prefix) <= 64 or
                                any(ch in prefix for ch in "+#") or prefix.startswith("/")):
         errors.append("discovery_prefix must be a topic prefix without + or #")
+    for key in ("ca_file", "username", "password", "webhook_url"):
+        if key in cfg and type(cfg[key]) is not str:
+            errors.append(key + " must be a string")
+    if cfg.get("username") and "password" not in cfg:
+        errors.append("username needs password")
+    if str(cfg.get("webhook_url")).startswith("https://") and not cfg.get("ca_file"):
+        errors.append("an https:// webhook_url needs ca_file (the receiver's certificate "
+                      "is checked against it)")
     return errors
 
 

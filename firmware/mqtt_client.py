@@ -1,54 +1,110 @@
-# micropython-lib's umqtt.simple, with two changes to how messages are read:
-# - an incoming message's size is read before its body, so an oversized one is drained in
-#   small pieces and refused instead of being held whole in a small heap;
-# - reads after the first byte use a timeout, so a broker that stalls mid-packet is
-#   detected instead of hanging the network thread for ever.
+# micropython-lib's umqtt.simple (1.7.0, as MicroPython v1.28.0 freezes it), extended
+# without changing its code. Its wait_msg() reads whatever the broker announces and then
+# blocks for ever; here, while it runs, it reads through _Bounded, so that:
+# - a read longer than max_payload (an oversized message body) is drained in small pieces
+#   and not held whole in a small heap; the callback is then told "too large" instead;
+# - the switch to blocking after the first byte becomes a timeout, so a broker that stalls
+#   mid-packet is an OSError instead of a network thread hung for ever;
+# - a read that comes back short (the peer closed mid-packet) is an OSError too.
+# connect() keeps the TCP socket (TLS wraps it) to set that timeout and TCP_NODELAY on, and
+# a certificate that fails the check is reported as one line.
 from umqtt.simple import MQTTClient
+import trust
 
 _CHUNK = 256
 
 
+class _Bounded:
+    # The client's socket as wait_msg() sees it.
+    def __init__(self, client, sock):
+        self.client = client
+        self.sock = sock
+
+    def read(self, n):
+        c = self.client
+        if n < 0:  # a length field that contradicts the packet's own size
+            raise OSError("malformed MQTT packet")
+        if n > c.max_payload:
+            left = n
+            view = memoryview(bytearray(_CHUNK))
+            while left:
+                got = self.sock.readinto(view[:min(left, _CHUNK)])
+                if not got:
+                    raise OSError("connection closed mid-packet")
+                left -= got
+            c.too_large = n
+            return b""
+        data = self.sock.read(n)
+        if data is not None and len(data) < n:
+            raise OSError("connection closed mid-packet")
+        return data
+
+    def write(self, buf, n=-1):
+        return self.sock.write(buf) if n < 0 else self.sock.write(buf, n)
+
+    def setblocking(self, flag):
+        # umqtt.simple goes blocking once a packet has started: bound that wait instead.
+        if flag:
+            self.client.tcp.settimeout(self.client.io_timeout)
+        else:
+            self.sock.setblocking(False)
+
+
+class _KeepTcp:
+    # An ssl= context for MQTTClient that remembers the TCP socket it wraps.
+    def __init__(self, client, ctx):
+        self.client = client
+        self.ctx = ctx
+
+    def wrap_socket(self, sock, server_hostname=None):
+        self.client.tcp = sock
+        return trust.wrap(self.ctx, sock, server_hostname)
+
+
 class BoundedClient(MQTTClient):
     max_payload = 2048
-    io_timeout = 10  # seconds
-    on_oversize = None  # f(topic, size)
+    io_timeout = 10  # seconds, for connect and for the rest of a packet once it has begun
+    on_oversize = None  # f(topic, size): a message above max_payload was drained unread
+
+    def __init__(self, client_id, server, port=0, ssl=None, **kw):
+        # ssl: an SSLContext (CERT_REQUIRED, the CA loaded); umqtt.simple passes it the
+        # server's name, which mbedTLS checks against the certificate.
+        super().__init__(client_id, server, port or (8883 if ssl else 1883),
+                         ssl=_KeepTcp(self, ssl) if ssl else None, **kw)
+        self.tcp = None
+        self.too_large = 0
+        self._on_message = None
+        self._reader = None
+
+    def set_callback(self, f):
+        self._on_message = f
+        super().set_callback(self._deliver)
+
+    def _deliver(self, topic, msg):
+        size = self.too_large
+        if size:
+            self.too_large = 0
+            if self.on_oversize:
+                self.on_oversize(topic, size)
+        else:
+            self._on_message(topic, msg)
+
+    def connect(self, clean_session=True):
+        self.tcp = None
+        try:
+            return super().connect(clean_session, self.io_timeout)
+        finally:
+            if self.tcp is None:  # no TLS: the socket is the TCP socket
+                self.tcp = self.sock
 
     def wait_msg(self):
-        res = self.sock.read(1)
-        self.sock.settimeout(self.io_timeout)
-        if res is None:
-            return None
-        if res == b"":
-            raise OSError(-1)
-        if res == b"\xd0":  # PINGRESP
-            self.sock.read(1)
-            return None
-        op = res[0]
-        if op & 0xF0 != 0x30:
-            return op
-        sz = self._recv_len()
-        raw = self.sock.read(2)
-        topic_len = raw[0] << 8 | raw[1]
-        if topic_len > sz - 2:
-            raise OSError("malformed PUBLISH")
-        topic = self.sock.read(topic_len)
-        sz -= topic_len + 2
-        pid = 0
-        if op & 6:
-            raw = self.sock.read(2)
-            pid = raw[0] << 8 | raw[1]
-            sz -= 2
-        if sz > self.max_payload:
-            left = sz
-            while left:
-                piece = self.sock.read(min(left, _CHUNK))
-                if not piece:
-                    raise OSError(-1)
-                left -= len(piece)
-            if self.on_oversize:
-                self.on_oversize(topic, sz)
-        else:
-            self.cb(topic, self.sock.read(sz))
-        if op & 6 == 2:
-            self.sock.write(bytes((0x40, 2, pid >> 8, pid & 0xFF)))
-        return None
+        sock = self.sock
+        if isinstance(sock, _Bounded):  # nested: a callback publishing at QoS 1
+            return super().wait_msg()
+        if self._reader is None or self._reader.sock is not sock:
+            self._reader = _Bounded(self, sock)
+        self.sock = self._reader
+        try:
+            return super().wait_msg()
+        finally:
+            self.sock = sock

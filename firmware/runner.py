@@ -94,7 +94,8 @@ def serve(agent, board):
     hooks = None
     if cfg.get("webhook_url"):
         from webhook import Webhooks
-        hooks = Webhooks(cfg["webhook_url"], cfg["webhook_secret"], board.unix_ms)
+        hooks = Webhooks(cfg["webhook_url"], cfg["webhook_secret"], board.unix_ms,
+                         ca_file=cfg.get("ca_file"))
         agent.on_event = hooks.offer
     threaded(agent, board, Uplink(cfg, board, extras), hooks)
 

@@ -10,6 +10,7 @@
 import os
 import select
 import time
+from api import MAX_PAYLOAD
 from mqtt_client import BoundedClient
 from nap import nap
 import topics
@@ -31,7 +32,7 @@ def _since(t):
 def _no_delay(sock):
     # umqtt writes a packet in several small pieces: without TCP_NODELAY, Nagle's algorithm
     # and delayed ACKs hold a reply back ~40 ms. (IPPROTO_TCP = 6, TCP_NODELAY = 1 on
-    # Linux and lwIP; a TLS socket has no setsockopt, and then it stays as it is.)
+    # Linux and lwIP; `sock` is the TCP socket, under TLS too.)
     try:
         sock.setsockopt(6, 1, 1)
     except (AttributeError, OSError):
@@ -75,34 +76,28 @@ class Uplink:
             delay = min(delay * 2, _BACKOFF_MAX_MS)
 
     def _ssl(self):
+        # With a CA configured, TLS only: the broker's certificate is checked against it
+        # and against the broker's host name (umqtt.simple passes it as server_hostname).
         ca = self.cfg.get("ca_file")
         if not ca:
-            return False
-        import ssl
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        with open(ca, "rb") as f:
-            ctx.load_verify_locations(cadata=f.read())
-        return ctx
+            return None
+        import trust
+        return trust.context(ca)
 
     def _connect(self):
         self.board.ensure_network()  # WiFi up (and the clock set) before DNS and MQTT
         cfg = self.cfg
-        c = BoundedClient(cfg["device_id"], self.host, self.port, user=cfg.get("username"),
-                          password=cfg.get("password"), keepalive=self.keepalive,
-                          ssl=self._ssl())
-        if c.ssl and hasattr(c, "ssl_params"):
-            raise OSError("this umqtt.simple cannot verify a server certificate")
+        user = cfg.get("username")
+        c = BoundedClient(cfg["device_id"], self.host, self.port, ssl=self._ssl(),
+                          user=user.encode() if user else None,  # bytes: umqtt sends len()
+                          password=cfg.get("password", "").encode(), keepalive=self.keepalive)
+        c.max_payload = MAX_PAYLOAD
         c.set_callback(self._on_message)
         c.on_oversize = self._on_oversize
         c.set_last_will(self.base + "availability", b"offline", retain=True)
         self.client = c
-        try:
-            c.connect(timeout=c.io_timeout)
-        except TypeError:  # older umqtt.simple: connect() takes no timeout
-            c.connect()
-        c.sock.settimeout(c.io_timeout)
-        _no_delay(c.sock)
+        c.connect()  # bounded by c.io_timeout, and so is every packet after it
+        _no_delay(c.tcp)
         self.connects += 1
         for name in topics.REQUESTS:
             c.subscribe(self.base + name)

@@ -8,8 +8,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.bench import children  # noqa: E402
 from tools.bench.rig import InProcessRig, ProcessRig  # noqa: E402
-from tools.paths import BUILD, MPY_DIR, cpython_paths  # noqa: E402
+from tools.paths import MPY_DIR, cpython_paths, third_party  # noqa: E402
 from tools.device.compile import compile_all  # noqa: E402
+from tools.device import unix32 as unix32_build  # noqa: E402
 
 cpython_paths()
 
@@ -18,6 +19,10 @@ def pytest_configure(config):
     # A closed terminal (SIGHUP) or a kill (SIGTERM) still stops the brokers and simulators
     # the tests started (tools/bench/children.py), as Ctrl-C and a normal end do.
     children.exit_on_hangup()
+    try:
+        third_party()
+    except SystemExit as e:  # one line, no traceback
+        raise pytest.UsageError(str(e))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -28,11 +33,38 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def mpy_dir():
-    """Every firmware and board module compiled by mpy-cross: the micropython rig runs these."""
+    """The "wheel" build, ready: the agent, its micropython-lib packages and the boards
+    compiled by mpy-cross into MPY_DIR, which the pip wheel's micropython loads."""
     failures = compile_all(MPY_DIR)
     assert not failures, failures
-    lib = os.path.join(BUILD, "lib")
-    return [MPY_DIR, lib]
+    return "wheel"
+
+
+@pytest.fixture(scope="session")
+def unix32():
+    """The "unix32" build (make unix32: 32-bit v1.28.0, the agent frozen), built if needed;
+    skipped, saying what to install, where gcc cannot build 32-bit programs."""
+    try:
+        unix32_build.build(quiet=True)
+    except unix32_build.Unavailable as e:
+        pytest.skip(str(e))
+    return "unix32"
+
+
+@pytest.fixture(params=["wheel", "unix32"])
+def mp_build(request):
+    """(build, heap size) for each interpreter: the wheel's micropython (64-bit, the agent
+    as .mpy; the caller's default heap) and make unix32's (32-bit, the agent frozen) with
+    -X heapsize=56K, an ESP32's initial heap, which never grows."""
+    request.getfixturevalue("mpy_dir" if request.param == "wheel" else "unix32")
+    return request.param, ("56K" if request.param == "unix32" else None)
+
+
+@pytest.fixture
+def agent_build(mp_build):
+    """make sim's options for the agent under mp_build."""
+    build, heap = mp_build
+    return ["--build", build] + (["--heapsize", heap] if heap else [])
 
 
 @pytest.fixture(params=["cpython", "micropython"])

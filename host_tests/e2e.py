@@ -57,6 +57,11 @@ class InProcessSim:
     def close(self):
         self.sim.stop.set()
         self.thread.join(5)
+        if self.thread.is_alive() and self.sim.agent:
+            # Stuck in a tick: the agent's control loop stopped answering. Cutting its
+            # power ends the wait (the link closes), so a failed test cannot hang the run.
+            self.sim.agent.proc.kill()
+            self.thread.join(5)
         with self.sim.lock:
             self.sim.shutdown()
 

@@ -3,14 +3,14 @@ import json
 import os
 import subprocess
 
-from tools.paths import ROOT
+from tools.paths import ROOT, micropython
 
 
-
-def test_control_tick_allocates_nothing_under_micropython(mpy_dir):
-    env = dict(os.environ, MICROPYPATH=":".join([".frozen"] + mpy_dir))
-    out = subprocess.run(["micropython", "-X", "heapsize=256K",
-                          os.path.join(ROOT, "tools", "measure", "probes", "alloc_probe.py"), "-", "3000"],
+def test_control_tick_allocates_nothing_under_micropython(mp_build):
+    exe, env = micropython(mp_build[0])
+    out = subprocess.run(exe + ["-X", "heapsize=" + (mp_build[1] or "256K"),
+                                os.path.join(ROOT, "tools", "measure", "probes", "alloc_probe.py"),
+                                "-", "3000"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     results = {r["state"]: r for r in json.loads(out.stdout)}

@@ -3,25 +3,40 @@ import os
 import re
 import subprocess
 
-from tools.device.compile import compile_all, sources
-from tools.paths import FIRMWARE
+from tools.device.compile import board_sources, compile_all, sources
+from tools.paths import FIRMWARE, MPY_LIB
 
 
 def test_every_module_compiles_and_imports_under_micropython(tmp_path, mpy_dir):
     assert compile_all(str(tmp_path)) == []
-    names = [os.path.splitext(os.path.basename(s))[0] for s in sources()]
-    for name in names:
-        head = (tmp_path / (name + ".mpy")).read_bytes()[:2]
-        assert head == b"M\x06", (name, head)  # .mpy v6: loads on MicroPython 1.23 and later
+    made = sorted(os.path.relpath(p, tmp_path)
+                  for p in glob.glob(str(tmp_path / "**" / "*.mpy"), recursive=True))
+    targets = [os.path.splitext(e.target)[0] for e in sources()]
+    assert made == sorted(t + ".mpy" for t in targets)
+    for t in targets:
+        head = (tmp_path / (t + ".mpy")).read_bytes()[:2]
+        assert head == b"M\x06", (t, head)  # .mpy v6: loads on MicroPython 1.23 and later
     # Every module loads from its .mpy (entry points would start running: only compiled).
+    names = [t.replace("/__init__", "").replace("/", ".") for t in targets]
     modules = [n for n in names if not n.endswith("_main")]
     standins = os.path.join(os.path.dirname(os.path.abspath(__file__)), "esp32_standins")
-    env = dict(os.environ, MICROPYPATH=":".join([".frozen", str(tmp_path), standins] + mpy_dir[1:]),
+    env = dict(os.environ, MICROPYPATH=":".join([str(tmp_path), standins, ".frozen"]),
                STANDIN_LOG=str(tmp_path / "standin.log"))
     code = "import sys\nfor n in %r:\n    __import__(n)\nprint('ok', len(sys.modules))" % modules
     out = subprocess.run(["micropython", "-c", code], env=env, capture_output=True, text=True,
                          timeout=60, cwd=str(tmp_path))
     assert out.returncode == 0 and out.stdout.startswith("ok"), out.stdout + out.stderr
+
+
+def test_the_manifest_names_every_firmware_module_and_the_pinned_libraries():
+    ours = sorted(p for p in glob.glob(os.path.join(FIRMWARE, "*.py"))
+                  if not p.endswith("manifest.py"))
+    listed = [e.source for e in sources()]
+    assert len(ours) >= 10 and all(p in listed for p in ours)
+    libs = {e.target: e.metadata.version for e in sources() if e.source.startswith(MPY_LIB)}
+    assert libs == {"requests/__init__.py": "0.10.2", "ssl.py": "0.2.1",
+                    "umqtt/simple.py": "1.7.0"}
+    assert all(not p.endswith("manifest.py") for p in board_sources())
 
 
 def test_mpy_cross_rejects_cpython_only_code(tmp_path):

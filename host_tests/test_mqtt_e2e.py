@@ -16,8 +16,8 @@ def broker(request):
 
 
 @pytest.fixture
-def charger(broker, tmp_path, mpy_dir):
-    proc = launch(broker, tmp_path / "flash", "--device-id", "e2e-1")
+def charger(broker, tmp_path, agent_build):
+    proc = launch(broker, tmp_path / "flash", "--device-id", "e2e-1", *agent_build)
     c = Charger(broker.address, "e2e-1")
     try:
         online(c)
@@ -150,3 +150,17 @@ def test_dynamic_limit_expiry_failsafe_and_power_cut_over_mqtt(charger):
         if i % 100 == 99:
             c.wait(lambda: ("renew-%d" % i) in c.replies, 20)
     assert limit_writes() == before
+
+
+def test_power_cut_keeps_the_cap_and_comes_back_online(charger):
+    c = charger
+    assert c.cap(3.68)["success"]
+    c.ev(connected=True, request=True)
+    c.wait(lambda: c.readings and c.readings["contactor"] == "closed", 10)
+    c.power(False)
+    c.wait(lambda: c.readings["power_on"] is False and c.readings["contactor"] == "open", 5)
+    c.availability = None
+    c.power(True)
+    online(c)
+    c.wait(lambda: c.readings["contactor"] == "closed" and duty(c) == 26.66, 10)
+    assert c.read()["settings"]["max_charge_rate"]["value"] == 3.68

@@ -24,6 +24,7 @@ def broker():
 
 
 def make_sim(broker, tmp_path, *extra):
+    # extra: make sim options, among them the agent's build (conftest.agent_build)
     return InProcessSim(["--broker", broker.address, "--state-dir", str(tmp_path / "flash"),
                          "--device-id", "f-1", *extra])
 
@@ -41,11 +42,11 @@ def wait_for(predicate, timeout):
         time.sleep(0.02)
 
 
-def test_broker_restart_loses_nothing_and_the_cap_holds(broker, tmp_path, mpy_dir):
+def test_broker_restart_loses_nothing_and_the_cap_holds(broker, tmp_path, agent_build):
     # The agent reaches the broker through a gate, opened only once this test's own
     # client is back: otherwise a subscriber could miss what the agent republishes.
     gate = Gate(broker.port)
-    sim = make_sim(broker, tmp_path, "--agent-broker", "127.0.0.1:%d" % gate.port)
+    sim = make_sim(broker, tmp_path, "--agent-broker", "127.0.0.1:%d" % gate.port, *agent_build)
     c = Charger(broker.address, "f-1")
     try:
         online(c)
@@ -83,11 +84,12 @@ def test_broker_restart_loses_nothing_and_the_cap_holds(broker, tmp_path, mpy_di
         gate.close()
 
 
-def test_silent_broker_never_delays_the_contactor(broker, tmp_path, mpy_dir):
+def test_silent_broker_never_delays_the_contactor(broker, tmp_path, agent_build):
     zombie = socket.socket()
     zombie.bind(("127.0.0.1", 0))
     zombie.listen(8)  # accepts TCP (the kernel does) and never says a word
-    sim = make_sim(broker, tmp_path, "--agent-broker", "127.0.0.1:%d" % zombie.getsockname()[1])
+    sim = make_sim(broker, tmp_path, "--agent-broker", "127.0.0.1:%d" % zombie.getsockname()[1],
+                   *agent_build)
     try:
         latencies = []
         for _ in range(5):
@@ -130,8 +132,16 @@ def hostile_payloads(rnd, n):
         yield rnd.choice(("commands", "settings", "read")), rnd.choice(shapes)()
 
 
-def test_a_thousand_hostile_payloads(broker, tmp_path, mpy_dir):
-    sim = make_sim(broker, tmp_path)
+def test_a_thousand_hostile_payloads(broker, tmp_path, agent_build, request):
+    if "unix32" in agent_build:
+        # Found by running at an ESP32's 56 KB heap: a burst that mixes nested-array payloads
+        # (json.loads of b"[" * 2000, within the 2048-byte bound, needs more than 40 KB) with
+        # valid requests exhausts the heap, and the control thread stops on a MemoryError
+        # ("control: stopped: MemoryError"). Passes at 112K. Strict: a fix makes this fail
+        # until the mark goes.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="56K: a nested-JSON burst "
+                                              "starves the control thread of heap"))
+    sim = make_sim(broker, tmp_path, *agent_build)
     c = Charger(broker.address, "f-1")
     try:
         online(c)
@@ -149,6 +159,9 @@ def test_a_thousand_hostile_payloads(broker, tmp_path, mpy_dir):
         assert all(r["success"] is False for r in replies[1:] if r["meta"]["requestId"] != "x")
         after = c.read()
         assert sim.sim.agent.proc.poll() is None  # still running
+        t0 = sim.bench.t
+        time.sleep(0.5)
+        assert sim.bench.t > t0  # and its control loop still answers every tick
         assert after["settings"] == before["settings"] and after["lastAction"] is None
         assert after["state"]["status"] == before["state"]["status"]
     finally:
@@ -179,12 +192,13 @@ class Receiver(BaseHTTPRequestHandler):
         pass
 
 
-def test_webhook_signed_and_retried(broker, tmp_path, mpy_dir):
+def test_webhook_signed_and_retried(broker, tmp_path, agent_build):
+    Receiver.attempts, Receiver.accepted = [], []
     http = HTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=http.serve_forever, daemon=True).start()
     url = "http://127.0.0.1:%d/hook" % http.server_address[1]
     sim = make_sim(broker, tmp_path, "--webhook-url", url,
-                   "--webhook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+                   "--webhook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", *agent_build)
     c = Charger(broker.address, "f-1")
     try:
         online(c)
@@ -214,8 +228,8 @@ def terminal_events(c):
 
 
 @pytest.mark.parametrize("clients", [1, 4])
-def test_command_bursts_never_lose_a_terminal_event(broker, tmp_path, mpy_dir, clients):
-    sim = make_sim(broker, tmp_path)
+def test_command_bursts_never_lose_a_terminal_event(broker, tmp_path, agent_build, clients):
+    sim = make_sim(broker, tmp_path, *agent_build)
     cs = [Charger(broker.address, "f-1") for _ in range(clients)]
     try:
         for c in cs:
@@ -255,10 +269,10 @@ def test_command_bursts_never_lose_a_terminal_event(broker, tmp_path, mpy_dir, c
         sim.close()
 
 
-def test_a_failing_flash_keeps_the_uplink_up_and_answering(broker, tmp_path, mpy_dir):
+def test_a_failing_flash_keeps_the_uplink_up_and_answering(broker, tmp_path, agent_build):
     import os
     os.makedirs(str(tmp_path / "flash" / "cap.tmp"))  # every write of the cap fails
-    sim = make_sim(broker, tmp_path)
+    sim = make_sim(broker, tmp_path, *agent_build)
     c = Charger(broker.address, "f-1")
     seen = []
     c.on_message = lambda topic, text: seen.append(text) if topic.endswith("availability") else 0
@@ -280,12 +294,12 @@ def test_a_failing_flash_keeps_the_uplink_up_and_answering(broker, tmp_path, mpy
         sim.close()
 
 
-def test_a_hung_webhook_receiver_does_not_hold_up_requests(broker, tmp_path, mpy_dir):
+def test_a_hung_webhook_receiver_does_not_hold_up_requests(broker, tmp_path, agent_build):
     hung = socket.socket()
     hung.bind(("127.0.0.1", 0))
     hung.listen(8)  # accepts and never answers
     url = "http://127.0.0.1:%d/hook" % hung.getsockname()[1]
-    sim = make_sim(broker, tmp_path, "--webhook-url", url, "--webhook-secret", "s")
+    sim = make_sim(broker, tmp_path, "--webhook-url", url, "--webhook-secret", "s", *agent_build)
     c = Charger(broker.address, "f-1")
     try:
         online(c)
@@ -304,9 +318,9 @@ def test_a_hung_webhook_receiver_does_not_hold_up_requests(broker, tmp_path, mpy
         hung.close()
 
 
-def test_local_duties_go_on_without_a_broker(broker, tmp_path, mpy_dir):
+def test_local_duties_go_on_without_a_broker(broker, tmp_path, agent_build):
     import record
-    sim = make_sim(broker, tmp_path, "--default-kw", "11")
+    sim = make_sim(broker, tmp_path, "--default-kw", "11", *agent_build)
     c = Charger(broker.address, "f-1")
     flash = tmp_path / "flash"
     try:

@@ -72,9 +72,10 @@ def test_a_corrupt_word_is_never_read_as_a_value():
         assert record.unword(data[:3]) == record.CORRUPT
 
 
-def test_killed_micropython_never_raises_the_cap(tmp_path, mpy_dir):
+def test_killed_micropython_never_raises_the_cap(tmp_path, mp_build):
     rnd = random.Random(11)
-    rig = ProcessRig(str(tmp_path), mpy_dir)
+    build, heap = mp_build
+    rig = ProcessRig(str(tmp_path), build, **({"heapsize": heap} if heap else {}))
     try:
         plug(rig, 3000)
         acked = DEFAULT

@@ -8,6 +8,7 @@
   evctl ev connected=true request=true maxCurrent=16     # the simulated vehicle (make sim)
   evctl fault pilot_short | none                         # a bench fault (make sim)
   evctl power off | on                                   # cut / restore the board's power
+  evctl --broker HOST:8883 --ca ca.der --username U --password P status    # over TLS
 
 The broker comes from --broker HOST:PORT or $EVSE_BROKER, the charger from --device-id or
 $EVSE_DEVICE (default charger-1); `make sim` prints both. Run it as `make evctl ARGS="..."`
@@ -23,6 +24,7 @@ import json
 import math
 import os
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -39,10 +41,18 @@ class Unreachable(Exception):
     """The broker or the charger cannot be reached (exit status 3)."""
 
 
+def tls_context(ca_file):
+    """A client TLS context that checks the broker against ca_file (PEM or DER, as the agent's)."""
+    with open(ca_file, "rb") as f:
+        data = f.read()
+    return ssl.create_default_context(cadata=data.decode() if b"-----BEGIN" in data else data)
+
+
 class Charger:
     """An MQTT client for one charger's topics and its bench's (tests use it too)."""
 
-    def __init__(self, broker, device_id="charger-1", prefix="ev-charger", timeout=10.0):
+    def __init__(self, broker, device_id="charger-1", prefix="ev-charger", timeout=10.0,
+                 ca=None, username=None, password=None):
         self.address = broker
         self.device_id = device_id
         self.base = "%s/%s/" % (prefix, device_id)
@@ -65,6 +75,10 @@ class Charger:
         self.client.on_connect = self._subscribe
         self.client.on_subscribe = self._subscribed
         self.client.reconnect_delay_set(0.1, 0.5)
+        if ca:
+            self.client.tls_set_context(tls_context(ca))
+        if username:
+            self.client.username_pw_set(username, password)
         try:
             self.client.connect(host, port, keepalive=30)
         except (OSError, ValueError) as e:  # refused, unknown host, unreachable, timeout
@@ -249,6 +263,10 @@ def parse(argv):
     common.add_argument("--prefix", default=argparse.SUPPRESS, help="default ev-charger")
     common.add_argument("--timeout", type=float, default=argparse.SUPPRESS,
                         help="seconds to wait for a reply (default 10)")
+    common.add_argument("--ca", default=argparse.SUPPRESS,
+                        help="CA certificate (PEM or DER): TLS, the broker checked against it")
+    common.add_argument("--username", default=argparse.SUPPRESS)
+    common.add_argument("--password", default=argparse.SUPPRESS)
     p = _Parser(prog="evctl", description=__doc__.split("\n")[0], parents=[common],
                 formatter_class=argparse.RawDescriptionHelpFormatter,
                 epilog=__doc__.split("\n", 2)[2])
@@ -284,13 +302,16 @@ def parse(argv):
     a.device_id = getattr(a, "device_id", None) or os.environ.get("EVSE_DEVICE") or "charger-1"
     a.prefix = getattr(a, "prefix", None) or "ev-charger"
     a.timeout = getattr(a, "timeout", None) or 10.0
+    for key in ("ca", "username", "password"):
+        setattr(a, key, getattr(a, key, None))
     return a
 
 
 def main(argv=None):
     a = parse(sys.argv[1:] if argv is None else argv)
     try:
-        c = Charger(a.broker, a.device_id, a.prefix, timeout=5)
+        c = Charger(a.broker, a.device_id, a.prefix, timeout=5, ca=a.ca, username=a.username,
+                    password=a.password)
     except Unreachable as e:
         return _fail(UNREACHABLE, e)
     try:

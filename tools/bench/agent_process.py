@@ -1,4 +1,4 @@
-"""The firmware under the micropython binary, on the simulated board's link (boards/sim_link.py).
+"""The firmware under a micropython binary, on the simulated board's link (boards/sim/sim_link.py).
 
 One object per power-on: it spawns the interpreter, accepts its link, and exchanges tick
 frames; kill() is a power cut (the process dies mid-whatever; flash keeps what was renamed).
@@ -10,17 +10,17 @@ import struct
 import subprocess
 import time
 
-from tools.paths import ROOT, cpython_paths
+from tools.paths import cpython_paths, micropython
 
 cpython_paths()
 from sim_link import INPUTS  # noqa: E402
 from topics import REQUESTS  # noqa: E402
 
 
-
 class AgentProcess:
-    def __init__(self, config, module_dirs, unix_base_ms, heapsize="256K", on_publish=None,
+    def __init__(self, config, build, unix_base_ms, heapsize="256K", on_publish=None,
                  quiet=False):
+        """build: one of tools.paths.BUILDS (which interpreter, agent frozen or .mpy)."""
         self.on_publish = on_publish or (lambda topic, payload, retain: None)
         srv = socket.socket()
         srv.bind(("127.0.0.1", 0))
@@ -29,12 +29,12 @@ class AgentProcess:
         self.config_path = os.path.join(config["state_dir"], "config.json")
         with open(self.config_path, "w") as f:
             json.dump(config, f)
-        env = dict(os.environ, MICROPYPATH=":".join([".frozen"] + list(module_dirs)))
+        exe, env = micropython(build)
         out = subprocess.DEVNULL if quiet else None
         # Its own session: a Ctrl-C at the terminal reaches the bench, which then cuts the
         # agent's power itself, instead of interrupting it mid-sentence.
-        self.proc = subprocess.Popen(["micropython", "-X", "heapsize=" + heapsize, "-m",
-                                      "sim_main", self.config_path], env=env, stdout=out,
+        self.proc = subprocess.Popen(exe + ["-X", "heapsize=" + heapsize, "-m", "sim_main",
+                                            self.config_path], env=env, stdout=out,
                                      start_new_session=True)
         self.conn = None
         srv.settimeout(0.2)

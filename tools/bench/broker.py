@@ -36,8 +36,12 @@ def wait_port(port, timeout=20.0, proc=None):
 class Broker:
     """A broker process; stop() ends it, start() brings it back on the same port."""
 
-    def __init__(self, kind="amqtt", port=None):
+    def __init__(self, kind="amqtt", port=None, tls=None, password_file=None):
+        """tls: (CA, certificate, key) files for a TLS-only Mosquitto listener;
+        password_file: Mosquitto's (mosquitto_passwd), and no anonymous clients."""
         self.kind = kind
+        self.tls = tls
+        self.password_file = password_file
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="broker-")
         # Its files (config, log) stay for a restart on the same port, and go at exit.
@@ -64,9 +68,12 @@ class Broker:
         else:
             conf = os.path.join(self.dir, "mosquitto.conf")
             with open(conf, "w") as f:
-                f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        "set_tcp_nodelay true\n"
+                f.write("listener %d 127.0.0.1\npersistence false\nset_tcp_nodelay true\n"
                         % self.port)
+                if self.tls:
+                    f.write("cafile %s\ncertfile %s\nkeyfile %s\n" % self.tls)
+                f.write("password_file %s\n" % self.password_file if self.password_file
+                        else "allow_anonymous true\n")
             cmd = ["mosquitto", "-c", conf]
         log = open(os.path.join(self.dir, "broker.log"), "ab")
         # Its own session: Ctrl-C reaches the launcher, which stops the broker last.

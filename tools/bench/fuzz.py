@@ -483,12 +483,13 @@ def rig_maker(interp, root, module_dirs=None):
 
 
 def _module_dirs():
+    # The wheel build, compiled: what ProcessRig runs (tools.paths.BUILDS).
     from tools.device.compile import compile_all
-    from tools.paths import BUILD, MPY_DIR
+    from tools.paths import MPY_DIR
     failures = compile_all(MPY_DIR)
     if failures:
         raise SystemExit("fuzz: firmware does not compile: %s" % failures)
-    return [MPY_DIR, os.path.join(BUILD, "lib")]
+    return "wheel"
 
 
 def _ints(text):

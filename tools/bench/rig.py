@@ -169,17 +169,17 @@ class InProcessRig(Rig):
 
 
 class ProcessRig(Rig):
-    """The firmware under `micropython`, from `module_dirs` (compiled .mpy or sources)."""
+    """The firmware under micropython: `build` is one of tools.paths.BUILDS."""
 
-    def __init__(self, state_dir, module_dirs, heapsize="256K", **kw):
+    def __init__(self, state_dir, build="wheel", heapsize="256K", **kw):
         super().__init__(state_dir, **kw)
-        self.module_dirs = module_dirs
+        self.build = build
         self.heapsize = heapsize
         self.agent = None
         self.boot()
 
     def boot(self):
-        self.agent = AgentProcess(self.config, self.module_dirs, UNIX_BASE_MS, self.heapsize,
+        self.agent = AgentProcess(self.config, self.build, UNIX_BASE_MS, self.heapsize,
                                   on_publish=self._record)
         self.powered = True
         self.bench.drive_outputs(*self.agent.outputs)

@@ -19,7 +19,9 @@ from tools.bench.agent_process import AgentProcess
 from tools.bench.bench import Bench
 from tools.bench.broker import Broker
 from tools.bench.page.server import DEFAULT_PORT, PageServer
-from tools.paths import BUILD, MPY_DIR, ROOT
+from tools.device import unix32
+from tools.evctl import tls_context
+from tools.paths import BUILDS, ROOT
 
 TICK_MS = 10
 READINGS_EVERY_MS = 1000
@@ -39,7 +41,8 @@ def parse(argv):
                    help="default_max_charge_rate: the cap after a factory reset (default 50)")
     p.add_argument("--prefix", default="ev-charger", help="topic prefix of the agent")
     p.add_argument("--agent-broker", help="HOST:PORT for the agent only, when it must differ "
-                   "from the bench's broker (fault tests: a broker that never answers)")
+                   "from the bench's broker (fault tests: a broker that never answers); "
+                   "--ca and --username are then the agent's only")
     p.add_argument("--webhook-url")
     p.add_argument("--webhook-secret")
     p.add_argument("--page-port", type=_port, metavar="N",
@@ -47,13 +50,33 @@ def parse(argv):
                    "when that is taken; 0: no page)" % DEFAULT_PORT)
     p.add_argument("--no-page", dest="page_port", action="store_const", const=0,
                    help="no page (the same as --page-port 0)")
-    p.add_argument("--heapsize", default="256K", help="micropython heap: this 64-bit build holds the .mpy bytecode in it (about 85 KB); the ESP32 model is the 32-bit frozen build (make unix32)")
+    p.add_argument("--heapsize", default="256K", help="micropython heap: the 64-bit wheel "
+                   "holds the .mpy bytecode in it (about 85 KB); the ESP32 model is "
+                   "--build unix32 --heapsize 56K")
+    p.add_argument("--build", choices=BUILDS, default="wheel",
+                   help="interpreter: the pip wheel's micropython (64-bit, agent as .mpy), or "
+                   "make unix32's (32-bit, agent frozen as on an ESP32 image; -mpy: as .mpy)")
+    p.add_argument("--ca", help="CA certificate (PEM or DER): the agent and the bench connect "
+                   "over TLS and check the broker's certificate against it")
+    p.add_argument("--username")
+    p.add_argument("--password")
     from tools.bench import site_bench  # here: it builds on Sim, below
     site_bench.add_arguments(p)
-    args = p.parse_args(argv)
-    if site_bench.wanted(args):
-        site_bench.check(p, args)
-    return args
+    a = p.parse_args(argv)
+    if a.ca and not (a.broker or a.agent_broker):
+        p.error("--ca needs --broker HOST:PORT (the embedded broker has no TLS)")
+    if a.ca and not os.path.isfile(a.ca):
+        p.error("CA file %s not found" % a.ca)
+    if a.ca and a.build != "wheel":
+        p.error("--ca needs --build wheel: make unix32 is built without TLS")
+    if a.build != "wheel":
+        try:
+            unix32.build()
+        except (unix32.Unavailable, unix32.BuildError) as e:
+            p.error(str(e))
+    if site_bench.wanted(a):
+        site_bench.check(p, a)
+    return a
 
 
 def _port(text):
@@ -87,6 +110,10 @@ class Sim:
             cfg["default_max_charge_rate"] = a.default_kw
         if a.webhook_url:
             cfg.update(webhook_url=a.webhook_url, webhook_secret=a.webhook_secret or "")
+        if a.ca:
+            cfg["ca_file"] = os.path.abspath(a.ca)
+        if a.username:
+            cfg.update(username=a.username, password=a.password or "")
         return cfg
 
     def start(self, before_power_on=None):
@@ -110,6 +137,10 @@ class Sim:
                                   client_id="bench-" + self.args.device_id)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        if self.args.ca and not self.args.agent_broker:
+            self.client.tls_set_context(tls_context(self.args.ca))
+        if self.args.username and not self.args.agent_broker:
+            self.client.username_pw_set(self.args.username, self.args.password)
         try:
             self.client.connect(host, int(port), keepalive=30)
         except (OSError, ValueError) as e:
@@ -119,11 +150,8 @@ class Sim:
             before_power_on(self.address)
         self._power_on()
 
-    def _module_dirs(self):
-        return [MPY_DIR, os.path.join(BUILD, "lib")]
-
     def _power_on(self):
-        self.agent = AgentProcess(self.config(), self._module_dirs(),
+        self.agent = AgentProcess(self.config(), self.args.build,
                                   self.unix_base_ms, self.args.heapsize)
         self.bench.drive_outputs(*self.agent.outputs)
         self.power = True
@@ -239,6 +267,10 @@ def main(argv=None):
     pages = []
 
     def serve_page(address):
+        a = sim.args
+        if a.page_port != 0 and (a.ca or a.username) and not a.agent_broker:
+            say("sim: no bench page: its client has no TLS or password for this broker")
+            return
         if sim.args.page_port != 0:
             pages.append(PageServer(address, [sim.args.device_id], sim.args.prefix,
                                     sim.args.page_port).start())

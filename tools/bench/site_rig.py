@@ -11,7 +11,6 @@ import os
 from tools.bench.rig import InProcessRig, ProcessRig, TICK_MS, UNIX_BASE_MS
 from tools.bench.site import METER_PERIOD_MS, Site
 from tools.bench.vehicle import offered_amps
-from tools.paths import BUILD, MPY_DIR
 
 LATENCY_MS = 50  # broker latency of every site message: a LAN broker, or a meter bridge's hop
 
@@ -134,7 +133,7 @@ def build(state_dir, site, chargers, site_phases, interp="micropython", **site_r
             kw = dict(device_id=cid, phases=c["phases"], max_current=c.get("max_current", 32),
                       site=dict(site, phases=c["lines"]))
             if interp == "micropython":
-                rigs[cid] = ProcessRig(d, [MPY_DIR, os.path.join(BUILD, "lib")], **kw)
+                rigs[cid] = ProcessRig(d, "wheel", **kw)
             else:
                 rigs[cid] = InProcessRig(d, **kw)
             rigs[cid].ev(followMs=c["follow_ms"], maxCurrent=c["ev_max"])

@@ -1,41 +1,31 @@
-"""Compile every firmware and board module with mpy-cross into one directory.
+"""Compile the agent, its libraries and every board module with mpy-cross into one tree.
 
-A CPython-only construct fails here, as it would when deploying to a board.
-Usage: python tools/compile.py OUT_DIR [--march ARCH]
+The agent and the micropython-lib packages it uses come from firmware/manifest.py (the
+same files an ESP32 image freezes), the boards from boards/*/ ; packages keep their
+folders (umqtt/simple.mpy). A CPython-only construct fails here, as it would on a board.
+Usage: python -m tools.device.compile OUT_DIR [--march ARCH]
 """
 import glob
 import os
-import subprocess
 import sys
 
-from tools.paths import BOARDS, BUILD, FIRMWARE, ROOT
+from tools.device import manifest
+from tools.paths import AGENT_MANIFEST, BOARDS
 
+
+def board_sources():
+    return sorted(p for p in glob.glob(os.path.join(BOARDS, "*", "*.py"))
+                  if os.path.basename(p) != "manifest.py")
 
 
 def sources():
-    return sorted(glob.glob(os.path.join(FIRMWARE, "*.py")) +
-                  glob.glob(os.path.join(BOARDS, "*", "*.py")))
-
-
-UMQTT = os.path.join(BUILD, "lib", "umqtt", "simple.py")
+    """[manifest.Entry]: the agent's manifest, then every board module."""
+    return manifest.files(AGENT_MANIFEST) + [manifest.Entry(p, os.path.basename(p), None, None)
+                                             for p in board_sources()]
 
 
 def compile_all(out_dir, extra=()):
-    """Compile ours, and umqtt.simple when fetched (frozen on the ESP32, so not RAM there)."""
-    os.makedirs(out_dir, exist_ok=True)
-    jobs = [(src, os.path.join(out_dir, os.path.splitext(os.path.basename(src))[0] + ".mpy"))
-            for src in sources()]
-    if os.path.exists(UMQTT):
-        os.makedirs(os.path.join(out_dir, "umqtt"), exist_ok=True)
-        open(os.path.join(out_dir, "umqtt", "__init__.py"), "w").close()
-        jobs.append((UMQTT, os.path.join(out_dir, "umqtt", "simple.mpy")))
-    failures = []
-    for src, dst in jobs:
-        res = subprocess.run(["mpy-cross", *extra, "-o", dst, src], capture_output=True,
-                             text=True)
-        if res.returncode:
-            failures.append("%s: %s" % (os.path.relpath(src, ROOT), res.stderr.strip()))
-    return failures
+    return [e for e in (manifest.compile_to(s, out_dir, extra) for s in sources()) if e]
 
 
 if __name__ == "__main__":

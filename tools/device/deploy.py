@@ -3,11 +3,13 @@
   python -m tools.device.deploy --port /dev/ttyUSB0 --config garage.local.json
   python -m tools.device.deploy --dry-run build/deploy --config garage.local.json
 
-The tree: main.py ("import esp32_main"), lib/*.mpy (firmware and the board, compiled by
-mpy-cross), config.json, and every file the config names (keys ending in _file, such as
-ca_file), taken from beside the config file and put at the same path on the board.
-umqtt.simple and requests are frozen into the MicroPython firmware. Only files whose
-SHA-256 differs from the board's copy are sent.
+The tree: main.py ("import esp32_main"), lib/*.mpy (what firmware/manifest.py names: the
+agent and the pinned micropython-lib packages it uses, umqtt.simple 1.7.0 and requests
+0.10.2; and the board, compiled by mpy-cross), config.json, and every file the config names
+(keys ending in _file, such as ca_file), taken from beside the config file and put at the
+same path on the board. The official v1.28.0 image freezes the same library versions, and a
+frozen module is imported before /lib: the copies in lib/ serve an image that lacks them.
+Only files whose SHA-256 differs from the board's copy are sent.
 
 Nothing is written anywhere until the config has passed the firmware's own checks (the ones
 the board runs at boot) and the board's pin checks, and has no template placeholder left.
@@ -16,7 +18,6 @@ replaces the files it wrote there before and never deletes or overwrites anythin
 (--force: write into any directory, still deleting and overwriting nothing).
 """
 import argparse
-import glob
 import hashlib
 import importlib.util
 import json
@@ -27,8 +28,9 @@ import subprocess
 import sys
 import tempfile
 
+from tools.device import manifest
 from tools.device.ports import port_problem
-from tools.paths import FIRMWARE, board_dir
+from tools.paths import AGENT_MANIFEST, FIRMWARE, board_dir
 
 # Per board: the modules that go into lib/ (from boards/<name>/), and the module whose
 # check_pins() holds the board's config checks (importable without hardware).
@@ -142,15 +144,18 @@ def mpy_cross_version():
 
 
 def _sources(board):
+    """[manifest.Entry]: firmware/manifest.py (the agent and its micropython-lib packages),
+    then the board's modules."""
     if board not in BOARDS:
         raise DeployError("unknown board %r (known: %s)" % (board, ", ".join(BOARDS)))
-    return sorted(glob.glob(os.path.join(FIRMWARE, "*.py"))) + [
-        os.path.join(board_dir(board), f) for f in BOARDS[board]["modules"]]
+    return manifest.files(AGENT_MANIFEST) + [
+        manifest.Entry(os.path.join(board_dir(board), f), f, None, None)
+        for f in BOARDS[board]["modules"]]
 
 
 def tree_paths(board, config, files):
     """Every path build_tree() writes, relative, with /."""
-    paths = ["lib/" + os.path.splitext(os.path.basename(s))[0] + ".mpy" for s in _sources(board)]
+    paths = ["lib/" + os.path.splitext(e.target)[0] + ".mpy" for e in _sources(board)]
     return paths + ["main.py"] + sorted(dict(files or {}, **({"config.json": config}
                                                               if config else {})))
 
@@ -159,14 +164,11 @@ def build_tree(out, board, config, march, files=None):
     """Write the exact tree that goes on the board into `out`; return its paths (with /)."""
     written = []
     lib = os.path.join(out, "lib")
-    os.makedirs(lib, exist_ok=True)
-    for src in _sources(board):
-        name = os.path.splitext(os.path.basename(src))[0] + ".mpy"
-        res = subprocess.run(["mpy-cross", "-march=" + march, "-o", os.path.join(lib, name),
-                              src], capture_output=True, text=True)
-        if res.returncode:
-            raise DeployError("mpy-cross %s: %s" % (src, res.stderr.strip()))
-        written.append("lib/" + name)
+    for entry in _sources(board):
+        error = manifest.compile_to(entry, lib, ["-march=" + march])
+        if error:
+            raise DeployError("mpy-cross " + error)
+        written.append("lib/" + os.path.splitext(entry.target)[0] + ".mpy")
     with open(os.path.join(out, "main.py"), "wb") as f:
         f.write(MAIN)
     written.append("main.py")

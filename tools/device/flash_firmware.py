@@ -1,10 +1,12 @@
 """Write a MicroPython firmware image to an ESP32 with esptool (make flash).
 
-  python -m tools.device.flash_firmware --port /dev/ttyUSB0 --image ESP32_GENERIC-v1.27.0.bin
+  python -m tools.device.flash_firmware --port /dev/ttyUSB0 --image ESP32_GENERIC-v1.28.0.bin
 
-Nothing is downloaded: bring the image (micropython.org/download/ESP32_GENERIC, a build
-with umqtt.simple and requests frozen in, as the official ones are). The image is checked
-on this computer first (esptool's image magic 0xE9, the chip it is built for, a full
+Nothing is downloaded: bring the image, the official MicroPython v1.28.0 ESP32_GENERIC
+(micropython.org/download/ESP32_GENERIC; the file carries a date, ESP32_GENERIC-<date>-
+v1.28.0.bin), which freezes umqtt.simple 1.7.0 and requests 0.10.2, the versions the agent
+is tested with; or your own image with the agent frozen in (docs/esp32.md). The image is
+checked on this computer first (esptool's image magic 0xE9, the chip it is built for, a full
 firmware and not just the application); only then does esptool erase the whole flash (so
 the NVS, and the persisted cap with it, starts empty) and write the image, in one run.
 """

@@ -1,7 +1,10 @@
 """make bench: the charger's numbers against the physical limits (docs/performance.md).
 
 Runs the simulated charger (agent under micropython) on a real broker and prints one table;
-writes the figures as JSON to build/bench.json.
+writes the figures as JSON to build/bench.json. The memory figures are taken for each way
+the agent runs here (tools/paths.py BUILDS): the pip wheel's 64-bit micropython with the
+agent as .mpy in the heap, and make unix32's 32-bit v1.28.0 with the agent as .mpy and
+frozen (as on an ESP32 image).
 """
 import argparse
 import glob
@@ -9,6 +12,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import socket
 import statistics
@@ -26,11 +30,41 @@ from tools.bench.broker import Broker
 from tools.bench.rig import InProcessRig, ProcessRig
 from tools.evctl import Charger
 from tools.bench.sim import Sim, parse
+from tools.device import manifest, unix32
+from tools.device.deploy import build_tree
 from tools.measure import site_day, wear
-from tools.paths import BUILD, MPY_DIR, ROOT
+from tools.paths import AGENT_MANIFEST, BOARDS, BUILD, MPY_LIB, ROOT, micropython
 
-MPY = [MPY_DIR]
-ENV = dict(os.environ, MICROPYPATH=":".join([".frozen"] + MPY))
+# (build, what it is, what to compare its peak and its smallest heap with): the rows of
+# the memory figures. The wheel cannot have the agent frozen (it is a prebuilt binary).
+MEMORY_BUILDS = (
+    ("wheel", "64-bit wheel, .mpy in heap",
+     "64-bit objects (twice an ESP32's) and the bytecode in the heap", "the old figures"),
+    ("unix32-mpy", "32-bit v1.28.0, .mpy in heap",
+     "an ESP32 running make deploy's .mpy", "an ESP32 heap starts at 56K"),
+    ("unix32", "32-bit v1.28.0, frozen",
+     "an ESP32 image with the agent frozen: target <= 24 KB", "target: passes at 40K"))
+HEAP_SIZES = list(range(16, 129, 4))  # KB: the smallest passing heap is searched in these
+TARGET_HEAP = ("unix32", "40K")  # the long session runs again at this heap, no growth
+
+
+def module_names():
+    """The modules the simulated agent imports (ssl only with TLS), each after the modules
+    it imports, so that the import probe charges each module with its own cost."""
+    entries = manifest.files(AGENT_MANIFEST) + [
+        manifest.Entry(os.path.join(BOARDS, "sim", n + ".py"), n + ".py", None, None)
+        for n in ("sim_board", "sim_link")]
+    deps = {}
+    for e in entries:
+        name = os.path.splitext(e.target)[0].replace("/__init__", "").replace("/", ".")
+        with open(e.source) as f:
+            deps[name] = set(re.findall(r"^\s*(?:import|from)\s+([\w.]+)", f.read(), re.M))
+    deps.pop("ssl")
+    order = []
+    while len(order) < len(deps):
+        ready = sorted(n for n in deps if n not in order and deps[n] & set(deps) <= set(order))
+        order += ready or sorted(set(deps) - set(order))[:1]  # a cycle: break it anywhere
+    return order
 
 
 def pct(values, p):
@@ -186,7 +220,7 @@ def page_cost(broker, state_dir, seconds=20):
 
 def open_latencies(trials, state_dir):
     """Bench ms from unplug, and from C->B, to the contactor open (firmware under micropython)."""
-    rig = ProcessRig(state_dir, MPY)
+    rig = ProcessRig(state_dir)
     unplug, c_to_b = [], []
     start = time.perf_counter()
     t_start = rig.bench.t
@@ -214,7 +248,7 @@ def open_latencies(trials, state_dir):
 
 def expiry_accuracy(trials, state_dir):
     """Bench ms from a dynamic limit's deadline to the failsafe on the pilot (micropython)."""
-    rig = ProcessRig(state_dir, MPY)
+    rig = ProcessRig(state_dir)
     out = []
     try:
         rig.ev(connected=True, request=True)
@@ -236,7 +270,7 @@ def expiry_accuracy(trials, state_dir):
 def flash_writes(n, state_dir):
     """Cap writes through the firmware under micropython, the value changing every 10th; a
     flash write is a new inode of the cap's record (each write is a temp file renamed)."""
-    rig = ProcessRig(state_dir, MPY)
+    rig = ProcessRig(state_dir)
     record = os.path.join(state_dir, "cap")
     writes, changes, value, last = 0, 0, 7.0, None
     try:
@@ -261,39 +295,130 @@ def cpython_speed(state_dir):
     return 1.0 / (time.perf_counter() - t)
 
 
-def probe(script, *args, heapsize="256K", timeout=900):
-    out = subprocess.run(["micropython", "-X", "heapsize=" + heapsize,
-                          os.path.join(ROOT, "tools", "measure", "probes", script), *args],
-                         env=ENV, capture_output=True, text=True, timeout=timeout)
+def probe(build, script, *args, heapsize="256K", timeout=900):
+    exe, env = micropython(build)
+    out = subprocess.run(exe + ["-X", "heapsize=" + heapsize,
+                                os.path.join(ROOT, "tools", "measure", "probes", script), *args],
+                         env=env, capture_output=True, text=True, timeout=timeout)
     if out.returncode:
         return None
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def heap(broker, hours, search_hours):
-    def passes(size, h):
-        with tempfile.TemporaryDirectory(prefix="bench-heap-") as state:
-            r = probe("heap_probe.py", broker.address, str(h), state, heapsize=size)
-        ok = r is not None and r["connects"] == 1 and r["final_cap_w"] == r["expected_cap_w"]
-        return r if ok else None
+def session(build, broker, size, hours, log=None):
+    """The heap probe's figures if its session passed (no MemoryError, one MQTT connection
+    throughout, the last cap applied), else None; `log` gets (size, why) for every session."""
+    exe, env = micropython(build)
+    with tempfile.TemporaryDirectory(prefix="bench-heap-") as state:
+        out = subprocess.run(exe + ["-X", "heapsize=" + size, os.path.join(
+            ROOT, "tools", "measure", "probes", "heap_probe.py"), broker.address, str(hours),
+            state], env=env, capture_output=True, text=True, timeout=900)
+    lines = (out.stdout + out.stderr).strip().splitlines()
+    r = json.loads(lines[-1]) if out.returncode == 0 and lines else None
+    if r is None:
+        why = lines[-1] if lines else "exit %d" % out.returncode  # e.g. MemoryError
+    elif r["connects"] != 1:
+        why = "%d MQTT connections" % r["connects"]
+    elif r["final_cap_w"] != r["expected_cap_w"]:
+        why = "last cap %d W, not %d W" % (r["final_cap_w"], r["expected_cap_w"])
+    else:
+        why = "passed"
+    if log is not None:
+        log.append((size, why))
+    return r if why == "passed" else None
 
-    full = passes("256K", hours)
-    sizes = list(range(48, 129, 4))  # KB
-    lo, hi = 0, len(sizes) - 1
+
+def heap(build, broker, hours, search_hours, log):
+    """The long session at 256K, and the smallest -X heapsize (KB) that passes shorter ones."""
+    full = session(build, broker, "256K", hours, log)
+    lo, hi = 0, len(HEAP_SIZES) - 1
     while lo < hi:  # smallest passing size, by bisection
         mid = (lo + hi) // 2
-        if passes("%dK" % sizes[mid], search_hours):
+        if session(build, broker, "%dK" % HEAP_SIZES[mid], search_hours, log):
             hi = mid
         else:
             lo = mid + 1
-    smallest = sizes[lo] if passes("%dK" % sizes[lo], search_hours) else None
+    smallest = (HEAP_SIZES[lo] if session(build, broker, "%dK" % HEAP_SIZES[lo], search_hours,
+                                          log) else None)
     return full, smallest
 
 
+def memory(broker, hours, search_hours):
+    """{build: figures} for MEMORY_BUILDS, or {build: {"skipped": why}}."""
+    out = {}
+    for build, what, _, _ in MEMORY_BUILDS:
+        if build != "wheel":
+            try:
+                unix32.build()
+            except (unix32.Unavailable, unix32.BuildError) as e:
+                out[build] = {"skipped": str(e)}
+                continue
+        print("bench: heap and allocations, %s (%g h session, size search) ..." % (what, hours),
+              flush=True)
+        alloc = probe(build, "alloc_probe.py", "-", "5000", heapsize="256K")
+        imports = probe(build, "import_probe.py", *module_names())
+        log = []  # every heap session: (size, "passed" or why not)
+        full, smallest = heap(build, broker, hours, search_hours, log)
+        out[build] = {"alloc": alloc, "imports": imports, "heap": full,
+                      "smallest_heap_k": smallest, "sessions": log}
+        if build == TARGET_HEAP[0]:
+            out[build]["at_target"] = session(build, broker, TARGET_HEAP[1], hours, log)
+    return out
+
+
+def memory_rows(mem, hours, search_hours):
+    rows = []
+    for build, what, live_vs, smallest_vs in MEMORY_BUILDS:
+        m = mem[build]
+        if "skipped" in m:
+            rows.append(("heap and allocations, %s" % what, "skipped: " + m["skipped"], ""))
+            continue
+        full, smallest = m["heap"], m["smallest_heap_k"]
+        steady = [r for r in m["alloc"] if r["state"] != "calibration"] if m["alloc"] else []
+        top = sorted(m["imports"] or [], key=lambda r: -r[1])[:3]
+        rows += [
+            ("heap, %s: importing the agent" % what,
+             "%.1f KB (largest: %s)" % (sum(r[1] for r in m["imports"]) / 1024, ", ".join(
+                 "%s %.1f" % ("+".join(r[2]), r[1] / 1024) for r in top))
+             if m["imports"] else "FAILED", "modules and what they loaded, in KB"),
+            ("heap, %s: live after imports / wiring / connect" % what,
+             "%.1f / %.1f / %.1f KB" % tuple(full["stages"][k] / 1024 for k in (
+                 "imported", "wired", "connected")) if full else "FAILED",
+             "the code (and this probe's, ~2 KB), the agent's objects, the MQTT session"),
+            ("heap, %s: peak live, %g h session" % (what, hours),
+             "%.1f KB live after collect (%.1f KB sampled with garbage)" % (
+                 full["peak_live"] / 1024, full["peak_alloc"] / 1024) if full else "FAILED",
+             live_vs),
+            ("heap, %s: smallest -X heapsize passing" % what,
+             "%sK (%g h sessions)" % (smallest, search_hours) if smallest
+             else "none up to %dK" % HEAP_SIZES[-1], smallest_vs),
+        ] + ([("heap, %s: %g h session at -X heapsize=%s" % (what, hours, TARGET_HEAP[1]),
+               "passes, %.1f KB live peak" % (m["at_target"]["peak_live"] / 1024)
+               if m["at_target"] else "FAILED",
+               "the target heap, no growth")] if "at_target" in m else []) + [
+            ("allocations per control tick, %s" % what,
+             "%g bytes (%d bytes over %d ticks in %d states)" % (
+                 sum(r["bytes"] for r in steady) / (steady[0]["ticks"] * len(steady)),
+                 sum(r["bytes"] for r in steady), steady[0]["ticks"], len(steady))
+             if steady else "FAILED", "target 0"),
+        ]
+    return rows
+
+
 def footprint():
-    files = [f for f in glob.glob(os.path.join(MPY_DIR, "*.mpy"))
-             if not os.path.basename(f).startswith("sim")]
-    return sum(os.path.getsize(f) for f in files), len(files)
+    """(agent and board, micropython-lib) bytes of .mpy in the ESP32 deploy tree."""
+    libs = {os.path.splitext(e.target)[0] + ".mpy" for e in manifest.files(AGENT_MANIFEST)
+            if e.source.startswith(MPY_LIB)}
+    ours = theirs = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        build_tree(tmp, "esp32", None, "xtensawin")
+        lib = os.path.join(tmp, "lib")
+        for f in glob.glob(os.path.join(lib, "**", "*.mpy"), recursive=True):
+            if os.path.relpath(f, lib) in libs:
+                theirs += os.path.getsize(f)
+            else:
+                ours += os.path.getsize(f)
+    return ours, theirs
 
 
 def machine():
@@ -303,10 +428,17 @@ def machine():
             cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
     except (OSError, StopIteration):
         pass
-    mpy = subprocess.run(["micropython", "-c", "import sys; print(sys.version)"],
-                         capture_output=True, text=True).stdout.strip()
+    versions = {}
+    for build in ("wheel", "unix32"):
+        try:
+            exe, env = micropython(build)
+            versions[build] = subprocess.run(exe + ["-c", "import sys; print(sys.version)"],
+                                             env=env, capture_output=True,
+                                             text=True).stdout.strip()
+        except OSError:  # unix32 not built
+            versions[build] = None
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "micropython": mpy, "system": platform.platform()}
+            "micropython": versions, "system": platform.platform()}
 
 
 def main(argv=None):
@@ -340,18 +472,16 @@ def main(argv=None):
         unplug, c_to_b, mp_speed = open_latencies(2 * a.samples, sub("open"))
         print("bench: flash writes ...", flush=True)
         writes, changes = flash_writes(1000, sub("flash"))
-        print("bench: allocations and tick cost ...", flush=True)
-        alloc = probe("alloc_probe.py", "-", "5000", heapsize="256K")
-        print("bench: heap (%g h session, size search) ..." % a.hours, flush=True)
-        full, smallest = heap(broker, a.hours, a.search_hours)
+        mem = memory(broker, a.hours, a.search_hours)
     finally:
         broker.stop()
     cp_speed = cpython_speed(sub("cpython"))
     print("bench: a site day (3 chargers, %d bench minutes) ..." % (site_day.DAY_MS // 60000),
           flush=True)
     site, site_rows, _ = site_day.run(quiet=True)
-    size, nfiles = footprint()
-    steady = [r for r in alloc if r["state"] != "calibration"]
+    ours, theirs = footprint()
+    full = mem["wheel"]["heap"]
+    steady = [r for r in mem["wheel"]["alloc"] if r["state"] != "calibration"]
     med = statistics.median
     rows = [
         ("broker round trip (publish -> subscriber)", "%.2f ms median, %.2f ms p99"
@@ -376,23 +506,16 @@ def main(argv=None):
          "one PWM period is 1 ms, one control tick 10 ms"),
         ("C->B -> contactor open (bench time)", "%d ms median, %d ms max (%d trials)"
          % (med(c_to_b), max(c_to_b), len(c_to_b)), "limit 100 ms, target < 30 ms"),
-        ("heap: peak gc.mem_alloc(), %g h session" % a.hours,
-         "%.1f KB sampled, %.1f KB live after collect" % (
-             full["peak_alloc"] / 1024, full["peak_live"] / 1024) if full else "FAILED",
-         "unix port, 64-bit objects; ESP32 has ~60 KB free (target < 40 KB)"),
-        ("heap: smallest -X heapsize passing", "%sK (%g h sessions)" % (smallest, a.search_hours)
-         if smallest else "none up to 128K", "target: passes at 64K"),
-        ("allocations per control tick", "%g bytes (%d bytes over %d ticks in %d states)" % (
-            sum(r["bytes"] for r in steady) / (steady[0]["ticks"] * len(steady)),
-            sum(r["bytes"] for r in steady), steady[0]["ticks"], len(steady)), "target 0"),
+    ] + memory_rows(mem, a.hours, a.search_hours) + [
         ("control tick cost (unix port)", "%.1f us mean (worst state %.1f us)" % (
             sum(r["us_per_tick"] for r in steady) / len(steady),
             max(r["us_per_tick"] for r in steady)), "tick period 10 000 us"),
         ("flash writes per 1000 cap writes, 100 ms apart", "%d (%d real changes)"
          % (writes, changes), "target: at most the changes (raises are written once they "
          "hold 5 s, so a flapping cap costs less)"),
-        ("flash footprint (.mpy on the board)", "%.1f KB in %d files" % (size / 1024, nfiles),
-         "target < 64 KB; umqtt and requests are frozen in the firmware"),
+        ("flash footprint (.mpy of make deploy)", "%.1f KB agent and board, %.1f KB "
+         "micropython-lib" % (ours / 1024, theirs / 1024), "target < 64 KB; the v1.28.0 "
+         "image freezes the same micropython-lib (imported first)"),
         ("simulation speed", "%.3g h/s micropython lockstep, %.3g h/s CPython in-process, "
          "%.3g h/s heap session" % (mp_speed, cp_speed,
                                     full["hours"] / full["wall_s"] if full else 0),
@@ -406,8 +529,9 @@ def main(argv=None):
                      for r in site_rows]
     info = machine()
     info["broker"] = broker.kind
-    print("\nmachine: %s (%d cores), Python %s, %s; broker: %s" % (
-        info["cpu"], info["cores"], info["python"], info["micropython"], broker.kind))
+    print("\nmachine: %s (%d cores), Python %s; micropython: wheel %s, unix32 %s; broker: %s"
+          % (info["cpu"], info["cores"], info["python"], info["micropython"]["wheel"],
+             info["micropython"]["unix32"], broker.kind))
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
     print("| %s | %s | compare against |" % ("figure".ljust(w0), "measured".ljust(w1)))
@@ -419,9 +543,9 @@ def main(argv=None):
         json.dump({"machine": info, "rows": rows, "raw": {
             "rtt_ms": rtt, "cap_ms": cap_ms, "limit_ms": limit_ms, "expiry_ms": expiry,
             "ack_ms": ack_ms, "done_ms": done_ms,
-            "unplug_ms": unplug, "c_to_b_ms": c_to_b, "alloc": alloc, "heap": full,
-            "smallest_heap_k": smallest, "flash_writes": writes, "flash_changes": changes,
-            "footprint_bytes": size, "site_day": site}}, f, indent=1)
+            "unplug_ms": unplug, "c_to_b_ms": c_to_b, "memory": mem,
+            "flash_writes": writes, "flash_changes": changes,
+            "footprint_bytes": [ours, theirs], "site_day": site}}, f, indent=1)
     print("\nwritten to %s" % os.path.relpath(a.out, ROOT))
     return 0
 

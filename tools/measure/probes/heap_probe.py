@@ -1,6 +1,8 @@
 # A long session under micropython with the MQTT uplink connected, in virtual time: the
 # control loop runs flat out on a minimal vehicle model, a second client writes the cap
-# every 10 s of virtual time, and the heap is sampled. Prints one JSON line.
+# every 10 s of virtual time, and the heap is sampled. Prints one JSON line. The agent is
+# wired as runner.serve wires a board's (the uplink with Home Assistant discovery, the
+# worker thread); only the control loop is this script's, to run in virtual time.
 #   micropython -X heapsize=64K heap_probe.py HOST:PORT HOURS STATE_DIR
 import gc
 import json
@@ -8,17 +10,30 @@ import sys
 import time
 import _thread
 import sim_board as sim
-from agent import Agent
+import runner
+import topics
+from agent import Agent, VERSION
+from discovery import Discovery
 from uplink import Uplink
 from umqtt.simple import MQTTClient
 
+
+def live():
+    gc.collect()
+    return gc.mem_alloc()
+
+
+stages = {"imported": live()}  # where the live heap goes: the code, the objects, a session
 broker, hours, state_dir = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 cfg = {"device_id": "heap-probe", "supply_voltage": 230, "phases": 1, "max_current": 32,
        "broker": broker, "keepalive": 30}
 board = sim.Board(cfg, sim.FileStore(state_dir))
 board.unix_base_ms = 1795478400000
 agent = Agent(board)
-uplink = Uplink(cfg, board)
+uplink = Uplink(cfg, board, [Discovery(cfg, topics.base(None, cfg["device_id"]), agent.model,
+                                       VERSION)])
+stages["wired"] = live()
+_thread.start_new_thread(runner.worker_loop, (agent, board))
 _thread.start_new_thread(uplink.run, (agent,))
 t0 = time.ticks_ms()
 while uplink.connects < 1:
@@ -26,6 +41,7 @@ while uplink.connects < 1:
     if time.ticks_diff(time.ticks_ms(), t0) > 20000:
         raise SystemExit("uplink did not connect")
 host, port = broker.split(":")
+stages["connected"] = live()
 pub = MQTTClient("heap-probe-writer", host, int(port))
 pub.connect()
 topic = b"ev-charger/heap-probe/settings"
@@ -70,9 +86,12 @@ for i in range(ticks):
         if a > peak_live:
             peak_live = a
 wall = time.ticks_diff(time.ticks_ms(), start) / 1000
-time.sleep(1)  # let the uplink drain what is queued
+expected = int(float(caps[writes % len(caps)]) * 1000)
+t0 = time.ticks_ms()
+while agent.settings.cap_w != expected and time.ticks_diff(time.ticks_ms(), t0) < 10000:
+    time.sleep(0.1)  # the last write may still be on its way through the broker
 print(json.dumps({"hours": hours, "ticks": ticks, "wall_s": wall, "peak_alloc": peak_alloc,
                   "peak_live": peak_live, "heap": gc.mem_alloc() + gc.mem_free(),
                   "sessions": sessions, "cap_writes": writes, "connects": uplink.connects,
-                  "final_cap_w": agent.settings.cap_w,
-                  "expected_cap_w": int(float(caps[writes % len(caps)]) * 1000)}))
+                  "final_cap_w": agent.settings.cap_w, "expected_cap_w": expected,
+                  "stages": stages}))

@@ -1,0 +1,133 @@
+"""make unix32: MicroPython v1.28.0's unix port, 32-bit, with the agent frozen in.
+
+The ESP32's memory model on this machine: 32-bit objects and the agent's bytecode in the
+image, not in the heap. The frozen modules are boards/sim/manifest.py: firmware/manifest.py
+(the agent and its micropython-lib packages, as an ESP32 image freezes them) and the
+simulated board. The source is ../shared/third_party/micropython-1.28.0, copied into
+build/unix32/mp (the build writes into its tree). Cached: nothing is rebuilt while the
+inputs (manifests, the files they name, the build options) are unchanged.
+"""
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from tools.device import manifest
+from tools.paths import (AGENT_MANIFEST, MICROPYTHON_SRC, MPY_LIB, SIM_MANIFEST, UNIX32, UNIX32_DIR,
+                         third_party)
+
+TREE = os.path.join(UNIX32_DIR, "mp")
+STAMP = os.path.join(UNIX32_DIR, "inputs.sha256")
+LOG = os.path.join(UNIX32_DIR, "build.log")
+# The recipe of ../shared/third_party/README.md: no FFI, TLS or btree (not in this extract).
+OPTIONS = ["VARIANT=standard", "MICROPY_FORCE_32BIT=1", "MICROPY_PY_FFI=0", "MICROPY_PY_SSL=0",
+           "MICROPY_PY_BTREE=0", "FROZEN_MANIFEST=" + SIM_MANIFEST, "MPY_LIB_DIR=" + MPY_LIB]
+NEED_MULTILIB = ("gcc cannot build 32-bit programs here: install gcc-multilib "
+                 "(sudo apt-get install gcc-multilib), then make unix32")
+
+
+class Unavailable(Exception):
+    """A tool this build needs is missing (the message says which and how to get it)."""
+
+
+class BuildError(Exception):
+    pass
+
+
+def gcc_m32():
+    """None if gcc builds 32-bit programs here, else why not."""
+    if shutil.which("gcc") is None or shutil.which("make") is None:
+        return "gcc and make are needed: install build-essential and gcc-multilib"
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "t.c")
+        with open(src, "w") as f:
+            f.write("#include <stdio.h>\nint main(void) { return 0; }\n")
+        res = subprocess.run(["gcc", "-m32", src, "-o", os.path.join(tmp, "t")],
+                             capture_output=True)
+    return None if res.returncode == 0 else NEED_MULTILIB
+
+
+def inputs_digest():
+    h = hashlib.sha256()
+    h.update(MICROPYTHON_SRC.encode() + b"\0" + " ".join(OPTIONS).encode())
+    names = [SIM_MANIFEST, AGENT_MANIFEST] + [e.source for e in manifest.files(SIM_MANIFEST)]
+    for root, _, files in os.walk(MPY_LIB):  # library manifests and sources: small
+        names += [os.path.join(root, f) for f in files]
+    for name in sorted(set(names)):
+        with open(name, "rb") as f:
+            h.update(name.encode() + b"\0" + hashlib.sha256(f.read()).digest())
+    return h.hexdigest()
+
+
+def _run(cmd, log):
+    log.write(("\n$ %s\n" % " ".join(cmd)).encode())
+    log.flush()
+    # The copy sits inside this project's git work tree: name the version, or the build
+    # would take this project's `git describe` for MicroPython's.
+    env = dict(os.environ, MICROPY_GIT_TAG="v1.28.0", MICROPY_GIT_HASH="pinned")
+    res = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if res.returncode:
+        log.flush()
+        with open(LOG, "rb") as f:
+            tail = f.read().decode(errors="replace").strip().splitlines()[-1:]
+        raise BuildError("%s failed (log: %s): %s" % (" ".join(cmd[:3]), LOG,
+                                                       tail[0] if tail else res.returncode))
+
+
+def build(quiet=False):
+    """The path of build/unix32/micropython, built if its inputs changed."""
+    third_party()
+    digest = inputs_digest()
+    if os.path.exists(UNIX32) and os.path.exists(STAMP):
+        with open(STAMP) as f:
+            if f.read().strip() == digest:
+                return UNIX32
+    why = gcc_m32()
+    if why:
+        raise Unavailable(why)
+    t0 = time.monotonic()
+    os.makedirs(UNIX32_DIR, exist_ok=True)
+    if not os.path.isdir(TREE):
+        tmp = tempfile.mkdtemp(dir=UNIX32_DIR)
+        shutil.copytree(MICROPYTHON_SRC, os.path.join(tmp, "mp"))
+        for root, dirs, files in os.walk(tmp):  # the pinned tree is read-only; ours is not
+            for name in dirs + files:
+                path = os.path.join(root, name)
+                os.chmod(path, os.stat(path).st_mode | 0o200)
+        os.rename(os.path.join(tmp, "mp"), TREE)
+        os.rmdir(tmp)
+    if not quiet:
+        print("unix32: building MicroPython v1.28.0 (32-bit, agent frozen); log in %s"
+              % os.path.relpath(LOG), flush=True)
+    jobs = "-j%d" % max(1, min(4, os.cpu_count() or 1))
+    with open(LOG, "wb") as log:
+        _run(["make", "-C", os.path.join(TREE, "mpy-cross"), jobs], log)
+        _run(["make", "-C", os.path.join(TREE, "ports", "unix"), jobs] + OPTIONS, log)
+    # A rename, not a copy over it: the old binary may still be running (a bench, a test).
+    shutil.copy(os.path.join(TREE, "ports", "unix", "build-standard", "micropython"),
+                UNIX32 + ".new")
+    os.replace(UNIX32 + ".new", UNIX32)
+    with open(STAMP, "w") as f:
+        f.write(digest + "\n")
+    if not quiet:
+        print("unix32: built %s in %.0f s" % (os.path.relpath(UNIX32), time.monotonic() - t0))
+    return UNIX32
+
+
+def main():
+    try:
+        path = build()
+    except (Unavailable, BuildError) as e:
+        print("unix32: error: %s" % e, file=sys.stderr)
+        return 2
+    version = subprocess.run([path, "-c", "import sys; print(sys.version, sys.maxsize)"],
+                             capture_output=True, text=True).stdout.strip()
+    print("unix32: %s (%s)" % (os.path.relpath(path), version))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
