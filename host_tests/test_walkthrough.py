@@ -88,7 +88,12 @@ def test_the_mosquitto_walkthrough_loses_no_request(sim, tmp_path):
         r = run(script(commands, broker.port), tmp_path)
         assert r.returncode == 0, r.stdout + r.stderr
     wanted = ["f-1", "l-1", "l-2", "r-1", "r-2", "r-3", "r-4"]
-    c.wait(lambda: all(rid in c.replies for rid in wanted), 10)
+    try:
+        c.wait(lambda: all(rid in c.replies for rid in wanted), 10)
+    except TimeoutError:
+        missing = [rid for rid in wanted if rid not in c.replies]
+        log = open(os.path.join(broker.dir, "broker.log"), errors="replace").read()[-3000:]
+        pytest.fail("no reply to %s; the broker's log ends:\n%s" % (missing, log))
     statuses = {rid: c.replies[rid][0]["meta"]["status"] for rid in wanted}
     assert statuses == {"f-1": 200, "l-1": 200, "l-2": 200, "r-1": 200, "r-2": 200,
                         "r-3": 202, "r-4": 202}, statuses
