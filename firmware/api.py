@@ -6,7 +6,7 @@ import pilot
 import settings as st
 import slot as sl
 from actions import STRATEGY
-from api_text import text
+from api_text import shallow, text
 
 MAX_PAYLOAD = 2048  # bytes; larger requests are refused unparsed
 _COMMANDS = {"charge": sl.CHARGE, "idle": sl.IDLE}
@@ -58,6 +58,16 @@ def _position(payload, key, start):
     return at if at >= 0 else len(payload)
 
 
+def _parse(payload):
+    # The request, or None if it is not JSON or would take a heap's worth of objects.
+    if not shallow(payload):
+        return None
+    try:
+        return json.loads(payload)
+    except Exception:  # any parser complaint: not JSON
+        return None
+
+
 class Api:
     def __init__(self, agent):
         self.agent = agent
@@ -67,12 +77,11 @@ class Api:
         if len(payload) > MAX_PAYLOAD:
             return self.too_large(kind, now)
         rid = None
-        try:
-            req = json.loads(payload)
-        except Exception:  # any parser complaint: not JSON
-            req = None
+        req = _parse(payload)
         if type(req) is not dict:
-            status, body = _bad("payload must be a JSON object")
+            status, body = _bad("payload must be a JSON object" if shallow(payload) else
+                                "payload holds more than 32 objects and arrays, or nests "
+                                "them more than 8 deep")
         elif "requestId" not in req:
             status, body = _bad("requestId is required")
         else:
@@ -95,10 +104,8 @@ class Api:
     def busy(self, kind, payload, now):
         # Too many requests at once: refused without acting on them, so the sender can
         # try again; the requestId is read so the refusal can be matched to the request.
-        try:
-            rid = text(json.loads(payload).get("requestId"), 128)
-        except Exception:  # not JSON, not an object: no id to give back
-            rid = None
+        req = _parse(payload)
+        rid = text(req.get("requestId"), 128) if type(req) is dict else None
         return self.reply(kind, rid, 429, {"code": "TOO_MANY_REQUESTS",
                                            "message": "requests arrive faster than they are "
                                                       "handled; nothing was changed",

@@ -15,3 +15,30 @@ def printable(value, limit=64):
 def text(value, limit=64):
     # `value` if printable(value, limit), else None.
     return value if printable(value, limit) else None
+
+
+def shallow(payload, deep=8, most=32):
+    # Whether json.loads may take `payload` (bytes) without a heap's worth of objects: at
+    # most `most` objects and arrays in all, nested at most `deep`. On a 56 KB heap,
+    # b"[" * 2000 (within the 2 KB bound) needs more than 40 KB parsed and starved the
+    # control thread; the largest request the API takes has 4 levels and 4 containers.
+    depth = count = 0
+    quoted = escaped = False
+    for b in payload:
+        if quoted:
+            if escaped:
+                escaped = False
+            elif b == 92:  # \
+                escaped = True
+            elif b == 34:  # "
+                quoted = False
+        elif b == 34:
+            quoted = True
+        elif b == 91 or b == 123:  # [ {
+            depth += 1
+            count += 1
+            if depth > deep or count > most:
+                return False
+        elif b == 93 or b == 125:  # ] }
+            depth -= 1
+    return True

@@ -6,6 +6,7 @@
 # An uplink extra (uplink.py): on_message runs inside umqtt's callback and only stores.
 import json
 from micropython import const
+from api_text import shallow
 import site_share
 import limits as lim
 import topics
@@ -57,7 +58,7 @@ class SiteBalancer:
         return (self.meter_topic, self.peer_topic + "+")
 
     def on_message(self, topic, msg):
-        if len(msg) > _MAX_PAYLOAD:
+        if len(msg) > _MAX_PAYLOAD or not shallow(msg):  # parsed, either would cost heap
             self.ignored += 1
         elif topic == self.meter_topic:
             self._on_meter(msg)

@@ -1,4 +1,6 @@
 """max_charge_rate: validation with exact replies, enforcement on the pilot, persistence."""
+import json
+
 import pytest
 
 import record
@@ -100,6 +102,25 @@ def test_malformed_json_gets_a_reply_with_null_request_id(rig):
     reply = rig.request("settings", b'{"requestId": "r-1", "settings": {')
     assert reply["meta"] == {**reply["meta"], "requestId": None, "status": 400}
     assert reply["error"]["code"] == "INVALID_REQUEST"
+
+
+@pytest.mark.parametrize("payload", [
+    b"[" * 2000, b"[" * 9 + b"]" * 9, b"[" + b"[]," * 32 + b"[]]",
+    b'{"requestId": "r-1", "settings": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {}}}}}}}}}'])
+def test_a_payload_of_too_many_or_too_deep_objects_is_not_parsed(rig, payload):
+    # json.loads of b"[" * 2000 needs more than 40 KB: a 56 KB heap's worth.
+    reply = rig.request("settings", payload)
+    assert reply["meta"]["status"] == 400 and reply["meta"]["requestId"] is None
+    assert reply["error"]["message"] == ("payload holds more than 32 objects and arrays, or "
+                                         "nests them more than 8 deep")
+    assert rig.read()["settings"]["max_charge_rate"]["value"] == 50
+
+
+def test_brackets_inside_strings_are_not_objects(rig):
+    rid = '[{\\"' * 25  # brackets, a backslash and a quote: all inside the string
+    payload = json.dumps({"requestId": rid, "settings": {"max_charge_rate": cap(7)}})
+    reply = rig.request("settings", payload.encode())
+    assert reply["meta"]["status"] == 200 and reply["meta"]["requestId"] == rid
 
 
 def test_all_or_nothing_lists_every_failing_key(rig):
