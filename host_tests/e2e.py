@@ -1,15 +1,20 @@
 """Helpers for the end-to-end tests: a broker, the make-sim launcher, an MQTT client."""
-import os
+import base64
+import hashlib
+import hmac
+import json
 import signal
 import subprocess
 import sys
 import threading
-import time
+from http.server import BaseHTTPRequestHandler
+
+import pytest
 
 from tools.bench import children
 from tools.bench.broker import Broker
 from tools.paths import ROOT
-from tools.evctl import Charger
+from tools.evctl import Charger  # noqa: F401 (the tests take it from here)
 from tools.bench.sim import Sim, parse
 
 
@@ -68,3 +73,47 @@ class InProcessSim:
 
 def online(charger, timeout=20):
     charger.wait(lambda: charger.availability == "online" and charger.states, timeout)
+
+
+BROKERS = ["amqtt", "mosquitto"]  # each broker make sim may start
+
+
+def started(kind):
+    """A started broker of this kind; the test skips where Mosquitto is not installed."""
+    if kind == "mosquitto" and not Broker.mosquitto_available():
+        pytest.skip("mosquitto is not installed here")
+    return Broker(kind).start()
+
+
+# The agent is configured with "whsec_" + this (Standard Webhooks' form of a secret).
+WEBHOOK_SECRET = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+class WebhookReceiver(BaseHTTPRequestHandler):
+    """A webhook endpoint: a bad signature gets 401; the first `fail_first` good attempts
+    get 500 (the agent must retry), then 200. reset() before each test."""
+    fail_first = 0
+    attempts = []  # (webhook-id, signature good), every attempt
+    accepted = []  # the events answered 200
+
+    @classmethod
+    def reset(cls, fail_first=0):
+        cls.fail_first, cls.attempts, cls.accepted = fail_first, [], []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["content-length"]))
+        h = self.headers
+        signed = ("%s.%s." % (h["webhook-id"], h["webhook-timestamp"])).encode() + body
+        secret = base64.b64decode(WEBHOOK_SECRET)
+        mac = base64.b64encode(hmac.new(secret, signed, hashlib.sha256).digest()).decode()
+        good = h["webhook-signature"] == "v1," + mac
+        cls = WebhookReceiver
+        cls.attempts.append((h["webhook-id"], good))
+        ok = good and len(cls.attempts) > cls.fail_first
+        if ok:
+            cls.accepted.append(json.loads(body))
+        self.send_response(200 if ok else (500 if good else 401))
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass

@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from clients.homeassistant import HomeAssistant, HomeAssistantError, installed_or_skip
-from tools.bench.broker import Broker
+from e2e import BROKERS, started
 
 DEVICE = "ha-harness-1"
 BASE = "ev-charger/" + DEVICE
@@ -95,11 +95,9 @@ def ha_install(request):
     return installed_or_skip(request.config)
 
 
-@pytest.fixture(params=["amqtt", "mosquitto"])
+@pytest.fixture(params=BROKERS)
 def broker(request):
-    if request.param == "mosquitto" and not Broker.mosquitto_available():
-        pytest.skip("mosquitto is not installed here")
-    b = Broker(request.param).start()
+    b = started(request.param)
     yield b
     b.stop()
 

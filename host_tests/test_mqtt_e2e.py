@@ -3,14 +3,12 @@ import json
 
 import pytest
 
-from e2e import Broker, Charger, launch, online, stop
+from e2e import BROKERS, Charger, launch, online, started, stop
 
 
-@pytest.fixture(params=["amqtt", "mosquitto"])
+@pytest.fixture(params=BROKERS)
 def broker(request):
-    if request.param == "mosquitto" and not Broker.mosquitto_available():
-        pytest.skip("mosquitto is not installed here")
-    b = Broker(request.param).start()
+    b = started(request.param)
     yield b
     b.stop()
 

@@ -4,21 +4,18 @@ connects with a DER CA file and username/password, as boards/esp32/config.exampl
 configures a board; a certificate from another CA, one for another host name and a plain-TCP
 broker are refused with one log line while the charger goes on enforcing its cap; an HTTPS
 webhook receiver is checked against the same CA."""
-import base64
-import hashlib
-import hmac
-import json
 import re
 import shutil
 import signal
 import ssl
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import HTTPServer
 
 import pytest
 
-from e2e import Broker, Charger, InProcessSim, launch, online, stop
+from e2e import WEBHOOK_SECRET, Broker, Charger, InProcessSim, launch, online, stop
+from e2e import WebhookReceiver as Receiver
 from pki import Pki
 from tools.bench.rig import InProcessRig
 
@@ -155,25 +152,6 @@ def test_plain_tcp_broker_is_refused_when_tls_is_configured(pki, tmp_path, capfd
     assert "New client connected" not in log
 
 
-class Receiver(BaseHTTPRequestHandler):
-    secret = base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-    accepted = []
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["content-length"]))
-        h = self.headers
-        signed = ("%s.%s." % (h["webhook-id"], h["webhook-timestamp"])).encode() + body
-        mac = base64.b64encode(hmac.new(self.secret, signed, hashlib.sha256).digest()).decode()
-        ok = h["webhook-signature"] == "v1," + mac
-        if ok:
-            Receiver.accepted.append(json.loads(body))
-        self.send_response(200 if ok else 401)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 def https_receiver(pki, label):
     http = HTTPServer(("127.0.0.1", 0), Receiver)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -186,11 +164,11 @@ def https_receiver(pki, label):
 @pytest.mark.parametrize("label", ["ca", "rogue"])
 def test_https_webhook_is_checked_against_the_ca(pki, tls_broker, tmp_path, capfd, mpy_dir,
                                                  label):
-    Receiver.accepted = []
+    Receiver.reset()
     http, url = https_receiver(pki, label)
     sim = InProcessSim(["--broker", tls_broker.address, "--state-dir", str(tmp_path / "flash"),
                         "--device-id", "tls-w", "--webhook-url", url, "--webhook-secret",
-                        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", *agent_args(pki)])
+                        "whsec_" + WEBHOOK_SECRET, *agent_args(pki)])
     c = Charger(tls_broker.address, "tls-w", ca=pki.path("ca.der"), username=BENCH[0],
                 password=BENCH[1])
     try:

@@ -81,7 +81,7 @@ def test_states_at_band_edges_on_the_bench(rig, high, low, expect_pilot, expect_
 
 
 def test_a_full_event_ring_keeps_the_oldest_and_counts_the_rest():
-    from ring import Ring, Trace
+    from ring import Ring
     r = Ring(4)  # holds 3: one slot tells full from empty
     for i in range(6):
         r.push(1, i, i * 10)

@@ -135,7 +135,6 @@ def table():
     """The rows make bench prints: (figure, measured, target)."""
     every10 = caps_every(10000, days=2)
     every1 = caps_every(1000, days=0.5)
-    normal_day = every10["erases_per_sector_per_day"]
     rows = []
     for name, r in (("one distinct cap every 10 s", every10), ("one distinct cap every 1 s", every1)):
         rows.append(("flash wear: %s" % name,
