@@ -92,6 +92,13 @@ class AgentProcess:
     def factory_reset(self):
         self.conn.sendall(b"F")
 
+    def exit_status(self, wait_s=2):
+        """The process's exit status once it has ended (None if it is still running)."""
+        try:
+            return self.proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            return None
+
     def kill(self):
         if self.proc.poll() is None:
             self.proc.kill()
