@@ -36,7 +36,8 @@ def parse_url(url):
     host, colon, port = hostport.partition(":")
     if not host or "@" in hostport or (colon and not port.isdigit()):
         raise ValueError("the URL needs a host[:port] without user information")
-    return scheme, host, int(port) if port else (443 if scheme == "wss" else 80), slash + path
+    return (scheme, host, int(port) if port else (443 if scheme == "wss" else 80),
+            slash + path or "/")
 
 
 def _accept_key(key):

@@ -385,3 +385,169 @@ def test_make_sim_connects_to_a_csms(broker, csms, tmp_path, mpy_dir):
     finally:
         code, out = stop(proc)
     assert code == 0 and "sim: stopped" in out, out
+
+
+def hostile_frames():
+    # (message id or None, frame, the CALLERROR code expected or None: no answer possible)
+    profile = {"chargingProfileId": 1, "stackLevel": 99, "chargingProfilePurpose":
+               "TxDefaultProfile", "chargingProfileKind": "Absolute", "chargingSchedule": {
+                   "chargingRateUnit": "A", "chargingSchedulePeriod": [
+                       {"startPeriod": 0, "limit": 6}]}}
+    return [
+        (None, "not json at all", None),
+        (None, '[2, 5, "Reset", {"type": "Hard"}]', None),
+        (None, '[3, "nobody-asked", {}]', None),
+        (None, "[" * 2000, None),
+        ("h-1", '[2, "h-1", "Reset", {"type": 5}]', "TypeConstraintViolation"),
+        ("h-2", '[2, "h-2", "FlyToTheMoon", {}]', "NotImplemented"),
+        ("h-3", '[2, "h-3", "UpdateFirmware", {"location": "ftp://x", '
+                '"retrieveDate": "2026-11-24T00:00:00Z"}]', "NotSupported"),
+        ("h-4", '[2, "h-4", "SetChargingProfile", []]', "FormationViolation"),
+        ("h-5", '[2, "h-5", "SetChargingProfile", {"connectorId": 1}]', "FormationViolation"),
+        ("h-6", '[2, "h-6", "DataTransfer", {"vendorId": "x", "data": "%s"}]' % ("x" * 100000),
+         "FormationViolation"),
+        ("h-7", json.dumps([2, "h-7", "ChangeConfiguration", {"key": "\ud800x", "value": "1"}]),
+         "PropertyConstraintViolation"),
+        ("h-8", '[2, "h-8", "Reset", {"type": ', "FormationViolation"),
+        ("h-9", json.dumps([2, "h-9", "SetChargingProfile", {"connectorId": 1,
+                                                              "csChargingProfiles": profile}]),
+         "PropertyConstraintViolation"),
+        ("h-10", '[2, "h-10", "GetCompositeSchedule", {"connectorId": 1, "duration": 1e999}]',
+         "TypeConstraintViolation"),
+        ("h-11", '[2, "h-11", "RemoteStopTransaction", {"transactionId": "101"}]',
+         "TypeConstraintViolation"),
+        ("h-12", '[2, "h-12", "Reset"]', "FormationViolation"),
+    ]
+
+
+def test_hostile_frames_and_a_flood_never_reach_the_pilot(make_sim, csms):
+    sim = make_sim("--id-tag", TAG)
+    booted(csms)
+    charging(sim, csms)
+    mark = len(sim.bench.duty_log)
+    for uid, frame, _ in hostile_frames():
+        csms.send_raw(frame, uid)
+    for i in range(300):  # a flood: every CALL answered, in order
+        csms.send_raw('[2, "f-%d", "GetConfiguration", {"key": ["HeartbeatInterval"]}]' % i,
+                      "f-%d" % i)
+    for i in range(40):  # and a flood of changes that would each write flash
+        csms.send_raw(json.dumps([2, "p-%d" % i, "SetChargingProfile", {
+            "connectorId": 1, "csChargingProfiles": {
+                "chargingProfileId": 50 + i, "stackLevel": 3,
+                "chargingProfilePurpose": "TxDefaultProfile", "chargingProfileKind": "Absolute",
+                "chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [
+                    {"startPeriod": 0, "limit": 32}]}}}]), "p-%d" % i)
+    csms.wait(lambda: len(csms.raw_answers) >= 12 + 300 + 40, 30)
+    for uid, _, code in hostile_frames():
+        if uid:
+            answer = csms.raw_answers[uid]
+            assert answer[0] == 4 and answer[2] == code, (uid, answer)
+    assert all(csms.raw_answers["f-%d" % i][2]["configurationKey"][0]["value"] == "300"
+               for i in range(300))
+    statuses = [csms.raw_answers["p-%d" % i][2]["status"] for i in range(40)]
+    assert statuses[:10] == ["Accepted"] * 10 and statuses.count("Accepted") <= 12  # flash budget
+    assert csms.connections == ["cp-1"]  # one connection all along
+    assert sim.sim.sim.agent.proc.poll() is None
+    assert sim.bench.duty_log[mark:] == [] and sim.bench.contactor  # the pilot never moved
+    assert csms.call(call.GetConfiguration(key=["NumberOfConnectors"])).configuration_key[0][
+        "value"] == "1"
+
+
+def test_configuration_keys(make_sim, csms):
+    sim = make_sim("--id-tag", TAG)
+    booted(csms)
+    conf = csms.call(call.GetConfiguration())
+    keys = {k["key"]: k for k in conf.configuration_key}
+    for key in ("HeartbeatInterval", "MeterValueSampleInterval", "MeterValuesSampledData",
+                "ClockAlignedDataInterval", "ConnectionTimeOut", "AuthorizeRemoteTxRequests",
+                "LocalAuthorizeOffline"):
+        assert keys[key]["readonly"] is False, key
+    for key, value in (("ChargeProfileMaxStackLevel", "8"), ("ChargingScheduleMaxPeriods", "24"),
+                       ("ChargingScheduleAllowedChargingRateUnit", "Current,Power"),
+                       ("NumberOfConnectors", "1")):
+        assert keys[key]["readonly"] is True and keys[key]["value"] == value, key
+    some = csms.call(call.GetConfiguration(key=["HeartbeatInterval", "Colour"]))
+    assert [k["key"] for k in some.configuration_key] == ["HeartbeatInterval"]
+    assert some.unknown_key == ["Colour"]
+    change = lambda k, v: csms.call(call.ChangeConfiguration(key=k, value=v)).status  # noqa: E731
+    assert change("NumberOfConnectors", "2") == "Rejected"  # read-only
+    assert change("Colour", "blue") == "NotSupported"
+    assert change("HeartbeatInterval", "soon") == "Rejected"
+    assert change("MeterValuesSampledData", "Energy.Active.Import.Register,Voltage") == "Rejected"
+    assert change("MeterValuesSampledData", "Energy.Active.Import.Register") == "Accepted"
+    assert change("MeterValueSampleInterval", "1") == "Accepted"
+    sim.power(False)
+    sim.power(True)  # persisted
+    booted(csms, 2)
+    some = csms.call(call.GetConfiguration(key=["MeterValuesSampledData",
+                                                "MeterValueSampleInterval"]))
+    assert [k["value"] for k in some.configuration_key] == ["Energy.Active.Import.Register", "1"]
+    charging(sim, csms)
+    csms.wait(lambda: csms.actions("MeterValues"), 5)
+    values = csms.actions("MeterValues")[0]["meterValue"][0]["sampledValue"]
+    assert [v["measurand"] for v in values] == ["Energy.Active.Import.Register"]
+
+
+def test_change_availability(make_sim, csms):
+    sim = make_sim("--id-tag", TAG)
+    booted(csms)
+    assert csms.call(call.ChangeAvailability(connector_id=0, type="Inoperative")).status == \
+        "Accepted"
+    csms.wait(lambda: csms.statuses(0)[-1:] == ["Unavailable"] and
+              csms.statuses(1)[-1:] == ["Unavailable"], 5)
+    sim.ev(connected=True, request=True)
+    time.sleep(3)
+    assert not csms.actions("StartTransaction") and sim.duty() == 100.0  # out of service
+    assert csms.call(call.ChangeAvailability(connector_id=1, type="Operative")).status == \
+        "Accepted"
+    csms.wait(lambda: csms.statuses()[-1] == "Charging", 15)
+    # During a transaction: Scheduled, applied when it ends; it survives a power cut.
+    assert csms.call(call.ChangeAvailability(connector_id=0, type="Inoperative")).status == \
+        "Scheduled"
+    time.sleep(2)
+    assert sim.bench.contactor and csms.statuses()[-1] == "Charging"
+    sim.ev(connected=False)
+    csms.wait(lambda: csms.actions("StopTransaction") and csms.statuses()[-1] == "Unavailable", 5)
+    sim.power(False)
+    sim.power(True)
+    booted(csms, 2)
+    csms.wait(lambda: csms.statuses()[-1] == "Unavailable", 10)
+    assert csms.call(call.ChangeAvailability(connector_id=2, type="Operative")).status == \
+        "Rejected"
+
+
+def test_reset_ends_the_transaction_and_restarts(make_sim, csms):
+    sim = make_sim("--id-tag", TAG)
+    booted(csms)
+    charging(sim, csms)
+    assert csms.call(call.Reset(type="Soft")).status == "Accepted"
+    csms.wait(lambda: csms.actions("StopTransaction"), 10)
+    assert csms.actions("StopTransaction")[0]["reason"] == "SoftReset"
+    csms.wait(lambda: len(csms.actions("BootNotification")) == 2, 30)  # restarted
+    assert not sim.bench.contactor
+    # The vehicle is still there; its transaction ended: Finishing, no new one.
+    csms.wait(lambda: csms.statuses()[-1] == "Finishing", 10)
+    time.sleep(2)
+    assert len(csms.actions("StartTransaction")) == 1
+    sim.ev(connected=False)
+    csms.wait(lambda: csms.statuses()[-1] == "Available", 10)
+    assert csms.call(call.Reset(type="Hard")).status == "Accepted"
+    csms.wait(lambda: len(csms.actions("BootNotification")) == 3, 30)
+
+
+def test_trigger_message(make_sim, csms):
+    sim = make_sim("--id-tag", TAG)
+    booted(csms)
+    before = len(csms.log)
+    for kind in ("Heartbeat", "StatusNotification", "MeterValues", "BootNotification"):
+        assert csms.call(call.TriggerMessage(requested_message=kind)).status == "Accepted"
+        csms.wait(lambda: any(a == kind for a, _ in csms.log[before:]), 5)
+    mv = [p for a, p in csms.log[before:] if a == "MeterValues"][0]
+    assert mv["meterValue"][0]["sampledValue"][0]["context"] == "Trigger"
+    assert csms.call(call.TriggerMessage(requested_message="StatusNotification",
+                                         connector_id=7)).status == "Rejected"
+    assert csms.call(call.TriggerMessage(
+        requested_message="DiagnosticsStatusNotification")).status == "NotImplemented"
+    assert csms.call(call.UnlockConnector(connector_id=1)).status == "NotSupported"
+    assert csms.call(call.DataTransfer(vendor_id="acme")).status == "UnknownVendorId"
+    assert sim.sim.sim.agent.proc.poll() is None
