@@ -69,8 +69,8 @@ def worker_loop(agent, board):
 
 
 def threaded(agent, board, uplinks, webhooks=None):
-    # The last uplink runs in this (the main) thread. Its run() returns only when the board
-    # must restart (an OCPP Reset).
+    # The last uplink runs in this thread; its run() returns only when the board must
+    # restart (an OCPP Reset, its transaction ended).
     _thread.start_new_thread(control_loop, (agent, board))
     _thread.start_new_thread(worker_loop, (agent, board))
     if webhooks:

@@ -69,14 +69,20 @@ class AgentProcess:
             self.on_publish(topic, self._read(plen), bool(retain))
 
     def _read(self, n):
-        data = self.rfile.read(n)
+        try:
+            data = self.rfile.read(n)
+        except OSError:  # reset: it closed the link with a tick of ours unread
+            data = b""
         if len(data) != n:
             raise RuntimeError("firmware closed the link (exit %r)" % self.proc.poll())
         return data
 
     def tick(self, inputs):
         """inputs: the board's inputs in the order of sim_link.INPUTS."""
-        self.conn.sendall(b"T" + struct.pack("<%di" % len(INPUTS), *inputs))
+        try:
+            self.conn.sendall(b"T" + struct.pack("<%di" % len(INPUTS), *inputs))
+        except OSError:
+            raise RuntimeError("firmware closed the link (exit %r)" % self.proc.poll())
         self.outputs = self.read_outputs()
         return self.outputs
 
