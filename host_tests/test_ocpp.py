@@ -8,7 +8,7 @@ import time
 import pytest
 from ocpp.v16 import call
 
-from csms import Csms
+from tools.bench.csms import Csms
 from e2e import Broker, Charger, InProcessSim, launch, stop
 
 TAG = "TAG-1"

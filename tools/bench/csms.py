@@ -1,8 +1,9 @@
-"""A central system for the OCPP tests, built on PyPI `ocpp` the way its own examples are:
-an `ocpp.v16.ChargePoint` subclass with `@on` handlers, served by `websockets` with the
-`ocpp1.6` subprotocol. It runs in an asyncio loop of its own thread; the test talks to it
-synchronously: `call()` sends a CALL (validated by the library's schemas both ways),
-`send_raw()` sends any text, and `log` holds every CALL the charge point sent, in order."""
+"""A central system for the OCPP tests and the bench, built on PyPI `ocpp` the way its own
+examples are: an `ocpp.v16.ChargePoint` subclass with `@on` handlers, served by `websockets`
+with the `ocpp1.6` subprotocol. It runs in an asyncio loop of its own thread; the caller
+talks to it synchronously: `call()` sends a CALL (validated by the library's schemas both
+ways), `send_raw()` sends any text, and `log` holds every CALL the charge point sent, in
+order."""
 import asyncio
 import datetime
 import itertools
