@@ -24,8 +24,6 @@ import slot as sl
 from ocpp_config import Config
 import ocpp_profiles as pf
 
-STATUSES = ("Available", "Preparing", "Charging", "SuspendedEVSE", "SuspendedEV", "Finishing",
-            "Unavailable", "Faulted")
 _FAULT_CODES = {ctl.RCD_TRIP: "GroundFailure", ctl.CONTACTOR_WELDED: "PowerSwitchFailure",
                 ctl.CONTACTOR_STUCK_OPEN: "PowerSwitchFailure",
                 ctl.OVERCURRENT: "OverCurrentFailure"}
@@ -104,6 +102,8 @@ class Station:
             self.next_n = int(saved["n"])
             self.ids = {int(k): v for k, v in saved["ids"].items()}
             self.queue = saved["q"]
+            for e in self.queue:
+                e[2] = None  # board ms of another boot: the entry's time is its ISO time
             open_tx = saved["open"]
         except (ValueError, TypeError, KeyError, AttributeError):
             ag.storage_corrupt(ps.OCPP_TX)
@@ -368,12 +368,17 @@ class Station:
             info = result.get("idTagInfo")
             status = info.get("status") if type(info) is dict else None
             self.ids[entry[1]] = tid if type(tid) is int else None
-            if self.tx and self.tx[0] == entry[1] and status != "Accepted":
+            if self.tx and self.tx[0] == entry[1] and type(status) is str and \
+                    status != "Accepted":  # Blocked, Expired, Invalid, ConcurrentTx
                 self.stop("DeAuthorized", self.board.now_ms())
         elif entry[0] == STOP:
             self.ids.pop(entry[1], None)
         if entry[0] in _PERSISTED:
             self._save()
+
+    def pending_tx(self):
+        # Whether a Start/StopTransaction still waits for the CSMS.
+        return any(e[0] in _PERSISTED for e in self.queue)
 
     def refused(self, entry):
         # The CSMS answered `entry` with a CALLERROR (or nonsense) too often: it goes.
@@ -465,10 +470,13 @@ class Station:
         self._eval_wait = max(wait, 100)
 
     def _set_cap(self, w, now):
+        # When the profile's value changes (the last writer of max_charge_rate wins: an
+        # MQTT write beside OCPP stands until the profile's next change).
         s = self.agent.settings
-        self._cap_w = w
-        if w != s.cap_w:
-            s.write({st.CAP: {"value": w / 1000, "unit": "kw"}}, now)
+        if w != self._cap_w:
+            self._cap_w = w
+            if w != s.cap_w:
+                s.write({st.CAP: {"value": w / 1000, "unit": "kw"}}, now)
 
     def spend(self, now):
         # Whether the CSMS may change something persisted now: a burst of _WRITES, then one
@@ -504,9 +512,11 @@ class Station:
         ag = self.agent
         s = ag.settings
         ceiling = ag.ceiling
-        static = -1  # the sources that stay as they are (not the authorization: this is
-        for i in (lim.MAX_CURRENT, lim.CABLE, lim.SITE, lim.UNAVAILABLE):  # what a transaction gets)
-            v = ceiling.da[i]
+        # The sources that stay as they are over the schedule; not the authorization
+        # ceiling: this is what a transaction gets.
+        static = -1
+        for i in (lim.MAX_CURRENT, lim.CABLE, lim.SITE, lim.UNAVAILABLE):
+            v = ceiling.site_fallback if i == lim.SITE and ceiling.site_stale else ceiling.da[i]
             if v >= 0 and (static < 0 or v < static):
                 static = v
         if ceiling.failsafe:

@@ -330,7 +330,7 @@ class OcppUplink:
             if self._reset_by is None:
                 self._reset_by = time.ticks_add(_ms(), _RESET_WAIT_MS[self.reset])
                 st.stop(self.reset + "Reset", now)
-            pending = any(e[0] != "M" for e in st.queue) or self._awaiting is not None
+            pending = st.pending_tx() or self._awaiting is not None
             let_go = self.reset == "Hard" or not self.agent.control.contactor_closed
         if (not pending and let_go) or time.ticks_diff(_ms(), self._reset_by) >= 0:
             raise Restart()

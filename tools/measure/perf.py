@@ -405,6 +405,44 @@ def memory_rows(mem, hours, search_hours):
     return rows
 
 
+def ocpp_memory(state_dir, seconds=25):
+    """The OCPP uplink's heap (probes/ocpp_probe.py) through a session a central system
+    drives: a daily profile of 24 periods, a ChargePointMaxProfile, every configuration
+    key, a day's composite schedule, meter values every second."""
+    from ocpp.v16 import call
+    from tools.bench.csms import Csms
+    csms = Csms(interval=10).start()
+    try:
+        proc = subprocess.Popen(
+            ["micropython", "-X", "heapsize=256K",
+             os.path.join(ROOT, "tools", "measure", "probes", "ocpp_probe.py"), csms.url,
+             state_dir, str(seconds)], env=ENV, stdout=subprocess.PIPE, text=True)
+        csms.wait(lambda: csms.cp and csms.actions("BootNotification"), 30)
+        csms.call(call.ChangeConfiguration(key="MeterValueSampleInterval", value="1"))
+        day = {"chargingRateUnit": "A", "startSchedule": "2026-11-24T00:00:00Z",
+               "chargingSchedulePeriod": [{"startPeriod": h * 3600, "limit": 6 + h}
+                                          for h in range(24)]}
+        for connector, purpose, pid, schedule in (
+                (1, "TxDefaultProfile", 1, day),
+                (0, "ChargePointMaxProfile", 2, {"chargingRateUnit": "W",
+                                                 "chargingSchedulePeriod": [
+                                                     {"startPeriod": 0, "limit": 7400}]})):
+            profile = {"chargingProfileId": pid, "stackLevel": 0,
+                       "chargingProfilePurpose": purpose, "chargingProfileKind": "Absolute",
+                       "chargingSchedule": schedule}
+            if pid == 1:
+                profile.update(chargingProfileKind="Recurring", recurrencyKind="Daily")
+            csms.call(call.SetChargingProfile(connector_id=connector,
+                                              cs_charging_profiles=profile))
+        csms.wait(lambda: csms.actions("StartTransaction"), 20)
+        csms.call(call.GetConfiguration())
+        csms.call(call.GetCompositeSchedule(connector_id=1, duration=86400))
+        out, _ = proc.communicate(timeout=seconds + 60)
+    finally:
+        csms.close()
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def footprint():
     """(agent and board, micropython-lib) bytes of .mpy in the ESP32 deploy tree."""
     libs = {os.path.splitext(e.target)[0] + ".mpy" for e in manifest.files(AGENT_MANIFEST)
