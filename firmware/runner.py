@@ -1,8 +1,9 @@
 # The loops that drive an agent. On a board, three threads: the control loop (pilot and
 # contactor, every tick, never waits for anything), the worker (events, flash, local duties,
 # every 100 ms whether or not a broker is reachable) and the uplink (MQTT or OCPP, may block
-# for ever; with both, each has a thread); webhooks, where configured, get one more. On the bench in virtual time one thread
-# does it all in lockstep: the board hands out ticks and requests arrive between them.
+# for ever; with both, each has a thread); webhooks, where configured, get one more. On the
+# bench in virtual time one thread does it all in lockstep: the board hands out ticks and
+# requests arrive between them.
 from micropython import const
 import gc
 import _thread

@@ -511,6 +511,8 @@ def main(argv=None):
         print("bench: flash writes ...", flush=True)
         writes, changes = flash_writes(1000, sub("flash"))
         mem = memory(broker, a.hours, a.search_hours)
+        print("bench: OCPP uplink heap ...", flush=True)
+        ocpp = ocpp_memory(sub("ocpp"))
     finally:
         broker.stop()
     cp_speed = cpython_speed(sub("cpython"))
@@ -551,6 +553,11 @@ def main(argv=None):
         ("flash writes per 1000 cap writes, 100 ms apart", "%d (%d real changes)"
          % (writes, changes), "target: at most the changes (raises are written once they "
          "hold 5 s, so a flapping cap costs less)"),
+        ("heap: OCPP uplink (64-bit wheel, .mpy in heap)",
+         "+%.1f KB imported and built; agent with OCPP %.1f KB live, %.1f KB peak in a session"
+         % (ocpp["ocpp_built"] / 1024, ocpp["peak_live"] / 1024, ocpp["peak_alloc"] / 1024),
+         "the agent alone %.1f KB; an ESP32 heap starts at 56 KB (docs/ocpp.md: memory)"
+         % (ocpp["agent"] / 1024)),
         ("flash footprint (.mpy of make deploy)", "%.1f KB agent and board, %.1f KB "
          "micropython-lib" % (ours / 1024, theirs / 1024), "target < 64 KB; the v1.28.0 "
          "image freezes the same micropython-lib (imported first)"),
@@ -581,7 +588,7 @@ def main(argv=None):
         json.dump({"machine": info, "rows": rows, "raw": {
             "rtt_ms": rtt, "cap_ms": cap_ms, "limit_ms": limit_ms, "expiry_ms": expiry,
             "ack_ms": ack_ms, "done_ms": done_ms,
-            "unplug_ms": unplug, "c_to_b_ms": c_to_b, "memory": mem,
+            "unplug_ms": unplug, "c_to_b_ms": c_to_b, "memory": mem, "ocpp": ocpp,
             "flash_writes": writes, "flash_changes": changes,
             "footprint_bytes": [ours, theirs], "site_day": site}}, f, indent=1)
     print("\nwritten to %s" % os.path.relpath(a.out, ROOT))
