@@ -431,18 +431,24 @@ class Station:
         return self.agent.settings.per_phase_da(tenths // 10) if watts else tenths
 
     def _moment(self, ahead_s=0):
-        # (Unix s or None, s into the transaction or None, its number) ahead_s from now.
+        # (Unix s or None, s into the transaction or None, its number, ms into the current
+        # second of either, the later) ahead_s from now.
         u = self.unix_ms()
         r = None
+        frac = 0
         if self.tx:
-            r = ctl.elapsed(self.board.now_ms(), self.tx[3]) // 1000 + ahead_s
-        return (u // 1000 + ahead_s if u is not None else None), r, \
-            (self.tx[0] if self.tx else None)
+            r = ctl.elapsed(self.board.now_ms(), self.tx[3])
+            frac = r % 1000
+            r = r // 1000 + ahead_s
+        if u is not None:
+            frac = max(frac, u % 1000)
+            u = u // 1000 + ahead_s
+        return u, r, (self.tx[0] if self.tx else None), frac
 
     def _apply(self, now):
         ag = self.agent
         self.profiles.changed = False
-        u, r, n = self._moment()
+        u, r, n, frac = self._moment()
         cap_da, value, unit, w1 = self.profiles.evaluate((pf.CP_MAX,), u, r, n, self._to_da)
         if cap_da is not None:  # the profile IS max_charge_rate
             w = st.watts(value) if unit == "kw" else st.watts(
@@ -454,9 +460,9 @@ class Station:
         da, value, unit, w2 = self.profiles.evaluate((pf.TX, pf.TX_DEFAULT), u, r, n,
                                                      self._to_da)
         wait = _IDLE_EVAL_MS if u is not None else _CLOCKLESS_MS
-        for w in (w1, w2):
-            if w is not None and w * 1000 < wait:
-                wait = w * 1000
+        for w in (w1, w2):  # whole seconds from a time taken in whole seconds: never late
+            if w is not None and w * 1000 - frac < wait:
+                wait = w * 1000 - frac
         if da is not None:
             top = ag.settings.max_current if unit == "a" else st.KW_MAX
             value = min(value, top)
@@ -525,7 +531,7 @@ class Station:
         periods = []
         t = 0
         while t < duration and len(periods) < pf.MAX_PERIODS:
-            u, r, n = self._moment(t)
+            u, r, n, _ = self._moment(t)
             cap, _, _, w1 = self.profiles.evaluate((pf.CP_MAX,), u, r, n, self._to_da)
             if cap is None:
                 cap = s.per_phase_da(s.cap_w)
