@@ -60,6 +60,7 @@ class Config:
     def __init__(self, persist):
         self.persist = persist
         self.changed = {}  # writable keys a CSMS changed: name -> value
+        self.volatile = {}  # values set until restart (BootNotification's interval)
 
     def load(self):
         body = self.persist.read_blob(ps.OCPP_CONFIG)
@@ -76,7 +77,10 @@ class Config:
         return True
 
     def get(self, name):
-        return self.changed[name] if name in self.changed else _find(name)[2]
+        for values in (self.volatile, self.changed):
+            if name in values:
+                return values[name]
+        return _find(name)[2]
 
     def number(self, name):
         return int(self.get(name))
@@ -110,6 +114,7 @@ class Config:
             return "Rejected"
         if row[1] == "bool":
             value = value.lower()
+        self.volatile.pop(name, None)
         old = self.changed.get(name)
         self.changed[name] = value
         if not self.persist.write_blob(ps.OCPP_CONFIG, json.dumps(self.changed).encode()):

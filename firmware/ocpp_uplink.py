@@ -236,7 +236,7 @@ class OcppUplink:
         if status == "Accepted":
             self.accepted = True
             if interval:
-                st.config.changed["HeartbeatInterval"] = str(interval)
+                st.config.volatile["HeartbeatInterval"] = str(interval)
         else:  # Pending, Rejected, or no sense: ask again later, say nothing else meanwhile
             self._boot_at = time.ticks_add(_ms(), (interval or _BOOT_RETRY_S) * 1000)
 

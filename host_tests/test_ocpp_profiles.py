@@ -272,3 +272,31 @@ def test_profiles_and_the_queue_survive_a_restart_and_a_corrupt_record_is_report
     prig.pump()
     assert any(e["type"] == "storage.corrupt" and e["data"]["key"] == "ocpp_prof"
                for e in prig.events())
+
+
+def test_configuration_keeps_what_the_csms_changed_and_not_the_boot_interval():
+    import persist
+    from ocpp_config import Config
+
+    class Store(dict):
+        def read(self, key):
+            return self.get(key)
+
+        def write(self, key, data):
+            self[key] = data
+    store = Store()
+    c = Config(persist.Persist(store))
+    c.volatile["HeartbeatInterval"] = "42"  # a BootNotification's interval
+    assert c.number("HeartbeatInterval") == 42
+    assert c.change("MeterValueSampleInterval", "15") == "Accepted"
+    assert c.change("AuthorizeRemoteTxRequests", "TRUE") == "Accepted"
+    assert c.change("NumberOfConnectors", "2") == "Rejected"
+    assert c.change("MeterValueSampleInterval", "-1") == "Rejected"
+    assert c.change("MeterValuesSampledData", "") == "Accepted"  # none
+    again = Config(persist.Persist(store))
+    assert again.load()
+    assert again.number("HeartbeatInterval") == 300  # the default: the boot's is not kept
+    assert again.number("MeterValueSampleInterval") == 15 and again.flag(
+        "AuthorizeRemoteTxRequests") and again.items("MeterValuesSampledData") == []
+    assert c.change("HeartbeatInterval", "120") == "Accepted"  # a change beats the boot's
+    assert c.number("HeartbeatInterval") == 120
