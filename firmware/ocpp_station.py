@@ -40,6 +40,7 @@ METER = "M"  # ..., Wh, W, current dA, offered dA, context
 STOP = "E"  # ..., meterStop, reason
 STATUS = "N"  # (number: the connector), ..., status, errorCode, vendorErrorCode
 _PERSISTED = (START, STOP)
+_NAMES = {START: "StartTransaction", METER: "MeterValues", STOP: "StopTransaction"}
 _SETTLE_MS = const(5000)  # a closed contactor without current this long: SuspendedEV
 
 
@@ -65,7 +66,6 @@ class Station:
         self.authorize = None  # an idTag to send in Authorize (AuthorizeRemoteTxRequests)
         self.inoperative = False
         self.scheduled = None  # an availability change waiting for the transaction's end
-        self.dropped = 0  # transaction messages dropped (queue full, or refused by the CSMS)
         self._learned = None  # (Unix ms, board ms) from the CSMS, while the board has no clock
         self._session = None
         self._notified = [None, None]  # per connector, the status last queued
@@ -290,8 +290,10 @@ class Station:
         self._save()
 
     def _drop(self, entry):
+        # Queue full, or refused by the CSMS: said on the console (make logs), not silent.
         self.queue.remove(entry)
-        self.dropped += 1
+        if entry[0] != STATUS:
+            print("ocpp: dropped %s of transaction %s" % (_NAMES[entry[0]], entry[1]))
 
     def _meter(self, now):
         tx = self.tx

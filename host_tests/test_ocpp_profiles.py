@@ -300,3 +300,18 @@ def test_configuration_keeps_what_the_csms_changed_and_not_the_boot_interval():
         "AuthorizeRemoteTxRequests") and again.items("MeterValuesSampledData") == []
     assert c.change("HeartbeatInterval", "120") == "Accepted"  # a change beats the boot's
     assert c.number("HeartbeatInterval") == 120
+
+
+def test_the_offline_queue_is_bounded_and_keeps_whole_sessions_in_order(prig, capsys):
+    st, up = station(prig, id_tag="T")
+    assert st.config.change("MeterValueSampleInterval", "1") == "Accepted"
+    for _ in range(8):  # eight sessions with no CSMS: 16 Start/Stop for 12 places
+        plug(prig, 3000)
+        prig.ev(connected=False)
+        prig.run(500)
+    kinds = [(e[0], e[1]) for e in st.queue if e[0] in "SE"]
+    assert kinds == [(k, n) for n in range(3, 9) for k in "SE"]  # the two oldest went whole
+    assert len([e for e in st.queue if e[0] == "M"]) == 8  # the newest meter values
+    assert "ocpp: dropped StartTransaction of transaction 1" in capsys.readouterr().out
+    saved = json.loads(prig.agent.persist.read_blob("ocpp_tx"))
+    assert [(e[0], e[1]) for e in saved["q"]] == kinds and saved["open"] is None
