@@ -553,3 +553,29 @@ def test_trigger_message(make_sim, csms):
     assert csms.call(call.UnlockConnector(connector_id=1)).status == "NotSupported"
     assert csms.call(call.DataTransfer(vendor_id="acme")).status == "UnknownVendorId"
     assert sim.sim.sim.agent.proc.poll() is None
+
+
+def test_faults_are_notified_with_their_ocpp_error_codes(make_sim, csms):
+    sim = make_sim("--id-tag", TAG)
+    booted(csms)
+    charging(sim, csms)
+
+    def fault(name):
+        with sim.sim.sim.lock:
+            sim.bench.set_fault(name)
+
+    def last(connector):
+        return [p for p in csms.actions("StatusNotification")
+                if p["connectorId"] == connector][-1]
+    fault("pilot_short")
+    csms.wait(lambda: last(1)["status"] == "Faulted", 5)
+    assert last(1)["errorCode"] == "OtherError" and last(1)["vendorErrorCode"] == "PILOT_SHORT"
+    assert last(0)["status"] == "Faulted"
+    fault("none")
+    csms.wait(lambda: last(1)["status"] == "SuspendedEVSE", 5)  # the 30 s hold-off
+    fault("rcd_trip")
+    csms.wait(lambda: last(1)["errorCode"] == "GroundFailure", 5)
+    assert last(1)["status"] == "Faulted" and "vendorErrorCode" not in last(1)
+    # A latched fault holds the pilot at F until the board restarts: the session (and its
+    # transaction) can end only then.
+    assert not csms.actions("StopTransaction") and not sim.bench.contactor
