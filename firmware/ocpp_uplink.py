@@ -6,6 +6,7 @@
 # requires; a link that stops answering it, or a WebSocket ping, within `ocpp.timeout` is
 # dropped and dialled again with backoff and jitter. A Reset ends run(): the runner then
 # restarts the board.
+import gc
 import json
 import os
 import select
@@ -306,7 +307,12 @@ class OcppUplink:
         self._awaiting = (uid, action, entry, _ms())
 
     def _send(self, msg):
-        self.ws.send_text(json.dumps(msg).encode())
+        try:
+            data = json.dumps(msg).encode()
+        except MemoryError:  # a fragmented heap: once more after a collection
+            gc.collect()
+            data = json.dumps(msg).encode()
+        self.ws.send_text(data)
         self._tx_at = _ms()
 
     # -- supervision and reset

@@ -17,6 +17,7 @@ _PING = 9
 _PONG = 10
 _HEAD = 64  # bytes of an oversized message kept for the caller (its OCPP message id)
 _CHUNK = 256
+_OUT = 512  # bytes masked and written at a time: the garbage of a send stays small
 _HEADER_LINES = 32  # an HTTP answer with more header lines than this is not a CSMS's
 
 
@@ -61,7 +62,9 @@ class WebSocket:
         self._send(_PING, b"")
 
     def _send(self, opcode, data):
-        # One final frame, masked with a fresh key as a client must.
+        # One final frame, masked with a fresh key as a client must: the header with the
+        # first piece, then the rest, each piece XORed as one big integer rather than byte
+        # by byte (a piece starts at a multiple of 4, so the key's pattern restarts in it).
         n = len(data)
         if n < 126:
             head = bytes((0x80 | opcode, 0x80 | n))
@@ -70,11 +73,18 @@ class WebSocket:
         else:
             raise ValueError("message too long")
         key = os.urandom(4)
-        if n:  # XOR in one big-integer operation rather than a loop per byte
-            mask = key * (n // 4 + 1)
-            data = (int.from_bytes(data, "big") ^ int.from_bytes(mask[:n], "big")).to_bytes(
-                n, "big")
-        self.sock.write(head + key + data)
+        out = head + key
+        off = 0
+        while True:
+            k = min(_OUT, n - off)
+            if k:
+                out += (int.from_bytes(data[off:off + k], "big") ^ int.from_bytes(
+                    (key * (k // 4 + 1))[:k], "big")).to_bytes(k, "big")
+            self.sock.write(out)
+            off += k
+            if off >= n:
+                return
+            out = b""
 
     # -- receiving
     def recv(self):
