@@ -10,7 +10,7 @@ _NOT_SUPPORTED = ("CancelReservation", "GetDiagnostics", "GetLocalListVersion", 
                   "SendLocalList", "UpdateFirmware", "CertificateSigned", "DeleteCertificate",
                   "ExtendedTriggerMessage", "GetInstalledCertificateIds", "GetLog",
                   "InstallCertificate", "SignedUpdateFirmware")
-TRIGGERS = ("BootNotification", "Heartbeat", "StatusNotification", "MeterValues")
+_TRIGGERS = ("BootNotification", "Heartbeat", "StatusNotification", "MeterValues")
 
 
 def handle(up, action, p, now):
@@ -164,7 +164,7 @@ def set_charging_profile(up, st, p, now):
 def trigger_message(up, st, p, now):
     kind = need(p, "requestedMessage", "str")
     c = _connector(p, False)
-    if kind not in TRIGGERS:
+    if kind not in _TRIGGERS:
         if kind in ("DiagnosticsStatusNotification", "FirmwareStatusNotification"):
             return {"status": "NotImplemented"}
         raise Invalid("PropertyConstraintViolation", "requestedMessage has an unknown value")

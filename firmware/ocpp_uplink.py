@@ -117,18 +117,19 @@ class OcppUplink:
         if o.get("password"):  # security profiles 1 and 2: HTTP Basic, the identity as user
             cred = b2a_base64(("%s:%s" % (self.identity, o["password"])).encode()).strip()
             headers.append(("Authorization", "Basic " + cred.decode()))
-        tls = None
-        if o.get("ca_file"):
-            def tls(sock, host):
-                import trust
-                return trust.wrap(trust.context(o["ca_file"]), sock, host)
-        self.ws = ws_client.connect(self.url, PROTOCOL, headers, tls, MAX_MESSAGE,
+        self.ws = ws_client.connect(self.url, PROTOCOL, headers,
+                                    self._tls if o.get("ca_file") else None, MAX_MESSAGE,
                                     self.timeout_ms // 1000 or 1)
         self.connects += 1
         self._awaiting = None
         self._ping_at = None
         self._rx_at = self._tx_at = _ms()
         self._boot_at = self._rx_at
+
+    def _tls(self, sock, host):
+        # wss://: the CSMS's certificate checked against ocpp.ca_file and the host dialled.
+        import trust
+        return trust.wrap(trust.context(self.cfg["ca_file"]), sock, host)
 
     def _close(self):
         self.station.online = False

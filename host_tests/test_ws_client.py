@@ -2,7 +2,6 @@
 scripted server below speaks raw TCP, so it can send what no WebSocket library would."""
 import base64
 import hashlib
-import json
 import os
 import socket
 import struct
