@@ -250,56 +250,60 @@ class OcppUplink:
             self._triggers.append((action, c))
 
     def _send_next(self):
+        # What to send is chosen with the station's lock held; it is sent after, so the
+        # worker never waits for a socket.
         st = self.station
-        now = self.board.now_ms()
         with st.lock:
-            if self._triggers:
-                return self._triggered(*self._triggers.pop(0))
-            if not self.accepted:
-                if time.ticks_diff(_ms(), self._boot_at) >= 0:
-                    self._boot()
-                return
-            if not st.online:  # accepted, now or on an earlier connection
-                st.online = True
-                st.renotify(now)
-            if st.authorize:
-                tag = st.authorize
-                st.authorize = None
-                return self._call_out("Authorize", {"idTag": tag}, tag)
-            if st.queue and time.ticks_diff(_ms(), self._retry_at) >= 0:
-                head = st.head(now)
-                if head:
-                    return self._call_out(head[0], head[1], head[2])
-            every = st.config.number("HeartbeatInterval") * 1000
-            if every and _since(self._tx_at) >= every:
-                self._call_out("Heartbeat", {})
+            out = self._next_out(st, self.board.now_ms())
+        if out:
+            self._call_out(*out)
 
-    def _triggered(self, action, connector):
-        st = self.station
+    def _next_out(self, st, now):
+        # (action, payload, entry) of the next CALL of ours, or None.
+        if self._triggers:
+            return self._triggered(st, *self._triggers.pop(0))
+        if not self.accepted:
+            return self._boot() if time.ticks_diff(_ms(), self._boot_at) >= 0 else None
+        if not st.online:  # accepted, now or on an earlier connection
+            st.online = True
+            st.renotify(now)
+        if st.authorize:
+            tag = st.authorize
+            st.authorize = None
+            return "Authorize", {"idTag": tag}, tag
+        if st.queue and time.ticks_diff(_ms(), self._retry_at) >= 0:
+            head = st.head(now)
+            if head:
+                return head
+        every = st.config.number("HeartbeatInterval") * 1000
+        if every and _since(self._tx_at) >= every:
+            return "Heartbeat", {}, None
+        return None
+
+    def _triggered(self, st, action, connector):
         if action == "BootNotification":
             return self._boot()
         if action == "Heartbeat":
-            return self._call_out("Heartbeat", {})
+            return "Heartbeat", {}, None
         if action == "StatusNotification":
-            return self._notify(connector, st.status(connector))
+            status = st.status(connector)
+            p = {"connectorId": connector, "status": status[0], "errorCode": status[1]}
+            if status[2]:
+                p["vendorErrorCode"] = status[2]
+            ts = st.stamp()
+            if ts:
+                p["timestamp"] = ts
+            return "StatusNotification", p, None
         st.sample(self.board.now_ms(), "Trigger")  # MeterValues: into the queue, sent in turn
-
-    def _notify(self, connector, status):
-        p = {"connectorId": connector, "status": status[0], "errorCode": status[1]}
-        if status[2]:
-            p["vendorErrorCode"] = status[2]
-        ts = self.station.stamp()
-        if ts:
-            p["timestamp"] = ts
-        self._call_out("StatusNotification", p)
+        return None
 
     def _boot(self):
         from agent import VERSION
         self._boot_at = time.ticks_add(_ms(), _BOOT_RETRY_S * 1000)
-        self._call_out("BootNotification", {"chargePointVendor": VENDOR,
-                                            "chargePointModel": self.agent.model[:20],
-                                            "chargePointSerialNumber": self.identity[:25],
-                                            "firmwareVersion": VERSION})
+        return "BootNotification", {"chargePointVendor": VENDOR,
+                                    "chargePointModel": self.agent.model[:20],
+                                    "chargePointSerialNumber": self.identity[:25],
+                                    "firmwareVersion": VERSION}, None
 
     def _call_out(self, action, payload, entry=None):
         self._ids += 1
