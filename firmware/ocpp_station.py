@@ -284,8 +284,12 @@ class Station:
                 self._drop(next(e for e in q if e[0] == METER))
             return
         if sum(1 for e in q if e[0] in _PERSISTED) > _MAX_TX_MESSAGES:
-            oldest = next(e for e in q if e[0] in _PERSISTED)[1]  # the oldest transaction goes
-            for e in [e for e in q if e[1] == oldest]:
+            # The oldest transaction the CSMS has not heard of goes whole; the Stop of one
+            # it has (its Start answered) only if there is nothing else.
+            gone = next((e[1] for e in q if e[0] == START), None)
+            if gone is None:
+                gone = next(e for e in q if e[0] in _PERSISTED)[1]
+            for e in [e for e in q if e[1] == gone and e[0] != STATUS]:
                 self._drop(e)
         self._save()
 
