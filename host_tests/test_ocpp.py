@@ -579,3 +579,32 @@ def test_faults_are_notified_with_their_ocpp_error_codes(make_sim, csms):
     # A latched fault holds the pilot at F until the board restarts: the session (and its
     # transaction) can end only then.
     assert not csms.actions("StopTransaction") and not sim.bench.contactor
+
+
+def test_security_profile_2_wss_basic_auth_and_a_ca_made_here(broker, tmp_path, mpy_dir):
+    import ssl
+    from pki import Pki
+    pki = Pki()
+    ca, cert, key = pki.server("ca")
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    c = Csms(password="s3cret-Pa55", tls=tls).start()
+    try:
+        assert c.url.startswith("wss://localhost:")
+        # A CSMS whose certificate another CA signed is not talked to.
+        rogue = Sim(broker, c, tmp_path, "--ocpp-password", "s3cret-Pa55",
+                    "--ocpp-ca", pki.path("rogue.der"), "--device-id", "cp-1")
+        time.sleep(4)
+        assert not c.connections
+        rogue.close()
+        good = Sim(broker, c, tmp_path / "good", "--ocpp-password", "s3cret-Pa55",
+                   "--ocpp-ca", pki.path("ca.der"), "--id-tag", TAG)
+        try:
+            booted(c)
+            charging(good, c)
+            assert c.connections == ["cp-1"] and c.actions("StartTransaction")
+        finally:
+            good.close()
+    finally:
+        c.close()
+        pki.close()
