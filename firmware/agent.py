@@ -48,6 +48,7 @@ class Agent:
         self.api = Api(self)
         self.outbox = Outbox()
         self.on_event = None  # f(event dict): the webhook queue, where one is configured
+        self.duties = []  # f(now): an uplink's local work, run by the worker after ours
         self.seq = 0
         self._nonce = "%08x" % int.from_bytes(os.urandom(4), "big")
         self._ids = 0
@@ -95,6 +96,8 @@ class Agent:
         self.actions.sync()
         self.settings.service(now)
         self.energy.service()
+        for duty in self.duties:
+            duty(now)
 
     def persist_pause(self):
         return self.persist.write_word(ps.PAUSE, 1 if self.control.paused else 0)

@@ -2,7 +2,8 @@
 # checked completely at boot, so a mistake is reported at once and the charger stays safe.
 
 _NEEDED = (("device_id", str), ("supply_voltage", (int, float)), ("phases", int),
-           ("max_current", (int, float)), ("broker", str))
+           ("max_current", (int, float)))
+UPLINKS = ("mqtt", "ocpp", "both")
 
 
 class ConfigError(Exception):
@@ -14,7 +15,10 @@ def check(cfg):
     if type(cfg) is not dict:
         return ["the config must be a JSON object"]
     errors = []
-    for key, kind in _NEEDED:
+    uplink = cfg.get("uplink", "mqtt")
+    if uplink not in UPLINKS:
+        return ["uplink must be mqtt, ocpp or both"]
+    for key, kind in _NEEDED + ((("broker", str),) if uplink != "ocpp" else ()):
         if key not in cfg:
             errors.append("missing " + key)
         elif not isinstance(cfg[key], kind) or type(cfg[key]) is bool:
@@ -33,9 +37,12 @@ def check(cfg):
     if "cable_current" in cfg and not (type(cfg["cable_current"]) is int and
                                        6 <= cfg["cable_current"] <= 80):
         errors.append("cable_current must be 6-80 A")
-    host, _, port = cfg["broker"].rpartition(":")
-    if not host or not port.isdigit():
-        errors.append("broker must be HOST:PORT")
+    if uplink != "ocpp":
+        host, _, port = cfg["broker"].rpartition(":")
+        if not host or not port.isdigit():
+            errors.append("broker must be HOST:PORT")
+    if uplink != "mqtt":
+        errors.extend(_check_ocpp(cfg.get("ocpp")))
     if cfg.get("webhook_url") and not cfg.get("webhook_secret"):
         errors.append("webhook_url needs webhook_secret")
     if "site" in cfg:
@@ -54,6 +61,27 @@ def check(cfg):
     if str(cfg.get("webhook_url")).startswith("https://") and not cfg.get("ca_file"):
         errors.append("an https:// webhook_url needs ca_file (the receiver's certificate "
                       "is checked against it)")
+    return errors
+
+
+def _check_ocpp(o):
+    # The OCPP uplink's block (docs/ocpp.md).
+    if type(o) is not dict:
+        return ["ocpp must be an object with at least url"]
+    errors = []
+    url = o.get("url")
+    if type(url) is not str or not (url.startswith("ws://") or url.startswith("wss://")):
+        errors.append("ocpp.url must be a ws:// or wss:// URL")
+    elif url.startswith("wss://") and not o.get("ca_file"):
+        errors.append("a wss:// ocpp.url needs ocpp.ca_file (the CSMS's certificate is "
+                      "checked against it)")
+    for key, limit in (("password", 40), ("id_tag", 20), ("ca_file", 128)):
+        v = o.get(key)
+        if v is not None and (type(v) is not str or not 0 < len(v) <= limit):
+            errors.append("ocpp.%s must be a string of 1-%d characters" % (key, limit))
+    t = o.get("timeout", 30)
+    if type(t) is not int or not 1 <= t <= 300:
+        errors.append("ocpp.timeout must be 1-300 s")
     return errors
 
 

@@ -18,9 +18,10 @@ DYNAMIC = const(3)
 FAILSAFE = const(4)
 SITE = const(5)
 UNAVAILABLE = const(6)  # taken out of service (OCPP ChangeAvailability): 0 A
+AUTHORIZATION = const(7)  # OCPP: no current without an authorized transaction
 NAMES = ("max_charge_rate", "max_current", "cable", "dynamic_limit", "failsafe", "site",
-         "unavailable")
-_SOURCES = const(7)
+         "unavailable", "authorization")
+_SOURCES = const(8)
 NO_EXPIRY = const(0x40000000)  # a ttl longer than any elapsed() can be
 
 EV_LIMIT_EXPIRED = const(5)  # a ring record kind (control.py has 1-4)
@@ -198,6 +199,10 @@ class Limits:
     def set_available(self, available):
         # Out of service: a 0 A ceiling, so nothing is offered and nothing else changes.
         self.ceiling.da[UNAVAILABLE] = -1 if available else 0
+
+    def set_authorized(self, authorized):
+        # For an uplink that starts transactions (OCPP): 0 A while none is authorized.
+        self.ceiling.da[AUTHORIZATION] = -1 if authorized else 0
 
     def _set(self, value, unit, ttl_ms, source, now):
         s = self.settings

@@ -14,6 +14,10 @@ PAUSE = "pause"  # the session is paused by idle (word 0/1)
 ACTIONS = "actions"  # the action journal (blob)
 ENERGY = "energy"  # the lifetime energy register, 10 Wh (word)
 SESSION = "session"  # the open session: id and lifetime energy at its start (blob)
+OCPP_CONFIG = "ocpp_cfg"  # OCPP configuration keys a CSMS changed (blob)
+OCPP_PROFILES = "ocpp_prof"  # ChargePointMaxProfile / TxDefaultProfile charging profiles (blob)
+OCPP_TX = "ocpp_tx"  # the open transaction and the queued Start/StopTransaction (blob)
+OCPP_AVAILABILITY = "ocpp_avail"  # taken out of service by ChangeAvailability (word 0/1)
 
 
 class Persist:

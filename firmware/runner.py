@@ -1,8 +1,9 @@
 # The loops that drive an agent. On a board, three threads: the control loop (pilot and
 # contactor, every tick, never waits for anything), the worker (events, flash, local duties,
-# every 100 ms whether or not a broker is reachable) and the uplink (MQTT, may block for
-# ever); webhooks, where configured, get a fourth. On the bench in virtual time one thread
-# does it all in lockstep: the board hands out ticks and requests arrive between them.
+# every 100 ms whether or not a broker is reachable) and the uplink (MQTT or OCPP, may block
+# for ever; with both, each has a thread); webhooks, where configured, get one more. On the
+# bench in virtual time one thread does it all in lockstep: the board hands out ticks and
+# requests arrive between them.
 from micropython import const
 import gc
 import _thread
@@ -68,20 +69,43 @@ def worker_loop(agent, board):
         nap(period)
 
 
-def threaded(agent, board, uplink, webhooks=None):
+def threaded(agent, board, uplinks, webhooks=None):
+    # The last uplink runs in this thread; its run() returns only when the board must
+    # restart (an OCPP Reset, its transaction ended).
     _thread.start_new_thread(control_loop, (agent, board))
     _thread.start_new_thread(worker_loop, (agent, board))
     if webhooks:
         _thread.start_new_thread(webhooks.run, ())
-    uplink.run(agent)
+    for uplink in uplinks[:-1]:
+        _thread.start_new_thread(uplink.run, (agent,))
+    uplinks[-1].run(agent)
+    board.restart()
 
 
 def serve(agent, board):
     # What the installation's config asks for, wired and running: the loops above, the
-    # MQTT uplink, Home Assistant discovery and webhooks. Every board's main ends here.
+    # uplinks (`uplink`: "mqtt", "ocpp" or "both"), Home Assistant discovery, site balancing
+    # and webhooks. Every board's main ends here.
+    cfg = board.config
+    kind = cfg.get("uplink", "mqtt")
+    uplinks = []
+    if kind in ("mqtt", "both"):
+        uplinks.append(_mqtt(agent, board, cfg))
+    if kind in ("ocpp", "both"):  # before the loops start: it holds current until authorized
+        from ocpp_uplink import OcppUplink
+        uplinks.append(OcppUplink(cfg, board, agent))
+    hooks = None
+    if cfg.get("webhook_url"):
+        from webhook import Webhooks
+        hooks = Webhooks(cfg["webhook_url"], cfg["webhook_secret"], board.unix_ms,
+                         ca_file=cfg.get("ca_file"))
+        agent.on_event = hooks.offer
+    threaded(agent, board, uplinks, hooks)
+
+
+def _mqtt(agent, board, cfg):
     from uplink import Uplink
     import topics
-    cfg = board.config
     extras = []
     if cfg.get("discovery", True):
         from discovery import Discovery
@@ -91,13 +115,7 @@ def serve(agent, board):
     site = site_balancer(agent, cfg)
     if site:
         extras.append(site)
-    hooks = None
-    if cfg.get("webhook_url"):
-        from webhook import Webhooks
-        hooks = Webhooks(cfg["webhook_url"], cfg["webhook_secret"], board.unix_ms,
-                         ca_file=cfg.get("ca_file"))
-        agent.on_event = hooks.offer
-    threaded(agent, board, Uplink(cfg, board, extras), hooks)
+    return Uplink(cfg, board, extras)
 
 
 def site_balancer(agent, cfg):

@@ -49,8 +49,13 @@ def stop(proc):
 class InProcessSim:
     """The same launcher's Sim in a thread of this process, so a test can see the bench."""
 
-    def __init__(self, argv):
+    def __init__(self, argv, unix_base_ms=None, config=None):
         self.sim = Sim(parse(argv))
+        if unix_base_ms is not None:  # the board's wall clock at bench time 0
+            self.sim.unix_base_ms = unix_base_ms
+        if config:  # installation settings the launcher has no option for (merged one deep)
+            made = self.sim.config
+            self.sim.config = lambda: _merge(made(), config)
         self.sim.start()
         self.thread = threading.Thread(target=self.sim.run, daemon=True)
         self.thread.start()
@@ -69,6 +74,13 @@ class InProcessSim:
             self.thread.join(5)
         with self.sim.lock:
             self.sim.shutdown()
+
+
+def _merge(cfg, extra):
+    out = dict(cfg)
+    for key, value in extra.items():
+        out[key] = dict(out.get(key) or {}, **value) if isinstance(value, dict) else value
+    return out
 
 
 def online(charger, timeout=20):

@@ -26,3 +26,30 @@ def test_a_good_config_passes():
 def test_each_mistake_is_named(change, message):
     errors = config.check(dict(GOOD, **change))
     assert any(message in e for e in errors), errors
+
+
+OCPP = {"device_id": "garage-1", "supply_voltage": 230, "phases": 1, "max_current": 32,
+        "uplink": "ocpp", "ocpp": {"url": "ws://csms.local:8180/ocpp"}}
+
+
+def test_an_ocpp_config_needs_no_broker_and_both_needs_both():
+    assert config.check(dict(OCPP)) == []
+    assert config.check(dict(OCPP, ocpp={"url": "wss://csms.example/ocpp", "ca_file": "ca.der",
+                                         "password": "s3cret", "id_tag": "GARAGE",
+                                         "timeout": 10})) == []
+    assert config.check(dict(OCPP, uplink="both")) == ["missing broker"]
+    assert config.check(dict(GOOD, uplink="both", ocpp=OCPP["ocpp"])) == []
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"uplink": "zigbee"}, "uplink must be mqtt, ocpp or both"),
+    ({"ocpp": None}, "ocpp must be an object"),
+    ({"ocpp": {"url": "http://csms/ocpp"}}, "ocpp.url must be a ws:// or wss:// URL"),
+    ({"ocpp": {"url": "wss://csms/ocpp"}}, "a wss:// ocpp.url needs ocpp.ca_file"),
+    ({"ocpp": {"url": "ws://csms/ocpp", "id_tag": "x" * 21}}, "ocpp.id_tag must be"),
+    ({"ocpp": {"url": "ws://csms/ocpp", "password": 1234}}, "ocpp.password must be"),
+    ({"ocpp": {"url": "ws://csms/ocpp", "timeout": 0}}, "ocpp.timeout must be 1-300 s"),
+])
+def test_each_ocpp_mistake_is_named(change, message):
+    errors = config.check(dict(OCPP, **change))
+    assert any(message in e for e in errors), errors

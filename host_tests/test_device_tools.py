@@ -119,6 +119,8 @@ BAD_CONFIGS = [
     ("same pin", lambda c: c["pins"].update(led=26), "are both GPIO26"),
     ("no ca file", lambda c: c.update(ca_file="missing.der"), "not beside the config"),
     ("ca outside", lambda c: c.update(ca_file="../ca.der"), "must be a file name on the board"),
+    ("no ocpp ca file", lambda c: c.update(uplink="both", ocpp={
+        "url": "wss://csms.example/ocpp", "ca_file": "csms.der"}), "ocpp.ca_file names csms.der"),
 ]
 
 
@@ -152,6 +154,8 @@ def test_the_tree_has_the_config_and_every_file_it_names(tmp_path, good):
     (tmp_path / "certs").mkdir()
     (tmp_path / "certs" / "client.der").write_bytes(b"client certificate")
     cfg["cert_file"] = "certs/client.der"
+    (tmp_path / "csms.der").write_bytes(b"the CSMS's CA")
+    cfg.update(uplink="both", ocpp={"url": "wss://csms.example/ocpp", "ca_file": "csms.der"})
     config = write(tmp_path, cfg)
     out = tmp_path / "tree"
     r = run("tools.device.deploy", "--dry-run", str(out), "--config", config)
@@ -159,6 +163,7 @@ def test_the_tree_has_the_config_and_every_file_it_names(tmp_path, good):
     assert (out / "config.json").read_bytes() == open(config, "rb").read()
     assert (out / "ca.der").read_bytes() == (tmp_path / "ca.der").read_bytes()
     assert (out / "certs" / "client.der").read_bytes() == b"client certificate"
+    assert (out / "csms.der").read_bytes() == b"the CSMS's CA"  # a block's file too (ocpp)
     assert "ca.der <- " in r.stdout and "certs/client.der <- " in r.stdout
 
 

@@ -234,3 +234,35 @@ def test_power_cuts_on_the_esp32_board_never_raise_the_cap(tmp_path, broker, mpy
             proc.communicate()
             c.close()
         nvs = json.loads((tmp_path / "tree" / "nvs.json").read_text())
+
+
+def test_ocpp_on_the_esp32_board_and_a_reset_resets_it(tmp_path, mpy_dir):
+    # The ESP32's own main and board under uplink "ocpp": plug and charge, a remote stop, a
+    # Hard reset that ends in machine.reset() after the StopTransaction went out.
+    from ocpp.v16 import call
+    from tools.bench.csms import Csms
+    csms = Csms().start()
+    cfg = config(None, uplink="ocpp", ocpp={"url": csms.url, "id_tag": "ESP"})
+    del cfg["broker"]
+    proc, log = boot(tmp_path, cfg, ev="C")
+    try:
+        csms.wait(lambda: csms.actions("StartTransaction"), 30)
+        assert csms.connections == ["esp-1"] and csms.actions("StartTransaction")[0][
+            "idTag"] == "ESP"
+        deadline = time.monotonic() + 10
+        while ["pin", "26", "1"] not in read_log(log):  # the contactor closed: charging
+            assert time.monotonic() < deadline, "the contactor never closed"
+            time.sleep(0.1)
+        assert csms.call(call.RemoteStopTransaction(transaction_id=101)).status == "Accepted"
+        csms.wait(lambda: csms.actions("StopTransaction"), 10)
+        csms.wait(lambda: csms.statuses()[-1:] == ["Finishing"], 10)
+        assert csms.call(call.Reset(type="Hard")).status == "Accepted"
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+        csms.close()
+    events = read_log(log)
+    assert proc.returncode == 75 and events[-1] == ["reset"], out  # machine.reset()
+    assert ["pin", "26", "0"] in events[-10:]  # the coil dropped before it
+    assert csms.actions("StopTransaction")[0]["reason"] == "Remote"

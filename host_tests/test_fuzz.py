@@ -385,3 +385,59 @@ def test_the_checker_sees_every_tick():
     h = History().tick()
     h.t += inv.TICK_MS
     caught(inv.CONTINUITY, h.tick)
+
+
+# -- OCPP's rules (tools/bench/ocpp_fuzz.py), broken on purpose in made-up central-system logs
+
+def ocpp_history(*rows, pwm=()):
+    """rows: (action, bench ms, transaction number, id given, extra payload fields)."""
+    from tools.bench.ocpp_fuzz import OcppFuzz
+    from tools.bench.rig import UNIX_BASE_MS
+    import isotime
+    f = OcppFuzz(1, 1000)
+    for action, ms, n, given, extra in rows:
+        p = dict(extra, timestamp=isotime.iso(UNIX_BASE_MS + ms))
+        if action == "MeterValues":
+            p = {"meterValue": [{"timestamp": p.pop("timestamp")}], **p}
+        f.log.append((action, p, n, given))
+    f.pwm = [list(r) for r in pwm]
+    return f
+
+
+def start(ms, n, meter=0):
+    return ("StartTransaction", ms, n, 100 + n, {"meterStart": meter})
+
+
+def stop(ms, n, meter=0):
+    return ("StopTransaction", ms, n, None, {"transactionId": 100 + n, "meterStop": meter})
+
+
+def test_ocpp_every_start_gets_one_stop():
+    from tools.bench.ocpp_fuzz import PAIRS
+    ocpp_history(start(100, 1), stop(900, 1)).finish(5000)
+    caught(PAIRS, lambda: ocpp_history(start(100, 1)).finish(5000))
+    caught(PAIRS, lambda: ocpp_history(start(100, 1), stop(900, 1), stop(950, 1)).finish(5000))
+    caught(PAIRS, lambda: ocpp_history(stop(900, 1)).finish(5000))
+
+
+def test_ocpp_messages_arrive_in_the_order_they_happened():
+    from tools.bench.ocpp_fuzz import ORDER
+    caught(ORDER, lambda: ocpp_history(start(100, 1), ("MeterValues", 50, 1, None, {}),
+                                       stop(900, 1)).finish(5000))
+    caught(ORDER, lambda: ocpp_history(start(100, 1, meter=50), stop(900, 1, meter=49))
+           .finish(5000))
+
+
+def test_ocpp_no_current_outside_a_transaction():
+    from tools.bench.ocpp_fuzz import NO_TX
+    ocpp_history(start(100, 1), stop(900, 1), pwm=[(110, 800)]).finish(5000)
+    caught(NO_TX, lambda: ocpp_history(start(100, 1), stop(900, 1), pwm=[(50, 800)])
+           .finish(5000))
+    caught(NO_TX, lambda: ocpp_history(start(100, 1), stop(900, 1), pwm=[(950, 990)])
+           .finish(5000))
+    # A transaction the bounded queue dropped whole (number 2): current may flow only between
+    # its neighbours.
+    ocpp_history(start(100, 1), stop(900, 1), start(3000, 3), stop(3900, 3),
+                 pwm=[(1000, 2000)]).finish(5000)
+    caught(NO_TX, lambda: ocpp_history(start(100, 1), stop(900, 1), start(3000, 3),
+                                       stop(3900, 3), pwm=[(3950, 4100)]).finish(5000))

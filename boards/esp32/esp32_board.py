@@ -263,6 +263,11 @@ class Board:
         self._coil.value(0)
         self._wdt = None  # stop feeding: the watchdog resets the board
 
+    def restart(self):
+        # An OCPP Reset, once the transaction has ended: coil off, then a full reset.
+        self._coil.value(0)
+        machine.reset()
+
     def factory_reset_requested(self):
         if self._button is None:
             return False

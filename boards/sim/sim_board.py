@@ -7,6 +7,7 @@ from micropython import const
 
 _PWM_FULL = const(10000)  # 0.01 % duty resolution
 _TICK_MS = const(10)
+RESTART_EXIT = 75  # the process's exit status when it asks to be restarted (an OCPP Reset)
 
 
 class FileStore:
@@ -60,6 +61,7 @@ class Board:
         # Held while the board runs; halt() lets go (sim_main ends the process on it).
         self.halted = _thread.allocate_lock()
         self.halted.acquire()
+        self.restarting = False
 
     # -- the pilot, by state (the link carries it as PWM counts: 0 = F, PWM_FULL = x1)
     def pilot_x1(self):
@@ -110,6 +112,13 @@ class Board:
             self.link.sock.close()
         if self.halted.locked():
             self.halted.release()
+
+    def restart(self):
+        # An uplink asks for a restart (an OCPP Reset): sim_main ends the process with
+        # RESTART_EXIT, and the bench (tools/bench/sim.py) powers a new one on, as a board
+        # comes back after a reset.
+        self.restarting = True
+        self.halt()
 
     def publish(self, topic, payload, retain=False):
         self.link.publish(topic, payload, retain)

@@ -1,8 +1,8 @@
 # Entry point of the simulated charger under the micropython binary:
 #   micropython sim_main.py CONFIG.json
 # The config names the bench's link port, the state directory (the simulated flash) and
-# the installation; with "broker" set the agent talks MQTT, otherwise requests and
-# publishes travel over the bench link.
+# the installation; with "broker" or "ocpp" set the agent runs its threads and uplinks
+# (runner.serve), otherwise requests and publishes travel over the bench link in lockstep.
 import sys
 import json
 import _thread
@@ -19,12 +19,15 @@ def main(path):
     link = Link(cfg["bench_port"], topics.base(cfg.get("topic_prefix"), cfg["device_id"]))
     board = sim.Board(cfg, sim.FileStore(cfg["state_dir"]), link)
     agent = Agent(board)
-    if cfg.get("broker"):
+    if cfg.get("broker") or cfg.get("ocpp"):
         # The loops run in threads of their own; this one waits for the board to halt (its
-        # bench link closed, or the control loop died) and then returns, which ends the
-        # process with every thread in it: no orphaned agent goes on answering MQTT.
+        # bench link closed, the control loop died, or a restart was asked for) and then
+        # returns, which ends the process with every thread in it: no orphaned agent goes
+        # on answering MQTT or OCPP.
         _thread.start_new_thread(runner.serve, (agent, board))
         board.halted.acquire()
+        if board.restarting:
+            sys.exit(sim.RESTART_EXIT)  # the bench powers a new one on
     else:
         loop = runner.Lockstep(agent, board)
         link.on_message = loop.on_message

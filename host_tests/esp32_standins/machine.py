@@ -14,6 +14,12 @@ def reset_cause():
     return 1
 
 
+def reset():
+    # The board restarts: here the process ends (it never returns on the ESP32 either).
+    _world.log("reset")
+    raise SystemExit(75)
+
+
 def freq(hz=None):
     if hz is not None:
         _world.log("freq", hz)

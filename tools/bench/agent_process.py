@@ -69,14 +69,20 @@ class AgentProcess:
             self.on_publish(topic, self._read(plen), bool(retain))
 
     def _read(self, n):
-        data = self.rfile.read(n)
+        try:
+            data = self.rfile.read(n)
+        except OSError:  # reset: it closed the link with a tick of ours unread
+            data = b""
         if len(data) != n:
             raise RuntimeError("firmware closed the link (exit %r)" % self.proc.poll())
         return data
 
     def tick(self, inputs):
         """inputs: the board's inputs in the order of sim_link.INPUTS."""
-        self.conn.sendall(b"T" + struct.pack("<%di" % len(INPUTS), *inputs))
+        try:
+            self.conn.sendall(b"T" + struct.pack("<%di" % len(INPUTS), *inputs))
+        except OSError:
+            raise RuntimeError("firmware closed the link (exit %r)" % self.proc.poll())
         self.outputs = self.read_outputs()
         return self.outputs
 
@@ -91,6 +97,13 @@ class AgentProcess:
 
     def factory_reset(self):
         self.conn.sendall(b"F")
+
+    def exit_status(self, wait_s=2):
+        """The process's exit status once it has ended (None if it is still running)."""
+        try:
+            return self.proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            return None
 
     def kill(self):
         if self.proc.poll() is None:

@@ -21,6 +21,7 @@ import time
 import traceback
 
 from .invariants import CAP, Checker, Obs, Violation
+from .ocpp_fuzz import OcppFuzz
 from .rig import InProcessRig, ProcessRig
 
 TICK_MS = 10
@@ -66,11 +67,12 @@ class Step:
 
 
 class Scenario:
-    def __init__(self, seed, install, length_ms, steps):
+    def __init__(self, seed, install, length_ms, steps, ocpp=False):
         self.seed = seed
         self.install = install  # make_rig keywords
         self.length_ms = length_ms
         self.steps = steps  # sorted by t; the index is a step's name for --keep
+        self.ocpp = ocpp  # an OCPP station too, on the in-process rig (ocpp_fuzz.py)
 
     def describe(self):
         i = self.install
@@ -79,7 +81,7 @@ class Scenario:
             ", cable %d A" % i["cable_current"] if i.get("cable_current") else "",
             ", default %s kW" % i["default_kw"] if "default_kw" in i else "",
             ", no meter" if i.get("metered") is False else "",
-            self.length_ms // 1000, len(self.steps))
+            self.length_ms // 1000, len(self.steps)) + (", OCPP" if self.ocpp else "")
 
 
 # -- the generator
@@ -189,7 +191,9 @@ def generate(seed):
     g.action_ids(steps)
     if r.random() < 0.2:
         install["metered"] = False  # a board without a meter: the current is unknown
-    return Scenario(seed, install, length, steps)
+    # From a stream of its own, so a seed's other steps are what they always were.
+    ocpp = random.Random(seed * 7919 + 16).random() < 0.3
+    return Scenario(seed, install, length, steps, ocpp)
 
 
 def _vehicle(g, length):
@@ -343,9 +347,15 @@ def run(scenario, make_rig, interp, keep=None, until=None):
                       inst.get("cable_current"), inst.get("default_kw", 50),
                       inst.get("metered", True))
     rig = make_rig(**inst)
+    ocpp = None
+    if scenario.ocpp and interp == "cpython":  # the station needs the firmware in process
+        ocpp = OcppFuzz(scenario.seed, length)
+        ocpp.attach(rig)
     try:
-        _play(rig, checker, steps, length)
+        _play(rig, checker, steps, length, ocpp)
         checker.finish(rig.bench.t)
+        if ocpp:
+            ocpp.finish(rig.bench.t)
         return rig.bench.t
     except Violation as v:
         v.replay = replay_command(scenario.seed, interp, keep, until)
@@ -360,15 +370,18 @@ def run(scenario, make_rig, interp, keep=None, until=None):
         rig.close()
 
 
-def _play(rig, checker, steps, length):
+def _play(rig, checker, steps, length, ocpp=None):
     bench = rig.bench
-    state = {"powered": True, "seen": 0}
+    state = {"powered": True, "seen": 0, "ocpp": ocpp}
     events = rig.prefix + "events"
     plain_step = rig.step
 
     def step():  # every tick the rig makes, scenario or request, goes through the checker
         plain_step()
-        checker.observe(Obs.of(bench, state["powered"]))
+        obs = Obs.of(bench, state["powered"])
+        checker.observe(obs)
+        if ocpp:
+            ocpp.tick(obs)
         published = rig.published
         while state["seen"] < len(published):
             topic, payload, _ = published[state["seen"]]
@@ -403,11 +416,15 @@ def _apply(rig, checker, state, s, n):
             rig.power_cut()
             state["powered"] = False
             checker.power(False, t)
+            if state["ocpp"]:
+                state["ocpp"].power_cut()
     elif kind == "boot":
         if not state["powered"]:
             rig.boot()
             state["powered"] = True
             checker.power(True, t)
+            if state["ocpp"]:
+                state["ocpp"].attach(rig)
     elif not state["powered"]:
         note[1] += " (not sent: no power)"
     elif kind == "cap":

@@ -21,7 +21,10 @@ from tools.bench.broker import Broker
 from tools.bench.page.server import DEFAULT_PORT, PageServer
 from tools.device import unix32
 from tools.evctl import tls_context
-from tools.paths import BUILDS, ROOT
+from tools.paths import BUILDS, ROOT, cpython_paths
+
+cpython_paths()
+from sim_board import RESTART_EXIT  # noqa: E402
 
 TICK_MS = 10
 READINGS_EVERY_MS = 1000
@@ -43,6 +46,14 @@ def parse(argv):
     p.add_argument("--agent-broker", help="HOST:PORT for the agent only, when it must differ "
                    "from the bench's broker (fault tests: a broker that never answers); "
                    "--ca and --username are then the agent's only")
+    p.add_argument("--ocpp", metavar="ws://HOST:PORT/PATH", help="an OCPP 1.6J central system: "
+                   "the agent speaks OCPP (the charge point id, --device-id, is appended)")
+    p.add_argument("--uplink", choices=("mqtt", "ocpp", "both"),
+                   help="default: ocpp with --ocpp, else mqtt (the bench's own topics stay MQTT)")
+    p.add_argument("--ocpp-password", help="HTTP Basic auth (security profiles 1 and 2)")
+    p.add_argument("--ocpp-ca", help="the CA (DER) that signed a wss:// CSMS's certificate")
+    p.add_argument("--id-tag", help="plug and charge with this idTag (default: wait for "
+                   "RemoteStartTransaction)")
     p.add_argument("--webhook-url")
     p.add_argument("--webhook-secret")
     p.add_argument("--page-port", type=_port, metavar="N",
@@ -69,6 +80,13 @@ def parse(argv):
         p.error("CA file %s not found" % a.ca)
     if a.ca and a.build != "wheel":
         p.error("--ca needs --build wheel: make unix32 is built without TLS")
+    if a.uplink in ("ocpp", "both") and not a.ocpp:
+        p.error("--uplink %s needs --ocpp URL" % a.uplink)
+    if a.ocpp_ca and not os.path.isfile(a.ocpp_ca):
+        p.error("CA file %s not found" % a.ocpp_ca)
+    if a.ocpp and a.build != "wheel":
+        p.error("--ocpp needs --build wheel: make unix32 is built without TLS, and so without "
+                "the hashlib.sha1 of the WebSocket handshake")
     if a.build != "wheel":
         try:
             unix32.build()
@@ -114,6 +132,11 @@ class Sim:
             cfg["ca_file"] = os.path.abspath(a.ca)
         if a.username:
             cfg.update(username=a.username, password=a.password or "")
+        if a.ocpp:
+            cfg["uplink"] = a.uplink or "ocpp"
+            ca = a.ocpp_ca and os.path.abspath(a.ocpp_ca)
+            cfg["ocpp"] = {k: v for k, v in (("url", a.ocpp), ("password", a.ocpp_password),
+                                              ("ca_file", ca), ("id_tag", a.id_tag)) if v}
         return cfg
 
     def start(self, before_power_on=None):
@@ -209,6 +232,11 @@ class Sim:
             try:
                 b.drive_outputs(*self.agent.tick(b.board_inputs()))
             except RuntimeError as e:
+                if self.agent.exit_status() == RESTART_EXIT:  # it asked for a restart (Reset)
+                    say("sim: agent restarting")
+                    self._power_off()
+                    self._power_on()
+                    return
                 say("sim: agent died: %s" % e)
                 self._power_off()
         r = b.readings()

@@ -113,10 +113,14 @@ def load_config(path, board):
 
 
 def named_files(cfg, config_path):
-    """{path on the board: file here} for every `*_file` key: found beside the config."""
+    """{path on the board: file here} for every `*_file` key (at the top or in a block such as
+    `ocpp`): found beside the config."""
     files = {}
     here = os.path.dirname(os.path.abspath(config_path))
-    for key, value in sorted(cfg.items()):
+    keys = [(k, v) for k, v in cfg.items() if not isinstance(v, dict)] + [
+        ("%s.%s" % (k, sub), v) for k, block in cfg.items() if isinstance(block, dict)
+        for sub, v in block.items()]
+    for key, value in sorted(keys):
         if not key.endswith("_file") or value in (None, ""):
             continue
         rel = value.lstrip("/") if isinstance(value, str) else ""

@@ -405,6 +405,44 @@ def memory_rows(mem, hours, search_hours):
     return rows
 
 
+def ocpp_memory(state_dir, seconds=25):
+    """The OCPP uplink's heap (probes/ocpp_probe.py) through a session a central system
+    drives: a daily profile of 24 periods, a ChargePointMaxProfile, every configuration
+    key, a day's composite schedule, meter values every second."""
+    from ocpp.v16 import call
+    from tools.bench.csms import Csms
+    csms = Csms(interval=10).start()
+    try:
+        proc = subprocess.Popen(
+            ["micropython", "-X", "heapsize=256K",
+             os.path.join(ROOT, "tools", "measure", "probes", "ocpp_probe.py"), csms.url,
+             state_dir, str(seconds)], env=ENV, stdout=subprocess.PIPE, text=True)
+        csms.wait(lambda: csms.cp and csms.actions("BootNotification"), 30)
+        csms.call(call.ChangeConfiguration(key="MeterValueSampleInterval", value="1"))
+        day = {"chargingRateUnit": "A", "startSchedule": "2026-11-24T00:00:00Z",
+               "chargingSchedulePeriod": [{"startPeriod": h * 3600, "limit": 6 + h}
+                                          for h in range(24)]}
+        for connector, purpose, pid, schedule in (
+                (1, "TxDefaultProfile", 1, day),
+                (0, "ChargePointMaxProfile", 2, {"chargingRateUnit": "W",
+                                                 "chargingSchedulePeriod": [
+                                                     {"startPeriod": 0, "limit": 7400}]})):
+            profile = {"chargingProfileId": pid, "stackLevel": 0,
+                       "chargingProfilePurpose": purpose, "chargingProfileKind": "Absolute",
+                       "chargingSchedule": schedule}
+            if pid == 1:
+                profile.update(chargingProfileKind="Recurring", recurrencyKind="Daily")
+            csms.call(call.SetChargingProfile(connector_id=connector,
+                                              cs_charging_profiles=profile))
+        csms.wait(lambda: csms.actions("StartTransaction"), 20)
+        csms.call(call.GetConfiguration())
+        csms.call(call.GetCompositeSchedule(connector_id=1, duration=86400))
+        out, _ = proc.communicate(timeout=seconds + 60)
+    finally:
+        csms.close()
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def footprint():
     """(agent and board, micropython-lib) bytes of .mpy in the ESP32 deploy tree."""
     libs = {os.path.splitext(e.target)[0] + ".mpy" for e in manifest.files(AGENT_MANIFEST)
@@ -473,6 +511,8 @@ def main(argv=None):
         print("bench: flash writes ...", flush=True)
         writes, changes = flash_writes(1000, sub("flash"))
         mem = memory(broker, a.hours, a.search_hours)
+        print("bench: OCPP uplink heap ...", flush=True)
+        ocpp = ocpp_memory(sub("ocpp"))
     finally:
         broker.stop()
     cp_speed = cpython_speed(sub("cpython"))
@@ -513,6 +553,11 @@ def main(argv=None):
         ("flash writes per 1000 cap writes, 100 ms apart", "%d (%d real changes)"
          % (writes, changes), "target: at most the changes (raises are written once they "
          "hold 5 s, so a flapping cap costs less)"),
+        ("heap: OCPP uplink (64-bit wheel, .mpy in heap)",
+         "+%.1f KB imported and built; agent with OCPP %.1f KB live, %.1f KB peak in a session"
+         % (ocpp["ocpp_built"] / 1024, ocpp["peak_live"] / 1024, ocpp["peak_alloc"] / 1024),
+         "the agent alone %.1f KB; an ESP32 heap starts at 56 KB (docs/ocpp.md: memory)"
+         % (ocpp["agent"] / 1024)),
         ("flash footprint (.mpy of make deploy)", "%.1f KB agent and board, %.1f KB "
          "micropython-lib" % (ours / 1024, theirs / 1024), "target < 64 KB; the v1.28.0 "
          "image freezes the same micropython-lib (imported first)"),
@@ -543,7 +588,7 @@ def main(argv=None):
         json.dump({"machine": info, "rows": rows, "raw": {
             "rtt_ms": rtt, "cap_ms": cap_ms, "limit_ms": limit_ms, "expiry_ms": expiry,
             "ack_ms": ack_ms, "done_ms": done_ms,
-            "unplug_ms": unplug, "c_to_b_ms": c_to_b, "memory": mem,
+            "unplug_ms": unplug, "c_to_b_ms": c_to_b, "memory": mem, "ocpp": ocpp,
             "flash_writes": writes, "flash_changes": changes,
             "footprint_bytes": [ours, theirs], "site_day": site}}, f, indent=1)
     print("\nwritten to %s" % os.path.relpath(a.out, ROOT))
