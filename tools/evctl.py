@@ -32,6 +32,7 @@ import time
 import paho.mqtt.client as mqtt
 
 from tools.bench.bench import EV_FIELDS, FAULTS
+import topics  # noqa: E402  (the firmware's; tools.bench.bench put it on the path)
 
 REFUSED, USAGE, UNREACHABLE = 1, 2, 3
 BENCH_ANSWER_S = 1.5  # the bench publishes readings at once after a bench message
@@ -51,11 +52,11 @@ def tls_context(ca_file):
 class Charger:
     """An MQTT client for one charger's topics and its bench's (tests use it too)."""
 
-    def __init__(self, broker, device_id="charger-1", prefix="ev-charger", timeout=10.0,
+    def __init__(self, broker, device_id="charger-1", prefix=topics.PREFIX, timeout=10.0,
                  ca=None, username=None, password=None):
         self.address = broker
         self.device_id = device_id
-        self.base = "%s/%s/" % (prefix, device_id)
+        self.base = topics.base(prefix, device_id)
         self.bench = "bench/%s/" % device_id
         self.cond = threading.Condition()
         self.replies = {}
@@ -260,7 +261,7 @@ def parse(argv):
                         % (", now %s" % env_broker if env_broker else ""))
     common.add_argument("--device-id", default=argparse.SUPPRESS,
                         help="default $EVSE_DEVICE or charger-1")
-    common.add_argument("--prefix", default=argparse.SUPPRESS, help="default ev-charger")
+    common.add_argument("--prefix", default=argparse.SUPPRESS, help="default " + topics.PREFIX)
     common.add_argument("--timeout", type=float, default=argparse.SUPPRESS,
                         help="seconds to wait for a reply (default 10)")
     common.add_argument("--ca", default=argparse.SUPPRESS,
@@ -300,7 +301,7 @@ def parse(argv):
     except ValueError:
         p.error("EVSE_BROKER=%r is not HOST:PORT" % a.broker)
     a.device_id = getattr(a, "device_id", None) or os.environ.get("EVSE_DEVICE") or "charger-1"
-    a.prefix = getattr(a, "prefix", None) or "ev-charger"
+    a.prefix = getattr(a, "prefix", None) or topics.PREFIX
     a.timeout = getattr(a, "timeout", None) or 10.0
     for key in ("ca", "username", "password"):
         setattr(a, key, getattr(a, key, None))

@@ -22,9 +22,8 @@ import traceback
 
 from .invariants import CAP, Checker, Obs, Violation
 from .ocpp_fuzz import OcppFuzz
-from .rig import InProcessRig, ProcessRig
+from .rig import TICK_MS, InProcessRig, ProcessRig
 
-TICK_MS = 10
 DRAIN_MS = 15000  # quiet end: every action ends within 12 s of its start or restart
 INTERPRETERS = ("cpython", "micropython")
 FAULTS = {"pilot_short": 3, "diode_short": 2, "overcurrent": 3, "contactor_stuck_open": 1,

@@ -14,9 +14,9 @@ import functools
 import math
 from fractions import Fraction
 
+from .rig import TICK_MS
 from .vehicle import offered_amps
 
-TICK_MS = 10
 OPEN_MS = 100  # contactor drive released after A, E, F, a diode fault, C->B or D
 PAUSE_FORCE_MS = 6000  # a pause opens under load at the latest after 6 s ...
 PAUSE_FORCE_SLACK_MS = TICK_MS  # ... plus the tick that acts on it

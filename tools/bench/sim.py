@@ -24,9 +24,10 @@ from tools.evctl import tls_context
 from tools.paths import BUILDS, ROOT, cpython_paths
 
 cpython_paths()
-from sim_board import RESTART_EXIT  # noqa: E402
+import topics  # noqa: E402
+from sim_board import RESTART_EXIT, Board  # noqa: E402
 
-TICK_MS = 10
+TICK_MS = Board.TICK_MS
 READINGS_EVERY_MS = 1000
 
 
@@ -42,7 +43,7 @@ def parse(argv):
     p.add_argument("--max-current", type=int, default=32)
     p.add_argument("--default-kw", type=float,
                    help="default_max_charge_rate: the cap after a factory reset (default 50)")
-    p.add_argument("--prefix", default="ev-charger", help="topic prefix of the agent")
+    p.add_argument("--prefix", default=topics.PREFIX, help="topic prefix of the agent")
     p.add_argument("--agent-broker", help="HOST:PORT for the agent only, when it must differ "
                    "from the bench's broker (fault tests: a broker that never answers); "
                    "--ca and --username are then the agent's only")

@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 
 from tools.bench.broker import Broker
 from tools.bench.page.server import PageServer
-from tools.bench.sim import Sim, next_steps, say
+from tools.bench.sim import TICK_MS, Sim, next_steps, say
 from tools.bench.site import METER_PERIOD_MS, Schedule, Site, bench_topic, default_lines, load_day
 from tools.bench.site_rig import offered
 from tools.paths import cpython_paths
@@ -28,7 +28,6 @@ from tools.paths import cpython_paths
 cpython_paths()
 import config as firmware_config  # noqa: E402  (the firmware's own checks of a config)
 
-TICK_MS = 10
 MAX_CHARGERS = 12
 
 

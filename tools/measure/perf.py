@@ -413,10 +413,11 @@ def ocpp_memory(state_dir, seconds=25):
     from tools.bench.csms import Csms
     csms = Csms(interval=10).start()
     try:
+        exe, env = micropython("wheel")
         proc = subprocess.Popen(
-            ["micropython", "-X", "heapsize=256K",
-             os.path.join(ROOT, "tools", "measure", "probes", "ocpp_probe.py"), csms.url,
-             state_dir, str(seconds)], env=ENV, stdout=subprocess.PIPE, text=True)
+            exe + ["-X", "heapsize=256K",
+                   os.path.join(ROOT, "tools", "measure", "probes", "ocpp_probe.py"), csms.url,
+                   state_dir, str(seconds)], env=env, stdout=subprocess.PIPE, text=True)
         csms.wait(lambda: csms.cp and csms.actions("BootNotification"), 30)
         csms.call(call.ChangeConfiguration(key="MeterValueSampleInterval", value="1"))
         day = {"chargingRateUnit": "A", "startSchedule": "2026-11-24T00:00:00Z",

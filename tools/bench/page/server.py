@@ -24,7 +24,8 @@ import paho.mqtt.client as mqtt
 
 from tools.bench.bench import EV_FIELDS, FAULTS  # (also puts the firmware on the path)
 from tools.evctl import BENCH_ANSWER_S
-from topics import REQUESTS as AGENT_REQUESTS  # the agent's request topics, defined there
+import topics  # the agent's topics, defined there
+from topics import REQUESTS as AGENT_REQUESTS
 
 DEFAULT_PORT = 8377
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -140,7 +141,7 @@ def check_bench(name, body):
 
 
 class PageServer:
-    def __init__(self, broker, devices, prefix="ev-charger", port=None):
+    def __init__(self, broker, devices, prefix=topics.PREFIX, port=None):
         """port None: DEFAULT_PORT, or a free one when that is taken (a second make sim)."""
         self.broker = broker
         self.prefix = prefix
@@ -207,7 +208,7 @@ class PageServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         mids = set()
         for d in self.chargers:
-            base = "%s/%s/" % (self.prefix, d)
+            base = topics.base(self.prefix, d)
             for name in ("state", "events", "responses", "availability"):
                 mids.add(client.subscribe(base + name, qos=1)[1])
             mids.add(client.subscribe("bench/%s/readings" % d)[1])
