@@ -6,6 +6,7 @@
 # are answered and acted on like any other request).
 import gc
 import json
+from actions import STRATEGY
 from control import STATUS_NAMES
 
 # (object, component, name, device_class, unit, state_class, category, value template)
@@ -37,7 +38,7 @@ _RID = '"requestId":"ha-{{ now().timestamp() }}"'
 _COMMANDS = {
     "charging": ("~/commands", '{' + _RID + ',"action":{"command":'
                  '"{{ \'charge\' if value == \'ON\' else \'idle\' }}"},'
-                 '"onConflict":"cancel_and_replace"}'),
+                 '"onConflict":"' + STRATEGY + '"}'),
     "max_charge_rate": ("~/settings", '{' + _RID + ',"settings":{"max_charge_rate":'
                         '{"value":{{ value }},"unit":"kw"}}}'),
     "failsafe_charge_rate": ("~/settings", '{' + _RID + ',"settings":{"failsafe_charge_rate":'

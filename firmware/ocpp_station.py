@@ -21,6 +21,7 @@ import persist as ps
 import record
 import settings as st
 import slot as sl
+from actions import STRATEGY
 from ocpp_config import Config
 import ocpp_profiles as pf
 
@@ -214,7 +215,7 @@ class Station:
         self._stop(reason, now)
         self.finishing = True
         if self.control.session_active:
-            self.agent.actions.submit(sl.IDLE, None, "cancel_and_replace", now)
+            self.agent.actions.submit(sl.IDLE, None, STRATEGY, now)
         return True
 
     def _stop(self, reason, now):
@@ -236,7 +237,7 @@ class Station:
             profile.tx = n
             self.profiles.add(profile)
         if self.control.paused:
-            self.agent.actions.submit(sl.CHARGE, None, "cancel_and_replace", now)
+            self.agent.actions.submit(sl.CHARGE, None, STRATEGY, now)
 
     def remote_start(self, tag, profile, now):
         timeout = self.config.number("ConnectionTimeOut") * 1000

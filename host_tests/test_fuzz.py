@@ -14,6 +14,7 @@ import pytest
 from tools.bench import fuzz
 from tools.bench import invariants as inv
 from tools.bench.invariants import Checker, Obs, Violation
+from tools.bench.rig import sim_board
 
 # Seeds per interpreter: the micropython rig pays a socket round trip per tick and a
 # process start per power cut, so it plays fewer (make fuzz plays many more of both).
@@ -119,7 +120,7 @@ def test_a_failing_run_names_the_invariant_history_and_replay(tmp_path):
 
 
 # -- the checker, on made-up bench histories
-FULL = 10000
+FULL = sim_board.Board.PWM_FULL
 X1, F = FULL, 0
 D32 = 5333  # 53.33 %: 32 A
 
