@@ -69,6 +69,8 @@ def sim(tmp_path_factory, mpy_dir):
     (["--broker", "127.0.0.1:1883", "power", "of"], ["invalid choice: 'of'"]),
     (["--broker", "127.0.0.1:1883", "fault", "bogus"], ["invalid choice: 'bogus'"]),
     (["--broker", "127.0.0.1:1883", "boost"], ["invalid choice: 'boost'"]),
+    (["--broker", "127.0.0.1:1883", "limit", "lots"], ["'lots' is not a limit"]),
+    (["--broker", "127.0.0.1:1883", "limit", "10", "--ttl", "soon"], ["invalid int value"]),
 ])
 def test_a_bad_argument_is_one_line_and_status_2(args, words):
     one_error(evctl(*args), 2, *words)
@@ -141,6 +143,26 @@ def test_drive_the_bench_and_the_charger(sim):
     assert r.returncode == 0 and r.stdout.startswith("charge: acknowledged"), r.stderr
     r = evctl("fault", "none", broker=sim)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_dynamic_limit_from_the_cli(sim):
+    r = evctl("limit", "10", "--ttl", "90", broker=sim)
+    assert r.returncode == 0 and r.stdout.startswith("limit: 10 A until 20"), r.stdout + r.stderr
+    c = Charger(sim)
+    try:
+        read = c.read()
+        assert read["state"]["limits"]["dynamic"]["source"] == "evctl"
+        assert read["state"]["limits"]["dynamic"]["value"] == 10
+    finally:
+        c.close()
+    one_error(evctl("limit", "10", "--ttl", "4000", broker=sim), 1, "422")
+    r = evctl("limit", "clear", broker=sim)
+    assert r.returncode == 0 and r.stdout.strip() == "limit: cleared", r.stdout + r.stderr
+    c = Charger(sim)
+    try:
+        assert c.read()["state"]["limits"]["dynamic"] is None
+    finally:
+        c.close()
 
 
 def test_the_venv_command_works_outside_the_repository(sim, tmp_path):

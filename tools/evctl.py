@@ -3,6 +3,8 @@
   evctl status                     # one screen: status, power, cap and limits, last action
   evctl read                       # the device read, as JSON
   evctl cap 7.4                    # write max_charge_rate (kW)
+  evctl limit 10 [--kw] [--ttl 60] # a dynamic limit (A per phase, or kW) for ttl seconds
+  evctl limit clear                # back to the other ceilings
   evctl charge | idle [--replace] [--action-id ID]
   evctl watch [--raw]              # one line per change (--raw: every message as it comes)
   evctl ev connected=true request=true maxCurrent=16     # the simulated vehicle (make sim)
@@ -232,6 +234,19 @@ def _kw(text):
     return value
 
 
+def _limit_value(text):
+    if text == "clear":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError("%r is not a limit (amps, kW with --kw, or clear)"
+                                         % text)
+    return value
+
+
 def _ev_field(text):
     name, sep, raw = text.partition("=")
     if not sep:
@@ -278,6 +293,13 @@ def parse(argv):
     add("read", "the device read, as JSON")
     c = add("cap", "write max_charge_rate, the persistent power ceiling (kW)")
     c.add_argument("kw", type=_kw, metavar="KW")
+    c = add("limit", "set a dynamic limit (volatile; the failsafe when its ttl runs out) "
+                     "or clear it")
+    c.add_argument("value", type=_limit_value, metavar="A|clear",
+                   help="amps per phase (kW with --kw), or clear")
+    c.add_argument("--kw", action="store_true", help="the value is in kW")
+    c.add_argument("--ttl", type=int, default=60, help="seconds it lasts unless renewed "
+                   "(1-3600, default 60)")
     for name in ("charge", "idle"):
         c = add(name, "the %s command" % name)
         c.add_argument("--replace", action="store_true",
@@ -375,6 +397,23 @@ def _run_cap(c, a):
     return 0
 
 
+def _run_limit(c, a):
+    if a.value == "clear":
+        body = {"limit": None}
+    else:
+        body = {"limit": {"value": a.value, "unit": "kw" if a.kw else "a"}, "ttl": a.ttl,
+                "source": "evctl"}
+    reply = _reply(c, a, "limit", body)
+    if not reply.get("success"):
+        return REFUSED
+    if a.value == "clear":
+        print("limit: cleared")
+    else:
+        print("limit: %s %s until %s (renew to keep it; then the failsafe)" % (
+            _num(a.value), "kW" if a.kw else "A", (reply.get("data") or {}).get("expiresAt")))
+    return 0
+
+
 def _run_command(c, a):
     extra = {}
     if a.replace:
@@ -432,7 +471,7 @@ def _run_watch(c, a):
         time.sleep(1)
 
 
-RUN = {"read": _run_read, "cap": _run_cap, "charge": _run_command, "idle": _run_command,
+RUN = {"read": _run_read, "cap": _run_cap, "limit": _run_limit, "charge": _run_command, "idle": _run_command,
        "ev": _run_bench, "fault": _run_bench, "power": _run_bench, "status": _run_status,
        "watch": _run_watch}
 
