@@ -48,3 +48,10 @@ def test_a_minute_of_flood_costs_less_than_a_day():
 
 def test_renewals_never_write():
     assert wear.renewals(n=200) == 0
+
+
+def test_commands_cost_two_journal_writes_each():
+    # 10 idle/charge commands, each replacing the last; the uplink publishes their events,
+    # so none is refused (the run asserts every reply succeeded).
+    r = wear.commands(per_day=20, days=0.5)
+    assert r["writes"] == 2 * 10, r
