@@ -170,9 +170,10 @@ class SiteSim:
         except (OSError, ValueError) as e:
             raise OSError("cannot reach the broker at %s: %s" % (self.address, e))
         self.client.loop_start()
-        if a.page_port != 0:  # one page, a tab per charger; before they boot, to see it
+        if a.page_port != 0:  # one page: the site and a tab per charger; before they boot
             ids = ["charger-%d" % (k + 1) for k in range(a.chargers)]
-            self.page = PageServer(self.address, ids, a.prefix, a.page_port).start()
+            self.page = PageServer(self.address, ids, a.prefix, a.page_port,
+                                   site=(self.site.id, self.site.phases)).start()
             say("sim: page %s (the live bench: watch and drive it in a browser)"
                 % self.page.url)
         base = int(time.time() * 1000)

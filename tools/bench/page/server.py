@@ -6,6 +6,8 @@ to draw at once (the latest of each, the recent events, the last minutes of samp
 pushes every change to the open pages as server-sent events. A control on the page is a POST
 that this server turns into an MQTT request with a requestId of its own, answered with the
 charger's matching reply (or, for the bench topics, with the bench's next readings).
+With a site (site.py), it also keeps the site bench's readings and drives its household and
+meter, answered with the readings that show the change.
 
 It never touches the bench or its lock: everything goes through the broker, so the real-time
 loop next to it pays only for the CPU its threads use (make bench measures it).
@@ -23,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import paho.mqtt.client as mqtt
 
 from tools.bench.bench import EV_FIELDS, FAULTS  # (also puts the firmware on the path)
+from tools.bench.page import site as site_view
 from tools.evctl import BENCH_ANSWER_S
 import topics  # the agent's topics, defined there
 from topics import REQUESTS as AGENT_REQUESTS
@@ -31,6 +34,7 @@ DEFAULT_PORT = 8377
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 FILES = {"/": ("index.html", "text/html; charset=utf-8"),
          "/page.js": ("page.js", "text/javascript; charset=utf-8"),
+         "/site.js": ("site.js", "text/javascript; charset=utf-8"),
          "/page.css": ("page.css", "text/css; charset=utf-8")}
 # The browser itself refuses anything from elsewhere: the page works offline or not at all.
 CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'"
@@ -141,12 +145,14 @@ def check_bench(name, body):
 
 
 class PageServer:
-    def __init__(self, broker, devices, prefix=topics.PREFIX, port=None):
-        """port None: DEFAULT_PORT, or a free one when that is taken (a second make sim)."""
+    def __init__(self, broker, devices, prefix=topics.PREFIX, port=None, site=None):
+        """port None: DEFAULT_PORT, or a free one when that is taken (a second make sim).
+        site: (site id, phases) of a site bench the chargers are behind, or None."""
         self.broker = broker
         self.prefix = prefix
         self.port = port
         self.chargers = {d: Charger(d) for d in devices}
+        self.site = site_view.SiteView(*site, history_s=HISTORY_S) if site else None
         self.lock = threading.Condition()  # this server's own; never the bench's
         self.clients = set()
         self.pending = {}
@@ -212,6 +218,8 @@ class PageServer:
             for name in ("state", "events", "responses", "availability"):
                 mids.add(client.subscribe(base + name, qos=1)[1])
             mids.add(client.subscribe("bench/%s/readings" % d)[1])
+        if self.site:
+            mids.add(client.subscribe(self.site.topic("readings"))[1])
         with self.lock:
             self._unacked = mids
 
@@ -221,6 +229,8 @@ class PageServer:
             self.lock.notify_all()
 
     def _on_message(self, client, userdata, msg):
+        if self.site and msg.topic == self.site.topic("readings"):
+            return self._on_site(msg.payload)
         device, kind = self._route(msg.topic)
         if device is None:
             return
@@ -258,6 +268,18 @@ class PageServer:
                 push["sample"] = self._sample(c)
                 self.lock.notify_all()
             self._broadcast(push)
+
+    def _on_site(self, payload):
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            return
+        with self.lock:
+            sample = self.site.take(body) if isinstance(body, dict) else None
+            if sample is None:
+                return  # not the site bench's readings: nothing to draw
+            self.lock.notify_all()
+            self._broadcast({"type": "site", "body": body, "sample": sample})
 
     def _route(self, topic):
         parts = topic.split("/")
@@ -298,7 +320,8 @@ class PageServer:
                 "type": "hello", "now": int(time.time() * 1000), "broker": self.broker,
                 "prefix": self.prefix, "devices": list(self.chargers),
                 "faults": list(FAULTS), "evFields": list(EV_FIELDS),
-                "chargers": {d: c.snapshot() for d, c in self.chargers.items()}}))
+                "chargers": {d: c.snapshot() for d, c in self.chargers.items()},
+                "site": self.site.snapshot() if self.site else None}))
             self.clients.add(q)
         return q
 
@@ -334,6 +357,26 @@ class PageServer:
         reply = slot[0]
         return {"ok": bool(reply.get("success")), "message": describe(kind, reply),
                 "reply": reply}
+
+    def site_request(self, name, body):
+        """A page's household or meter control; the answer shows what the next readings say."""
+        if self.site is None:
+            return {"ok": False, "message": "no site on this bench (make sim --site-fuse A)"}
+        error = site_view.check(self.site, name, body)
+        if error:
+            return {"ok": False, "message": error}
+        took = site_view.took(name, body)
+        self.client.publish(self.site.topic(name), json.dumps(body), qos=1)
+        with self.lock:
+            # The readings already on their way may predate the change: wait for one that
+            # shows it, so an answer is never a guess.
+            if not self.lock.wait_for(lambda: self.site.readings and took(self.site.readings),
+                                      site_view.ANSWER_S):
+                return {"ok": False, "message": "the site bench %s did not take it within "
+                        "%g s" % (self.site.id, site_view.ANSWER_S)}
+            readings = self.site.readings
+        return {"ok": True, "message": site_view.describe(name, readings),
+                "readings": readings}
 
     def _bench(self, c, name, body):
         error = check_bench(name, body)
@@ -407,8 +450,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         if not self._local():
             return self._json(403, {"ok": False, "message": "not a local page"})
-        parts = self.path.split("/")  # /api/{device}/{kind}
-        if len(parts) != 4 or parts[1] != "api" or parts[3] not in AGENT_REQUESTS + BENCH_REQUESTS:
+        parts = self.path.split("/")  # /api/{device}/{kind} or /api/site/{household|meter}
+        site = len(parts) == 4 and parts[2] == "site" and parts[3] in site_view.SITE_REQUESTS
+        if len(parts) != 4 or parts[1] != "api" or not (
+                site or parts[3] in AGENT_REQUESTS + BENCH_REQUESTS):
             return self._json(404, {"ok": False, "message": "no such request"})
         # JSON only: a form another site posts cannot have this type without asking first.
         if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
@@ -425,7 +470,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         if not isinstance(body, dict):
             return self._json(400, {"ok": False, "message": "the body must be a JSON object"})
-        self._json(200, self.page.request(parts[2], parts[3], body))
+        self._json(200, self.page.site_request(parts[3], body) if site
+                   else self.page.request(parts[2], parts[3], body))
 
     def _stream(self):
         q = self.page.hello()

@@ -1,11 +1,12 @@
 // The live bench page (docs/bench.md, "The page"): plain browser features, nothing fetched
 // from elsewhere. Everything arrives pushed on /events (server-sent events): a "hello" with
 // the whole picture, then each change; a control POSTs to /api/{charger}/{topic} and shows
-// the answer the page's server got back from the charger or the bench.
+// the answer the page's server got back from the charger or the bench. With a site, site.js
+// (loaded first) adds the site's own view.
 "use strict";
 
 const SERIES = [  // the plot, in A per phase; the right axis reads the same lines in kW
-  {key: "current", label: "measured", color: "#2563eb", width: 2.5},
+  {key: "current", label: "measured", color: "#2563eb", width: 2.5, fill: true},
   {key: "offered", label: "offered", color: "#1f8a4c", width: 1.5},
   {key: "cap", label: "cap", color: "#e67e22", width: 2, dash: [7, 4]},
   {key: "dynamic", label: "dynamic limit", color: "#8e44ad", width: 2, dash: [7, 4]},
@@ -15,8 +16,9 @@ const SERIES = [  // the plot, in A per phase; the right axis reads the same lin
 ];
 const EVENTS_SHOWN = 50;
 
+const HISTORY_MS = 10 * 60000;  // what the server keeps, and so the longest window
 const view = {chargers: {}, devices: [], selected: null, offset: 0, windowS: 300, faults: [],
-              live: false};
+              live: false, site: null, showSite: false};
 const $ = (id) => document.getElementById(id);
 
 // -- receiving
@@ -41,9 +43,22 @@ function receive(msg) {
       const ch = view.chargers[id];
       ch.log = ch.events.map(logEntry);  // the server's events, in the order they came
     }
-    if (!view.devices.includes(view.selected)) view.selected = view.devices[0];
+    if (!view.devices.includes(view.selected)) {
+      view.selected = view.devices[0];
+      view.showSite = !!msg.site;  // a site bench opens on the whole site
+    }
+    view.site = msg.site;
+    if (!view.site) view.showSite = false;
+    buildSite();
     buildTabs();
     buildFaults();
+    redraw();
+    return;
+  }
+  if (msg.type === "site") {
+    if (!view.site) return;
+    view.site.readings = msg.body;
+    keepRecent(view.site.history, msg.sample);
     redraw();
     return;
   }
@@ -51,9 +66,7 @@ function receive(msg) {
   if (!ch) return;
   if (msg.type === "readings") {
     ch.readings = msg.body;
-    ch.history.push(msg.sample);
-    const keep = msg.sample.t - 10 * 60000;
-    while (ch.history.length && ch.history[0].t < keep) ch.history.shift();
+    keepRecent(ch.history, msg.sample);
   } else if (msg.type === "state") {
     ch.state = msg.body;
   } else if (msg.type === "events") {
@@ -67,6 +80,11 @@ function receive(msg) {
   }
   if (ch.log.length > EVENTS_SHOWN) ch.log.splice(0, ch.log.length - EVENTS_SHOWN);
   redraw();
+}
+
+function keepRecent(history, sample) {
+  history.push(sample);
+  while (history.length && history[0].t < sample.t - HISTORY_MS) history.shift();
 }
 
 function logEntry(e) {
@@ -99,6 +117,10 @@ function redraw() {
 }
 
 function render() {
+  $("site-view").hidden = !view.showSite;
+  $("charger-view").hidden = view.showSite;
+  renderTabs();
+  if (view.showSite) return renderSite();
   const ch = view.chargers[view.selected];
   if (!ch) return;
   renderStatus(ch);
@@ -106,7 +128,6 @@ function render() {
   drawPlot($("plot"), ch);
   renderLegend(ch);
   renderLog(ch);
-  renderTabs();
 }
 
 function fmt(x, digits = 2) {
@@ -277,9 +298,11 @@ function drawPlot(canvas, ch) {
 }
 
 // Samples ({t, on, and a number per series key}) as steps over the chosen window, in A with
-// the same lines in kW on the right (aPerKw, if known). The first series is filled: the
-// measured one, with the ceilings drawn over it. on: false draws a grey band (offline).
-function drawTimeline(canvas, history, series, maxA, aPerKw) {
+// the same lines in kW on the right (aPerKw, if known). A series with fill: true is filled
+// (a measured current, with the ceilings drawn over it). on: false draws a grey band, named
+// offLabel (a charger offline; for a site, its meter silent). The canvas's data-axis says
+// where a value lands, so a test can read the drawn lines back.
+function drawTimeline(canvas, history, series, maxA, aPerKw, offLabel = "offline") {
   const [g, w, h] = sizeCanvas(canvas);
   g.clearRect(0, 0, w, h);
   const left = 46, right = w - 56, top = 10, bottom = h - 22;
@@ -299,7 +322,7 @@ function drawTimeline(canvas, history, series, maxA, aPerKw) {
     g.fillStyle = "#dfe3ea";
     g.fillRect(x0, top, x1 - x0, bottom - top);
     g.fillStyle = "#687385";
-    if (x1 - x0 > 44) g.fillText("offline", x0 + 4, top + 12);
+    if (x1 - x0 > 8 + g.measureText(offLabel).width) g.fillText(offLabel, x0 + 4, top + 12);
     i = j;
   }
   const stepA = niceStep(maxA, 5);
@@ -327,17 +350,18 @@ function drawTimeline(canvas, history, series, maxA, aPerKw) {
   }
   g.save();
   g.beginPath(); g.rect(left, top - 2, right - left, bottom - top + 4); g.clip();
-  const base = series[0];
-  g.fillStyle = base.color + "1a";  // 10 % of its colour
-  g.beginPath();
-  g.moveTo(x(samples.length ? samples[0].t : end), y(0));
-  for (let i = 0; i < samples.length; i++) {
-    const v = samples[i][base.key] || 0;
-    g.lineTo(x(samples[i].t), y(v));
-    g.lineTo(x(i + 1 < samples.length ? samples[i + 1].t : end), y(v));
+  for (const base of series.filter((s) => s.fill)) {
+    g.fillStyle = base.color + "1a";  // 10 % of its colour
+    g.beginPath();
+    g.moveTo(x(samples.length ? samples[0].t : end), y(0));
+    for (let i = 0; i < samples.length; i++) {
+      const v = samples[i][base.key] || 0;
+      g.lineTo(x(samples[i].t), y(v));
+      g.lineTo(x(i + 1 < samples.length ? samples[i + 1].t : end), y(v));
+    }
+    g.lineTo(x(end), y(0));
+    g.fill();
   }
-  g.lineTo(x(end), y(0));
-  g.fill();
   for (const s of series) {
     g.strokeStyle = s.color;
     g.lineWidth = s.width;
@@ -357,6 +381,8 @@ function drawTimeline(canvas, history, series, maxA, aPerKw) {
   g.restore();
   g.setLineDash([]);
   canvas.dataset.points = samples.length;
+  canvas.dataset.axis = JSON.stringify({left, right, top, bottom, maxA,
+                                        ratio: window.devicePixelRatio || 1});
 }
 
 function renderLegend(ch) {
@@ -379,8 +405,12 @@ function renderLegend(ch) {
     site: limits.site ? amps(limits.site.share) + (limits.site.fallback ? ", meter silent: fallback" : "") : "no site",
     maxCurrent: amps(last.maxCurrent),
   };
-  const ul = $("legend");
-  ul.replaceChildren(...SERIES.map((ser) => {
+  fillLegend($("legend"), SERIES, text);
+}
+
+// Each series' line as drawn, its label and its present value (text: {key: value}).
+function fillLegend(ul, series, text) {
+  ul.replaceChildren(...series.map((ser) => {
     const li = document.createElement("li");
     const mark = document.createElement("i");
     mark.style.borderColor = ser.color;
@@ -406,37 +436,54 @@ function renderLog(ch) {
   if (!ch.log.length) ol.textContent = "no events yet";
 }
 
-// -- several chargers: one tab each (a site bench)
+// -- several chargers: one tab each, after the site's (a site bench)
 
 function buildTabs() {
   const nav = $("chargers");
-  nav.hidden = view.devices.length < 2;
-  nav.replaceChildren(...view.devices.map((id) => {
+  nav.hidden = view.devices.length < 2 && !view.site;
+  const tab = (label, show) => {
     const b = document.createElement("button");
     b.type = "button";
-    b.dataset.device = id;
     const dot = document.createElement("span");
     dot.className = "dot";
-    b.append(dot, id);
-    b.addEventListener("click", () => { view.selected = id; redraw(); });
+    b.append(dot, label);
+    b.addEventListener("click", () => { show(); redraw(); });
     return b;
-  }));
+  };
+  const tabs = view.devices.map((id) => {
+    const b = tab(id, () => { view.selected = id; view.showSite = false; });
+    b.dataset.device = id;
+    return b;
+  });
+  if (view.site) {
+    const b = tab("site " + view.site.id, () => { view.showSite = true; });
+    b.dataset.site = view.site.id;
+    tabs.unshift(b);
+  }
+  nav.replaceChildren(...tabs);
 }
 
 function renderTabs() {
   for (const b of $("chargers").querySelectorAll("button")) {
-    b.setAttribute("aria-current", String(b.dataset.device === view.selected));
-    b.firstChild.className = "dot " + (view.chargers[b.dataset.device].availability || "");
+    const current = b.dataset.site ? view.showSite
+      : !view.showSite && b.dataset.device === view.selected;
+    b.setAttribute("aria-current", String(current));
+    b.firstChild.className = "dot " + (b.dataset.site ? meterState()
+      : view.chargers[b.dataset.device].availability || "");
   }
 }
 
 // -- controls
 
-async function send(topic, body, out) {
+// A request to the selected charger, or to its bench; out shows the answer.
+const send = (topic, body, out) =>
+  post("/api/" + encodeURIComponent(view.selected) + "/" + topic, body, out);
+
+async function post(path, body, out) {
   out.textContent = "sent, waiting for the answer ...";
   out.className = "reply";
   try {
-    const r = await fetch("/api/" + encodeURIComponent(view.selected) + "/" + topic, {
+    const r = await fetch(path, {
       method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
     const answer = await r.json();
     out.textContent = answer.message;
@@ -493,7 +540,14 @@ function wire() {
       send("commands", body, $("command-reply"));
     });
   }
-  $("window").addEventListener("change", (e) => { view.windowS = Number(e.target.value); redraw(); });
+  wireSite();
+  for (const select of [$("window"), $("site-window")]) {  // one window for every plot
+    select.addEventListener("change", (e) => {
+      view.windowS = Number(e.target.value);
+      $("window").value = $("site-window").value = e.target.value;
+      redraw();
+    });
+  }
   window.addEventListener("resize", redraw);
   setInterval(redraw, 1000);  // the plot's time axis moves on between pushes
 }
