@@ -2,15 +2,18 @@
 
 One launcher and one page for the whole file, and the tests in order tell one bench session:
 plug in, cap, a refused cap, idle and charge, a power cut, a dynamic limit (then one page for
-two chargers). The dynamic limit's test leaves the screenshot the README shows in build/bench-page.png (`make page-screenshot`
+two chargers, and a site bench's page). The dynamic limit's test leaves the screenshot the README shows in build/bench-page.png (`make page-screenshot`
 copies it to docs/). Skips, saying why, where Playwright or Chromium is not installed.
 """
+import json
 import os
 import re
 import shutil
+import threading
 import time
 import urllib.request
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from e2e import Broker, launch, stop
@@ -32,6 +35,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT = os.path.join(BUILD, "bench-page.png")
 MEASURED_BLUE = (0x25, 0x63, 0xEB)  # the measured current's colour (page.js SERIES)
+FUSE_RED, L1_BROWN, L2_BLACK = (0xC0, 0x39, 0x2B), (0x8B, 0x5A, 0x2B), (0x1D, 0x24, 0x30)  # site.js
 
 
 @pytest.fixture(scope="module")
@@ -225,3 +229,125 @@ def test_several_chargers_on_one_page_a_tab_each(page, tmp_path):
         for proc in procs:
             stop(proc)
         broker.stop()
+
+
+def drawn(page, canvas, rgb):
+    """The value in A a solid line of this colour is drawn at, just before "now" (the right
+    edge), read back from the canvas's pixels with the axis the page drew; None if none is."""
+    return page.evaluate("""([id, rgb]) => {
+        const c = document.getElementById(id), a = JSON.parse(c.dataset.axis);
+        const x = Math.round((a.right - 3) * a.ratio), px = c.getContext("2d")
+            .getImageData(x, 0, 1, c.height).data;
+        const rows = [];
+        for (let row = 0; row < c.height; row++) {
+            const i = row * 4;
+            if (px[i + 3] > 200 && Math.abs(px[i] - rgb[0]) + Math.abs(px[i + 1] - rgb[1])
+                + Math.abs(px[i + 2] - rgb[2]) < 40) rows.push(row);
+        }
+        if (!rows.length) return null;
+        const y = rows.reduce((s, r) => s + r, 0) / rows.length / a.ratio + 0.5;
+        return a.maxA * (a.bottom - y) / (a.bottom - a.top);
+    }""", [canvas, list(rgb)])
+
+
+class SiteReadings:
+    """What the site bench said on bench/site/home/readings, to hold the page to."""
+
+    def __init__(self, address):
+        self.last = None
+        self.cond = threading.Condition()
+        host, _, port = address.rpartition(":")
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.on_message = self._message
+        self.client.connect(host, int(port))
+        self.client.subscribe("bench/site/home/readings")
+        self.client.loop_start()
+
+    def _message(self, client, userdata, msg):
+        with self.cond:
+            self.last = json.loads(msg.payload)
+            self.cond.notify_all()
+
+    def close(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def until(what, check, timeout=15):
+    """Polls check() until it returns a true value (the page draws each second)."""
+    deadline = time.monotonic() + timeout
+    while not (got := check()):
+        if time.monotonic() > deadline:
+            pytest.fail("the page never showed %s" % what)
+        time.sleep(0.2)
+    return got
+
+
+def near(a, b, tol=0.4):  # 0.4 A is 3 pixels on a 29 A scale: a line drawn where it belongs
+    return a is not None and b is not None and abs(a - b) <= tol
+
+
+def test_a_site_bench_shows_the_site_against_the_fuse_and_every_charger(page, tmp_path):
+    # make sim with a site, as a user starts it: its page opens on the site.
+    broker = Broker(Broker.preferred()).start()
+    port = free_port()
+    proc = launch(broker, tmp_path / "flash", "--chargers", "2", "--site-fuse", "25",
+                  "--site-phases", "3", "--page-port", str(port))
+    bench = SiteReadings(broker.address)
+    tab = None
+    try:
+        for line in proc.stdout:  # the page serves before the chargers boot
+            if line.startswith("sim: page"):
+                break
+        tab = open_page(page.context.browser, "http://127.0.0.1:%d/" % port)
+        expect(tab.locator("#chargers button")).to_have_text(["site home", "charger-1",
+                                                              "charger-2"])
+        text(tab, "#charger-name", "^site home$")
+        text(tab, "#availability", "^meter live$")
+        expect(tab.locator("#scope")).to_be_hidden()  # the site's view, not a charger's
+        # The fuse: a line where the bench's fuse is, not merely a number in the legend.
+        until("the fuse", lambda: bench.last and near(drawn(tab, "site-plot", FUSE_RED),
+                                                      bench.last["fuse"]))
+        assert bench.last["fuse"] == 25
+        text(tab, "#site-legend [data-series=fuse] b", "^25 A per phase$")
+
+        expect(tab.locator("#chargers .dot.online")).to_have_count(3, timeout=30000)
+        tab.fill("#household-L1", "9")
+        tab.fill("#household-L2", "4")
+        tab.fill("#household-L3", "0")
+        tab.click("#household-form button[type=submit]")
+        text(tab, "#site-reply", "^site bench: household L1 9 A, L2 4 A, L3 0 A; the meter "
+                                 "reads L1 9 A, L2 4 A, L3 0 A against the 25 A fuse$")
+        # What the plot draws is what the bench said: L1 and L2 at the household's 9 and 4 A.
+        until("the household on L1 and L2", lambda: bench.last["currents"][:2] == [9, 4] and
+              near(drawn(tab, "site-plot", L1_BROWN), 9) and
+              near(drawn(tab, "site-plot", L2_BLACK), 4))
+        text(tab, "#site-legend [data-series=L1] b", r"^9 A \(household 9 A\)$")
+
+        tab.click("#chargers [data-device=charger-1]")  # a vehicle on charger-1, on L1
+        tab.click("#plug")
+        text(tab, "#contactor", "^closed$")
+        tab.click("#chargers [data-site=home]")
+        # 25 A - the 1 A margin - 9 A of household: charger-1 takes 15 A, and L1 is 24 A.
+        until("charger-1 at its share", lambda: near(
+            bench.last["chargers"]["charger-1"]["current"], 15) and near(
+            drawn(tab, "chargers-plot", MEASURED_BLUE),
+            bench.last["chargers"]["charger-1"]["current"]) and near(
+            drawn(tab, "site-plot", L1_BROWN), bench.last["currents"][0]), timeout=30)
+        text(tab, "#chargers-legend [data-series='current:charger-1'] b", "^15 A on L1$")
+        text(tab, "#chargers-legend [data-series='offered:charger-1'] b", "^15 A$")
+
+        tab.click("#meter-off")
+        text(tab, "#site-reply", r"^site bench: meter silenced \(each charger falls back")
+        text(tab, "#availability", "^meter silent$")
+        tab.click("#meter-on")
+        text(tab, "#site-reply", "^site bench: meter back on$")
+        text(tab, "#availability", "^meter live$")
+        assert tab.problems == []
+    finally:
+        if tab:
+            tab.close()
+        bench.close()
+        code, out = stop(proc)
+        broker.stop()
+    assert code == 0 and "sim: stopped" in out, out

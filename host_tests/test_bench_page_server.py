@@ -211,3 +211,90 @@ def test_an_offline_chargers_stale_state_is_not_plotted():
     assert samples[0]["on"] and samples[0]["offered"] == 16.0 and samples[0]["cap"] == 16.0
     assert not samples[1]["on"] and samples[1]["offered"] is None and samples[1]["cap"] is None
     assert samples[1]["current"] == 16.0 and samples[1]["maxCurrent"] == 32
+
+
+def site_readings(household, currents, meter=True):
+    return {"t": 5000, "currents": currents, "fuse": 25, "overFuse": False,
+            "household": household, "meter": meter,
+            "chargers": {"charger-1": {"current": 11.0, "offered": 11.0, "powerOn": True,
+                                       "phases": [1]},
+                         "charger-2": {"current": 0.0, "offered": 6.0, "powerOn": True,
+                                       "phases": [2]}}}
+
+
+def test_site_readings_are_kept_and_pushed_as_one_flat_sample():
+    server = PageServer("127.0.0.1:1", ["charger-1", "charger-2"], site=("home", 3))
+    feed = lambda topic, body: server._on_message(None, None, SimpleNamespace(  # noqa: E731
+        topic=topic, payload=body if isinstance(body, bytes) else json.dumps(body).encode()))
+    q = server.hello()
+    hello = json.loads(q.get_nowait()[5:])
+    assert hello["site"] == {"id": "home", "phases": 3, "readings": None, "history": []}
+    r = site_readings([2.0, 4.0, 0.0], [13.0, 4.0, 0.0], meter=False)
+    feed("bench/site/home/readings", r)
+    for junk in (b"{nope", b"[1]", json.dumps({"currents": 3}).encode()):
+        feed("bench/site/home/readings", junk)  # not the site bench's: nothing to draw
+    feed("bench/site/away/readings", r)  # another site's: not this page's
+    push = json.loads(q.get_nowait()[5:])
+    assert q.empty()
+    assert push["type"] == "site" and push["body"] == r
+    sample = dict(push["sample"])
+    assert type(sample.pop("t")) is int
+    assert sample == {"on": False, "fuse": 25, "L1": 13.0, "L2": 4.0, "L3": 0.0,
+                      "current:charger-1": 11.0, "offered:charger-1": 11.0,
+                      "current:charger-2": 0.0, "offered:charger-2": 6.0}
+    assert server.site.readings == r and list(server.site.history) == [push["sample"]]
+    assert PageServer("127.0.0.1:1", ["charger-1"]).site is None  # no site: no site view
+
+
+@pytest.mark.parametrize("name,body,words", [
+    ("household", {}, 'household takes {"currents": [L1, L2, L3]}'),
+    ("household", {"currents": [1, 2, 3, 4]}, "a list of up to 3 currents"),
+    ("household", {"currents": [-1]}, "-1 is not a current from 0 to 1000 A"),
+    ("household", {"currents": "lots"}, "a list of up to 3 currents"),
+    ("household", {"currents": [1], "x": 1}, 'household takes'),
+    ("meter", {"on": 0}, 'meter takes {"on": true | false}'),
+    ("meter", {}, 'meter takes'),
+])
+def test_a_bad_site_control_is_refused_before_it_reaches_the_bench(name, body, words):
+    server = PageServer("127.0.0.1:1", ["charger-1"], site=("home", 3))  # no MQTT client:
+    answer = server.site_request(name, body)  # a publish would raise
+    assert answer["ok"] is False and words in answer["message"], answer
+    assert PageServer("127.0.0.1:1", ["charger-1"]).site_request("meter", {"on": True}) == {
+        "ok": False, "message": "no site on this bench (make sim --site-fuse A)"}
+
+
+def test_a_site_control_is_answered_with_the_readings_that_show_it(broker, tmp_path, mpy_dir):
+    port = free_port()
+    proc = launch(broker, tmp_path / "flash", "--chargers", "2", "--site-fuse", "25",
+                  "--site-phases", "3", "--page-port", str(port))
+    url = "http://127.0.0.1:%d" % port
+    try:
+        for line in proc.stdout:  # the page serves before the chargers boot
+            if line.startswith("sim: page"):
+                break
+        stream, messages = pushes(url)
+        with stream:
+            assert next(messages)["site"]["phases"] == 3
+            assert next(m for m in messages if m["type"] == "site")["body"]["fuse"] == 25
+        code, answer = post(url + "/api/site/household", {"currents": [9, None, 2.5]})
+        assert code == 200 and answer["ok"], answer
+        r = answer["readings"]
+        assert r["household"] == [9.0, 0.0, 2.5] and r["currents"][0] >= 9.0
+        assert answer["message"].startswith("site bench: household L1 9 A, L2 0 A, L3 2.5 A; "
+                                            "the meter reads L1 ")
+        assert answer["message"].endswith(" against the 25 A fuse")
+        code, answer = post(url + "/api/site/meter", {"on": False})
+        assert answer["ok"] and answer["readings"]["meter"] is False
+        assert answer["message"] == ("site bench: meter silenced (each charger falls back "
+                                     "after its meter timeout)")
+        assert post(url + "/api/site/meter", {"on": True})[1]["message"] == \
+            "site bench: meter back on"
+        assert post(url + "/api/site/reboot", {})[0] == 404
+    finally:
+        code, out = stop(proc)
+    assert code == 0 and "sim: ignored" not in out, out
+
+
+def test_a_site_control_on_a_page_without_a_site_says_so(page):
+    assert post(page + "/api/site/household", {"currents": [3]}) == (200, {
+        "ok": False, "message": "no site on this bench (make sim --site-fuse A)"})
