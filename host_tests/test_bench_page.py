@@ -2,8 +2,8 @@
 
 One launcher and one page for the whole file, and the tests in order tell one bench session:
 plug in, cap, a refused cap, idle and charge, a power cut, a dynamic limit (then one page for
-two chargers, and a site bench's page). The dynamic limit's test leaves the screenshot the README shows in build/bench-page.png (`make page-screenshot`
-copies it to docs/). Skips, saying why, where Playwright or Chromium is not installed.
+two chargers, and a site bench's page). The dynamic limit's test leaves the screenshot the
+README shows in build/bench-page.png (`make page-screenshot` copies it to docs/). Skips, saying why, where Playwright or Chromium is not installed.
 """
 import json
 import os
