@@ -17,6 +17,7 @@ from slot import Slot
 from actions import Actions, STRATEGY
 from energy import Energy
 from api import Api
+from api_text import json_bytes
 from outbox import Outbox
 from isotime import iso
 
@@ -124,7 +125,12 @@ class Agent:
             if item[1]:
                 self.actions.published(item[1])
         if self.state_due(now):
-            publish("state", self.state_report(now), True)
+            try:
+                report = self.state_report(now)
+            except MemoryError:  # no room for the read's objects now: due again next turn
+                self._reported = None
+                return
+            publish("state", report, True)
 
     def state_due(self, now):
         c = self.control
@@ -147,8 +153,8 @@ class Agent:
 
     def state_report(self, now):
         self.seq += 1
-        return json.dumps({"success": True, "data": self.device_read(now),
-                           "meta": {"timestamp": self.stamp(now), "seq": self.seq}}).encode()
+        return json_bytes({"success": True, "data": self.device_read(now),
+                           "meta": {"timestamp": self.stamp(now), "seq": self.seq}})
 
     # -- events
     def settings_reverted(self, reason):

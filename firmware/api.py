@@ -6,7 +6,7 @@ import pilot
 import settings as st
 import slot as sl
 from actions import STRATEGY
-from api_text import shallow, text
+from api_text import json_bytes, shallow, text
 
 MAX_PAYLOAD = 2048  # bytes; larger requests are refused unparsed
 _COMMANDS = {"charge": sl.CHARGE, "idle": sl.IDLE}
@@ -119,7 +119,7 @@ class Api:
             out = {"success": True, "data": body, "meta": meta}
         else:
             out = {"success": False, "error": body, "meta": meta}
-        return json.dumps(out).encode()
+        return json_bytes(out)
 
     def _route(self, kind, req, payload, now):
         allowed = _REQUEST_KEYS.get(kind)

@@ -1,5 +1,8 @@
 # What may be echoed from a request into a reply: printable ASCII only, so a reply is valid
-# UTF-8 whatever came in (MicroPython keeps a lone "\ud800" escape as invalid bytes).
+# UTF-8 whatever came in (MicroPython keeps a lone "\ud800" escape as invalid bytes); what
+# may be parsed (shallow); and replies built as bytes (json_bytes).
+import gc
+import json
 
 
 def printable(value, limit=64):
@@ -42,3 +45,15 @@ def shallow(payload, deep=8, most=32):
         elif b == 93 or b == 125:  # ] }
             depth -= 1
     return True
+
+
+def json_bytes(obj):
+    # `obj` as JSON bytes, once more after a collection if the heap has no room for the text
+    # in one piece: at the ESP32's 56 KB first heap a read or a state report (about 1.1 KB)
+    # met a fragmented heap during a burst of requests, and the MemoryError cost the uplink
+    # its connection and the queued requests their replies.
+    try:
+        return json.dumps(obj).encode()
+    except MemoryError:
+        gc.collect()
+        return json.dumps(obj).encode()
