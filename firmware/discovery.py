@@ -9,21 +9,24 @@ import json
 from actions import STRATEGY
 from control import STATUS_NAMES
 
-# (object, component, name, device_class, unit, state_class, category, value template)
-_D = "{{ value_json.data.state."
+# (object, component, name, device_class, unit, state_class, category, value template).
+# Written out whole, not built from shared pieces: a tuple of constants stays in flash
+# when the agent is frozen, while strings joined at import would be built in RAM.
 _ENTITIES = (
-    ("status", "sensor", "Status", "enum", None, None, None, _D + "status }}"),
+    ("status", "sensor", "Status", "enum", None, None, None,
+     "{{ value_json.data.state.status }}"),
     ("power", "sensor", "Power", "power", "W", "measurement", None,
-     _D + "currentPower * 1000 | round(0) }}"),
+     "{{ value_json.data.state.currentPower * 1000 | round(0) }}"),
     ("session_energy", "sensor", "Session energy", "energy", "kWh", "total", None,
-     _D + "sessionEnergy }}"),
+     "{{ value_json.data.state.sessionEnergy }}"),
     ("energy", "sensor", "Energy", "energy", "kWh", "total_increasing", None,
-     _D + "lifetimeEnergy }}"),
+     "{{ value_json.data.state.lifetimeEnergy }}"),
     ("offered_current", "sensor", "Offered current", "current", "A", "measurement", None,
-     _D + "offeredCurrent }}"),
+     "{{ value_json.data.state.offeredCurrent }}"),
     ("limited_by", "sensor", "Limited by", None, None, None, "diagnostic",
-     _D + "limitedBy or 'none' }}"),
-    ("fault", "sensor", "Fault", None, None, None, "diagnostic", _D + "fault or 'none' }}"),
+     "{{ value_json.data.state.limitedBy or 'none' }}"),
+    ("fault", "sensor", "Fault", None, None, None, "diagnostic",
+     "{{ value_json.data.state.fault or 'none' }}"),
     ("plug", "binary_sensor", "Plug", "plug", None, None, None,
      "{{ 'ON' if value_json.data.state.isConnected else 'OFF' }}"),
     ("charging", "switch", "Charging", None, None, None, None,
@@ -33,15 +36,16 @@ _ENTITIES = (
     ("failsafe_charge_rate", "number", "Failsafe charge rate", "power", "kW", None, "config",
      "{{ value_json.data.settings.failsafe_charge_rate.value }}"),
 )
-# A requestId for every command Home Assistant sends: docs/protocol.md refuses requests without one.
-_RID = '"requestId":"ha-{{ now().timestamp() }}"'
+# Each command template builds a request with a requestId ("ha-" and the time):
+# docs/protocol.md refuses requests without one.
 _COMMANDS = {
-    "charging": ("~/commands", '{' + _RID + ',"action":{"command":'
+    "charging": ("~/commands", '{"requestId":"ha-{{ now().timestamp() }}","action":{"command":'
                  '"{{ \'charge\' if value == \'ON\' else \'idle\' }}"},'
-                 '"onConflict":"' + STRATEGY + '"}'),
-    "max_charge_rate": ("~/settings", '{' + _RID + ',"settings":{"max_charge_rate":'
-                        '{"value":{{ value }},"unit":"kw"}}}'),
-    "failsafe_charge_rate": ("~/settings", '{' + _RID + ',"settings":{"failsafe_charge_rate":'
+                 '"onConflict":"' + STRATEGY + '"}'),  # one string built at import
+    "max_charge_rate": ("~/settings", '{"requestId":"ha-{{ now().timestamp() }}","settings":'
+                        '{"max_charge_rate":{"value":{{ value }},"unit":"kw"}}}'),
+    "failsafe_charge_rate": ("~/settings", '{"requestId":"ha-{{ now().timestamp() }}",'
+                             '"settings":{"failsafe_charge_rate":'
                              '{"value":{{ value }},"unit":"kw"}}}'),
 }
 

@@ -5,6 +5,11 @@
 # worker thread); only the control loop is this script's, to run in virtual time.
 #   micropython -X heapsize=64K heap_probe.py HOST:PORT HOURS STATE_DIR
 import gc
+
+# Before anything else: the interpreter and this script's own bytecode, which a board does
+# not hold (its main is frozen with the agent); perf.session takes the script's part out.
+gc.collect()
+script = gc.mem_alloc()
 import json
 import sys
 import time
@@ -94,4 +99,4 @@ print(json.dumps({"hours": hours, "ticks": ticks, "wall_s": wall, "peak_alloc": 
                   "peak_live": peak_live, "heap": gc.mem_alloc() + gc.mem_free(),
                   "sessions": sessions, "cap_writes": writes, "connects": uplink.connects,
                   "final_cap_w": agent.settings.cap_w, "expected_cap_w": expected,
-                  "stages": stages}))
+                  "stages": stages, "script": script}))
