@@ -8,7 +8,7 @@ import time
 import pytest
 from ocpp.v16 import call
 
-from tools.bench.csms import Csms
+from tools.bench.csms import Csms, wait
 from e2e import Broker, Charger, InProcessSim, launch, stop
 
 TAG = "TAG-1"
@@ -77,17 +77,6 @@ def make_sim(broker, csms, tmp_path, mpy_dir):
     yield make
     for s in made:
         s.close()
-
-
-def wait(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met within %s s" % timeout)
-        time.sleep(0.02)
 
 
 def booted(csms, n=1):

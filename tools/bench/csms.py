@@ -19,6 +19,18 @@ from websockets.asyncio.server import basic_auth, serve
 from tools.bench.broker import free_port
 
 
+def wait(predicate, timeout):
+    """predicate()'s first true value, polled every 20 ms; TimeoutError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met within %s s" % timeout)
+        time.sleep(0.02)
+
+
 def now_iso():
     return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -175,15 +187,7 @@ class Csms:
             self.raw_sent.add(uid)
         self._run(cp._connection.send(text))
 
-    def wait(self, predicate, timeout):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError("condition not met within %s s" % timeout)
-            time.sleep(0.02)
+    wait = staticmethod(wait)
 
     def actions(self, name):
         return [p for a, p in list(self.log) if a == name]
