@@ -13,6 +13,9 @@ INTERP ?=
 CONFIG ?=
 IMAGE ?=
 BROKER ?=
+# make test's parallel workers: most tests wait on a broker, a bench or a subprocess rather
+# than compute, so more workers than cores pays (docs/bench.md, "Tests").
+JOBS ?= 6
 
 .DEFAULT_GOAL := help
 .PHONY: help test sim evctl bench fuzz compile unix32 deploy flash repl logs clean page-screenshot
@@ -62,7 +65,7 @@ unix32: $(BIN)/pytest
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.device.unix32
 
 test: $(BIN)/pytest $(BIN)/evctl
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q host_tests
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -n $(JOBS) --dist worksteal --durations=15 host_tests
 
 # exec: the launcher takes the terminal's Ctrl-C and stops cleanly (make prints no
 # "*** Interrupt" for a clean stop).

@@ -8,9 +8,12 @@ ADC_FAIL_AFTER = int(os.getenv("STANDIN_ADC_FAIL_AFTER") or "0")
 pins = {}  # GPIO -> level driven
 pwm = {}  # GPIO -> duty_u16 while PWM runs
 seq = [0]
+stopped = [False]  # machine.reset() was called: the chip does nothing more
 
 
 def log(*items):
+    if stopped[0]:  # another thread, in the instant before the process ends
+        return
     seq[0] += 1
     LOG.write("%d %d %s\n" % (seq[0], time.ticks_ms(), " ".join(str(i) for i in items)))
     LOG.flush()

@@ -17,6 +17,7 @@ def reset_cause():
 def reset():
     # The board restarts: here the process ends (it never returns on the ESP32 either).
     _world.log("reset")
+    _world.stopped[0] = True
     raise SystemExit(75)
 
 

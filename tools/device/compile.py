@@ -10,6 +10,7 @@ import os
 import sys
 
 from tools.device import manifest
+from tools.device.lock import build_lock
 from tools.paths import AGENT_MANIFEST, BOARDS
 
 
@@ -25,7 +26,8 @@ def sources():
 
 
 def compile_all(out_dir, extra=()):
-    return [e for e in (manifest.compile_to(s, out_dir, extra) for s in sources()) if e]
+    with build_lock():
+        return [e for e in (manifest.compile_to(s, out_dir, extra) for s in sources()) if e]
 
 
 if __name__ == "__main__":

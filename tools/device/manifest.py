@@ -43,7 +43,15 @@ def compile_to(entry, out_dir, flags=()):
     flags = list(flags) + (["-O%d" % entry.opt] if entry.opt else [])
     tagged = (contextlib.nullcontext(entry.source) if entry.metadata is None
               else _manifestfile().tagged_py_file(entry.source, entry.metadata))
+    # Written beside, then renamed over: a micropython that is loading the old file (a
+    # bench, a parallel test worker) reads the old one or the new one, never half of one.
+    tmp = "%s.%d.tmp" % (dst, os.getpid())
     with tagged as src:
-        res = subprocess.run(["mpy-cross", *flags, "-o", dst, "-s", entry.target, src],
+        res = subprocess.run(["mpy-cross", *flags, "-o", tmp, "-s", entry.target, src],
                              capture_output=True, text=True)
-    return "%s: %s" % (entry.source, res.stderr.strip()) if res.returncode else None
+    if res.returncode:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        return "%s: %s" % (entry.source, res.stderr.strip())
+    os.replace(tmp, dst)
+    return None

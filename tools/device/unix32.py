@@ -16,6 +16,7 @@ import tempfile
 import time
 
 from tools.device import manifest
+from tools.device.lock import build_lock
 from tools.paths import (AGENT_MANIFEST, MICROPYTHON_SRC, MPY_LIB, SIM_MANIFEST, UNIX32, UNIX32_DIR,
                          third_party)
 
@@ -80,6 +81,11 @@ def _run(cmd, log):
 def build(quiet=False):
     """The path of build/unix32/micropython, built if its inputs changed."""
     third_party()
+    with build_lock():
+        return _build(quiet)
+
+
+def _build(quiet):
     digest = inputs_digest()
     if os.path.exists(UNIX32) and os.path.exists(STAMP):
         with open(STAMP) as f:
