@@ -120,11 +120,13 @@ def get_configuration(up, st, p, now):
 def remote_start(up, st, p, now):
     tag = _text(p, "idTag", 20)
     c = _connector(p, False, (1,))
-    profile = p.get("chargingProfile")
+    profile = need(p, "chargingProfile", "obj", False)
     if profile is not None:
-        profile = pf.parse(profile)
-        if profile.purpose != pf.TX:
+        # Only a TxProfile belongs here: anything else is Rejected, before a check that
+        # holds only for other purposes (a transactionId) could make it a CALLERROR.
+        if enum(profile, "chargingProfilePurpose", pf.PURPOSES) != "TxProfile":
             return _status(False)
+        profile = pf.parse(profile)
     if c == -1 or st.tx is not None or st.inoperative or not st.spend(now):
         return _status(False)
     st.remote_start(tag, profile, now)

@@ -479,6 +479,28 @@ def test_configuration_keys(make_sim, csms):
     assert [v["measurand"] for v in values] == ["Energy.Active.Import.Register"]
 
 
+def test_a_remote_start_with_another_purpose_is_rejected_and_keys_match_any_case(make_sim, csms):
+    make_sim()
+    booted(csms)
+    # OCTT TC_060_CS as EVerest's test sets send it: a TxDefaultProfile with a transactionId.
+    profile = {"chargingProfileId": 3, "transactionId": 1, "stackLevel": 0,
+               "chargingProfilePurpose": "TxDefaultProfile", "chargingProfileKind": "Absolute",
+               "chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [
+                   {"startPeriod": 0, "limit": 6}]}}
+    answer = csms.call(call.RemoteStartTransaction(id_tag="R", connector_id=1,
+                                                   charging_profile=profile))
+    assert answer is not None and answer.status == "Rejected"  # None: a CALLERROR
+    # Keys are CiString50, compared whatever the case; answers use the charger's spelling.
+    conf = csms.call(call.GetConfiguration(key=["ConnectionTimeout"]))
+    assert [k["key"] for k in conf.configuration_key] == ["ConnectionTimeOut"]
+    assert not conf.unknown_key
+    assert csms.call(call.ChangeConfiguration(key="connectiontimeout", value="30")).status == \
+        "Accepted"
+    conf = csms.call(call.GetConfiguration(key=["CONNECTIONTIMEOUT"]))
+    assert [(k["key"], k["value"]) for k in conf.configuration_key] == [("ConnectionTimeOut",
+                                                                         "30")]
+
+
 def test_change_availability(make_sim, csms):
     sim = make_sim("--id-tag", TAG)
     booted(csms)

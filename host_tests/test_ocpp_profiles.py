@@ -10,6 +10,8 @@ from tools.bench.rig import UNIX_BASE_MS, InProcessRig
 
 import ocpp_ops
 import ocpp_profiles as pf
+import persist
+from ocpp_config import Config
 from ocpp_profiles import Invalid
 from ocpp_station import Station
 
@@ -154,6 +156,7 @@ def test_without_the_clock_the_lowest_limit_any_profile_might_apply():
 class Uplink:
     def __init__(self, station):
         self.station = station
+        self.accepted = True  # the CSMS accepted the BootNotification
         self.reset = None
         self.triggered = []
 
@@ -274,16 +277,17 @@ def test_profiles_and_the_queue_survive_a_restart_and_a_corrupt_record_is_report
                for e in prig.events())
 
 
+class Store(dict):
+    """A board's key-value store in RAM, for the configuration alone."""
+
+    def read(self, key):
+        return self.get(key)
+
+    def write(self, key, data):
+        self[key] = data
+
+
 def test_configuration_keeps_what_the_csms_changed_and_not_the_boot_interval():
-    import persist
-    from ocpp_config import Config
-
-    class Store(dict):
-        def read(self, key):
-            return self.get(key)
-
-        def write(self, key, data):
-            self[key] = data
     store = Store()
     c = Config(persist.Persist(store))
     c.volatile["HeartbeatInterval"] = "42"  # a BootNotification's interval
@@ -315,3 +319,33 @@ def test_the_offline_queue_is_bounded_and_keeps_whole_sessions_in_order(prig, ca
     assert "ocpp: dropped StartTransaction of transaction 1" in capsys.readouterr().out
     saved = json.loads(prig.agent.persist.read_blob("ocpp_tx"))
     assert [(e[0], e[1]) for e in saved["q"]] == kinds and saved["open"] is None
+
+
+def test_a_remote_start_with_a_profile_that_is_not_a_tx_profile_is_rejected(prig):
+    # OCTT TC_060_CS as EVerest's test sets send it: a TxDefaultProfile with a transactionId.
+    # docs/ocpp.md: Rejected (a CALLERROR would also pass the OCTT; the answer is one).
+    st, up = station(prig)
+    for purpose in ("TxDefaultProfile", "ChargePointMaxProfile"):
+        p = profile(3, purpose=purpose, transactionId=1)
+        assert call(up, "RemoteStartTransaction", {"idTag": "T", "connectorId": 1,
+                                                   "chargingProfile": p}, prig) == \
+            {"status": "Rejected"}
+    assert st.remote is None
+    with pytest.raises(Invalid) as e:  # a malformed TxProfile is still a CALLERROR
+        call(up, "RemoteStartTransaction", {"idTag": "T", "chargingProfile": profile(
+            purpose="TxProfile", stack=99)}, prig)
+    assert e.value.args[0] == "PropertyConstraintViolation"
+    assert call(up, "RemoteStartTransaction", {"idTag": "T", "chargingProfile": profile(
+        purpose="TxProfile")}, prig) == {"status": "Accepted"}
+
+
+def test_configuration_keys_match_whatever_their_case():
+    # OCPP 1.6 keys are CiString50: compared case-insensitively; answers name them as the
+    # charger spells them.
+    c = Config(persist.Persist(Store()))
+    known, unknown = c.read(["connectiontimeout", "CONNECTIONTIMEOUT", "Colour"])
+    assert [k["key"] for k in known] == ["ConnectionTimeOut", "ConnectionTimeOut"]
+    assert unknown == ["Colour"]
+    assert c.change("ConnectionTimeout", "30") == "Accepted"
+    assert c.number("ConnectionTimeOut") == 30 and c.changed == {"ConnectionTimeOut": "30"}
+    assert c.change("numberofconnectors", "2") == "Rejected"  # read-only, whatever the case
