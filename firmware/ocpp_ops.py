@@ -127,7 +127,9 @@ def remote_start(up, st, p, now):
         if enum(profile, "chargingProfilePurpose", pf.PURPOSES) != "TxProfile":
             return _status(False)
         profile = pf.parse(profile)
-    if c == -1 or st.tx is not None or st.inoperative or not st.spend(now):
+    # Not while the boot is Pending (OCPP 1.6 section 4.2): no energy before Accepted.
+    if c == -1 or not up.accepted or st.tx is not None or st.inoperative or \
+            not st.spend(now):
         return _status(False)
     st.remote_start(tag, profile, now)
     return _status(True)
@@ -136,7 +138,7 @@ def remote_start(up, st, p, now):
 def remote_stop(up, st, p, now):
     tid = need(p, "transactionId", "int")
     tx = st.tx
-    ok = tx is not None and st.ids.get(tx[0]) == tid
+    ok = up.accepted and tx is not None and st.ids.get(tx[0]) == tid  # not while Pending
     return _status(ok and st.stop("Remote", now))
 
 

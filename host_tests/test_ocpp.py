@@ -165,6 +165,53 @@ def test_a_pending_boot_sends_nothing_else_until_accepted(make_sim, csms):
     assert csms.actions("StartTransaction")[0]["idTag"] == TAG
 
 
+def test_a_pending_boot_refuses_remote_start_and_stop(make_sim, csms):
+    # OCPP 1.6 section 4.2: while Pending, RemoteStart/StopTransaction are not allowed; no
+    # energy may flow on a remote start before the CSMS accepts the charge point.
+    csms.boot_status = "Pending"
+    csms.interval = 2
+    sim = make_sim()  # no id tag: only a remote start starts a transaction
+    csms.wait(lambda: csms.actions("BootNotification"), 15)
+    sim.ev(connected=True, request=True)
+    assert csms.call(call.RemoteStartTransaction(id_tag="R", connector_id=1)).status == \
+        "Rejected"
+    assert csms.call(call.RemoteStopTransaction(transaction_id=1)).status == "Rejected"
+    time.sleep(3)
+    assert sim.duty() == 100.0 and not sim.bench.contactor  # nothing offered
+    assert {a for a, _ in csms.log} == {"BootNotification"}
+    csms.boot_status = "Accepted"
+    csms.wait(lambda: csms.statuses()[-1:] == ["Preparing"], 15)
+    assert csms.call(call.RemoteStartTransaction(id_tag="R", connector_id=1)).status == \
+        "Accepted"
+    charging(sim, csms)
+    assert csms.actions("StartTransaction")[0]["idTag"] == "R"
+
+
+def test_a_rejected_boot_answers_nothing_and_says_nothing_until_the_interval(make_sim, csms):
+    # OCPP 1.6 section 4.2: while Rejected the charge point answers no CALL of the CSMS and
+    # sends nothing until the interval has passed, a new connection included.
+    csms.boot_status = "Rejected"
+    csms.interval = 6
+    sim = make_sim()
+    t0 = csms.wait(lambda: csms.actions("BootNotification") and time.monotonic(), 15)
+    csms.send_raw('[2, "r-1", "RemoteStartTransaction", {"idTag": "R"}]', "r-1")
+    csms.send_raw('[2, "r-2", "GetConfiguration", {}]', "r-2")
+    csms.send_raw('[2, "r-3", "TriggerMessage", {"requestedMessage": "Heartbeat"}]', "r-3")
+    csms.send_raw('[2, "r-4", "Reset", {"type": 5}]', "r-4")  # not even a CALLERROR
+    sim.ev(connected=True, request=True)
+    time.sleep(1)
+    csms.stop()  # the link drops and comes back within the interval
+    csms.start()
+    t1 = csms.wait(lambda: len(csms.actions("BootNotification")) == 2 and time.monotonic(), 15)
+    assert t1 - t0 >= 5.5, t1 - t0
+    assert not csms.raw_answers and {a for a, _ in csms.log} == {"BootNotification"}
+    assert sim.duty() == 100.0  # the remote start was not taken either
+    csms.boot_status = "Accepted"
+    csms.wait(lambda: csms.statuses()[-1:] == ["Preparing"], 15)
+    assert not csms.raw_answers and not csms.actions("StartTransaction")
+    assert csms.call(call.GetConfiguration(key=["NumberOfConnectors"])).configuration_key
+
+
 def test_charge_point_max_profile_is_max_charge_rate(make_sim, csms, broker):
     sim = make_sim("--id-tag", TAG, "--uplink", "both")
     booted(csms)

@@ -349,3 +349,16 @@ def test_configuration_keys_match_whatever_their_case():
     assert c.change("ConnectionTimeout", "30") == "Accepted"
     assert c.number("ConnectionTimeOut") == 30 and c.changed == {"ConnectionTimeOut": "30"}
     assert c.change("numberofconnectors", "2") == "Rejected"  # read-only, whatever the case
+
+
+def test_while_the_boot_is_not_accepted_remote_start_and_stop_are_rejected(prig):
+    # OCPP 1.6 section 4.2: not allowed while Pending; nothing changes, no flash is spent.
+    st, up = station(prig)
+    plug(prig, 3000)
+    up.accepted = False
+    budget = st._writes
+    assert call(up, "RemoteStartTransaction", {"idTag": "T"}, prig) == {"status": "Rejected"}
+    assert call(up, "RemoteStopTransaction", {"transactionId": 1}, prig) == {"status": "Rejected"}
+    prig.run(3000)
+    assert st.remote is None and st.tx is None and st._writes == budget
+    assert prig.bench.current == 0 and not prig.bench.contactor
