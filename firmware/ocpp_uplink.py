@@ -270,6 +270,8 @@ class OcppUplink:
 
     def _next_out(self, st, now):
         # (action, payload, entry) of the next CALL of ours, or None.
+        if not st.known:
+            return None  # just powered up: what the connector holds is not known yet
         if self.rejected and time.ticks_diff(_ms(), self._boot_at) < 0:
             return None  # OCPP 1.6 section 4.2: nothing at all until the interval has passed
         if self._triggers:

@@ -194,6 +194,7 @@ def test_a_rejected_boot_answers_nothing_and_says_nothing_until_the_interval(mak
     csms.interval = 6
     sim = make_sim()
     t0 = csms.wait(lambda: csms.actions("BootNotification") and time.monotonic(), 15)
+    time.sleep(0.5)  # the answer (logged: its CALL) on its way: Rejected from its arrival
     csms.send_raw('[2, "r-1", "RemoteStartTransaction", {"idTag": "R"}]', "r-1")
     csms.send_raw('[2, "r-2", "GetConfiguration", {}]', "r-2")
     csms.send_raw('[2, "r-3", "TriggerMessage", {"requestedMessage": "Heartbeat"}]', "r-3")
@@ -376,6 +377,59 @@ def test_transactions_queue_through_an_outage_and_a_power_cut(make_sim, csms):
     stamps = [m["meterValue"][0]["timestamp"] for m in mv]
     assert mv and stamps == sorted(stamps) and starts[2]["timestamp"] <= stamps[0]
     assert not [m for m in csms.actions("MeterValues") if m.get("transactionId") == 102]
+
+
+def after(csms, mark, connector=1):
+    """(action, status or reason) of the statuses of `connector` and the transaction
+    messages the CSMS has had since log entry `mark`."""
+    return [(a, p.get("status") or p.get("reason")) for a, p in csms.log[mark:]
+            if a in ("StatusNotification", "StartTransaction", "StopTransaction") and
+            p.get("connectorId", connector) == connector]
+
+
+def test_a_power_cut_under_a_remote_start_leaves_the_vehicle_finishing(make_sim, csms):
+    # The vehicle stays plugged through the cut: its transaction ended (PowerLoss), so the
+    # connector is Finishing, never Available, and the next transaction is the CSMS's to
+    # start (docs/ocpp.md: after a power cut).
+    sim = make_sim()  # no id tag
+    booted(csms)
+    sim.ev(connected=True, request=True)
+    csms.wait(lambda: csms.statuses()[-1] == "Preparing", 10)
+    assert csms.call(call.RemoteStartTransaction(id_tag="R", connector_id=1)).status == \
+        "Accepted"
+    charging(sim, csms)
+    mark = len(csms.log)
+    sim.power(False)
+    sim.power(True)
+    booted(csms, 2)
+    csms.wait(lambda: csms.actions("StopTransaction") and csms.statuses()[-1] == "Finishing", 10)
+    time.sleep(3)
+    assert after(csms, mark) == [("StopTransaction", "PowerLoss"),
+                                 ("StatusNotification", "Finishing")]
+    assert sim.duty() == 100.0 and not sim.bench.contactor
+    assert csms.call(call.RemoteStartTransaction(id_tag="R2", connector_id=1)).status == \
+        "Accepted"
+    charging(sim, csms)
+    assert csms.actions("StartTransaction")[-1]["idTag"] == "R2"
+    sim.ev(connected=False)
+    csms.wait(lambda: csms.statuses()[-1] == "Available", 10)
+
+
+def test_a_power_cut_with_plug_and_charge_resumes_in_a_new_transaction(make_sim, csms):
+    sim = make_sim("--id-tag", TAG)
+    booted(csms)
+    charging(sim, csms)
+    mark = len(csms.log)
+    sim.power(False)
+    sim.power(True)
+    booted(csms, 2)
+    csms.wait(lambda: len(csms.actions("StartTransaction")) == 2 and
+              csms.statuses()[-1] == "Charging", 20)
+    log = after(csms, mark)
+    assert ("StatusNotification", "Available") not in log, log  # the vehicle never left
+    assert log.index(("StopTransaction", "PowerLoss")) < log.index(("StartTransaction", None))
+    assert [p["idTag"] for p in csms.actions("StartTransaction")] == [TAG, TAG]
+    wait(lambda: sim.bench.contactor and sim.bench.current > 1, 10)
 
 
 def test_a_silent_csms_is_dropped_and_redialled_and_never_delays_the_contactor(make_sim, csms):

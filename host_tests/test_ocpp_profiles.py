@@ -362,3 +362,49 @@ def test_while_the_boot_is_not_accepted_remote_start_and_stop_are_rejected(prig)
     prig.run(3000)
     assert st.remote is None and st.tx is None and st._writes == budget
     assert prig.bench.current == 0 and not prig.bench.contactor
+
+
+def connector_statuses(st):
+    return [e[4] for e in st.queue if e[0] == "N" and e[1] == 1]
+
+
+def reboot(prig, **cfg):
+    # Power on again; a worker pass right after the control loop's first tick, as the
+    # worker's own thread may make on a board, before the pilot reading is steady.
+    prig.boot()
+    st, up = station(prig, **cfg)
+    prig.step()
+    st.service(prig.board.now_ms())
+    assert connector_statuses(st) == []  # nothing said before the connector is known
+    return st, up
+
+
+def test_after_a_power_cut_with_the_vehicle_plugged_the_connector_is_finishing(prig):
+    # Without plug and charge: the cut transaction stops (PowerLoss), the vehicle is still
+    # there: Finishing, never Available, and no new transaction until the CSMS starts one.
+    st, up = station(prig)
+    plug(prig, 3000)
+    assert call(up, "RemoteStartTransaction", {"idTag": "R"}, prig) == {"status": "Accepted"}
+    prig.run(3000)
+    assert st.tx and prig.bench.contactor
+    prig.power_cut()
+    st, up = reboot(prig)
+    prig.run(3000)
+    assert connector_statuses(st) == ["Finishing"]
+    assert [(e[0], e[1]) for e in st.queue if e[0] in "SE"] == [("S", 1), ("E", 1)]
+    assert [e[5] for e in st.queue if e[0] == "E"] == ["PowerLoss"]
+    assert st.tx is None and not prig.bench.contactor
+    assert call(up, "RemoteStartTransaction", {"idTag": "R2"}, prig) == {"status": "Accepted"}
+    prig.run(3000)
+    assert st.tx[1] == "R2" and prig.bench.contactor
+
+
+def test_after_a_power_cut_plug_and_charge_starts_a_new_transaction(prig):
+    st, up = station(prig, id_tag="T")
+    plug(prig, 3000)
+    prig.power_cut()
+    st, up = reboot(prig, id_tag="T")
+    prig.run(3000)
+    assert connector_statuses(st) == ["Preparing", "Charging"]  # no CSMS here: all kept
+    assert [(e[0], e[1]) for e in st.queue if e[0] in "SE"] == [("S", 1), ("E", 1), ("S", 2)]
+    assert prig.bench.contactor
