@@ -1,6 +1,7 @@
 """Charging profiles, checked and evaluated (firmware/ocpp_profiles.py), and what the station
-makes of them (the cap, the dynamic limit, GetCompositeSchedule), in process and fast; the
-same code under micropython is what test_ocpp.py drives end to end."""
+makes of them (the cap, the dynamic limit, GetCompositeSchedule); the station's operations,
+configuration and power cuts; in process and fast (CPython). The same code under
+micropython is what test_ocpp.py drives end to end."""
 import json
 
 import pytest
@@ -323,7 +324,7 @@ def test_the_offline_queue_is_bounded_and_keeps_whole_sessions_in_order(prig, ca
 
 def test_a_remote_start_with_a_profile_that_is_not_a_tx_profile_is_rejected(prig):
     # OCTT TC_060_CS as EVerest's test sets send it: a TxDefaultProfile with a transactionId.
-    # docs/ocpp.md: Rejected (a CALLERROR would also pass the OCTT; the answer is one).
+    # The OCTT takes Rejected or a CALLERROR; docs/ocpp.md promises Rejected.
     st, up = station(prig)
     for purpose in ("TxDefaultProfile", "ChargePointMaxProfile"):
         p = profile(3, purpose=purpose, transactionId=1)
