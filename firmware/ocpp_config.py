@@ -40,8 +40,13 @@ MAX_KEYS = 32  # GetConfigurationMaxKeys
 
 
 def _find(name):
+    # The row of key `name`, matched as OCPP compares keys (CiString50: whatever the case).
     for row in KEYS:
         if row[0] == name:
+            return row
+    low = name.lower()  # a CSMS's spelling: allocates, where the charger's own does not
+    for row in KEYS:
+        if len(row[0]) == len(name) and row[0].lower() == low:
             return row
     return None
 
@@ -101,7 +106,7 @@ class Config:
             if row is None:
                 unknown.append(name)
             else:
-                known.append({"key": name, "readonly": not row[3], "value": self.get(name)})
+                known.append({"key": row[0], "readonly": not row[3], "value": self.get(row[0])})
         return known, unknown
 
     def change(self, name, value):
@@ -112,6 +117,7 @@ class Config:
             return "NotSupported"
         if not row[3] or not _valid(row[1], value):
             return "Rejected"
+        name = row[0]
         if row[1] == "bool":
             value = value.lower()
         self.volatile.pop(name, None)

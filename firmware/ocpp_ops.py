@@ -120,12 +120,16 @@ def get_configuration(up, st, p, now):
 def remote_start(up, st, p, now):
     tag = _text(p, "idTag", 20)
     c = _connector(p, False, (1,))
-    profile = p.get("chargingProfile")
+    profile = need(p, "chargingProfile", "obj", False)
     if profile is not None:
-        profile = pf.parse(profile)
-        if profile.purpose != pf.TX:
+        # Only a TxProfile belongs here: anything else is Rejected, before a check that
+        # holds only for other purposes (a transactionId) could make it a CALLERROR.
+        if enum(profile, "chargingProfilePurpose", pf.PURPOSES) != "TxProfile":
             return _status(False)
-    if c == -1 or st.tx is not None or st.inoperative or not st.spend(now):
+        profile = pf.parse(profile)
+    # Not while the boot is Pending (OCPP 1.6 section 4.2): no energy before Accepted.
+    if c == -1 or not up.accepted or st.tx is not None or st.inoperative or \
+            not st.spend(now):
         return _status(False)
     st.remote_start(tag, profile, now)
     return _status(True)
@@ -134,7 +138,7 @@ def remote_start(up, st, p, now):
 def remote_stop(up, st, p, now):
     tid = need(p, "transactionId", "int")
     tx = st.tx
-    ok = tx is not None and st.ids.get(tx[0]) == tid
+    ok = up.accepted and tx is not None and st.ids.get(tx[0]) == tid  # not while Pending
     return _status(ok and st.stop("Remote", now))
 
 

@@ -18,6 +18,7 @@ import control as ctl
 import isotime
 import limits as lim
 import persist as ps
+import pilot
 import record
 import settings as st
 import slot as sl
@@ -43,6 +44,7 @@ STATUS = "N"  # (number: the connector), ..., status, errorCode, vendorErrorCode
 _PERSISTED = (START, STOP)
 _NAMES = {START: "StartTransaction", METER: "MeterValues", STOP: "StopTransaction"}
 _SETTLE_MS = const(5000)  # a closed contactor without current this long: SuspendedEV
+_KNOWN_MS = const(1000)  # after boot, a pilot not steady by then counts as no vehicle
 
 
 class Station:
@@ -55,6 +57,8 @@ class Station:
         self.profiles = pf.Profiles(agent.persist)
         self.lock = _thread.allocate_lock()
         self.online = False  # the uplink: connected and accepted by the CSMS
+        self.known = False  # whether a vehicle is on the cable is known (service())
+        self._first_ms = None  # the first worker pass with the board read
         self.tx = None  # the open transaction: [number, idTag, meterStart, board ms]
         self.ids = {}  # transaction number -> the CSMS's transactionId
         self.queue = []
@@ -144,10 +148,13 @@ class Station:
         # order they happened: Preparing, StartTransaction, Charging; StopTransaction,
         # Available. A status is taken before this pass starts or stops anything: the
         # control loop has not seen that yet.
-        if self.control.first_wh < 0:
-            return  # the control loop has not read the board yet (nor its clock)
+        if not self.known:
+            if not self._settled(now):
+                return
+            self.known = True
         with self.lock:
-            if self._interrupted:
+            cut = self._interrupted
+            if cut:
                 self._interrupted = False
                 self.tx[3] = now
                 self._stop("PowerLoss" if self.board.reset_cause == "power_on" else "Reboot", now)
@@ -156,8 +163,10 @@ class Station:
                 if self._session is not None:
                     self._session_ended(now)
                 self._session = s
-                if s is not None:
-                    self.finishing = self.control.paused  # a pause that outlived a restart
+                if s is not None:  # a pause that outlived a restart; or a restart ended the
+                    # transaction under the vehicle: with plug and charge a new one starts
+                    # below, else the CSMS starts the next one (docs/ocpp.md: power cuts)
+                    self.finishing = self.control.paused or (cut and not self.id_tag)
             if self.tx:
                 self._track(now)
             self._notify(now)
@@ -173,6 +182,20 @@ class Station:
             self._meter(now)
             if self.profiles.changed or ctl.elapsed(now, self._eval_at) >= self._eval_wait:
                 self._apply(now)
+
+    def _settled(self, now):
+        # Whether the station may judge the connector after boot: the control loop has read
+        # the board (meter and clock) and a steady pilot, and the worker has taken the
+        # session it began (the control loop runs in its own thread on a board). Before
+        # that a vehicle on the cable would read as Available.
+        c = self.control
+        if c.first_wh < 0:
+            return False
+        if self._first_ms is None:
+            self._first_ms = now
+        return ctl.elapsed(now, self._first_ms) >= _KNOWN_MS or (
+            c.pilot != pilot.UNKNOWN and
+            c.session_active == (self.agent.energy.session is not None))
 
     def _track(self, now):
         # Whether the open transaction has charged (or held the contactor closed a while).
@@ -261,8 +284,9 @@ class Station:
         q = self.queue
         for c in (0, 1):
             st = self.status(c)
-            if st == self._notified[c] and not again:
-                continue
+            if st == self._notified[c] and (
+                    not again or any(e[0] == STATUS and e[1] == c for e in q)):
+                continue  # unchanged (and, online again, it is still queued to go out)
             self._notified[c] = st
             for i in range(len(q) - 1, -1, -1):
                 if q[i][0] in _PERSISTED:
@@ -274,7 +298,7 @@ class Station:
 
     def renotify(self, now):
         # Online again (after a BootNotification or a new connection): the CSMS hears the
-        # current statuses whether or not they changed.
+        # current statuses whether or not they changed (once: not again after one queued).
         self._notify(now, True)
 
     def _enqueue(self, entry):

@@ -27,6 +27,7 @@ _BACKOFF_MAX_MS = 30000
 _POLL_MS = 50  # how long the loop waits for input before its other work
 _READS = 8  # messages handled per turn before the loop sends anything of its own
 _BOOT_RETRY_S = 60  # when the CSMS gives no interval for the next BootNotification
+_BOOT_RETRY_MAX_S = 86400  # a longer one counts as a day (the tick counter spans 6 days)
 _RESET_WAIT_MS = {"Soft": 10000, "Hard": 3000}  # for the vehicle to let go and the Stop to go
 _UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 
@@ -76,6 +77,7 @@ class OcppUplink:
         agent.duties.append(self.station.service)
         self.ws = None
         self.accepted = False  # the CSMS accepted this power-up's BootNotification
+        self.rejected = False  # its last answer to one was Rejected: silence (_booted)
         self.reset = None  # "Soft" / "Hard": asked for, not yet done
         self.connects = 0
         self.refused = 0  # incoming messages that were not OCPP at all (no answer possible)
@@ -83,7 +85,8 @@ class OcppUplink:
         self._ids = 0
         self._awaiting = None  # (message id, action, entry, sent at)
         self._triggers = []  # (action, connector) the CSMS asked for
-        self._boot_at = 0
+        self._boot_at = _ms()  # the next BootNotification not before this
+        self._boot_wait_ms = 0  # the interval the CSMS gave for it
         self._tx_at = 0  # our last message out
         self._rx_at = 0  # their last frame in
         self._ping_at = None  # a ping waiting for anything back
@@ -124,7 +127,8 @@ class OcppUplink:
         self._awaiting = None
         self._ping_at = None
         self._rx_at = self._tx_at = _ms()
-        self._boot_at = self._rx_at
+        if time.ticks_diff(self._boot_at, self._rx_at) > self._boot_wait_ms:
+            self._boot_at = self._rx_at  # the counter wrapped while offline: the wait is over
 
     def _tls(self, sock, host):
         # wss://: the CSMS's certificate checked against ocpp.ca_file and the host dialled.
@@ -180,6 +184,8 @@ class OcppUplink:
             self._answered(msg)
 
     def _call(self, msg):
+        if self.rejected:
+            return  # OCPP 1.6 section 4.2: while Rejected, no answer to anything at all
         uid = msg[1]
         if len(msg) != 4 or type(msg[2]) is not str:
             return self._error(uid, "FormationViolation", "a CALL is [2, id, action, payload]")
@@ -195,6 +201,8 @@ class OcppUplink:
         self._send([3, uid, result])
 
     def _error(self, uid, code, text):
+        if self.rejected:
+            return  # as _call: not even a CALLERROR
         if uid is None:
             self.refused += 1
             return
@@ -235,12 +243,14 @@ class OcppUplink:
             interval = 0
         if result:
             st.learn_time(result.get("currentTime"))
+        self.rejected = status == "Rejected"
         if status == "Accepted":
             self.accepted = True
             if interval:
                 st.config.volatile["HeartbeatInterval"] = str(interval)
         else:  # Pending, Rejected, or no sense: ask again later, say nothing else meanwhile
-            self._boot_at = time.ticks_add(_ms(), (interval or _BOOT_RETRY_S) * 1000)
+            self._boot_wait_ms = min(interval or _BOOT_RETRY_S, _BOOT_RETRY_MAX_S) * 1000
+            self._boot_at = time.ticks_add(_ms(), self._boot_wait_ms)
 
     # -- out
     def trigger(self, action, connector):
@@ -260,6 +270,10 @@ class OcppUplink:
 
     def _next_out(self, st, now):
         # (action, payload, entry) of the next CALL of ours, or None.
+        if not st.known:
+            return None  # just powered up: what the connector holds is not known yet
+        if self.rejected and time.ticks_diff(_ms(), self._boot_at) < 0:
+            return None  # OCPP 1.6 section 4.2: nothing at all until the interval has passed
         if self._triggers:
             return self._triggered(st, *self._triggers.pop(0))
         if not self.accepted:
@@ -299,7 +313,6 @@ class OcppUplink:
 
     def _boot(self):
         from agent import VERSION
-        self._boot_at = time.ticks_add(_ms(), _BOOT_RETRY_S * 1000)
         return "BootNotification", {"chargePointVendor": VENDOR,
                                     "chargePointModel": self.agent.model[:20],
                                     "chargePointSerialNumber": self.identity[:25],

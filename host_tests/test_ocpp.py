@@ -165,6 +165,54 @@ def test_a_pending_boot_sends_nothing_else_until_accepted(make_sim, csms):
     assert csms.actions("StartTransaction")[0]["idTag"] == TAG
 
 
+def test_a_pending_boot_refuses_remote_start_and_stop(make_sim, csms):
+    # OCPP 1.6 section 4.2: while Pending, RemoteStart/StopTransaction are not allowed; no
+    # energy may flow on a remote start before the CSMS accepts the charge point.
+    csms.boot_status = "Pending"
+    csms.interval = 2
+    sim = make_sim()  # no id tag: only a remote start starts a transaction
+    csms.wait(lambda: csms.actions("BootNotification"), 15)
+    sim.ev(connected=True, request=True)
+    assert csms.call(call.RemoteStartTransaction(id_tag="R", connector_id=1)).status == \
+        "Rejected"
+    assert csms.call(call.RemoteStopTransaction(transaction_id=1)).status == "Rejected"
+    time.sleep(3)
+    assert sim.duty() == 100.0 and not sim.bench.contactor  # nothing offered
+    assert {a for a, _ in csms.log} == {"BootNotification"}
+    csms.boot_status = "Accepted"
+    csms.wait(lambda: csms.statuses()[-1:] == ["Preparing"], 15)
+    assert csms.call(call.RemoteStartTransaction(id_tag="R", connector_id=1)).status == \
+        "Accepted"
+    charging(sim, csms)
+    assert csms.actions("StartTransaction")[0]["idTag"] == "R"
+
+
+def test_a_rejected_boot_answers_nothing_and_says_nothing_until_the_interval(make_sim, csms):
+    # OCPP 1.6 section 4.2: while Rejected the charge point answers no CALL of the CSMS and
+    # sends nothing until the interval has passed, a new connection included.
+    csms.boot_status = "Rejected"
+    csms.interval = 6
+    sim = make_sim()
+    t0 = csms.wait(lambda: csms.actions("BootNotification") and time.monotonic(), 15)
+    time.sleep(0.5)  # the answer (logged: its CALL) on its way: Rejected from its arrival
+    csms.send_raw('[2, "r-1", "RemoteStartTransaction", {"idTag": "R"}]', "r-1")
+    csms.send_raw('[2, "r-2", "GetConfiguration", {}]', "r-2")
+    csms.send_raw('[2, "r-3", "TriggerMessage", {"requestedMessage": "Heartbeat"}]', "r-3")
+    csms.send_raw('[2, "r-4", "Reset", {"type": 5}]', "r-4")  # not even a CALLERROR
+    sim.ev(connected=True, request=True)
+    time.sleep(1)
+    csms.stop()  # the link drops and comes back within the interval
+    csms.start()
+    t1 = csms.wait(lambda: len(csms.actions("BootNotification")) == 2 and time.monotonic(), 15)
+    assert t1 - t0 >= 5.5, t1 - t0
+    assert not csms.raw_answers and {a for a, _ in csms.log} == {"BootNotification"}
+    assert sim.duty() == 100.0  # the remote start was not taken either
+    csms.boot_status = "Accepted"
+    csms.wait(lambda: csms.statuses()[-1:] == ["Preparing"], 15)
+    assert not csms.raw_answers and not csms.actions("StartTransaction")
+    assert csms.call(call.GetConfiguration(key=["NumberOfConnectors"])).configuration_key
+
+
 def test_charge_point_max_profile_is_max_charge_rate(make_sim, csms, broker):
     sim = make_sim("--id-tag", TAG, "--uplink", "both")
     booted(csms)
@@ -331,6 +379,59 @@ def test_transactions_queue_through_an_outage_and_a_power_cut(make_sim, csms):
     assert not [m for m in csms.actions("MeterValues") if m.get("transactionId") == 102]
 
 
+def after(csms, mark, connector=1):
+    """(action, status or reason) of the statuses of `connector` and the transaction
+    messages the CSMS has had since log entry `mark`."""
+    return [(a, p.get("status") or p.get("reason")) for a, p in csms.log[mark:]
+            if a in ("StatusNotification", "StartTransaction", "StopTransaction") and
+            p.get("connectorId", connector) == connector]
+
+
+def test_a_power_cut_under_a_remote_start_leaves_the_vehicle_finishing(make_sim, csms):
+    # The vehicle stays plugged through the cut: its transaction ended (PowerLoss), so the
+    # connector is Finishing, never Available, and the next transaction is the CSMS's to
+    # start (docs/ocpp.md: after a power cut).
+    sim = make_sim()  # no id tag
+    booted(csms)
+    sim.ev(connected=True, request=True)
+    csms.wait(lambda: csms.statuses()[-1] == "Preparing", 10)
+    assert csms.call(call.RemoteStartTransaction(id_tag="R", connector_id=1)).status == \
+        "Accepted"
+    charging(sim, csms)
+    mark = len(csms.log)
+    sim.power(False)
+    sim.power(True)
+    booted(csms, 2)
+    csms.wait(lambda: csms.actions("StopTransaction") and csms.statuses()[-1] == "Finishing", 10)
+    time.sleep(3)
+    assert after(csms, mark) == [("StopTransaction", "PowerLoss"),
+                                 ("StatusNotification", "Finishing")]
+    assert sim.duty() == 100.0 and not sim.bench.contactor
+    assert csms.call(call.RemoteStartTransaction(id_tag="R2", connector_id=1)).status == \
+        "Accepted"
+    charging(sim, csms)
+    assert csms.actions("StartTransaction")[-1]["idTag"] == "R2"
+    sim.ev(connected=False)
+    csms.wait(lambda: csms.statuses()[-1] == "Available", 10)
+
+
+def test_a_power_cut_with_plug_and_charge_resumes_in_a_new_transaction(make_sim, csms):
+    sim = make_sim("--id-tag", TAG)
+    booted(csms)
+    charging(sim, csms)
+    mark = len(csms.log)
+    sim.power(False)
+    sim.power(True)
+    booted(csms, 2)
+    csms.wait(lambda: len(csms.actions("StartTransaction")) == 2 and
+              csms.statuses()[-1] == "Charging", 20)
+    log = after(csms, mark)
+    assert ("StatusNotification", "Available") not in log, log  # the vehicle never left
+    assert log.index(("StopTransaction", "PowerLoss")) < log.index(("StartTransaction", None))
+    assert [p["idTag"] for p in csms.actions("StartTransaction")] == [TAG, TAG]
+    wait(lambda: sim.bench.contactor and sim.bench.current > 1, 10)
+
+
 def test_a_silent_csms_is_dropped_and_redialled_and_never_delays_the_contactor(make_sim, csms):
     csms.interval = 1  # heartbeats every second
     sim = make_sim("--id-tag", TAG, config={"ocpp": {"timeout": 2}})
@@ -477,6 +578,28 @@ def test_configuration_keys(make_sim, csms):
     csms.wait(lambda: csms.actions("MeterValues"), 5)
     values = csms.actions("MeterValues")[0]["meterValue"][0]["sampledValue"]
     assert [v["measurand"] for v in values] == ["Energy.Active.Import.Register"]
+
+
+def test_a_remote_start_with_another_purpose_is_rejected_and_keys_match_any_case(make_sim, csms):
+    make_sim()
+    booted(csms)
+    # OCTT TC_060_CS as EVerest's test sets send it: a TxDefaultProfile with a transactionId.
+    profile = {"chargingProfileId": 3, "transactionId": 1, "stackLevel": 0,
+               "chargingProfilePurpose": "TxDefaultProfile", "chargingProfileKind": "Absolute",
+               "chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [
+                   {"startPeriod": 0, "limit": 6}]}}
+    answer = csms.call(call.RemoteStartTransaction(id_tag="R", connector_id=1,
+                                                   charging_profile=profile))
+    assert answer is not None and answer.status == "Rejected"  # None: a CALLERROR
+    # Keys are CiString50, compared whatever the case; answers use the charger's spelling.
+    conf = csms.call(call.GetConfiguration(key=["ConnectionTimeout"]))
+    assert [k["key"] for k in conf.configuration_key] == ["ConnectionTimeOut"]
+    assert not conf.unknown_key
+    assert csms.call(call.ChangeConfiguration(key="connectiontimeout", value="30")).status == \
+        "Accepted"
+    conf = csms.call(call.GetConfiguration(key=["CONNECTIONTIMEOUT"]))
+    assert [(k["key"], k["value"]) for k in conf.configuration_key] == [("ConnectionTimeOut",
+                                                                         "30")]
 
 
 def test_change_availability(make_sim, csms):

@@ -1,6 +1,7 @@
 """Charging profiles, checked and evaluated (firmware/ocpp_profiles.py), and what the station
-makes of them (the cap, the dynamic limit, GetCompositeSchedule), in process and fast; the
-same code under micropython is what test_ocpp.py drives end to end."""
+makes of them (the cap, the dynamic limit, GetCompositeSchedule); the station's operations,
+configuration and power cuts; in process and fast (CPython). The same code under
+micropython is what test_ocpp.py drives end to end."""
 import json
 
 import pytest
@@ -10,6 +11,8 @@ from tools.bench.rig import UNIX_BASE_MS, InProcessRig
 
 import ocpp_ops
 import ocpp_profiles as pf
+import persist
+from ocpp_config import Config
 from ocpp_profiles import Invalid
 from ocpp_station import Station
 
@@ -154,6 +157,7 @@ def test_without_the_clock_the_lowest_limit_any_profile_might_apply():
 class Uplink:
     def __init__(self, station):
         self.station = station
+        self.accepted = True  # the CSMS accepted the BootNotification
         self.reset = None
         self.triggered = []
 
@@ -274,16 +278,17 @@ def test_profiles_and_the_queue_survive_a_restart_and_a_corrupt_record_is_report
                for e in prig.events())
 
 
+class Store(dict):
+    """A board's key-value store in RAM, for the configuration alone."""
+
+    def read(self, key):
+        return self.get(key)
+
+    def write(self, key, data):
+        self[key] = data
+
+
 def test_configuration_keeps_what_the_csms_changed_and_not_the_boot_interval():
-    import persist
-    from ocpp_config import Config
-
-    class Store(dict):
-        def read(self, key):
-            return self.get(key)
-
-        def write(self, key, data):
-            self[key] = data
     store = Store()
     c = Config(persist.Persist(store))
     c.volatile["HeartbeatInterval"] = "42"  # a BootNotification's interval
@@ -315,3 +320,92 @@ def test_the_offline_queue_is_bounded_and_keeps_whole_sessions_in_order(prig, ca
     assert "ocpp: dropped StartTransaction of transaction 1" in capsys.readouterr().out
     saved = json.loads(prig.agent.persist.read_blob("ocpp_tx"))
     assert [(e[0], e[1]) for e in saved["q"]] == kinds and saved["open"] is None
+
+
+def test_a_remote_start_with_a_profile_that_is_not_a_tx_profile_is_rejected(prig):
+    # OCTT TC_060_CS as EVerest's test sets send it: a TxDefaultProfile with a transactionId.
+    # The OCTT takes Rejected or a CALLERROR; docs/ocpp.md promises Rejected.
+    st, up = station(prig)
+    for purpose in ("TxDefaultProfile", "ChargePointMaxProfile"):
+        p = profile(3, purpose=purpose, transactionId=1)
+        assert call(up, "RemoteStartTransaction", {"idTag": "T", "connectorId": 1,
+                                                   "chargingProfile": p}, prig) == \
+            {"status": "Rejected"}
+    assert st.remote is None
+    with pytest.raises(Invalid) as e:  # a malformed TxProfile is still a CALLERROR
+        call(up, "RemoteStartTransaction", {"idTag": "T", "chargingProfile": profile(
+            purpose="TxProfile", stack=99)}, prig)
+    assert e.value.args[0] == "PropertyConstraintViolation"
+    assert call(up, "RemoteStartTransaction", {"idTag": "T", "chargingProfile": profile(
+        purpose="TxProfile")}, prig) == {"status": "Accepted"}
+
+
+def test_configuration_keys_match_whatever_their_case():
+    # OCPP 1.6 keys are CiString50: compared case-insensitively; answers name them as the
+    # charger spells them.
+    c = Config(persist.Persist(Store()))
+    known, unknown = c.read(["connectiontimeout", "CONNECTIONTIMEOUT", "Colour"])
+    assert [k["key"] for k in known] == ["ConnectionTimeOut", "ConnectionTimeOut"]
+    assert unknown == ["Colour"]
+    assert c.change("ConnectionTimeout", "30") == "Accepted"
+    assert c.number("ConnectionTimeOut") == 30 and c.changed == {"ConnectionTimeOut": "30"}
+    assert c.change("numberofconnectors", "2") == "Rejected"  # read-only, whatever the case
+
+
+def test_while_the_boot_is_not_accepted_remote_start_and_stop_are_rejected(prig):
+    # OCPP 1.6 section 4.2: not allowed while Pending; nothing changes, no flash is spent.
+    st, up = station(prig)
+    plug(prig, 3000)
+    up.accepted = False
+    budget = st._writes
+    assert call(up, "RemoteStartTransaction", {"idTag": "T"}, prig) == {"status": "Rejected"}
+    assert call(up, "RemoteStopTransaction", {"transactionId": 1}, prig) == {"status": "Rejected"}
+    prig.run(3000)
+    assert st.remote is None and st.tx is None and st._writes == budget
+    assert prig.bench.current == 0 and not prig.bench.contactor
+
+
+def connector_statuses(st):
+    return [e[4] for e in st.queue if e[0] == "N" and e[1] == 1]
+
+
+def reboot(prig, **cfg):
+    # Power on again; a worker pass right after the control loop's first tick, as the
+    # worker's own thread may make on a board, before the pilot reading is steady.
+    prig.boot()
+    st, up = station(prig, **cfg)
+    prig.step()
+    st.service(prig.board.now_ms())
+    assert connector_statuses(st) == []  # nothing said before the connector is known
+    return st, up
+
+
+def test_after_a_power_cut_with_the_vehicle_plugged_the_connector_is_finishing(prig):
+    # Without plug and charge: the cut transaction stops (PowerLoss), the vehicle is still
+    # there: Finishing, never Available, and no new transaction until the CSMS starts one.
+    st, up = station(prig)
+    plug(prig, 3000)
+    assert call(up, "RemoteStartTransaction", {"idTag": "R"}, prig) == {"status": "Accepted"}
+    prig.run(3000)
+    assert st.tx and prig.bench.contactor
+    prig.power_cut()
+    st, up = reboot(prig)
+    prig.run(3000)
+    assert connector_statuses(st) == ["Finishing"]
+    assert [(e[0], e[1]) for e in st.queue if e[0] in "SE"] == [("S", 1), ("E", 1)]
+    assert [e[5] for e in st.queue if e[0] == "E"] == ["PowerLoss"]
+    assert st.tx is None and not prig.bench.contactor
+    assert call(up, "RemoteStartTransaction", {"idTag": "R2"}, prig) == {"status": "Accepted"}
+    prig.run(3000)
+    assert st.tx[1] == "R2" and prig.bench.contactor
+
+
+def test_after_a_power_cut_plug_and_charge_starts_a_new_transaction(prig):
+    st, up = station(prig, id_tag="T")
+    plug(prig, 3000)
+    prig.power_cut()
+    st, up = reboot(prig, id_tag="T")
+    prig.run(3000)
+    assert connector_statuses(st) == ["Preparing", "Charging"]  # no CSMS here: all kept
+    assert [(e[0], e[1]) for e in st.queue if e[0] in "SE"] == [("S", 1), ("E", 1), ("S", 2)]
+    assert prig.bench.contactor
