@@ -1,8 +1,14 @@
-"""Where things are, for every tool and test: one definition of the project's paths."""
+"""Where things are, for every tool and test: one definition of the project's paths.
+
+Every path here is resolved (no symlink in it), as the manifest reader's are
+(tools/device/manifest.py): a path from one side compares equal to the same file from the
+other even when ../shared, or the checkout itself, is reached through a symlink.
+"""
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # as it was reached
+ROOT = os.path.realpath(_HERE)
 FIRMWARE = os.path.join(ROOT, "firmware")
 BOARDS = os.path.join(ROOT, "boards")
 BUILD = os.path.join(ROOT, "build")
@@ -14,7 +20,7 @@ AGENT_MANIFEST = os.path.join(FIRMWARE, "manifest.py")
 
 # Pinned third-party code beside the project (../shared/third_party/README.md): the
 # micropython-lib that MicroPython v1.28.0 freezes, and the v1.28.0 source.
-THIRD_PARTY = os.path.join(os.path.dirname(ROOT), "shared", "third_party")
+THIRD_PARTY = os.path.realpath(os.path.join(os.path.dirname(_HERE), "shared", "third_party"))
 MPY_LIB = os.path.join(THIRD_PARTY, "micropython-lib")
 MICROPYTHON_SRC = os.path.join(THIRD_PARTY, "micropython-1.28.0")
 

@@ -28,12 +28,14 @@ def _manifestfile():
 
 
 def files(manifest):
-    """[Entry(source .py, target path on the board, mpy-cross -O level, package metadata)]."""
+    """[Entry(source .py, target path on the board, mpy-cross -O level, package metadata)];
+    each source a resolved path, as tools/paths.py gives them."""
     mf = _manifestfile()
     m = mf.ManifestFile(mf.MODE_COMPILE, {"MPY_DIR": MICROPYTHON_SRC, "MPY_LIB_DIR": MPY_LIB,
                                           "PORT_DIR": None, "BOARD_DIR": None})
     m.execute(manifest)
-    return [Entry(f.full_path, f.target_path, f.opt, f.metadata) for f in m.files()]
+    return [Entry(os.path.realpath(f.full_path), f.target_path, f.opt, f.metadata)
+            for f in m.files()]
 
 
 def compile_to(entry, out_dir, flags=()):
