@@ -111,6 +111,7 @@ def _bad(cfg, change):
 
 BAD_CONFIGS = [
     ("truncated", None, "is not valid JSON"),
+    ("nested too deep", "[" * 4000, "is not valid JSON"),  # before: a RecursionError traceback
     ("adc2", lambda c: c["pins"].update(pilot_adc=4), "pins.pilot_adc must be on ADC1"),
     ("placeholder", lambda c: c["wifi"].update(password="CHANGE-ME"),
      "wifi.password is still CHANGE-ME"),
@@ -130,6 +131,8 @@ def test_a_bad_config_is_refused_before_anything_is_written(tmp_path, good, name
     path, cfg = good
     if change is None:
         bad = write(tmp_path, path.read_text()[:150])
+    elif isinstance(change, str):
+        bad = write(tmp_path, change)
     else:
         bad = write(tmp_path, _bad(cfg, change))
     out = tmp_path / "tree"

@@ -65,6 +65,7 @@ def sim(tmp_path_factory, mpy_dir):
     (["--broker", "127.0.0.1:1883", "ev", "connected=yes"], ["true or false"]),
     (["--broker", "127.0.0.1:1883", "ev", "plugged=true"], ["unknown vehicle field"]),
     (["--broker", "127.0.0.1:1883", "ev", "maxCurrent=lots"], ["a number of amps"]),
+    (["--broker", "127.0.0.1:1883", "ev", "maxCurrent=" + "[" * 4000], ["a number of amps"]),
     (["--broker", "127.0.0.1:1883", "power"], ["required: on|off"]),
     (["--broker", "127.0.0.1:1883", "power", "of"], ["invalid choice: 'of'"]),
     (["--broker", "127.0.0.1:1883", "fault", "bogus"], ["invalid choice: 'bogus'"]),
@@ -198,6 +199,22 @@ def test_watch_prints_one_line_per_change_and_raw_json(sim):
     assert all(len(line) < 160 for line in lines)
     out, _ = raw.communicate(10)
     assert any(line.startswith("ev-charger/charger-1/state {") for line in out.splitlines())
+
+
+def test_json_nested_too_deep_stops_neither_a_client_nor_watch(sim):
+    # json.loads raises RecursionError (no ValueError) for 4,000 "[": before, such a message
+    # ended the client's MQTT thread (the read below timed out), and a watch with it.
+    c = Charger(sim)
+    try:
+        c.client.publish(c.base + "events", b"[" * 4000, qos=1).wait_for_publish(5)
+        assert c.read()["id"] == "charger-1"
+    finally:
+        c.close()
+    out = io.StringIO()
+    w = WatchLine("charger-1", out)
+    w.update("state", "[" * 4000)
+    w.update("events", "[" * 4000)
+    assert out.getvalue() == ""
 
 
 def test_watch_lines_are_rounded_for_people():

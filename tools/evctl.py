@@ -34,6 +34,7 @@ import time
 import paho.mqtt.client as mqtt
 
 from tools.bench.bench import EV_FIELDS, FAULTS
+from tools.json_input import loads
 import topics  # noqa: E402  (the firmware's; tools.bench.bench put it on the path)
 
 REFUSED, USAGE, UNREACHABLE = 1, 2, 3
@@ -126,7 +127,7 @@ class Charger:
                 self.availability = text
             else:
                 try:
-                    body = json.loads(text)
+                    body = loads(text)
                 except ValueError:
                     body = text
                 if topic == self.base + "responses" and isinstance(body, dict):
@@ -256,7 +257,7 @@ def _ev_field(text):
                                          % (name, ", ".join(EV_FIELDS)))
     kind = EV_FIELDS[name][1]
     try:
-        value = json.loads(raw)
+        value = loads(raw)
     except ValueError:
         value = None
     if kind is bool and type(value) is not bool:
@@ -583,7 +584,7 @@ class WatchLine:
             self.shown = None  # after a restart, show its state again even if unchanged
             return
         try:
-            body = json.loads(text)
+            body = loads(text)
         except ValueError:
             return
         if kind == "state" and isinstance(body, dict):

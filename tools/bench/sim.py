@@ -21,6 +21,7 @@ from tools.bench.broker import Broker
 from tools.bench.page.server import DEFAULT_PORT, PageServer
 from tools.device import unix32
 from tools.evctl import tls_context
+from tools.json_input import loads
 from tools.paths import BUILDS, ROOT, cpython_paths
 
 cpython_paths()
@@ -195,7 +196,7 @@ class Sim:
     def _on_message(self, client, userdata, msg):
         name = msg.topic[len(self.bench_topic):]
         try:
-            body = json.loads(msg.payload)
+            body = loads(msg.payload)
             if not isinstance(body, dict):
                 raise ValueError("expected a JSON object")
             with self.lock:

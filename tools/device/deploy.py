@@ -20,7 +20,6 @@ replaces the files it wrote there before and never deletes or overwrites anythin
 import argparse
 import hashlib
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -30,6 +29,7 @@ import tempfile
 
 from tools.device import manifest
 from tools.device.ports import port_problem
+from tools.json_input import loads
 from tools.paths import AGENT_MANIFEST, FIRMWARE, board_dir
 
 # Per board: the modules that go into lib/ (from boards/<name>/), and the module whose
@@ -96,7 +96,7 @@ def load_config(path, board):
         raise DeployError("config %s not found (template: %s)" % (path, TEMPLATE))
     try:
         with open(path, encoding="utf-8") as f:
-            cfg = json.load(f)
+            cfg = loads(f.read())
     except UnicodeDecodeError:
         raise DeployError("config %s is not UTF-8 text" % path)
     except ValueError as e:

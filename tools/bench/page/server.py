@@ -27,6 +27,7 @@ import paho.mqtt.client as mqtt
 from tools.bench.bench import EV_FIELDS, FAULTS  # (also puts the firmware on the path)
 from tools.bench.page import site as site_view
 from tools.evctl import BENCH_ANSWER_S
+from tools.json_input import loads
 import topics  # the agent's topics, defined there
 from topics import REQUESTS as AGENT_REQUESTS
 
@@ -239,7 +240,7 @@ class PageServer:
             body = text
         else:
             try:
-                body = json.loads(text)
+                body = loads(text)
             except ValueError:
                 return
             if not isinstance(body, dict):
@@ -271,7 +272,7 @@ class PageServer:
 
     def _on_site(self, payload):
         try:
-            body = json.loads(payload)
+            body = loads(payload)
         except ValueError:
             return
         with self.lock:
@@ -465,7 +466,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not 0 <= size <= BODY_MAX:
             return self._json(400, {"ok": False, "message": "a body of 0-%d bytes" % BODY_MAX})
         try:
-            body = json.loads(self.rfile.read(size) or b"{}")
+            body = loads(self.rfile.read(size) or b"{}")
         except ValueError:
             body = None
         if not isinstance(body, dict):
