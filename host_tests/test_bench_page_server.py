@@ -73,7 +73,8 @@ def test_a_request_gets_the_chargers_matching_reply(page):
     ("/api/charger-9/read", {}, None, 200, "unknown charger 'charger-9'"),
     ("/api/charger-1/ev", {"connected": "yes"}, None, 200, "connected must be true or false"),
     ("/api/charger-1/ev", {"plugged": True}, None, 200, "unknown vehicle field 'plugged'"),
-    ("/api/charger-1/ev", {"maxCurrent": 1e9}, None, 200, "a number of amps, 0-80"),
+    ("/api/charger-1/ev", {"maxCurrent": 1e9}, None, 200, "a number of amps from 0 to 80"),
+    ("/api/charger-1/ev", {"followMs": 1e9}, None, 200, "a number of ms from 0 to 60000"),
     ("/api/charger-1/fault", {"fault": "bogus"}, None, 200, "fault must be one of none, "),
     ("/api/charger-1/power", {"on": 1}, None, 200, "power takes"),
 ])

@@ -66,6 +66,16 @@ def sim(tmp_path_factory, mpy_dir):
     (["--broker", "127.0.0.1:1883", "ev", "plugged=true"], ["unknown vehicle field"]),
     (["--broker", "127.0.0.1:1883", "ev", "maxCurrent=lots"], ["a number of amps"]),
     (["--broker", "127.0.0.1:1883", "ev", "maxCurrent=" + "[" * 4000], ["a number of amps"]),
+    # Numbers the bench would ignore (before: exit 0 and "bench charger-1: ev ..."), refused
+    # by the bench's own rule (tools/bench/bench.py's EV_FIELDS).
+    (["--broker", "127.0.0.1:1883", "ev", "maxCurrent=1e999"],
+     ["maxCurrent must be a number of amps from 0 to 80, not '1e999'"]),
+    (["--broker", "127.0.0.1:1883", "ev", "maxCurrent=200000"], ["from 0 to 80, not '200000'"]),
+    (["--broker", "127.0.0.1:1883", "ev", "maxCurrent=NaN"], ["from 0 to 80, not 'NaN'"]),
+    (["--broker", "127.0.0.1:1883", "ev", "followMs=-1"],
+     ["followMs must be a number of ms from 0 to 60000, not '-1'"]),
+    (["--broker", "127.0.0.1:1883", "--timeout", "nan", "read"], ["not a number of seconds"]),
+    (["--broker", "127.0.0.1:1883", "--timeout", "-1", "read"], ["not a number of seconds"]),
     (["--broker", "127.0.0.1:1883", "power"], ["required: on|off"]),
     (["--broker", "127.0.0.1:1883", "power", "of"], ["invalid choice: 'of'"]),
     (["--broker", "127.0.0.1:1883", "fault", "bogus"], ["invalid choice: 'bogus'"]),
@@ -102,6 +112,13 @@ def test_a_charger_never_seen_or_offline_is_named(sim):
 def test_a_refusal_is_one_line_and_status_1(sim):
     line = one_error(evctl("cap", "51", broker=sim), 1, "422", "SETTING_OUT_OF_RANGE")
     assert "cap refused by charger-1" in line
+
+
+@pytest.mark.parametrize("value", ["1e999", "200000"])
+def test_a_vehicle_value_the_bench_ignores_is_refused_not_reported_done(sim, value):
+    # Before: exit 0 and "bench charger-1: ev maxCurrent=..." while the bench ignored it.
+    one_error(evctl("ev", "maxCurrent=" + value, broker=sim), 2,
+              "maxCurrent must be a number of amps from 0 to 80")
 
 
 def test_replies_reach_the_run_that_asked(sim):

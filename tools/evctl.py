@@ -3,7 +3,7 @@
   evctl status                     # one screen: status, power, cap and limits, last action
   evctl read                       # the device read, as JSON
   evctl cap 7.4                    # write max_charge_rate (kW)
-  evctl limit 10 [--kw] [--ttl 60] # a dynamic limit (A per phase, or kW) for ttl seconds
+  evctl limit 10 [--kw] [--ttl 90] # a dynamic limit (A per phase, or kW) for ttl seconds
   evctl limit clear                # back to the other ceilings
   evctl charge | idle [--replace] [--action-id ID]
   evctl watch [--raw]              # one line per change (--raw: every message as it comes)
@@ -33,9 +33,10 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from tools.bench.bench import EV_FIELDS, FAULTS
+from tools.bench.bench import EV_FIELDS, FAULTS, ev_field_problem
 from tools.json_input import loads
-import topics  # noqa: E402  (the firmware's; tools.bench.bench put it on the path)
+import limits  # noqa: E402  (the firmware's, as topics: tools.bench.bench put it on the path)
+import topics  # noqa: E402
 
 REFUSED, USAGE, UNREACHABLE = 1, 2, 3
 BENCH_ANSWER_S = 1.5  # the bench publishes readings at once after a bench message
@@ -248,23 +249,30 @@ def _limit_value(text):
     return value
 
 
+def _timeout(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError("%r is not a number of seconds above 0" % text)
+    return value
+
+
 def _ev_field(text):
+    # Checked here by the bench's own rule: the bench ignores what it refuses, so a value it
+    # would not take must never be sent as if it were (evctl would print success).
     name, sep, raw = text.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError("%r: write NAME=VALUE, e.g. connected=true" % text)
-    if name not in EV_FIELDS:
-        raise argparse.ArgumentTypeError("unknown vehicle field %r (known: %s)"
-                                         % (name, ", ".join(EV_FIELDS)))
-    kind = EV_FIELDS[name][1]
     try:
         value = loads(raw)
     except ValueError:
-        value = None
-    if kind is bool and type(value) is not bool:
-        raise argparse.ArgumentTypeError("%s must be true or false, not %r" % (name, raw))
-    if kind is not bool and (type(value) not in (int, float) or value < 0):
-        raise argparse.ArgumentTypeError("%s must be a number of %s, not %r" % (
-            name, "ms" if name == "followMs" else "amps", raw))
+        value = raw
+    problem = ev_field_problem(name, value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem if name not in EV_FIELDS else "%s, not %r" % (
+            problem, raw if len(raw) <= 20 else raw[:20] + "..."))
     return name, value
 
 
@@ -278,7 +286,7 @@ def parse(argv):
     common.add_argument("--device-id", default=argparse.SUPPRESS,
                         help="default $EVSE_DEVICE or charger-1")
     common.add_argument("--prefix", default=argparse.SUPPRESS, help="default " + topics.PREFIX)
-    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS,
+    common.add_argument("--timeout", type=_timeout, default=argparse.SUPPRESS,
                         help="seconds to wait for a reply (default 10)")
     common.add_argument("--ca", default=argparse.SUPPRESS,
                         help="CA certificate (PEM or DER): TLS, the broker checked against it")
@@ -299,8 +307,9 @@ def parse(argv):
     c.add_argument("value", type=_limit_value, metavar="A|clear",
                    help="amps per phase (kW with --kw), or clear")
     c.add_argument("--kw", action="store_true", help="the value is in kW")
-    c.add_argument("--ttl", type=int, default=60, help="seconds it lasts unless renewed "
-                   "(1-3600, default 60)")
+    c.add_argument("--ttl", type=int, help="seconds it lasts unless renewed (the charger "
+                   "takes %d-%d; default %d)" % (limits.TTL_MIN, limits.TTL_MAX,
+                                                  limits.TTL_DEFAULT))
     for name in ("charge", "idle"):
         c = add(name, "the %s command" % name)
         c.add_argument("--replace", action="store_true",
@@ -402,8 +411,9 @@ def _run_limit(c, a):
     if a.value == "clear":
         body = {"limit": None}
     else:
-        body = {"limit": {"value": a.value, "unit": "kw" if a.kw else "a"}, "ttl": a.ttl,
-                "source": "evctl"}
+        body = {"limit": {"value": a.value, "unit": "kw" if a.kw else "a"}, "source": "evctl"}
+        if a.ttl is not None:
+            body["ttl"] = a.ttl
     reply = _reply(c, a, "limit", body)
     if not reply.get("success"):
         return REFUSED

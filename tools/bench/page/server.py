@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import paho.mqtt.client as mqtt
 
-from tools.bench.bench import EV_FIELDS, FAULTS  # (also puts the firmware on the path)
+from tools.bench.bench import EV_FIELDS, FAULTS, ev_field_problem  # (and the firmware's path)
 from tools.bench.page import site as site_view
 from tools.evctl import BENCH_ANSWER_S
 from tools.json_input import loads
@@ -130,13 +130,9 @@ def check_bench(name, body):
         if not body:
             return "no vehicle field given"
         for key, value in body.items():
-            if key not in EV_FIELDS:
-                return "unknown vehicle field %r (known: %s)" % (key, ", ".join(EV_FIELDS))
-            kind = EV_FIELDS[key][1]
-            if kind is bool and type(value) is not bool:
-                return "%s must be true or false" % key
-            if kind is not bool and (not _number(value) or not 0 <= value <= 80):
-                return "%s must be a number of amps, 0-80" % key
+            problem = ev_field_problem(key, value)
+            if problem:
+                return problem
     elif name == "fault":
         if set(body) != {"fault"} or body["fault"] not in FAULTS:
             return "fault must be one of %s" % ", ".join(FAULTS)
