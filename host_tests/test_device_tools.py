@@ -8,9 +8,9 @@ import sys
 import pytest
 from esptool.bin_image import ELFSection, ESP32FirmwareImage, ESP32S3FirmwareImage
 
-from tools.device import flash_firmware
+from tools.device import flash_firmware, manifest
 from tools.device.deploy import MARKER, build_tree
-from tools.paths import BOARDS, ROOT
+from tools.paths import BOARDS, ROOT, board_manifest
 
 TEMPLATE = os.path.join(BOARDS, "esp32", "config.example.json")
 
@@ -178,6 +178,9 @@ def test_the_tree_compiles_for_xtensawin(tmp_path):
                   for d, _, files in os.walk(lib) for f in files)  # packages: umqtt/, requests/
     assert sorted("lib/" + f for f in libs) == sorted(p for p in written if p.startswith("lib/"))
     assert {"esp32_board.mpy", "esp32_main.mpy", "esp32_pins.mpy", "agent.mpy"} <= set(libs)
+    # One list: lib/ is what the board's image manifest freezes, without the port's own.
+    frozen = manifest.files(board_manifest("esp32"), port=False)
+    assert libs == sorted(os.path.splitext(e.target)[0] + ".mpy" for e in frozen)
     assert not [f for f in libs if f.startswith("sim")]
     assert open(os.path.join(tree, "main.py")).read() == "import esp32_main\n"
 

@@ -28,6 +28,8 @@ MICROPYTHON_SRC = os.path.join(THIRD_PARTY, "micropython-1.28.0")
 UNIX32_DIR = os.path.join(BUILD, "unix32")
 UNIX32 = os.path.join(UNIX32_DIR, "micropython")
 SIM_MANIFEST = os.path.join(BOARDS, "sim", "manifest.py")
+# The same build with what an ESP32 image freezes of the project (boards/esp32/manifest.py).
+UNIX32_ESP32 = os.path.join(UNIX32_DIR, "micropython-esp32")
 
 
 def third_party():
@@ -59,6 +61,11 @@ def micropython(build="wheel", extra_dirs=()):
 
 def board_dir(name):
     return os.path.join(BOARDS, name)
+
+
+def board_manifest(name):
+    """A board's manifest: what its image freezes and make deploy puts in lib/."""
+    return os.path.join(BOARDS, name, "manifest.py")
 
 
 def cpython_paths():

@@ -3,9 +3,10 @@
   python -m tools.device.deploy --port /dev/ttyUSB0 --config garage.local.json
   python -m tools.device.deploy --dry-run build/deploy --config garage.local.json
 
-The tree: main.py ("import esp32_main"), lib/*.mpy (what firmware/manifest.py names: the
-agent and the pinned micropython-lib packages it uses, umqtt.simple 1.7.0 and requests
-0.10.2; and the board, compiled by mpy-cross), config.json, and every file the config names
+The tree: main.py ("import esp32_main"), lib/*.mpy (what boards/esp32/manifest.py names, the
+list an image with the agent frozen in freezes: the agent and the pinned micropython-lib
+packages it uses, umqtt.simple 1.7.0, requests 0.10.2 and ntptime, and the board's modules,
+compiled by mpy-cross), config.json, and every file the config names
 (keys ending in _file, such as ca_file), taken from beside the config file and put at the
 same path on the board. The official v1.28.0 image freezes the same library versions, and a
 frozen module is imported before /lib: the copies in lib/ serve an image that lacks them.
@@ -30,12 +31,11 @@ import tempfile
 from tools.device import manifest
 from tools.device.ports import port_problem
 from tools.json_input import loads
-from tools.paths import AGENT_MANIFEST, FIRMWARE, board_dir
+from tools.paths import FIRMWARE, board_dir, board_manifest
 
-# Per board: the modules that go into lib/ (from boards/<name>/), and the module whose
-# check_pins() holds the board's config checks (importable without hardware).
-BOARDS = {"esp32": {"modules": ("esp32_board.py", "esp32_main.py", "esp32_pins.py"),
-                    "checks": "esp32_pins"}}
+# Per board: the module whose check_pins() holds the board's config checks (importable
+# without hardware). What goes into lib/ is the board's manifest (sources()).
+BOARDS = {"esp32": "esp32_pins"}
 MAIN = b"import esp32_main\n"
 PLACEHOLDER = "CHANGE-ME"  # what boards/esp32/config.example.json leaves to fill in
 TEMPLATE = "boards/esp32/config.example.json"
@@ -76,7 +76,7 @@ def _load(name, path):
 def board_checks(board):
     """The firmware's config check and the board's pin check: the very code the board runs."""
     firmware_config = _load("_deploy_firmware_config", os.path.join(FIRMWARE, "config.py"))
-    name = BOARDS[board]["checks"]
+    name = BOARDS[board]
     pins = _load("_deploy_" + name, os.path.join(board_dir(board), name + ".py"))
     return firmware_config.check, pins.check_pins
 
@@ -147,19 +147,18 @@ def mpy_cross_version():
     return int(m.group(1)), int(m.group(2))
 
 
-def _sources(board):
-    """[manifest.Entry]: firmware/manifest.py (the agent and its micropython-lib packages),
-    then the board's modules."""
+def sources(board):
+    """[manifest.Entry]: what the board's image freezes (boards/<board>/manifest.py without
+    the port's own modules, which every image has): the agent, its micropython-lib packages
+    and the board's modules."""
     if board not in BOARDS:
         raise DeployError("unknown board %r (known: %s)" % (board, ", ".join(BOARDS)))
-    return manifest.files(AGENT_MANIFEST) + [
-        manifest.Entry(os.path.join(board_dir(board), f), f, None, None)
-        for f in BOARDS[board]["modules"]]
+    return manifest.files(board_manifest(board), port=False)
 
 
 def tree_paths(board, config, files):
     """Every path build_tree() writes, relative, with /."""
-    paths = ["lib/" + os.path.splitext(e.target)[0] + ".mpy" for e in _sources(board)]
+    paths = ["lib/" + os.path.splitext(e.target)[0] + ".mpy" for e in sources(board)]
     return paths + ["main.py"] + sorted(dict(files or {}, **({"config.json": config}
                                                               if config else {})))
 
@@ -168,7 +167,7 @@ def build_tree(out, board, config, march, files=None):
     """Write the exact tree that goes on the board into `out`; return its paths (with /)."""
     written = []
     lib = os.path.join(out, "lib")
-    for entry in _sources(board):
+    for entry in sources(board):
         error = manifest.compile_to(entry, lib, ["-march=" + march])
         if error:
             raise DeployError("mpy-cross " + error)
