@@ -37,6 +37,7 @@ from tools.bench.bench import EV_FIELDS, FAULTS, ev_field_problem
 from tools.json_input import loads
 import limits  # noqa: E402  (the firmware's, as topics: tools.bench.bench put it on the path)
 import topics  # noqa: E402
+import trust  # noqa: E402
 
 REFUSED, USAGE, UNREACHABLE = 1, 2, 3
 BENCH_ANSWER_S = 1.5  # the bench publishes readings at once after a bench message
@@ -47,10 +48,11 @@ class Unreachable(Exception):
 
 
 def tls_context(ca_file):
-    """A client TLS context that checks the broker against ca_file (PEM or DER, as the agent's)."""
+    """A client TLS context that checks the broker against ca_file: PEM or DER, the
+    certificates the agent takes from it (firmware/trust.py)."""
     with open(ca_file, "rb") as f:
         data = f.read()
-    return ssl.create_default_context(cadata=data.decode() if b"-----BEGIN" in data else data)
+    return ssl.create_default_context(cadata=b"".join(trust.certificates(data)))
 
 
 class Charger:
@@ -249,6 +251,14 @@ def _limit_value(text):
     return value
 
 
+def _ca(path):
+    from tools import ca  # here: cryptography only for a run that is given a CA
+    why = ca.problem(path)
+    if why:
+        raise argparse.ArgumentTypeError(why)
+    return path
+
+
 def _timeout(text):
     try:
         value = float(text)
@@ -288,7 +298,7 @@ def parse(argv):
     common.add_argument("--prefix", default=argparse.SUPPRESS, help="default " + topics.PREFIX)
     common.add_argument("--timeout", type=_timeout, default=argparse.SUPPRESS,
                         help="seconds to wait for a reply (default 10)")
-    common.add_argument("--ca", default=argparse.SUPPRESS,
+    common.add_argument("--ca", type=_ca, default=argparse.SUPPRESS,
                         help="CA certificate (PEM or DER): TLS, the broker checked against it")
     common.add_argument("--username", default=argparse.SUPPRESS)
     common.add_argument("--password", default=argparse.SUPPRESS)

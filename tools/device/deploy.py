@@ -8,12 +8,13 @@ list an image with the agent frozen in freezes: the agent and the pinned micropy
 packages it uses, umqtt.simple 1.7.0, requests 0.10.2 and ntptime, and the board's modules,
 compiled by mpy-cross), config.json, and every file the config names
 (keys ending in _file, such as ca_file), taken from beside the config file and put at the
-same path on the board. The official v1.28.0 image freezes the same library versions, and a
+same path on the board, as they are (a CA in PEM or DER: the agent reads both). The official v1.28.0 image freezes the same library versions, and a
 frozen module is imported before /lib: the copies in lib/ serve an image that lacks them.
 Only files whose SHA-256 differs from the board's copy are sent.
 
 Nothing is written anywhere until the config has passed the firmware's own checks (the ones
-the board runs at boot) and the board's pin checks, and has no template placeholder left.
+the board runs at boot) and the board's pin checks, has no template placeholder left, and
+each CA it names (ca_file, ocpp.ca_file) holds a certificate.
 --dry-run writes only into a new or empty directory, or one an earlier --dry-run made; it
 replaces the files it wrote there before and never deletes or overwrites anything else
 (--force: write into any directory, still deleting and overwriting nothing).
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 
+from tools import ca
 from tools.device import manifest
 from tools.device.ports import port_problem
 from tools.json_input import loads
@@ -114,7 +116,7 @@ def load_config(path, board):
 
 def named_files(cfg, config_path):
     """{path on the board: file here} for every `*_file` key (at the top or in a block such as
-    `ocpp`): found beside the config."""
+    `ocpp`): found beside the config; a CA (`ca_file`) must hold a certificate."""
     files = {}
     here = os.path.dirname(os.path.abspath(config_path))
     keys = [(k, v) for k, v in cfg.items() if not isinstance(v, dict)] + [
@@ -132,6 +134,9 @@ def named_files(cfg, config_path):
         if not os.path.isfile(local):
             raise DeployError("%s names %s, which is not beside the config (%s)"
                               % (key, value, local))
+        why = key.rpartition(".")[2] == "ca_file" and ca.problem(local)
+        if why:
+            raise DeployError("%s: %s" % (key, why))
         files[rel] = local
     return files
 
