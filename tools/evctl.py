@@ -228,11 +228,16 @@ def _broker(text):
     return text
 
 
-def _kw(text):
+def _float(text):
+    """float(text), or NaN where it is no number (which every caller refuses)."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        value = math.nan
+        return math.nan
+
+
+def _kw(text):
+    value = _float(text)
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError("%r is not a power in kW (e.g. 7.4)" % text)
     return value
@@ -241,10 +246,7 @@ def _kw(text):
 def _limit_value(text):
     if text == "clear":
         return text
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _float(text)
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError("%r is not a limit (amps, kW with --kw, or clear)"
                                          % text)
@@ -260,10 +262,7 @@ def _ca(path):
 
 
 def _timeout(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _float(text)
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError("%r is not a number of seconds above 0" % text)
     return value
