@@ -36,7 +36,8 @@ help:
 	@echo 'make page-screenshot   the browser test of make sim'"'"'s page, then its screenshot'
 	@echo '               to docs/bench-page.png (the README'"'"'s picture)'
 	@echo 'make unix32    build/unix32/micropython: v1.28.0, 32-bit, the agent frozen in'
-	@echo '               (an ESP32'"'"'s memory model; needs gcc-multilib)'
+	@echo '               (an ESP32'"'"'s memory model; needs gcc-multilib; ARGS=esp32: what an'
+	@echo '               ESP32 image freezes, build/unix32/micropython-esp32)'
 	@echo 'make flash PORT=/dev/ttyUSB0 IMAGE=ESP32_GENERIC-v1.28.0.bin   MicroPython, once'
 	@echo 'make deploy PORT=/dev/ttyUSB0 CONFIG=garage.local.json        the agent and its config'
 	@echo '               (ARGS="--dry-run DIR" writes the tree to DIR instead)'
@@ -60,9 +61,10 @@ $(BIN)/evctl: $(BIN)/pytest
 compile: $(BIN)/pytest
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.device.compile build/mpy
 
-# build/unix32/micropython: MicroPython v1.28.0, 32-bit, the agent frozen in (needs gcc-multilib).
+# build/unix32/micropython: MicroPython v1.28.0, 32-bit, the agent frozen in (needs gcc-multilib);
+# ARGS=esp32: build/unix32/micropython-esp32, with what an ESP32 image freezes instead.
 unix32: $(BIN)/pytest
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.device.unix32
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.device.unix32 $(ARGS)
 
 test: $(BIN)/pytest $(BIN)/evctl
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -n $(JOBS) --dist worksteal --durations=15 host_tests

@@ -1,7 +1,29 @@
-# The agent's one TLS check, for MQTT (mqtt_client.py) and HTTPS webhooks (webhook.py):
-# the server's certificate must chain to the installation's CA (config "ca_file", DER, see
-# docs/esp32.md) and name the host that was dialled (mbedTLS checks server_hostname, and
-# refuses a CERT_REQUIRED client connection without one).
+# The agent's one TLS check, for MQTT (mqtt_client.py), HTTPS webhooks (webhook.py) and
+# wss:// OCPP (ocpp_uplink.py), in the network thread: the server's certificate must chain to
+# the installation's CA (config "ca_file" or "ocpp.ca_file", PEM or DER, see docs/esp32.md)
+# and name the host that was dialled (mbedTLS checks server_hostname, and refuses a
+# CERT_REQUIRED client connection without one).
+from binascii import a2b_base64
+
+_BEGIN = b"-----BEGIN CERTIFICATE-----"
+_END = b"-----END CERTIFICATE-----"
+
+
+def certificates(data):
+    # The DER certificates in a CA file's bytes: each CERTIFICATE block of a PEM file (what
+    # openssl and every CA hand out; MicroPython's own mbedTLS builds parse no PEM: "invalid
+    # cert"), or the file itself, DER. Other PEM blocks (a key) are no certificate.
+    if b"-----BEGIN" not in data:
+        return [data]
+    found = []
+    at = data.find(_BEGIN)
+    while at >= 0:
+        end = data.find(_END, at)
+        if end < 0:
+            break
+        found.append(a2b_base64(data[at + len(_BEGIN):end]))
+        at = data.find(_BEGIN, end)
+    return found
 
 
 def context(ca_file):
@@ -9,12 +31,19 @@ def context(ca_file):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = ssl.CERT_REQUIRED
     try:
-        ctx.load_verify_locations(cafile=ca_file)
+        with open(ca_file, "rb") as f:
+            data = f.read()
     except OSError:
         raise OSError("ca_file %s cannot be read" % ca_file)
-    except ValueError:  # mbedTLS could not parse it (MicroPython's own builds have no PEM)
-        raise OSError("ca_file %s is not a DER certificate (openssl x509 -outform der)"
-                      % ca_file)
+    loaded = 0
+    try:
+        for der in certificates(data):
+            ctx.load_verify_locations(cadata=der)  # each one joins the trusted chain
+            loaded += 1
+    except (ValueError, OSError):  # not base64, or not a certificate (CPython: SSLError)
+        loaded = 0
+    if not loaded:
+        raise OSError("ca_file %s is not a certificate (PEM or DER)" % ca_file)
     return ctx
 
 

@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 from types import SimpleNamespace
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from e2e import Broker, Charger, launch, online, stop
@@ -66,12 +67,14 @@ def test_a_request_gets_the_chargers_matching_reply(page):
     ("/api/charger-1/read", {}, {"Content-Type": "text/plain"}, 415, "application/json"),
     ("/api/charger-1/read", b"[1]", None, 400, "a JSON object"),
     ("/api/charger-1/read", b"{nope", None, 400, "a JSON object"),
+    ("/api/charger-1/read", b"[" * 4000, None, 400, "a JSON object"),  # before: no reply
     ("/api/charger-1/read", b"x" * 5000, None, 400, "0-4096 bytes"),
     ("/api/charger-1/reboot", {}, None, 404, "no such request"),
     ("/api/charger-9/read", {}, None, 200, "unknown charger 'charger-9'"),
     ("/api/charger-1/ev", {"connected": "yes"}, None, 200, "connected must be true or false"),
     ("/api/charger-1/ev", {"plugged": True}, None, 200, "unknown vehicle field 'plugged'"),
-    ("/api/charger-1/ev", {"maxCurrent": 1e9}, None, 200, "a number of amps, 0-80"),
+    ("/api/charger-1/ev", {"maxCurrent": 1e9}, None, 200, "a number of amps from 0 to 80"),
+    ("/api/charger-1/ev", {"followMs": 1e9}, None, 200, "a number of ms from 0 to 60000"),
     ("/api/charger-1/fault", {"fault": "bogus"}, None, 200, "fault must be one of none, "),
     ("/api/charger-1/power", {"on": 1}, None, 200, "power takes"),
 ])
@@ -79,6 +82,33 @@ def test_what_is_not_the_pages_own_request_is_refused_with_one_message(page, pat
                                                                        headers, code, words):
     got, answer = post(page + path, body, headers)
     assert got == code and answer["ok"] is False and words in answer["message"], answer
+
+
+def test_json_nested_too_deep_on_any_topic_stops_neither_the_page_nor_the_bench(page, broker):
+    # json.loads raises RecursionError (no ValueError) for 4,000 "[": before, each such
+    # message ended the page's or the bench's MQTT thread, and the page's next control
+    # waited for readings that never came.
+    host, port = broker.address.rsplit(":", 1)
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    c.connect(host, int(port))
+    c.loop_start()
+    try:
+        for topic in ("ev-charger/charger-1/state", "ev-charger/charger-1/events",
+                      "ev-charger/charger-1/responses", "bench/charger-1/readings",
+                      "bench/charger-1/ev", "bench/charger-1/fault", "bench/charger-1/power"):
+            c.publish(topic, b"[" * 4000, qos=1).wait_for_publish(5)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    assert post(page + "/api/charger-1/ev", {"maxCurrent": 21}) == (
+        200, {"ok": True, "message": "bench: ev maxCurrent=21"})
+    stream, messages = pushes(page)
+    with stream:  # the bench took it: its readings say so
+        hello = next(messages)["chargers"]["charger-1"]["readings"]
+        if hello["ev"]["maxCurrent"] != 21:
+            next(m for m in messages if m["type"] == "readings" and
+                 m["body"]["ev"]["maxCurrent"] == 21)
+    assert post(page + "/api/charger-1/read", {})[1]["ok"]
 
 
 def test_only_the_pages_own_files_are_served(page):

@@ -1,10 +1,15 @@
 import glob
+import json
 import os
 import re
+import shutil
 import subprocess
+import sys
+
+import pytest
 
 from tools.device.compile import board_sources, compile_all, sources
-from tools.paths import FIRMWARE, MPY_LIB
+from tools.paths import FIRMWARE, MPY_LIB, ROOT, THIRD_PARTY
 
 
 def test_every_module_compiles_and_imports_under_micropython(tmp_path, mpy_dir):
@@ -37,6 +42,44 @@ def test_the_manifest_names_every_firmware_module_and_the_pinned_libraries():
     assert libs == {"requests/__init__.py": "0.10.2", "ssl.py": "0.2.1",
                     "umqtt/simple.py": "1.7.0"}
     assert all(not p.endswith("manifest.py") for p in board_sources())
+
+
+# What the paths of tools/paths.py find among the manifest's files, run in another layout.
+_AGREE = """
+import json, os
+from tools.device.compile import sources
+from tools.paths import FIRMWARE, MPY_LIB
+found = [e for e in sources()]
+print(json.dumps({"firmware": sorted(e.target for e in found
+                                     if e.source.startswith(FIRMWARE + os.sep)),
+                  "libraries": sorted(e.target for e in found
+                                      if e.source.startswith(MPY_LIB + os.sep))}))
+"""
+
+
+@pytest.mark.parametrize("linked", ["shared", "checkout"])
+def test_paths_and_the_manifest_agree_through_a_symlink(tmp_path, linked):
+    # ../shared as a symlink beside the checkout (or the checkout reached through one): the
+    # manifest reader reports resolved paths, so tools/paths.py must give resolved ones too.
+    # Before: no pinned library was found when ../shared was a link (make test failed).
+    real = tmp_path / "real"
+    for part in ("firmware", "boards", "tools"):
+        shutil.copytree(os.path.join(ROOT, part), str(real / part),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "shared").symlink_to(os.path.dirname(os.path.realpath(THIRD_PARTY)))
+    checkout = real
+    if linked == "checkout":
+        checkout = tmp_path / "evse"
+        checkout.symlink_to(real)
+    out = subprocess.run([sys.executable, "-c", _AGREE], cwd=str(checkout),
+                         env=dict(os.environ, PYTHONPATH=str(checkout)), capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)
+    assert found["libraries"] == ["requests/__init__.py", "ssl.py", "umqtt/simple.py"]
+    ours = sorted(os.path.basename(p) for p in glob.glob(os.path.join(FIRMWARE, "*.py"))
+                  if not p.endswith("manifest.py"))
+    assert found["firmware"] == ours
 
 
 def test_mpy_cross_rejects_cpython_only_code(tmp_path):

@@ -8,9 +8,10 @@ import sys
 import pytest
 from esptool.bin_image import ELFSection, ESP32FirmwareImage, ESP32S3FirmwareImage
 
-from tools.device import flash_firmware
+from pki import Pki
+from tools.device import flash_firmware, manifest
 from tools.device.deploy import MARKER, build_tree
-from tools.paths import BOARDS, ROOT
+from tools.paths import BOARDS, ROOT, board_manifest
 
 TEMPLATE = os.path.join(BOARDS, "esp32", "config.example.json")
 
@@ -33,13 +34,20 @@ def snapshot(d):
             for p, _, files in os.walk(d) for f in files}
 
 
+@pytest.fixture(scope="module")
+def pki():
+    p = Pki()
+    yield p
+    p.close()
+
+
 @pytest.fixture
-def good(tmp_path):
+def good(tmp_path, pki):
     """The template filled in, with its CA file beside it: a config deploy accepts."""
     cfg = json.load(open(TEMPLATE))
     cfg["password"] = "s3cret"
     cfg["wifi"] = {"ssid": "garage", "password": "wifi-s3cret"}
-    (tmp_path / "ca.der").write_bytes(b"\x30\x82 a DER certificate")
+    (tmp_path / "ca.der").write_bytes(open(pki.path("ca.der"), "rb").read())
     path = tmp_path / "garage.local.json"
     path.write_text(json.dumps(cfg))
     return path, cfg
@@ -111,6 +119,7 @@ def _bad(cfg, change):
 
 BAD_CONFIGS = [
     ("truncated", None, "is not valid JSON"),
+    ("nested too deep", "[" * 4000, "is not valid JSON"),  # before: a RecursionError traceback
     ("adc2", lambda c: c["pins"].update(pilot_adc=4), "pins.pilot_adc must be on ADC1"),
     ("placeholder", lambda c: c["wifi"].update(password="CHANGE-ME"),
      "wifi.password is still CHANGE-ME"),
@@ -130,6 +139,8 @@ def test_a_bad_config_is_refused_before_anything_is_written(tmp_path, good, name
     path, cfg = good
     if change is None:
         bad = write(tmp_path, path.read_text()[:150])
+    elif isinstance(change, str):
+        bad = write(tmp_path, change)
     else:
         bad = write(tmp_path, _bad(cfg, change))
     out = tmp_path / "tree"
@@ -143,19 +154,40 @@ def test_a_bad_config_is_refused_before_anything_is_written(tmp_path, good, name
     assert message in line and "ttyNOBOARD" not in line
 
 
+@pytest.mark.parametrize("key", ["ca_file", "ocpp.ca_file"])
+def test_a_ca_file_that_holds_no_certificate_is_refused_before_anything_is_written(
+        tmp_path, good, pki, key):
+    # The broker's private key given for its CA: before, it went to the board, whose agent
+    # then failed every connection attempt with the same line, for ever.
+    path, cfg = good
+    (tmp_path / "broker.key").write_bytes(open(pki.server()[2], "rb").read())
+    if key == "ca_file":
+        cfg["ca_file"] = "broker.key"
+    else:
+        cfg.update(uplink="both", ocpp={"url": "wss://csms.example/ocpp",
+                                        "ca_file": "broker.key"})
+    out = tmp_path / "tree"
+    line = one_error(run("tools.device.deploy", "--dry-run", str(out), "--config",
+                         write(tmp_path, cfg)), "deploy: error:")
+    assert line == "deploy: error: %s: CA file %s holds no certificate (PEM: BEGIN " \
+        "CERTIFICATE, or DER)" % (key, tmp_path / "broker.key"), line
+    assert not out.exists()
+
+
 def test_the_template_itself_is_refused_for_its_placeholders(tmp_path):
     line = one_error(run("tools.device.deploy", "--dry-run", str(tmp_path / "t"), "--config",
                          TEMPLATE), "deploy: error:")
     assert "password is still CHANGE-ME" in line and "wifi.ssid is still CHANGE-ME" in line
 
 
-def test_the_tree_has_the_config_and_every_file_it_names(tmp_path, good):
+def test_the_tree_has_the_config_and_every_file_it_names(tmp_path, good, pki):
     path, cfg = good
     (tmp_path / "certs").mkdir()
     (tmp_path / "certs" / "client.der").write_bytes(b"client certificate")
     cfg["cert_file"] = "certs/client.der"
-    (tmp_path / "csms.der").write_bytes(b"the CSMS's CA")
-    cfg.update(uplink="both", ocpp={"url": "wss://csms.example/ocpp", "ca_file": "csms.der"})
+    pem = open(pki.path("ca.pem"), "rb").read()  # a CA as PEM goes as it is: the agent reads it
+    (tmp_path / "csms.pem").write_bytes(pem)
+    cfg.update(uplink="both", ocpp={"url": "wss://csms.example/ocpp", "ca_file": "csms.pem"})
     config = write(tmp_path, cfg)
     out = tmp_path / "tree"
     r = run("tools.device.deploy", "--dry-run", str(out), "--config", config)
@@ -163,7 +195,7 @@ def test_the_tree_has_the_config_and_every_file_it_names(tmp_path, good):
     assert (out / "config.json").read_bytes() == open(config, "rb").read()
     assert (out / "ca.der").read_bytes() == (tmp_path / "ca.der").read_bytes()
     assert (out / "certs" / "client.der").read_bytes() == b"client certificate"
-    assert (out / "csms.der").read_bytes() == b"the CSMS's CA"  # a block's file too (ocpp)
+    assert (out / "csms.pem").read_bytes() == pem  # a block's file too (ocpp)
     assert "ca.der <- " in r.stdout and "certs/client.der <- " in r.stdout
 
 
@@ -175,6 +207,9 @@ def test_the_tree_compiles_for_xtensawin(tmp_path):
                   for d, _, files in os.walk(lib) for f in files)  # packages: umqtt/, requests/
     assert sorted("lib/" + f for f in libs) == sorted(p for p in written if p.startswith("lib/"))
     assert {"esp32_board.mpy", "esp32_main.mpy", "esp32_pins.mpy", "agent.mpy"} <= set(libs)
+    # One list: lib/ is what the board's image manifest freezes, without the port's own.
+    frozen = manifest.files(board_manifest("esp32"), port=False)
+    assert libs == sorted(os.path.splitext(e.target)[0] + ".mpy" for e in frozen)
     assert not [f for f in libs if f.startswith("sim")]
     assert open(os.path.join(tree, "main.py")).read() == "import esp32_main\n"
 

@@ -1,5 +1,6 @@
-"""The deployed ESP32 tree (make deploy --dry-run) booted under micropython, with stand-ins
-for machine, esp32 and network that record pin activity (host_tests/esp32_standins)."""
+"""The deployed ESP32 tree (make deploy --dry-run) booted under micropython, and an image
+built from the board's manifest booted on the 32-bit build, with stand-ins for machine, esp32
+and network that record pin activity (host_tests/esp32_standins)."""
 import json
 import os
 import subprocess
@@ -9,7 +10,8 @@ import pytest
 
 import record
 from e2e import Broker, Charger
-from tools.device.deploy import build_tree
+from tools.device import unix32 as unix32_build
+from tools.device.deploy import MAIN, build_tree
 from tools.paths import ROOT
 
 STANDINS = os.path.join(ROOT, "host_tests", "esp32_standins")
@@ -70,6 +72,43 @@ def broker():
 
 def nvs_word(value):
     return ["i32", int.from_bytes(record.word(value), "big")]
+
+
+@pytest.fixture(scope="module")
+def esp32_image():
+    """make unix32 ARGS=esp32: the 32-bit build with what boards/esp32/manifest.py freezes."""
+    try:
+        return unix32_build.build(quiet=True, image="esp32")
+    except unix32_build.Unavailable as e:
+        pytest.skip(str(e))
+
+
+def test_an_image_boots_from_exactly_what_its_manifest_freezes(tmp_path, broker, esp32_image):
+    # The board's manifest frozen into the 32-bit build at the ESP32's 56 KB heap, and on the
+    # path nothing else but the ESP32's own modules (stand-ins): the flash holds main.py as
+    # make deploy writes it and config.json, no lib/. Before, esp32_main stopped at
+    # "ImportError: no module named 'esp32_pins'": the image's manifest did not freeze it
+    # (make deploy's own list of the board's modules did).
+    (tmp_path / "main.py").write_bytes(MAIN)
+    (tmp_path / "config.json").write_text(json.dumps(config(broker.address)))
+    log = tmp_path / "pins.log"
+    e = dict(os.environ, STANDIN_LOG=str(log), STANDIN_EV="B",
+             MICROPYPATH=":".join([STANDINS, ".frozen"]))
+    proc = subprocess.Popen([esp32_image, "-X", "heapsize=56K", "main.py"], cwd=str(tmp_path),
+                            env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    c = Charger(broker.address, "esp-1")
+    try:
+        c.wait(lambda: c.availability == "online", 20)
+        assert c.cap(2.3)["success"]
+        time.sleep(0.5)
+    except TimeoutError:
+        c.availability = None
+    finally:
+        c.close()
+        out = stop(proc)
+    assert c.availability == "online" and "evse: esp-1 up" in out, out
+    duties = [int(e[2]) for e in read_log(log) if e[0] == "pwm" and e[1] == "25"]
+    assert duties[-1] == 10922, duties  # 2.3 kW -> 10 A -> 16.666 % of 65535
 
 
 def test_boot_safe_cap_first_duty_and_nvs_commits(tmp_path, broker, mpy_dir):

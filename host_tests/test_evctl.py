@@ -65,6 +65,17 @@ def sim(tmp_path_factory, mpy_dir):
     (["--broker", "127.0.0.1:1883", "ev", "connected=yes"], ["true or false"]),
     (["--broker", "127.0.0.1:1883", "ev", "plugged=true"], ["unknown vehicle field"]),
     (["--broker", "127.0.0.1:1883", "ev", "maxCurrent=lots"], ["a number of amps"]),
+    (["--broker", "127.0.0.1:1883", "ev", "maxCurrent=" + "[" * 4000], ["a number of amps"]),
+    # Numbers the bench would ignore (before: exit 0 and "bench charger-1: ev ..."), refused
+    # by the bench's own rule (tools/bench/bench.py's EV_FIELDS).
+    (["--broker", "127.0.0.1:1883", "ev", "maxCurrent=1e999"],
+     ["maxCurrent must be a number of amps from 0 to 80, not '1e999'"]),
+    (["--broker", "127.0.0.1:1883", "ev", "maxCurrent=200000"], ["from 0 to 80, not '200000'"]),
+    (["--broker", "127.0.0.1:1883", "ev", "maxCurrent=NaN"], ["from 0 to 80, not 'NaN'"]),
+    (["--broker", "127.0.0.1:1883", "ev", "followMs=-1"],
+     ["followMs must be a number of ms from 0 to 60000, not '-1'"]),
+    (["--broker", "127.0.0.1:1883", "--timeout", "nan", "read"], ["not a number of seconds"]),
+    (["--broker", "127.0.0.1:1883", "--timeout", "-1", "read"], ["not a number of seconds"]),
     (["--broker", "127.0.0.1:1883", "power"], ["required: on|off"]),
     (["--broker", "127.0.0.1:1883", "power", "of"], ["invalid choice: 'of'"]),
     (["--broker", "127.0.0.1:1883", "fault", "bogus"], ["invalid choice: 'bogus'"]),
@@ -101,6 +112,13 @@ def test_a_charger_never_seen_or_offline_is_named(sim):
 def test_a_refusal_is_one_line_and_status_1(sim):
     line = one_error(evctl("cap", "51", broker=sim), 1, "422", "SETTING_OUT_OF_RANGE")
     assert "cap refused by charger-1" in line
+
+
+@pytest.mark.parametrize("value", ["1e999", "200000"])
+def test_a_vehicle_value_the_bench_ignores_is_refused_not_reported_done(sim, value):
+    # Before: exit 0 and "bench charger-1: ev maxCurrent=..." while the bench ignored it.
+    one_error(evctl("ev", "maxCurrent=" + value, broker=sim), 2,
+              "maxCurrent must be a number of amps from 0 to 80")
 
 
 def test_replies_reach_the_run_that_asked(sim):
@@ -198,6 +216,22 @@ def test_watch_prints_one_line_per_change_and_raw_json(sim):
     assert all(len(line) < 160 for line in lines)
     out, _ = raw.communicate(10)
     assert any(line.startswith("ev-charger/charger-1/state {") for line in out.splitlines())
+
+
+def test_json_nested_too_deep_stops_neither_a_client_nor_watch(sim):
+    # json.loads raises RecursionError (no ValueError) for 4,000 "[": before, such a message
+    # ended the client's MQTT thread (the read below timed out), and a watch with it.
+    c = Charger(sim)
+    try:
+        c.client.publish(c.base + "events", b"[" * 4000, qos=1).wait_for_publish(5)
+        assert c.read()["id"] == "charger-1"
+    finally:
+        c.close()
+    out = io.StringIO()
+    w = WatchLine("charger-1", out)
+    w.update("state", "[" * 4000)
+    w.update("events", "[" * 4000)
+    assert out.getvalue() == ""
 
 
 def test_watch_lines_are_rounded_for_people():

@@ -710,7 +710,7 @@ def test_security_profile_2_wss_basic_auth_and_a_ca_made_here(broker, tmp_path, 
         assert not c.connections
         rogue.close()
         good = Sim(broker, c, tmp_path / "good", "--ocpp-password", "s3cret-Pa55",
-                   "--ocpp-ca", pki.path("ca.der"), "--id-tag", TAG)
+                   "--ocpp-ca", pki.path("ca.pem"), "--id-tag", TAG)  # PEM or DER
         try:
             booted(c)
             charging(good, c)

@@ -3,7 +3,7 @@
   evctl status                     # one screen: status, power, cap and limits, last action
   evctl read                       # the device read, as JSON
   evctl cap 7.4                    # write max_charge_rate (kW)
-  evctl limit 10 [--kw] [--ttl 60] # a dynamic limit (A per phase, or kW) for ttl seconds
+  evctl limit 10 [--kw] [--ttl 90] # a dynamic limit (A per phase, or kW) for ttl seconds
   evctl limit clear                # back to the other ceilings
   evctl charge | idle [--replace] [--action-id ID]
   evctl watch [--raw]              # one line per change (--raw: every message as it comes)
@@ -33,8 +33,11 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from tools.bench.bench import EV_FIELDS, FAULTS
-import topics  # noqa: E402  (the firmware's; tools.bench.bench put it on the path)
+from tools.bench.bench import EV_FIELDS, FAULTS, ev_field_problem
+from tools.json_input import loads
+import limits  # noqa: E402  (the firmware's, as topics: tools.bench.bench put it on the path)
+import topics  # noqa: E402
+import trust  # noqa: E402
 
 REFUSED, USAGE, UNREACHABLE = 1, 2, 3
 BENCH_ANSWER_S = 1.5  # the bench publishes readings at once after a bench message
@@ -45,10 +48,11 @@ class Unreachable(Exception):
 
 
 def tls_context(ca_file):
-    """A client TLS context that checks the broker against ca_file (PEM or DER, as the agent's)."""
+    """A client TLS context that checks the broker against ca_file: PEM or DER, the
+    certificates the agent takes from it (firmware/trust.py)."""
     with open(ca_file, "rb") as f:
         data = f.read()
-    return ssl.create_default_context(cadata=data.decode() if b"-----BEGIN" in data else data)
+    return ssl.create_default_context(cadata=b"".join(trust.certificates(data)))
 
 
 class Charger:
@@ -126,7 +130,7 @@ class Charger:
                 self.availability = text
             else:
                 try:
-                    body = json.loads(text)
+                    body = loads(text)
                 except ValueError:
                     body = text
                 if topic == self.base + "responses" and isinstance(body, dict):
@@ -224,11 +228,16 @@ def _broker(text):
     return text
 
 
-def _kw(text):
+def _float(text):
+    """float(text), or NaN where it is no number (which every caller refuses)."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        value = math.nan
+        return math.nan
+
+
+def _kw(text):
+    value = _float(text)
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError("%r is not a power in kW (e.g. 7.4)" % text)
     return value
@@ -237,33 +246,42 @@ def _kw(text):
 def _limit_value(text):
     if text == "clear":
         return text
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _float(text)
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError("%r is not a limit (amps, kW with --kw, or clear)"
                                          % text)
     return value
 
 
+def _ca(path):
+    from tools import ca  # here: cryptography only for a run that is given a CA
+    why = ca.problem(path)
+    if why:
+        raise argparse.ArgumentTypeError(why)
+    return path
+
+
+def _timeout(text):
+    value = _float(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError("%r is not a number of seconds above 0" % text)
+    return value
+
+
 def _ev_field(text):
+    # Checked here by the bench's own rule: the bench ignores what it refuses, so a value it
+    # would not take must never be sent as if it were (evctl would print success).
     name, sep, raw = text.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError("%r: write NAME=VALUE, e.g. connected=true" % text)
-    if name not in EV_FIELDS:
-        raise argparse.ArgumentTypeError("unknown vehicle field %r (known: %s)"
-                                         % (name, ", ".join(EV_FIELDS)))
-    kind = EV_FIELDS[name][1]
     try:
-        value = json.loads(raw)
+        value = loads(raw)
     except ValueError:
-        value = None
-    if kind is bool and type(value) is not bool:
-        raise argparse.ArgumentTypeError("%s must be true or false, not %r" % (name, raw))
-    if kind is not bool and (type(value) not in (int, float) or value < 0):
-        raise argparse.ArgumentTypeError("%s must be a number of %s, not %r" % (
-            name, "ms" if name == "followMs" else "amps", raw))
+        value = raw
+    problem = ev_field_problem(name, value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem if name not in EV_FIELDS else "%s, not %r" % (
+            problem, raw if len(raw) <= 20 else raw[:20] + "..."))
     return name, value
 
 
@@ -277,9 +295,9 @@ def parse(argv):
     common.add_argument("--device-id", default=argparse.SUPPRESS,
                         help="default $EVSE_DEVICE or charger-1")
     common.add_argument("--prefix", default=argparse.SUPPRESS, help="default " + topics.PREFIX)
-    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS,
+    common.add_argument("--timeout", type=_timeout, default=argparse.SUPPRESS,
                         help="seconds to wait for a reply (default 10)")
-    common.add_argument("--ca", default=argparse.SUPPRESS,
+    common.add_argument("--ca", type=_ca, default=argparse.SUPPRESS,
                         help="CA certificate (PEM or DER): TLS, the broker checked against it")
     common.add_argument("--username", default=argparse.SUPPRESS)
     common.add_argument("--password", default=argparse.SUPPRESS)
@@ -298,8 +316,9 @@ def parse(argv):
     c.add_argument("value", type=_limit_value, metavar="A|clear",
                    help="amps per phase (kW with --kw), or clear")
     c.add_argument("--kw", action="store_true", help="the value is in kW")
-    c.add_argument("--ttl", type=int, default=60, help="seconds it lasts unless renewed "
-                   "(1-3600, default 60)")
+    c.add_argument("--ttl", type=int, help="seconds it lasts unless renewed (the charger "
+                   "takes %d-%d; default %d)" % (limits.TTL_MIN, limits.TTL_MAX,
+                                                  limits.TTL_DEFAULT))
     for name in ("charge", "idle"):
         c = add(name, "the %s command" % name)
         c.add_argument("--replace", action="store_true",
@@ -401,8 +420,9 @@ def _run_limit(c, a):
     if a.value == "clear":
         body = {"limit": None}
     else:
-        body = {"limit": {"value": a.value, "unit": "kw" if a.kw else "a"}, "ttl": a.ttl,
-                "source": "evctl"}
+        body = {"limit": {"value": a.value, "unit": "kw" if a.kw else "a"}, "source": "evctl"}
+        if a.ttl is not None:
+            body["ttl"] = a.ttl
     reply = _reply(c, a, "limit", body)
     if not reply.get("success"):
         return REFUSED
@@ -583,7 +603,7 @@ class WatchLine:
             self.shown = None  # after a restart, show its state again even if unchanged
             return
         try:
-            body = json.loads(text)
+            body = loads(text)
         except ValueError:
             return
         if kind == "state" and isinstance(body, dict):

@@ -1,8 +1,14 @@
-"""Where things are, for every tool and test: one definition of the project's paths."""
+"""Where things are, for every tool and test: one definition of the project's paths.
+
+Every path here is resolved (no symlink in it), as the manifest reader's are
+(tools/device/manifest.py): a path from one side compares equal to the same file from the
+other even when ../shared, or the checkout itself, is reached through a symlink.
+"""
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # as it was reached
+ROOT = os.path.realpath(_HERE)
 FIRMWARE = os.path.join(ROOT, "firmware")
 BOARDS = os.path.join(ROOT, "boards")
 BUILD = os.path.join(ROOT, "build")
@@ -14,7 +20,7 @@ AGENT_MANIFEST = os.path.join(FIRMWARE, "manifest.py")
 
 # Pinned third-party code beside the project (../shared/third_party/README.md): the
 # micropython-lib that MicroPython v1.28.0 freezes, and the v1.28.0 source.
-THIRD_PARTY = os.path.join(os.path.dirname(ROOT), "shared", "third_party")
+THIRD_PARTY = os.path.realpath(os.path.join(os.path.dirname(_HERE), "shared", "third_party"))
 MPY_LIB = os.path.join(THIRD_PARTY, "micropython-lib")
 MICROPYTHON_SRC = os.path.join(THIRD_PARTY, "micropython-1.28.0")
 
@@ -22,6 +28,8 @@ MICROPYTHON_SRC = os.path.join(THIRD_PARTY, "micropython-1.28.0")
 UNIX32_DIR = os.path.join(BUILD, "unix32")
 UNIX32 = os.path.join(UNIX32_DIR, "micropython")
 SIM_MANIFEST = os.path.join(BOARDS, "sim", "manifest.py")
+# The same build with what an ESP32 image freezes of the project (boards/esp32/manifest.py).
+UNIX32_ESP32 = os.path.join(UNIX32_DIR, "micropython-esp32")
 
 
 def third_party():
@@ -53,6 +61,11 @@ def micropython(build="wheel", extra_dirs=()):
 
 def board_dir(name):
     return os.path.join(BOARDS, name)
+
+
+def board_manifest(name):
+    """A board's manifest: what its image freezes and make deploy puts in lib/."""
+    return os.path.join(BOARDS, name, "manifest.py")
 
 
 def cpython_paths():

@@ -17,11 +17,26 @@ SERIES_OHM = 1000.0
 DIODE_V = 0.7
 FAULTS = ("none", "pilot_short", "diode_short", "contactor_weld", "contactor_stuck_open",
           "rcd_trip", "overcurrent")
-# The vehicle's fields on bench/{id}/ev (sparse): JSON name -> (Vehicle attribute, JSON type).
-EV_FIELDS = {"connected": ("connected", bool), "request": ("request", bool),
-             "maxCurrent": ("max_current", float), "ventilation": ("ventilation", bool),
-             "asleep": ("asleep", bool), "obeysPilot": ("obeys_pilot", bool),
-             "followMs": ("follow_ms", int)}
+# The vehicle's fields on bench/{id}/ev (sparse): JSON name -> (Vehicle attribute, JSON type,
+# a number's (lowest, highest, unit)). The one definition of what the bench takes: the page
+# and evctl check with ev_field_problem() before they send.
+EV_FIELDS = {"connected": ("connected", bool, None), "request": ("request", bool, None),
+             "maxCurrent": ("max_current", float, (0, 80, "amps")),  # a pilot offers <= 80 A
+             "ventilation": ("ventilation", bool, None), "asleep": ("asleep", bool, None),
+             "obeysPilot": ("obeys_pilot", bool, None),
+             "followMs": ("follow_ms", int, (0, 60000, "ms"))}  # IEC 61851-1 allows 5 s
+
+
+def ev_field_problem(key, value):
+    """Why bench/{id}/ev cannot set vehicle field `key` to `value` (one sentence), or None."""
+    if key not in EV_FIELDS:
+        return "unknown vehicle field %r (known: %s)" % (key, ", ".join(EV_FIELDS))
+    kind, bounds = EV_FIELDS[key][1:]
+    if kind is bool:
+        return None if type(value) is bool else "%s must be true or false" % key
+    if type(value) not in (int, float) or not bounds[0] <= value <= bounds[1]:  # NaN too
+        return "%s must be a number of %s from %s to %s" % (key, bounds[2], *bounds[:2])
+    return None
 
 
 class Bench:
@@ -142,14 +157,9 @@ class Bench:
         """Change the vehicle's fields named in `fields` (all or none: ValueError names the
         first bad one)."""
         for key, value in fields.items():
-            if key not in EV_FIELDS:
-                raise ValueError("unknown vehicle field %r" % key)
-            kind = EV_FIELDS[key][1]
-            if kind is bool and type(value) is not bool:
-                raise ValueError("%s must be true or false" % key)
-            if kind is not bool and (type(value) not in (int, float) or
-                                     not 0 <= value <= 100000):
-                raise ValueError("%s must be a number from 0 to 100000" % key)
+            problem = ev_field_problem(key, value)
+            if problem:
+                raise ValueError(problem)
         self.ev_changed_at = self.t
         v = self.vehicle
         for key, value in fields.items():

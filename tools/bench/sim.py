@@ -15,12 +15,14 @@ import time
 
 import paho.mqtt.client as mqtt
 
+from tools import ca
 from tools.bench.agent_process import AgentProcess
 from tools.bench.bench import Bench
 from tools.bench.broker import Broker
 from tools.bench.page.server import DEFAULT_PORT, PageServer
 from tools.device import unix32
 from tools.evctl import tls_context
+from tools.json_input import loads
 from tools.paths import BUILDS, ROOT, cpython_paths
 
 cpython_paths()
@@ -52,7 +54,8 @@ def parse(argv):
     p.add_argument("--uplink", choices=("mqtt", "ocpp", "both"),
                    help="default: ocpp with --ocpp, else mqtt (the bench's own topics stay MQTT)")
     p.add_argument("--ocpp-password", help="HTTP Basic auth (security profiles 1 and 2)")
-    p.add_argument("--ocpp-ca", help="the CA (DER) that signed a wss:// CSMS's certificate")
+    p.add_argument("--ocpp-ca", help="the CA (PEM or DER) that signed a wss:// CSMS's "
+                   "certificate")
     p.add_argument("--id-tag", help="plug and charge with this idTag (default: wait for "
                    "RemoteStartTransaction)")
     p.add_argument("--webhook-url")
@@ -77,14 +80,14 @@ def parse(argv):
     a = p.parse_args(argv)
     if a.ca and not (a.broker or a.agent_broker):
         p.error("--ca needs --broker HOST:PORT (the embedded broker has no TLS)")
-    if a.ca and not os.path.isfile(a.ca):
-        p.error("CA file %s not found" % a.ca)
+    for path in (a.ca, a.ocpp_ca):  # PEM or DER; anything else is refused here, once
+        why = path and ca.problem(path)
+        if why:
+            p.error(why)
     if a.ca and a.build != "wheel":
         p.error("--ca needs --build wheel: make unix32 is built without TLS")
     if a.uplink in ("ocpp", "both") and not a.ocpp:
         p.error("--uplink %s needs --ocpp URL" % a.uplink)
-    if a.ocpp_ca and not os.path.isfile(a.ocpp_ca):
-        p.error("CA file %s not found" % a.ocpp_ca)
     if a.ocpp and a.build != "wheel":
         p.error("--ocpp needs --build wheel: make unix32 is built without TLS, and so without "
                 "the hashlib.sha1 of the WebSocket handshake")
@@ -195,7 +198,7 @@ class Sim:
     def _on_message(self, client, userdata, msg):
         name = msg.topic[len(self.bench_topic):]
         try:
-            body = json.loads(msg.payload)
+            body = loads(msg.payload)
             if not isinstance(body, dict):
                 raise ValueError("expected a JSON object")
             with self.lock:

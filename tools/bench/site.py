@@ -7,6 +7,7 @@ in real time, the site rig (site_rig.py) in bench time.
 import json
 import math
 
+from tools.json_input import loads
 from tools.paths import cpython_paths
 
 cpython_paths()
@@ -48,7 +49,7 @@ def load_day(path, phases):
     in time order. Raises ValueError with one line naming the file and the entry."""
     try:
         with open(path) as f:
-            day = json.load(f)
+            day = loads(f.read())
     except OSError as e:
         raise ValueError("%s: %s" % (path, e.strerror or e))
     except ValueError as e:

@@ -23,6 +23,7 @@ from tools.bench.page.server import PageServer
 from tools.bench.sim import TICK_MS, Sim, next_steps, say
 from tools.bench.site import METER_PERIOD_MS, Schedule, Site, bench_topic, default_lines, load_day
 from tools.bench.site_rig import offered
+from tools.json_input import loads
 from tools.paths import cpython_paths
 
 cpython_paths()
@@ -189,7 +190,7 @@ class SiteSim:
     def _on_message(self, client, userdata, msg):
         name = msg.topic.rsplit("/", 1)[-1]
         try:
-            body = json.loads(msg.payload)
+            body = loads(msg.payload)
             if not isinstance(body, dict):
                 raise ValueError("expected a JSON object")
             with self.lock:

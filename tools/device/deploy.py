@@ -3,16 +3,18 @@
   python -m tools.device.deploy --port /dev/ttyUSB0 --config garage.local.json
   python -m tools.device.deploy --dry-run build/deploy --config garage.local.json
 
-The tree: main.py ("import esp32_main"), lib/*.mpy (what firmware/manifest.py names: the
-agent and the pinned micropython-lib packages it uses, umqtt.simple 1.7.0 and requests
-0.10.2; and the board, compiled by mpy-cross), config.json, and every file the config names
+The tree: main.py ("import esp32_main"), lib/*.mpy (what boards/esp32/manifest.py names, the
+list an image with the agent frozen in freezes: the agent and the pinned micropython-lib
+packages it uses, umqtt.simple 1.7.0, requests 0.10.2 and ntptime, and the board's modules,
+compiled by mpy-cross), config.json, and every file the config names
 (keys ending in _file, such as ca_file), taken from beside the config file and put at the
-same path on the board. The official v1.28.0 image freezes the same library versions, and a
+same path on the board, as they are (a CA in PEM or DER: the agent reads both). The official v1.28.0 image freezes the same library versions, and a
 frozen module is imported before /lib: the copies in lib/ serve an image that lacks them.
 Only files whose SHA-256 differs from the board's copy are sent.
 
 Nothing is written anywhere until the config has passed the firmware's own checks (the ones
-the board runs at boot) and the board's pin checks, and has no template placeholder left.
+the board runs at boot) and the board's pin checks, has no template placeholder left, and
+each CA it names (ca_file, ocpp.ca_file) holds a certificate.
 --dry-run writes only into a new or empty directory, or one an earlier --dry-run made; it
 replaces the files it wrote there before and never deletes or overwrites anything else
 (--force: write into any directory, still deleting and overwriting nothing).
@@ -20,7 +22,6 @@ replaces the files it wrote there before and never deletes or overwrites anythin
 import argparse
 import hashlib
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -28,14 +29,15 @@ import subprocess
 import sys
 import tempfile
 
+from tools import ca
 from tools.device import manifest
 from tools.device.ports import port_problem
-from tools.paths import AGENT_MANIFEST, FIRMWARE, board_dir
+from tools.json_input import loads
+from tools.paths import FIRMWARE, board_dir, board_manifest
 
-# Per board: the modules that go into lib/ (from boards/<name>/), and the module whose
-# check_pins() holds the board's config checks (importable without hardware).
-BOARDS = {"esp32": {"modules": ("esp32_board.py", "esp32_main.py", "esp32_pins.py"),
-                    "checks": "esp32_pins"}}
+# Per board: the module whose check_pins() holds the board's config checks (importable
+# without hardware). What goes into lib/ is the board's manifest (sources()).
+BOARDS = {"esp32": "esp32_pins"}
 MAIN = b"import esp32_main\n"
 PLACEHOLDER = "CHANGE-ME"  # what boards/esp32/config.example.json leaves to fill in
 TEMPLATE = "boards/esp32/config.example.json"
@@ -76,7 +78,7 @@ def _load(name, path):
 def board_checks(board):
     """The firmware's config check and the board's pin check: the very code the board runs."""
     firmware_config = _load("_deploy_firmware_config", os.path.join(FIRMWARE, "config.py"))
-    name = BOARDS[board]["checks"]
+    name = BOARDS[board]
     pins = _load("_deploy_" + name, os.path.join(board_dir(board), name + ".py"))
     return firmware_config.check, pins.check_pins
 
@@ -96,7 +98,7 @@ def load_config(path, board):
         raise DeployError("config %s not found (template: %s)" % (path, TEMPLATE))
     try:
         with open(path, encoding="utf-8") as f:
-            cfg = json.load(f)
+            cfg = loads(f.read())
     except UnicodeDecodeError:
         raise DeployError("config %s is not UTF-8 text" % path)
     except ValueError as e:
@@ -114,7 +116,7 @@ def load_config(path, board):
 
 def named_files(cfg, config_path):
     """{path on the board: file here} for every `*_file` key (at the top or in a block such as
-    `ocpp`): found beside the config."""
+    `ocpp`): found beside the config; a CA (`ca_file`) must hold a certificate."""
     files = {}
     here = os.path.dirname(os.path.abspath(config_path))
     keys = [(k, v) for k, v in cfg.items() if not isinstance(v, dict)] + [
@@ -132,6 +134,9 @@ def named_files(cfg, config_path):
         if not os.path.isfile(local):
             raise DeployError("%s names %s, which is not beside the config (%s)"
                               % (key, value, local))
+        why = key.rpartition(".")[2] == "ca_file" and ca.problem(local)
+        if why:
+            raise DeployError("%s: %s" % (key, why))
         files[rel] = local
     return files
 
@@ -147,19 +152,18 @@ def mpy_cross_version():
     return int(m.group(1)), int(m.group(2))
 
 
-def _sources(board):
-    """[manifest.Entry]: firmware/manifest.py (the agent and its micropython-lib packages),
-    then the board's modules."""
+def sources(board):
+    """[manifest.Entry]: what the board's image freezes (boards/<board>/manifest.py without
+    the port's own modules, which every image has): the agent, its micropython-lib packages
+    and the board's modules."""
     if board not in BOARDS:
         raise DeployError("unknown board %r (known: %s)" % (board, ", ".join(BOARDS)))
-    return manifest.files(AGENT_MANIFEST) + [
-        manifest.Entry(os.path.join(board_dir(board), f), f, None, None)
-        for f in BOARDS[board]["modules"]]
+    return manifest.files(board_manifest(board), port=False)
 
 
 def tree_paths(board, config, files):
     """Every path build_tree() writes, relative, with /."""
-    paths = ["lib/" + os.path.splitext(e.target)[0] + ".mpy" for e in _sources(board)]
+    paths = ["lib/" + os.path.splitext(e.target)[0] + ".mpy" for e in sources(board)]
     return paths + ["main.py"] + sorted(dict(files or {}, **({"config.json": config}
                                                               if config else {})))
 
@@ -168,7 +172,7 @@ def build_tree(out, board, config, march, files=None):
     """Write the exact tree that goes on the board into `out`; return its paths (with /)."""
     written = []
     lib = os.path.join(out, "lib")
-    for entry in _sources(board):
+    for entry in sources(board):
         error = manifest.compile_to(entry, lib, ["-march=" + march])
         if error:
             raise DeployError("mpy-cross " + error)

@@ -27,13 +27,16 @@ def _manifestfile():
     return manifestfile
 
 
-def files(manifest):
-    """[Entry(source .py, target path on the board, mpy-cross -O level, package metadata)]."""
+def files(manifest, **options):
+    """[Entry(source .py, target path on the board, mpy-cross -O level, package metadata)];
+    each source a resolved path, as tools/paths.py gives them. `options` are the manifest's
+    (e.g. port=False: boards/esp32/manifest.py without the port's own modules)."""
     mf = _manifestfile()
     m = mf.ManifestFile(mf.MODE_COMPILE, {"MPY_DIR": MICROPYTHON_SRC, "MPY_LIB_DIR": MPY_LIB,
                                           "PORT_DIR": None, "BOARD_DIR": None})
-    m.execute(manifest)
-    return [Entry(f.full_path, f.target_path, f.opt, f.metadata) for f in m.files()]
+    m.include(manifest, **options)
+    return [Entry(os.path.realpath(f.full_path), f.target_path, f.opt, f.metadata)
+            for f in m.files()]
 
 
 def compile_to(entry, out_dir, flags=()):

@@ -1,11 +1,16 @@
 """make unix32: MicroPython v1.28.0's unix port, 32-bit, with the agent frozen in.
 
 The ESP32's memory model on this machine: 32-bit objects and the agent's bytecode in the
-image, not in the heap. The frozen modules are boards/sim/manifest.py: firmware/manifest.py
-(the agent and its micropython-lib packages, as an ESP32 image freezes them) and the
-simulated board. The source is ../shared/third_party/micropython-1.28.0, copied into
-build/unix32/mp (the build writes into its tree). Cached: nothing is rebuilt while the
-inputs (manifests, the files they name, the build options) are unchanged.
+image, not in the heap. Two images (IMAGES), built the same way from the same source:
+"sim" (build/unix32/micropython, the bench's) freezes boards/sim/manifest.py:
+firmware/manifest.py (the agent and its micropython-lib packages, as an ESP32 image freezes
+them) and the simulated board; "esp32" (build/unix32/micropython-esp32) freezes exactly what
+boards/esp32/manifest.py gives an ESP32 image of the project (without the port's own
+modules), so that its boot test runs esp32_main from what an image would carry. The source
+is ../shared/third_party/micropython-1.28.0, copied into build/unix32/mp (the build writes
+into its tree). Cached: nothing is rebuilt while an image's inputs (manifests, the files
+they name, the build options) are unchanged.
+Usage: python -m tools.device.unix32 [sim|esp32]   (make unix32 [ARGS=esp32])
 """
 import hashlib
 import os
@@ -17,15 +22,16 @@ import time
 
 from tools.device import manifest
 from tools.device.lock import build_lock
-from tools.paths import (AGENT_MANIFEST, MICROPYTHON_SRC, MPY_LIB, SIM_MANIFEST, UNIX32, UNIX32_DIR,
-                         third_party)
+from tools.paths import (AGENT_MANIFEST, MICROPYTHON_SRC, MPY_LIB, SIM_MANIFEST, UNIX32,
+                         UNIX32_DIR, UNIX32_ESP32, board_manifest, third_party)
 
 TREE = os.path.join(UNIX32_DIR, "mp")
-STAMP = os.path.join(UNIX32_DIR, "inputs.sha256")
-LOG = os.path.join(UNIX32_DIR, "build.log")
+# Per image: (manifest, its options, the binary).
+IMAGES = {"sim": (SIM_MANIFEST, {}, UNIX32),
+          "esp32": (board_manifest("esp32"), {"port": False}, UNIX32_ESP32)}
 # The recipe of ../shared/third_party/README.md: no FFI, TLS or btree (not in this extract).
 OPTIONS = ["VARIANT=standard", "MICROPY_FORCE_32BIT=1", "MICROPY_PY_FFI=0", "MICROPY_PY_SSL=0",
-           "MICROPY_PY_BTREE=0", "FROZEN_MANIFEST=" + SIM_MANIFEST, "MPY_LIB_DIR=" + MPY_LIB]
+           "MICROPY_PY_BTREE=0", "MPY_LIB_DIR=" + MPY_LIB]
 NEED_MULTILIB = ("gcc cannot build 32-bit programs here: install gcc-multilib "
                  "(sudo apt-get install gcc-multilib), then make unix32")
 
@@ -51,10 +57,27 @@ def gcc_m32():
     return None if res.returncode == 0 else NEED_MULTILIB
 
 
-def inputs_digest():
+def _file(image, what):
+    """build/unix32/<image>.<what>: an image's stamp, log and frozen manifest."""
+    return os.path.join(UNIX32_DIR, "%s.%s" % (image, what))
+
+
+def _frozen_manifest(image):
+    """`image`'s FROZEN_MANIFEST: one line including its manifest with its options."""
+    path, options, _ = IMAGES[image]
+    text = "include(%r%s)\n" % (path, "".join(", %s=%r" % kv for kv in sorted(options.items())))
+    out = _file(image, "manifest.py")
+    with open(out, "w") as f:
+        f.write(text)
+    return out
+
+
+def inputs_digest(image="sim"):
+    path, options, _ = IMAGES[image]
     h = hashlib.sha256()
-    h.update(MICROPYTHON_SRC.encode() + b"\0" + " ".join(OPTIONS).encode())
-    names = [SIM_MANIFEST, AGENT_MANIFEST] + [e.source for e in manifest.files(SIM_MANIFEST)]
+    h.update(MICROPYTHON_SRC.encode() + b"\0" + " ".join(OPTIONS).encode() + b"\0" +
+             repr(sorted(options.items())).encode())
+    names = [path, AGENT_MANIFEST] + [e.source for e in manifest.files(path, **options)]
     for root, _, files in os.walk(MPY_LIB):  # library manifests and sources: small
         names += [os.path.join(root, f) for f in files]
     for name in sorted(set(names)):
@@ -63,7 +86,7 @@ def inputs_digest():
     return h.hexdigest()
 
 
-def _run(cmd, log):
+def _run(cmd, log, log_path):
     log.write(("\n$ %s\n" % " ".join(cmd)).encode())
     log.flush()
     # The copy sits inside this project's git work tree: name the version, or the build
@@ -72,25 +95,27 @@ def _run(cmd, log):
     res = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     if res.returncode:
         log.flush()
-        with open(LOG, "rb") as f:
+        with open(log_path, "rb") as f:
             tail = f.read().decode(errors="replace").strip().splitlines()[-1:]
-        raise BuildError("%s failed (log: %s): %s" % (" ".join(cmd[:3]), LOG,
+        raise BuildError("%s failed (log: %s): %s" % (" ".join(cmd[:3]), log_path,
                                                        tail[0] if tail else res.returncode))
 
 
-def build(quiet=False):
-    """The path of build/unix32/micropython, built if its inputs changed."""
+def build(quiet=False, image="sim"):
+    """The path of `image`'s binary (IMAGES), built if its inputs changed."""
     third_party()
     with build_lock():
-        return _build(quiet)
+        return _build(quiet, image)
 
 
-def _build(quiet):
-    digest = inputs_digest()
-    if os.path.exists(UNIX32) and os.path.exists(STAMP):
-        with open(STAMP) as f:
+def _build(quiet, image):
+    binary = IMAGES[image][2]
+    stamp, log_path = _file(image, "inputs.sha256"), _file(image, "build.log")
+    digest = inputs_digest(image)
+    if os.path.exists(binary) and os.path.exists(stamp):
+        with open(stamp) as f:
             if f.read().strip() == digest:
-                return UNIX32
+                return binary
     why = gcc_m32()
     if why:
         raise Unavailable(why)
@@ -106,26 +131,39 @@ def _build(quiet):
         os.rename(os.path.join(tmp, "mp"), TREE)
         os.rmdir(tmp)
     if not quiet:
-        print("unix32: building MicroPython v1.28.0 (32-bit, agent frozen); log in %s"
-              % os.path.relpath(LOG), flush=True)
+        print("unix32: building MicroPython v1.28.0 (32-bit, %s image frozen); log in %s"
+              % (image, os.path.relpath(log_path)), flush=True)
     jobs = "-j%d" % max(1, min(4, os.cpu_count() or 1))
-    with open(LOG, "wb") as log:
-        _run(["make", "-C", os.path.join(TREE, "mpy-cross"), jobs], log)
-        _run(["make", "-C", os.path.join(TREE, "ports", "unix"), jobs] + OPTIONS, log)
+    port = os.path.join(TREE, "ports", "unix")
+    build_dir = "build-" + image  # each image its own objects: building one keeps the other's
+    # The inputs changed: the frozen modules are made again. makemanifest.py remakes them only
+    # when a file is newer than its output, so a module taken out of a manifest stayed frozen.
+    frozen = os.path.join(port, build_dir, "frozen_content.c")
+    if os.path.exists(frozen):
+        os.remove(frozen)
+    with open(log_path, "wb") as log:
+        _run(["make", "-C", os.path.join(TREE, "mpy-cross"), jobs], log, log_path)
+        _run(["make", "-C", port, jobs, "BUILD=" + build_dir,
+              "FROZEN_MANIFEST=" + _frozen_manifest(image)] + OPTIONS, log, log_path)
     # A rename, not a copy over it: the old binary may still be running (a bench, a test).
-    shutil.copy(os.path.join(TREE, "ports", "unix", "build-standard", "micropython"),
-                UNIX32 + ".new")
-    os.replace(UNIX32 + ".new", UNIX32)
-    with open(STAMP, "w") as f:
+    shutil.copy(os.path.join(port, build_dir, "micropython"), binary + ".new")
+    os.replace(binary + ".new", binary)
+    with open(stamp, "w") as f:
         f.write(digest + "\n")
     if not quiet:
-        print("unix32: built %s in %.0f s" % (os.path.relpath(UNIX32), time.monotonic() - t0))
-    return UNIX32
+        print("unix32: built %s in %.0f s" % (os.path.relpath(binary), time.monotonic() - t0))
+    return binary
 
 
-def main():
+def main(argv=None):
+    args = sys.argv[1:] if argv is None else argv
+    image = args[0] if args else "sim"
+    if len(args) > 1 or image not in IMAGES:
+        print("unix32: error: give one image of %s, or none for sim" % ", ".join(IMAGES),
+              file=sys.stderr)
+        return 2
     try:
-        path = build()
+        path = build(image=image)
     except (Unavailable, BuildError) as e:
         print("unix32: error: %s" % e, file=sys.stderr)
         return 2

@@ -31,7 +31,7 @@ from tools.bench.rig import InProcessRig, ProcessRig
 from tools.evctl import Charger
 from tools.bench.sim import Sim, parse
 from tools.device import manifest, unix32
-from tools.device.deploy import build_tree
+from tools.device.deploy import build_tree, sources as deploy_sources
 from tools.measure import site_day, wear
 from tools.paths import AGENT_MANIFEST, BOARDS, BUILD, MPY_LIB, ROOT, micropython
 
@@ -462,7 +462,7 @@ OCPP_MODULES = ("ocpp_", "ws_client", "isotime")  # the OCPP uplink's modules, b
 def footprint():
     """(agent and board, of which the OCPP uplink, micropython-lib) bytes of .mpy in the
     ESP32 deploy tree."""
-    libs = {os.path.splitext(e.target)[0] + ".mpy" for e in manifest.files(AGENT_MANIFEST)
+    libs = {os.path.splitext(e.target)[0] + ".mpy" for e in deploy_sources("esp32")
             if e.source.startswith(MPY_LIB)}
     ours = ocpp = theirs = 0
     with tempfile.TemporaryDirectory() as tmp:

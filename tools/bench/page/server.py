@@ -24,9 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import paho.mqtt.client as mqtt
 
-from tools.bench.bench import EV_FIELDS, FAULTS  # (also puts the firmware on the path)
+from tools.bench.bench import EV_FIELDS, FAULTS, ev_field_problem  # (and the firmware's path)
 from tools.bench.page import site as site_view
 from tools.evctl import BENCH_ANSWER_S
+from tools.json_input import loads
 import topics  # the agent's topics, defined there
 from topics import REQUESTS as AGENT_REQUESTS
 
@@ -129,13 +130,9 @@ def check_bench(name, body):
         if not body:
             return "no vehicle field given"
         for key, value in body.items():
-            if key not in EV_FIELDS:
-                return "unknown vehicle field %r (known: %s)" % (key, ", ".join(EV_FIELDS))
-            kind = EV_FIELDS[key][1]
-            if kind is bool and type(value) is not bool:
-                return "%s must be true or false" % key
-            if kind is not bool and (not _number(value) or not 0 <= value <= 80):
-                return "%s must be a number of amps, 0-80" % key
+            problem = ev_field_problem(key, value)
+            if problem:
+                return problem
     elif name == "fault":
         if set(body) != {"fault"} or body["fault"] not in FAULTS:
             return "fault must be one of %s" % ", ".join(FAULTS)
@@ -239,7 +236,7 @@ class PageServer:
             body = text
         else:
             try:
-                body = json.loads(text)
+                body = loads(text)
             except ValueError:
                 return
             if not isinstance(body, dict):
@@ -271,7 +268,7 @@ class PageServer:
 
     def _on_site(self, payload):
         try:
-            body = json.loads(payload)
+            body = loads(payload)
         except ValueError:
             return
         with self.lock:
@@ -465,7 +462,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not 0 <= size <= BODY_MAX:
             return self._json(400, {"ok": False, "message": "a body of 0-%d bytes" % BODY_MAX})
         try:
-            body = json.loads(self.rfile.read(size) or b"{}")
+            body = loads(self.rfile.read(size) or b"{}")
         except ValueError:
             body = None
         if not isinstance(body, dict):
