@@ -207,11 +207,13 @@ def test_meter_pulses_past_1000_kwh_allocate_nothing(tmp_path):
 def test_power_cuts_on_the_esp32_board_never_raise_the_cap(tmp_path, broker, mpy_dir):
     # The ESP32 board module's write path (NvsStore on the NVS stand-in), killed at random
     # points of a stream of cap writes: after each boot the cap is never above the last one
-    # acknowledged (docs/storage.md).
+    # acknowledged, unless it is the unanswered write the cut interrupted, which may have
+    # reached flash before its reply (docs/storage.md).
     import random
     rnd = random.Random(3)
     caps = [1.0, 2.3, 3.68, 4.6, 7.36]
     acked = 50
+    cut_kw = None
     nvs = None
     for cycle in range(6):
         proc, log = boot(tmp_path, config(broker.address), ev="B", nvs=nvs)
@@ -219,14 +221,15 @@ def test_power_cuts_on_the_esp32_board_never_raise_the_cap(tmp_path, broker, mpy
         try:
             c.wait(lambda: c.availability == "online" and c.states, 20)
             loaded = c.read()["settings"]["max_charge_rate"]["value"]
-            assert loaded <= acked, (cycle, loaded, acked)
+            assert loaded <= acked or loaded == cut_kw, (cycle, loaded, acked, cut_kw)
             acked = loaded
             for _ in range(rnd.randint(1, 4)):
                 kw = rnd.choice(caps)
                 if c.cap(kw)["success"]:
                     acked = kw
+            cut_kw = rnd.choice(caps)
             c.client.publish(c.base + "settings", json.dumps({"requestId": "cut", "settings": {
-                "max_charge_rate": {"value": rnd.choice(caps), "unit": "kw"}}}))
+                "max_charge_rate": {"value": cut_kw, "unit": "kw"}}}))
             time.sleep(rnd.random() * 0.05)  # the power goes somewhere in that write
         finally:
             c.availability = None
