@@ -29,7 +29,6 @@ _UNITS = {"max_current": "a", "supply_voltage": "v", "phases": "phases"}
 _SPELL_MS = const(5000)
 _BURST = const(10)
 _LATEST_MS = const(60000)
-_FLOOD_MS = const(1000)  # decreases beyond the budget closer together than this: see _put
 
 
 def _error(key, code, message, details=None, status=422):
@@ -189,9 +188,10 @@ class Settings:
                 k.pending_since = now
             return True
         # A decrease beyond the budget, below what flash holds: written before the reply.
-        # Decreases faster than one a second (a flood of distinct values) write 1/8 below,
-        # so the next ones need no write; the exact value follows once it has held.
-        low = w - w // 8 if k.last_down >= 0 and _elapsed(now, k.last_down) < _FLOOD_MS else w
+        # Decreases within a spell of the last one (a flood, or a balancer stepping down)
+        # write 1/8 below, so the next ones need no write; the exact value follows once it
+        # has stood a spell.
+        low = w - w // 8 if k.last_down >= 0 and _elapsed(now, k.last_down) < _SPELL_MS else w
         k.last_down = now
         if not self._store(k, low):
             return False
