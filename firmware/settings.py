@@ -21,13 +21,13 @@ KW_MAX = 50
 READ_ONLY = ("max_current", "supply_voltage", "phases")
 _UNITS = {"max_current": "a", "supply_voltage": "v", "phases": "phases"}
 
-# When a write reaches flash (docs/storage.md says why these values): a value that has stood
-# _SPELL_MS is in flash. A write after such a quiet spell is written before its reply, and
-# so are the first _BURST in a row after a long one (one more per spell of quiet). Beyond
-# that budget, a higher value waits for the worker until it has stood _SPELL_MS, at the
-# latest _LATEST_MS if the writes never pause.
-_SPELL_MS = const(5000)
-_BURST = const(10)
+# When a write reaches flash (docs/storage.md says why these values): a value that has
+# stood SPELL_MS is in flash. A write after such a quiet spell is written before its reply,
+# and so are the first BURST_WRITES in a row after a long one (one more per spell of quiet).
+# Beyond that budget, a higher value waits for the worker until it has stood SPELL_MS, at
+# the latest _LATEST_MS if the writes never pause.
+SPELL_MS = const(5000)
+BURST_WRITES = const(10)
 _LATEST_MS = const(60000)
 
 
@@ -102,9 +102,10 @@ class Settings:
         self.persist = persist
         self.on_change = None  # f(): the ceilings follow (limits.Limits.refresh)
         self.cap = _Kept(ps.CAP, self.default_w)
-        self.failsafe = _Kept(ps.FAILSAFE, 0)  # docs/protocol.md: a dead controller pauses charging by default
+        # failsafe_charge_rate: 0 by default, a dead controller pauses charging (protocol.md)
+        self.failsafe = _Kept(ps.FAILSAFE, 0)
         self._kept = ((CAP, self.cap), (FAILSAFE, self.failsafe))
-        self._budget = ps.Budget(_BURST, _SPELL_MS)
+        self._budget = ps.Budget(BURST_WRITES, SPELL_MS)
         # One writer of the settings' flash at a time (the uplinks' write, the worker's
         # service and factory_reset): each decides from what flash really holds, and the
         # worker never writes a value a request has since replaced (docs/storage.md).
@@ -191,7 +192,8 @@ class Settings:
         # Decreases within a spell of the last one (a flood, or a balancer stepping down)
         # write 1/8 below, so the next ones need no write; the exact value follows once it
         # has stood a spell.
-        low = w - w // 8 if k.last_down >= 0 and _elapsed(now, k.last_down) < _SPELL_MS else w
+        flood = k.last_down >= 0 and _elapsed(now, k.last_down) < SPELL_MS
+        low = w - w // 8 if flood else w
         k.last_down = now
         if not self._store(k, low):
             return False
@@ -209,7 +211,7 @@ class Settings:
                     continue
                 if k.acked == k.stored:
                     k.pending_since = -1
-                elif _elapsed(now, k.changed_at) >= _SPELL_MS or \
+                elif _elapsed(now, k.changed_at) >= SPELL_MS or \
                         _elapsed(now, k.pending_since) >= _LATEST_MS:
                     self._store(k, k.acked)
 
