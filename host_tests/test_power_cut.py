@@ -8,6 +8,7 @@ import time
 import record
 import sim_board as sim
 from conftest import plug
+from settings import SPELL_MS
 from tools.bench.flash_model import CuttableFlash, PowerCut
 from tools.bench.rig import InProcessRig, ProcessRig
 
@@ -99,5 +100,26 @@ def test_killed_micropython_never_raises_the_cap(tmp_path, mp_build):
             # The cut request was never answered: the old cap or, if it was in flash before
             # its reply would have gone, its own.
             acked = check_boot(rig, acked, value)
+    finally:
+        rig.close()
+
+
+def test_killed_micropython_keeps_every_write_answered_after_a_quiet_spell(tmp_path, mp_build):
+    # A 200 is durable (issue 29): each write after a spell without writes, raise or not,
+    # comes back exactly, the process killed the moment its reply is out. (Before: a raise
+    # came back as the value before it.)
+    rnd = random.Random(5)
+    build, heap = mp_build
+    rig = ProcessRig(str(tmp_path), build, **({"heapsize": heap} if heap else {}))
+    try:
+        plug(rig, 3000)
+        value = DEFAULT
+        for _ in range(12):
+            rig.run(SPELL_MS)
+            value = rnd.choice([c for c in CAPS if c != value])
+            assert rig.settings(max_charge_rate=value)["success"]
+            rig.power_cut()
+            rig.boot()
+            assert check_boot(rig, value) == value
     finally:
         rig.close()
