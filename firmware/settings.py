@@ -167,8 +167,8 @@ class Settings:
         return False
 
     def _put(self, k, w, durable, now):
-        # One key of a write, under the lock: flash written as the budget allows. Never
-        # leaves flash above `w`, which is now the acknowledged value.
+        # One key of a write, under the lock: flash written as the budget allows. Unless
+        # flash refuses a write (False), flash is left at or below `w`, the value answered.
         before = k.acked
         k.w = k.acked = w  # in the lock's order: the last write answered is the one kept
         if w != before:
@@ -184,7 +184,7 @@ class Settings:
                 k.acked = before
                 self._changed()
             return False
-        if w >= k.boot_w():  # a raise beyond the budget: written once it has held (service)
+        if w >= k.boot_w():  # a raise beyond the budget: written once it has stood (service)
             if k.pending_since < 0:
                 k.pending_since = now
             return True
@@ -202,8 +202,8 @@ class Settings:
         return True
 
     def service(self, now):
-        # Worker: a value left above flash's is written once it has held, at the latest a
-        # minute after it was acknowledged.
+        # Worker: a value left above flash's is written once it has stood a spell, at the
+        # latest _LATEST_MS after it was acknowledged.
         with self._lock:
             self._budget.refill(now)
             for name, k in self._kept:
