@@ -1,27 +1,18 @@
-# Run as a script under micropython or CPython (test_settings.py): two threads on one
-# Settings, as on a board. The worker writes a raise it had deferred; a request lowers the
-# cap while that write is under way. Prints what flash holds at the end, what the request
-# was answered, and whether the lower cap reached the ceilings while the worker was still
-# writing (a lower value never waits for flash).
+# Run as a script under micropython or CPython (test_settings.py), its flash in the folder
+# argv[1]: two threads on one Settings, as on a board. The worker writes a raise it had
+# deferred; a request lowers the cap while that write is under way. Prints what flash holds
+# at the end, what the request was answered, and whether the lower cap reached the ceilings
+# while the worker was still writing (a lower value never waits for flash).
 import _thread
 import json
+import sys
 import time
 
 import persist as ps
 import settings as st
+from sim_board import FileStore
 
 LOW_W = 1000
-
-
-class Store:
-    def __init__(self):
-        self.data = {}
-
-    def read(self, key):
-        return self.data.get(key)
-
-    def write(self, key, data):
-        self.data[key] = bytes(data)
 
 
 def wait(predicate, seconds):
@@ -31,8 +22,7 @@ def wait(predicate, seconds):
     return predicate()
 
 
-store = Store()
-persist = ps.Persist(store)
+persist = ps.Persist(FileStore(sys.argv[1]))
 s = st.Settings({"supply_voltage": 230, "phases": 1, "max_current": 32}, persist)
 s.load()
 

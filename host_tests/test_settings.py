@@ -9,7 +9,7 @@ import pytest
 import record
 from conftest import plug
 from settings import BURST_WRITES, SPELL_MS
-from tools.paths import FIRMWARE, ROOT, SHIMS, micropython
+from tools.paths import FIRMWARE, ROOT, SHIMS, board_dir, micropython
 
 PATH = "/ev-charger/charger-1/settings"
 
@@ -347,9 +347,10 @@ def test_after_a_burst_a_write_after_a_5_s_spell_is_durable_again(make_rig, tmp_
     assert reboot(rig)[key]["value"] == 4.6
 
 
-def race(exe, env):
-    out = subprocess.run(exe + [os.path.join(ROOT, "host_tests", "settings_race.py")], env=env,
-                         capture_output=True, text=True, timeout=60)
+def race(exe, env, flash):
+    flash.mkdir()
+    out = subprocess.run(exe + [os.path.join(ROOT, "host_tests", "settings_race.py"), str(flash)],
+                         env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     r = json.loads(out.stdout.strip().splitlines()[-1])
     # The request lowered the cap at once, while the worker was writing the raise it had
@@ -359,11 +360,11 @@ def race(exe, env):
     assert r["answered"] is True and r["flash_w"] <= 1000, r
 
 
-def test_the_worker_never_writes_a_raise_a_request_replaced_cpython():
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SHIMS, FIRMWARE]))
-    race([sys.executable], env)
+def test_the_worker_never_writes_a_raise_a_request_replaced_cpython(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SHIMS, FIRMWARE, board_dir("sim")]))
+    race([sys.executable], env, tmp_path / "f")
 
 
-def test_the_worker_never_writes_a_raise_a_request_replaced_micropython(mp_build):
+def test_the_worker_never_writes_a_raise_a_request_replaced_micropython(mp_build, tmp_path):
     exe, env = micropython(mp_build[0])
-    race(exe + ["-X", "heapsize=" + (mp_build[1] or "256K")], env)
+    race(exe + ["-X", "heapsize=" + (mp_build[1] or "256K")], env, tmp_path / "f")
