@@ -1,8 +1,8 @@
 # The settings: max_charge_rate (the persisted power ceiling), failsafe_charge_rate (the
 # ceiling while a controller is silent) and the installation facts they are enforced with.
 # Validation follows docs/protocol.md: all-or-nothing, every failing key listed. Written by
-# the uplinks (write) and the worker (service, factory_reset); the control loop sees only
-# the ceilings (limits.py).
+# the uplinks (write) and the worker (service, factory_reset, OCPP's profiles via write);
+# the control loop sees only the ceilings (limits.py).
 # A new value reaches the ceilings first and flash second, and a 200 is durable
 # (docs/storage.md): a write is in flash before its reply unless it comes in a burst (a
 # balancer writing faster than flash should be written); a burst is coalesced upward only
@@ -106,9 +106,9 @@ class Settings:
         self.failsafe = _Kept(ps.FAILSAFE, 0)
         self._kept = ((CAP, self.cap), (FAILSAFE, self.failsafe))
         self._budget = ps.Budget(BURST_WRITES, SPELL_MS)
-        # One writer of the settings' flash at a time (the uplinks' write, the worker's
-        # service and factory_reset): each decides from what flash really holds, and the
-        # worker never writes a value a request has since replaced (docs/storage.md).
+        # One writer of the settings' flash at a time (write, service, factory_reset): each
+        # decides from what flash really holds, and the worker never writes a value a
+        # request has since replaced (docs/storage.md, "the settings lock").
         self._lock = _thread.allocate_lock()
 
     @property
