@@ -161,8 +161,8 @@ class Api:
                             "details": {"errors": errors}}
         if not self.agent.settings.write(changes, now):
             return 500, self.agent.storage_error(
-                "flash refused the write: a lower max_charge_rate applies until the next "
-                "restart, anything else is unchanged")
+                "flash refused the write: a lower value applies until the next restart, "
+                "anything else is unchanged")
         data = {"deviceId": self.agent.device_id,
                 "updated": [k for k in st.WRITABLE if k in changes]}
         s = self.agent.settings

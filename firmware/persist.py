@@ -2,7 +2,8 @@
 # change, atomically by the board's store (temp file + rename, or NVS), from the network
 # side only. A failing write is reported (persist.failed, the state's `storage` field and a
 # storage.failed event), never raised into the request or the loop that asked for it.
-# What each key costs in flash wear is in docs/storage.md.
+# What each key costs in flash wear is in docs/storage.md; Budget is how often a writer may
+# write at its own pace.
 import _thread
 import record
 
@@ -71,3 +72,33 @@ class Persist:
             if self.failed == key:
                 self.failed = None
             return True
+
+
+class Budget:
+    # How many writes may go to flash at once: `size` in a row after a long quiet spell, and
+    # one more for each `spell_ms` without one. Every write asked for restarts the quiet
+    # spell, so a writer that never pauses that long gets no more than the first `size`
+    # (docs/storage.md). Its owner's lock guards it; refill() from a periodic loop keeps a
+    # spell longer than the board's clock wraps (12 days) from counting as a short one.
+    def __init__(self, size, spell_ms):
+        self.size = size
+        self.spell_ms = spell_ms
+        self.left = size
+        self._at = None  # when the quiet spell began (the last write asked for)
+
+    def refill(self, now):
+        if self._at is None or self.left >= self.size:
+            return
+        spells = ((now - self._at) & 0x3FFFFFFF) // self.spell_ms  # board ms wrap at 2**30
+        if spells:
+            self.left = min(self.size, self.left + spells)
+            self._at = (self._at + spells * self.spell_ms) & 0x3FFFFFFF
+
+    def spend(self, now):
+        # A write is asked for: True (and one fewer left) if it may go to flash now.
+        self.refill(now)
+        self._at = now
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True

@@ -1,10 +1,15 @@
 # The settings: max_charge_rate (the persisted power ceiling), failsafe_charge_rate (the
 # ceiling while a controller is silent) and the installation facts they are enforced with.
-# Validation follows docs/protocol.md: all-or-nothing, every failing key listed. A new cap
-# reaches the ceilings first and flash second; in flash it is never above the last
-# acknowledged value (docs/storage.md: decreases are written before the reply, raises once
-# they have held for a while).
+# Validation follows docs/protocol.md: all-or-nothing, every failing key listed. Written by
+# the uplinks (write) and the worker (service, factory_reset, OCPP's profiles via write);
+# the control loop sees only the ceilings (limits.py).
+# A new value reaches the ceilings first and flash second, and a 200 is durable
+# (docs/storage.md): a write is in flash before its reply unless it comes in a burst (a
+# balancer writing faster than flash should be written); a burst is coalesced upward only
+# (a lower value is written before the reply, a higher one once it has stood), so flash
+# never holds more than was acknowledged.
 from micropython import const
+import _thread
 import persist as ps
 import record
 
@@ -16,9 +21,14 @@ KW_MAX = 50
 READ_ONLY = ("max_current", "supply_voltage", "phases")
 _UNITS = {"max_current": "a", "supply_voltage": "v", "phases": "phases"}
 
-_RAISE_SETTLE_MS = const(5000)  # a raised cap is written once it has held this long
-_RAISE_LATEST_MS = const(60000)  # or at the latest this long after it was acknowledged
-_FLOOD_MS = const(1000)  # decreases closer together than this are a flood: see write_cap
+# When a write reaches flash (docs/storage.md says why these values): a value that has
+# stood SPELL_MS is in flash. A write after such a quiet spell is written before its reply,
+# and so are the first BURST_WRITES in a row after a long one (one more per spell of quiet).
+# Beyond that budget, a higher value waits for the worker until it has stood SPELL_MS, at
+# the latest _LATEST_MS if the writes never pause.
+SPELL_MS = const(5000)
+BURST_WRITES = const(10)
+_LATEST_MS = const(60000)
 
 
 def _error(key, code, message, details=None, status=422):
@@ -64,6 +74,23 @@ def decivolts(volts):
     return dv + 1 if dv < volts * 10 - 1e-6 else dv
 
 
+class _Kept:
+    # One persisted setting, in W, and what flash holds of it.
+    def __init__(self, key, default_w):
+        self.key = key  # its persist key
+        self.default_w = default_w  # what a boot gives without a valid record
+        self.w = default_w  # what the ceilings follow
+        self.acked = default_w  # the value of the last write, in the order of Settings._lock
+        self.stored = None  # what flash holds; None: no valid record (a boot gives the default)
+        self.changed_at = 0  # when `acked` last changed
+        self.pending_since = -1  # when flash was left below `acked` (service writes it)
+        self.last_down = -1  # when a decrease beyond the budget was last written
+
+    def boot_w(self):
+        # What a boot would come back with.
+        return self.default_w if self.stored is None else self.stored
+
+
 class Settings:
     def __init__(self, config, persist):
         self.voltage = config["supply_voltage"]
@@ -74,28 +101,34 @@ class Settings:
         self._dv_phases = decivolts(self.voltage) * self.phases  # 0.1 V x phases
         self.persist = persist
         self.on_change = None  # f(): the ceilings follow (limits.Limits.refresh)
-        self.cap_w = self.default_w
-        self.failsafe_w = 0  # docs/protocol.md: a dead controller pauses charging by default
-        self._stored_w = None  # the cap in flash, None if there is none
-        self._pending_since = -1  # when a cap above the one in flash was acknowledged
-        self._changed_at = 0
-        self._last_down = -1  # when a decrease was last written
+        self.cap = _Kept(ps.CAP, self.default_w)
+        # failsafe_charge_rate: 0 by default, a dead controller pauses charging (protocol.md)
+        self.failsafe = _Kept(ps.FAILSAFE, 0)
+        self._kept = ((CAP, self.cap), (FAILSAFE, self.failsafe))
+        self._budget = ps.Budget(BURST_WRITES, SPELL_MS)
+        # One writer of the settings' flash at a time (write, service, factory_reset): each
+        # decides from what flash really holds, and the worker never writes a value a
+        # request has since replaced (docs/storage.md, "the settings lock").
+        self._lock = _thread.allocate_lock()
+
+    @property
+    def cap_w(self):
+        return self.cap.w
+
+    @property
+    def failsafe_w(self):
+        return self.failsafe.w
 
     def load(self):
         # Read the settings before any current is offered. Returns the revert reason, if any.
         reason = None
-        w = self.persist.read_word(ps.CAP)
-        if w is None or w == record.CORRUPT or w > KW_MAX * 1000:
-            reason = None if w is None else "corrupt_record"
-            w = self.default_w
-        else:
-            self._stored_w = w
-        self.cap_w = w
-        f = self.persist.read_word(ps.FAILSAFE, 0)
-        if f == record.CORRUPT or f > KW_MAX * 1000:
-            reason = "corrupt_record"
-            f = 0
-        self.failsafe_w = f
+        for name, k in self._kept:
+            w = self.persist.read_word(k.key, k.default_w)  # none: the default, as a boot's
+            if w == record.CORRUPT or w > KW_MAX * 1000:
+                reason = "corrupt_record"
+            else:
+                k.stored = w
+            k.w = k.acked = k.boot_w()
         self._changed()
         return reason
 
@@ -108,63 +141,96 @@ class Settings:
             self.on_change()
 
     def write(self, changes, now):
-        # Apply a validated write (all keys already checked). Returns False if flash
-        # refused something: a failsafe is then left as it was; a lower cap still applies.
-        if FAILSAFE in changes:
-            w = watts(changes[FAILSAFE]["value"])
-            if not self.persist.write_word(ps.FAILSAFE, w):
-                return False
-            self.failsafe_w = w
-        ok = self.write_cap(watts(changes[CAP]["value"]), now) if CAP in changes else True
+        # Apply a validated write (all keys already checked); True once it is as durable as
+        # docs/storage.md promises. False if flash refused something: a lower value still
+        # applies (until a restart), a higher one is taken back.
+        new = []
+        for name, k in self._kept:
+            if name in changes:
+                new.append((k, watts(changes[name]["value"])))
+        # On the ceilings before anything can wait (the lock, flash): a lower value must
+        # reach the pilot at once, and a raise is never held back by flash.
+        for k, w in new:
+            k.w = w
         self._changed()
+        with self._lock:
+            durable = self._budget.spend(now) if self._needs_flash(new) else False
+            ok = True
+            for k, w in new:
+                ok = self._put(k, w, durable, now) and ok
         return ok
 
-    def write_cap(self, cap_w, now):
-        # Applies the cap at once. A cap below what flash holds is written before this
-        # returns; one above it is left to service(). False if flash refused the write.
-        if cap_w != self.cap_w:
-            self.cap_w = cap_w
-            self._changed_at = now
-            self._changed()
-        if self._stored_w is not None and cap_w >= self._stored_w:
-            if cap_w > self._stored_w and self._pending_since < 0:
-                self._pending_since = now
+    def _needs_flash(self, new):
+        for k, w in new:
+            if w != k.stored:
+                return True
+        return False
+
+    def _put(self, k, w, durable, now):
+        # One key of a write, under the lock: flash written as the budget allows. Unless
+        # flash refuses a write (False), flash is left at or below `w`, the value answered.
+        before = k.acked
+        k.w = k.acked = w  # in the lock's order: the last write answered is the one kept
+        if w != before:
+            k.changed_at = now
+        if w == k.stored:
+            k.pending_since = -1
             return True
-        w = cap_w
-        if self._last_down >= 0 and _elapsed(now, self._last_down) < _FLOOD_MS:
-            # Decreases faster than one a second (a flood of distinct values): write 1/8
-            # below, so the next ones need no write. Coming back lower is safe; the exact
-            # value follows once it has held (service).
-            w = cap_w - cap_w // 8
-        self._last_down = now
-        if not self._store(w):
+        if durable:  # within the budget: in flash before the reply, raise or not
+            if self._store(k, w):
+                return True
+            if w > before:  # a raise flash refused changes nothing
+                k.w = min(k.w, before)
+                k.acked = before
+                self._changed()
             return False
-        if w < cap_w:
-            self._pending_since = now
+        if w >= k.boot_w():  # a raise beyond the budget: written once it has stood (service)
+            if k.pending_since < 0:
+                k.pending_since = now
+            return True
+        # A decrease beyond the budget, below what flash holds: written before the reply.
+        # Decreases within a spell of the last one (a flood, or a balancer stepping down)
+        # write 1/8 below, so the next ones need no write; the exact value follows once it
+        # has stood a spell.
+        flood = k.last_down >= 0 and _elapsed(now, k.last_down) < SPELL_MS
+        low = w - w // 8 if flood else w
+        k.last_down = now
+        if not self._store(k, low):
+            return False
+        if low < w and k.pending_since < 0:
+            k.pending_since = now
         return True
 
     def service(self, now):
-        # Write an acknowledged cap above flash's once it has held, at the latest after a
-        # minute.
-        if self._pending_since < 0 or self.cap_w == self._stored_w:
-            self._pending_since = -1
-            return
-        held = _elapsed(now, self._changed_at) >= _RAISE_SETTLE_MS
-        if held or _elapsed(now, self._pending_since) >= _RAISE_LATEST_MS:
-            self._store(self.cap_w)
+        # Worker: a value left above flash's is written once it has stood a spell, at the
+        # latest _LATEST_MS after it was acknowledged.
+        with self._lock:
+            self._budget.refill(now)
+            for name, k in self._kept:
+                if k.pending_since < 0:
+                    continue
+                if k.acked == k.stored:
+                    k.pending_since = -1
+                elif _elapsed(now, k.changed_at) >= SPELL_MS or \
+                        _elapsed(now, k.pending_since) >= _LATEST_MS:
+                    self._store(k, k.acked)
 
-    def _store(self, w):
-        ok = self.persist.write_word(ps.CAP, w)
+    def _store(self, k, w):
+        # Under the lock.
+        ok = self.persist.write_word(k.key, w)
         if ok:
-            self._stored_w = w
-            if w == self.cap_w:
-                self._pending_since = -1
+            k.stored = w
+            if w == k.acked:
+                k.pending_since = -1
         return ok
 
     def factory_reset(self):
-        self.cap_w = self.default_w
-        self._changed()
-        return self._store(self.cap_w)
+        # Worker: the cap back to the installation's default, in flash at once.
+        with self._lock:
+            k = self.cap
+            k.w = k.acked = k.default_w
+            self._changed()
+            return self._store(k, k.w)
 
     def offered_kw(self, offered_da):
         return offered_da * self._dv_phases / 100000

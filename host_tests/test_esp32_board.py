@@ -246,11 +246,13 @@ def test_meter_pulses_past_1000_kwh_allocate_nothing(tmp_path):
 def test_power_cuts_on_the_esp32_board_never_raise_the_cap(tmp_path, broker, mpy_dir):
     # The ESP32 board module's write path (NvsStore on the NVS stand-in), killed at random
     # points of a stream of cap writes: after each boot the cap is never above the last one
-    # acknowledged (docs/storage.md).
+    # acknowledged, unless it is the unanswered write the cut interrupted, which may have
+    # reached flash before its reply (docs/storage.md).
     import random
     rnd = random.Random(3)
     caps = [1.0, 2.3, 3.68, 4.6, 7.36]
     acked = 50
+    cut_kw = None
     nvs = None
     for cycle in range(6):
         proc, log = boot(tmp_path, config(broker.address), ev="B", nvs=nvs)
@@ -258,14 +260,15 @@ def test_power_cuts_on_the_esp32_board_never_raise_the_cap(tmp_path, broker, mpy
         try:
             c.wait(lambda: c.availability == "online" and c.states, 20)
             loaded = c.read()["settings"]["max_charge_rate"]["value"]
-            assert loaded <= acked, (cycle, loaded, acked)
+            assert loaded <= acked or loaded == cut_kw, (cycle, loaded, acked, cut_kw)
             acked = loaded
             for _ in range(rnd.randint(1, 4)):
                 kw = rnd.choice(caps)
                 if c.cap(kw)["success"]:
                     acked = kw
+            cut_kw = rnd.choice(caps)
             c.client.publish(c.base + "settings", json.dumps({"requestId": "cut", "settings": {
-                "max_charge_rate": {"value": rnd.choice(caps), "unit": "kw"}}}))
+                "max_charge_rate": {"value": cut_kw, "unit": "kw"}}}))
             time.sleep(rnd.random() * 0.05)  # the power goes somewhere in that write
         finally:
             c.availability = None
@@ -273,6 +276,37 @@ def test_power_cuts_on_the_esp32_board_never_raise_the_cap(tmp_path, broker, mpy
             proc.communicate()
             c.close()
         nvs = json.loads((tmp_path / "tree" / "nvs.json").read_text())
+
+
+def test_a_200_on_the_esp32_board_is_in_nvs_when_the_power_goes(tmp_path, broker, mpy_dir):
+    # Issue 29 on the ESP32 board module (NvsStore on the NVS stand-in): the cap at 1 kW,
+    # one write of 5 kW, the power gone the moment its 200 arrives: back at 5 kW. Then a
+    # burst beyond the budget that ends in a raise: back at or below the last 200.
+    from settings import BURST_WRITES
+    burst = [7.0, 6.0, 6.5, 5.0, 5.5, 4.0, 4.5, 3.0, 3.5, 2.0, 2.5, 1.5, 2.2, 7.36]
+    assert len(burst) > BURST_WRITES + 2
+
+    def powered(nvs, writes):
+        proc, log = boot(tmp_path, config(broker.address), ev="B", nvs=nvs)
+        c = Charger(broker.address, "esp-1")
+        try:
+            c.wait(lambda: c.availability == "online", 20)
+            loaded = c.read()["settings"]["max_charge_rate"]["value"]
+            for kw, pause_s in writes:
+                assert c.cap(kw)["meta"]["status"] == 200
+                time.sleep(pause_s)
+        finally:
+            c.availability = None
+            stop(proc)  # the power cut: the process killed, NVS keeps what was committed
+            c.close()
+        return loaded, json.loads((tmp_path / "tree" / "nvs.json").read_text())
+
+    _, nvs = powered(None, [(1, 0.5), (5, 0)])
+    assert nvs["cap"] == nvs_word(5000)
+    loaded, nvs = powered(nvs, [(kw, 0) for kw in burst])
+    assert loaded == 5
+    loaded, _ = powered(nvs, [])
+    assert loaded < burst[-1] and loaded in burst, loaded
 
 
 def test_ocpp_on_the_esp32_board_and_a_reset_resets_it(tmp_path, mpy_dir):

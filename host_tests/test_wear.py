@@ -39,11 +39,31 @@ def test_one_distinct_cap_every_10_s_lasts_ten_years():
     assert r["years"] >= 10, r
 
 
+def test_one_distinct_cap_every_5_s_the_dearest_steady_pace_lasts_ten_years():
+    # Each value stands the 5 s spell, so each is written (before its reply).
+    r = wear.caps_every(5000, days=0.25)
+    assert r["writes"] == 0.25 * 86400 / 5 and r["years"] >= 10, r
+
+
+def test_a_balancer_stepping_the_cap_down_each_second_lasts_ten_years():
+    # Before: each step down more than a second after the last was written exactly, 81,000
+    # entries a day (2.6 years); now steps within 5 s of the last write 1/8 below.
+    r = wear.caps_falling(period_ms=1000, step_w=10, days=0.25)
+    assert r["years"] >= 10, r
+
+
 def test_a_minute_of_flood_costs_less_than_a_day():
     day = wear.caps_every(10000, days=0.25)["entries"] * 4
     for monotone in (False, True):
         f = wear.flood(monotone=monotone)
         assert f["entries"] < day, (monotone, f, day)
+
+
+def test_a_minute_of_failsafe_flood_costs_less_than_a_day():
+    # Before: every failsafe_charge_rate write went to flash, 18,000 entries, two days' wear.
+    day = wear.caps_every(10000, days=0.25)["entries"] * 4
+    f = wear.flood(key="failsafe_charge_rate")
+    assert f["entries"] < day, (f, day)
 
 
 def test_renewals_never_write():
