@@ -38,11 +38,14 @@ class Cache:
         e.fresh_at = time.monotonic() if live else None
 
     def put_online(self, device_id, online):
+        """A report from before a disconnection is not fresh once the charger is back."""
         e = self.entries.get(device_id)
         if e is None:
             self.entries[device_id] = Entry(None, None, None, online)
         else:
             e.online = online
+            if not online:
+                e.fresh_at = None
 
     def adopt(self, device_id, read, pulled_at, online):
         """What the database knows, for a charger the broker has not told this replica about."""

@@ -147,7 +147,12 @@ class Store:
     # -- actions
     async def save_action(self, conn, device_id, body):
         """Insert, or move forward: a terminal state is never overwritten, nor replaced by
-        acknowledged (a late reply after the completion event)."""
+        acknowledged (a late reply after the completion event). An id another charger holds
+        already is left alone: a charger cannot shadow another's action."""
+        taken = (await conn.execute(select(actions.c.device_id).where(
+            actions.c.id == body["id"], actions.c.device_id != device_id).limit(1))).first()
+        if taken is not None:
+            return False
         now = time.time()
         values = dict(device_id=device_id, id=body["id"], command=body["command"],
                       state=body["state"], body=body, updated_at=now)
@@ -157,6 +162,7 @@ class Store:
             set_={"state": body["state"], "body": body, "updated_at": now},
             where=and_(actions.c.state == "acknowledged",
                        stmt.excluded.state != "acknowledged")))
+        return True
 
     async def action(self, action_id, scope):
         q = select(actions.c.body).where(actions.c.id == action_id).order_by(

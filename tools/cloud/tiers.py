@@ -77,7 +77,10 @@ class Tiers:
         if reply is None or not reply[1]:
             return None
         read = intake.device_read(device_id, reply[2])
-        return (read, time.time()) if read is not None else None
+        if read is None:
+            return None
+        e = self.cache.get(device_id)  # the bridge put the reply there, with its time
+        return read, e.pulled_at if e is not None and e.read is read else time.time()
 
 
 def present(read, tier, available, pulled_at):
