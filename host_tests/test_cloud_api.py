@@ -71,6 +71,7 @@ def seen(api, device_id):
 
 
 def plugged(api, ch):
+    seen(api, ch.device_id)
     ch.plug()
     wait_for(lambda: tier(api, ch.device_id)[1]["state"]["status"] == "charging")
 
