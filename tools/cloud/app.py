@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Optional
 
-from fastapi import Depends, FastAPI, Query, Request, Security
+from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -52,7 +52,8 @@ def create(service, lifespan=None):
         header = request.headers.get("authorization")
         return await service.keys.caller(header)
 
-    def device(deviceId: str, who: Caller = Depends(caller)) -> str:
+    def device(deviceId: str = Path(max_length=128, examples=["charger-1"]),
+               who: Caller = Depends(caller)) -> str:
         if not who.sees(deviceId):
             raise not_found(deviceId)
         return deviceId
@@ -109,7 +110,8 @@ def create(service, lifespan=None):
 
     @app.get("/actions/{actionId}", response_model=models.ActionEnvelope,
              responses=_errors(401, 404), summary="An action as it stands")
-    async def action(request: Request, actionId: str, who: Caller = Depends(caller)):
+    async def action(request: Request, actionId: str = Path(examples=["act_1"]),
+                     who: Caller = Depends(caller)):
         body = await service.store.action(actionId, who.scope) \
             if intake.action_id_ok(actionId) else None
         if body is None:
@@ -223,10 +225,14 @@ def _handlers(app):
 
     @app.exception_handler(HTTPException)
     async def http_error(request, e):
+        # Starlette's own: no route (404), wrong method (405), a body it cannot decode (400).
         if e.status_code == 405:
             return failure(405, "METHOD_NOT_ALLOWED", "method not allowed on this path", {},
                            _meta(request))
-        return failure(404, "NOT_FOUND", "no such path", {}, _meta(request))
+        if e.status_code == 404:
+            return failure(404, "NOT_FOUND", "no such path", {}, _meta(request))
+        return failure(400, "INVALID_REQUEST", "the body cannot be read as JSON", {},
+                       _meta(request))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, e):

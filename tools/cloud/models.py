@@ -15,11 +15,18 @@ ActionState = Literal["acknowledged", "completed", "failed", "cancelled"]
 
 
 class Open(BaseModel):
+    """A response body: the charger may add fields."""
     model_config = ConfigDict(extra="allow")
 
 
+class Body(BaseModel):
+    """A request body: unknown fields are passed on to the charger, which refuses them (400),
+    so the document says there are none."""
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": False})
+
+
 # -- requests
-class SettingValue(Open):
+class SettingValue(Body):
     value: Any = Field(json_schema_extra={"type": "number"},
                        description="kW for max_charge_rate and failsafe_charge_rate (0-50)")
     unit: Any = Field(json_schema_extra={"type": "string"}, examples=["kw"])
@@ -28,26 +35,27 @@ class SettingValue(Open):
 SettingsBody = Dict[str, SettingValue]
 
 
-class CommandAction(Open):
+class CommandAction(Body):
     command: str = Field(examples=["charge", "idle"])
-    parameters: Optional[Dict[str, Any]] = None
+    parameters: Optional[Dict[str, Any]] = Field(None, json_schema_extra={
+        "maxProperties": 0, "additionalProperties": False}, description="none: {} or null")
     execution: Any = Field(None, json_schema_extra={"type": "string"},
                            description='"immediate" (or ["immediate"])')
 
 
-class CommandBody(Open):
+class CommandBody(Body):
     action: CommandAction
     onConflict: Optional[str] = Field(None, examples=["cancel_and_replace"])
     actionId: Optional[str] = Field(None, description="1-64 of a-z A-Z 0-9 _-.: (the service "
                                     "makes one, act_..., when absent)")
 
 
-class LimitValue(Open):
+class LimitValue(Body):
     value: Any = Field(json_schema_extra={"type": "number"})
     unit: Any = Field(json_schema_extra={"type": "string"}, examples=["a", "kw"])
 
 
-class LimitBody(Open):
+class LimitBody(Body):
     limit: Optional[LimitValue] = Field(description="null clears the limit")
     ttl: Any = Field(None, json_schema_extra={"type": "number"}, description="s, 1-3600")
     source: Optional[str] = None
