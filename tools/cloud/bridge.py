@@ -10,6 +10,7 @@ delivered again when it reconnects. A batch of messages is one database transact
 import asyncio
 import json
 import logging
+import socket
 import time
 
 import paho.mqtt.client as mqtt
@@ -73,6 +74,9 @@ class Bridge:
         if reason.is_failure:
             log.warning("broker refused the connection: %s", reason)
             return
+        sock = client.socket()
+        if sock is not None:  # a request goes out at once, not behind a delayed ACK
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.subscribe([("%s/+/%s" % (self.prefix, k), 1) for k in KINDS])
         self.loop.call_soon_threadsafe(self._set_connected, True)
 

@@ -123,7 +123,8 @@ def serve(a, url):
     print("cloud: serving http://%s:%d (broker %s, database %s)" % (
         a.host, a.port, a.broker, url.split("@")[-1]), flush=True)
     uvicorn.run(svc.app, host=a.host, port=a.port, log_level=a.log_level,
-                timeout_keep_alive=30, limit_concurrency=2000, timeout_graceful_shutdown=3)
+                timeout_keep_alive=30, limit_concurrency=2000, timeout_graceful_shutdown=3,
+                access_log=False)
     return 0
 
 
