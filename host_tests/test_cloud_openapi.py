@@ -59,7 +59,7 @@ def test_schemathesis_finds_nothing(live, tmp_path):
         [sys.executable, "-m", "schemathesis.cli", "--config-file",
          str(tmp_path / "schemathesis.toml"), "run", live.url + "/openapi.json",
          "-H", "Authorization: Bearer " + live.key, "--checks", CHECKS,
-         "--max-examples", "5", "--seed", "25", "--workers", "2", "--max-time", "25",
+         "--max-examples", "4", "--seed", "25", "--workers", "2", "--max-time", "18",
          "--request-timeout", "10", "--report-dir", str(tmp_path / "report")],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     out = r.stdout + r.stderr

@@ -27,7 +27,7 @@ def commands():
 
 def pause_s(line):
     # A person's pause; after evctl, time for a car to start or a power cut to be noticed.
-    return 3 if line.startswith("evctl") else 1
+    return 3 if line.startswith("evctl") else 0.5
 
 
 def script(lines, broker_port, cloud_port):
