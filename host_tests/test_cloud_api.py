@@ -169,7 +169,8 @@ def test_keys_are_hashed_scoped_and_revocable(api, cloud, charger):
         assert r.status_code == 404
         ids = [d["id"] for d in scoped.get("/ev-charger").json()["data"]]
         assert ids == [mine.device_id]
-        everything = [d["id"] for d in api.get("/ev-charger", params={"limit": 1000}).json()["data"]]
+        listed = api.get("/ev-charger", params={"limit": 1000}).json()["data"]
+        everything = [d["id"] for d in listed]
         assert {mine.device_id, other.device_id} <= set(everything)
         assert json.loads(keys_cli(cloud, "list").splitlines()[-1])["devices"] == [mine.device_id]
         keys_cli(cloud, "revoke", key_id)

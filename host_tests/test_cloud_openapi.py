@@ -42,9 +42,9 @@ def live(tmp_path):
 def test_the_document_describes_every_path_and_error(live):
     doc = httpx.get(live.url + "/openapi.json").json()
     paths = doc["paths"]
-    assert set(paths) == {"/ev-charger", "/ev-charger/{deviceId}", "/ev-charger/{deviceId}/settings",
-                          "/ev-charger/{deviceId}/limit", "/actions/{actionId}", "/webhooks",
-                          "/webhooks/{webhookId}", "/health"}
+    assert set(paths) == {"/ev-charger", "/ev-charger/{deviceId}",
+                          "/ev-charger/{deviceId}/settings", "/ev-charger/{deviceId}/limit",
+                          "/actions/{actionId}", "/webhooks", "/webhooks/{webhookId}", "/health"}
     post = paths["/ev-charger/{deviceId}"]["post"]
     assert {"202", "400", "401", "404", "409", "413", "422", "503", "504"} <= set(post["responses"])
     assert "HTTPValidationError" not in json.dumps(doc)  # our 400, not FastAPI's 422

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from e2e import Broker, launch, stop
+from e2e import Broker, launch
 from tools.bench.broker import free_port
 from tools.paths import ROOT
 

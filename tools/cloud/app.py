@@ -128,13 +128,14 @@ def create(service, lifespan=None):
         if not wanted or any(e not in models.WEBHOOK_EVENTS for e in wanted):
             raise ApiError("INVALID_REQUEST", "events must be a non-empty list of known events",
                            {"supported": list(models.WEBHOOK_EVENTS)})
-        if not body.url.startswith(("http://", "https://")) or not intake.printable(body.url, 1000):
+        if not body.url.startswith(("http://", "https://")) or \
+                not intake.printable(body.url, 1000):
             raise ApiError("INVALID_REQUEST", "url must be an http:// or https:// URL of at "
                            "most 1000 characters")
         if len(await service.store.webhook_list(who.key_id)) >= MAX_WEBHOOKS:
             raise ApiError("INVALID_REQUEST", "at most %d endpoints per key" % MAX_WEBHOOKS)
         row = {"id": new_id("wh_"), "key_id": who.key_id, "url": body.url,
-               "events": sorted(set(wanted), key=wanted.index), "secret": service.new_secret(),
+               "events": list(dict.fromkeys(wanted)), "secret": service.new_secret(),
                "created_at": time.time()}
         await service.store.add_webhook(row)
         return ok(dict(_webhook(row), secret=row["secret"]), _meta(request), 201)

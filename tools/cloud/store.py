@@ -218,7 +218,8 @@ class Store:
                    or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now))
         async with self.begin() as conn:
             ids = (await conn.execute(select(deliveries.c.id).where(due).order_by(
-                deliveries.c.next_at).limit(limit).with_for_update(skip_locked=True))).scalars().all()
+                deliveries.c.next_at).limit(limit).with_for_update(skip_locked=True))
+                   ).scalars().all()
             if not ids:
                 return []
             await conn.execute(update(deliveries).where(deliveries.c.id.in_(ids)).values(
