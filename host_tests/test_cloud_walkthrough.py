@@ -2,7 +2,7 @@
 (`--cloud-port N --api-key K`): the agent under micropython on Mosquitto (or amqtt), the
 service beside it. Every line must succeed (set -e: a grep that finds nothing fails), and
 the answers come in the order the page gives: a read goes live, then cache, then fallback
-when the charger's power is cut."""
+when the charger's power is cut, and cache again when it is back."""
 import os
 import re
 import subprocess
@@ -75,7 +75,8 @@ def test_the_cloud_walkthrough_runs_as_written(sim):
               '"state":"acknowledged"', '"code":"CONFLICT"', '"state":"acknowledged"',
               '"state":"cancelled"', '"secret":"whsec_',
               '"source":"fallback"', '"sync":{"available":false,"lastPulledAt":"20',
-              '"code":"DEVICE_OFFLINE"', '"state":"completed"', '"code":"UNAUTHORIZED"']
+              '"code":"DEVICE_OFFLINE"', '"state":"cancelled"', '"code":"UNAUTHORIZED"',
+              '"source":"cache"', '"available":true']
     at = 0
     for w in wanted:  # in this order
         found = out.find(w, at)

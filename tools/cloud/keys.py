@@ -15,7 +15,7 @@ from tools.cloud.contract import ApiError, new_id
 
 PREFIX = "evk_"
 MIN_LENGTH = 16  # an installer's own key, like the charger's http.token
-CACHE_S = 5.0
+CACHE_S = 2.0
 
 
 def make():
