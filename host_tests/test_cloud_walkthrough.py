@@ -5,6 +5,7 @@ the answers come in the order the page gives: a read goes live, then cache, then
 when the charger's power is cut, and cache again when it is back."""
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -40,6 +41,8 @@ def script(lines, broker_port, cloud_port):
 
 @pytest.fixture
 def sim(tmp_path, mpy_dir):
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed here (apt-get install curl)")
     b = Broker(Broker.preferred()).start()
     port = free_port()
     proc = launch(b, tmp_path / "flash", "--cloud-port", str(port), "--api-key", KEY,
