@@ -94,10 +94,12 @@ def test_tiers_cache_live_fallback_late_answer_offline_and_back(api, charger, tm
     ch.silent = True  # connected, but it does not answer
     time.sleep(1.1)
     t0 = time.monotonic()
-    source, fb = tier(api, ch.device_id, expedite="true")
-    assert source == "fallback" and fb["sync"] == {"available": False,
-                                                   "lastPulledAt": live["sync"]["lastPulledAt"]}
+    status, body = read(api, ch.device_id, expedite="true")
+    fb = body["data"]
+    assert fb["metadata"]["source"] == "fallback"
+    assert fb["sync"] == {"available": False, "lastPulledAt": live["sync"]["lastPulledAt"]}
     assert 0.9 < time.monotonic() - t0 < 3  # the bounded wait, and no more
+    assert 900 < body["meta"]["latencyMs"] < 3000  # counted from the request's arrival
 
     ch.silent, ch.delay_s = False, 1.5  # it answers, late
     time.sleep(1.1)

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from tools.cloud import intake, models
 from tools.cloud.contract import ApiError, Meta, error, failure, iso, new_id, ok
 from tools.cloud.keys import Caller
-from tools.cloud.limits import MAX_BODY, BodyLimit
+from tools.cloud.limits import MAX_BODY, META, BodyLimit
 from tools.cloud.tiers import not_found
 
 log = logging.getLogger("cloud.api")
@@ -203,9 +203,10 @@ def create(service, lifespan=None):
 
 
 def _meta(request):
-    meta = request.scope.get("cloud.meta")
-    if meta is None:
-        meta = request.scope["cloud.meta"] = Meta(request.url.path)
+    """The request's meta, started by limits.BodyLimit when the request arrived."""
+    meta = request.scope.get(META)
+    if meta is None:  # not through the middleware (no such request today)
+        meta = request.scope[META] = Meta(request.url.path)
     return meta
 
 

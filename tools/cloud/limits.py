@@ -1,6 +1,6 @@
-"""Bounds on what an HTTP caller may send: an ASGI middleware that refuses a body above
-MAX_BODY with 413 in the API's envelope before the app reads it (docs/cloud.md, "Hostile
-input"). The charger takes at most api.MAX_PAYLOAD (2 KB) per request, and so does the
+"""Every request's start and bounds: an ASGI middleware that starts the request's meta (its
+latencyMs counts from here) and refuses a body above MAX_BODY with 413 in the API's envelope
+before the app reads it (docs/cloud.md, "Hostile input"). The charger takes at most api.MAX_PAYLOAD (2 KB) per request, and so does the
 service: it never holds more of a body. Headers and connection counts are uvicorn's
 (h11 / httptools bound the header size; --limit-concurrency bounds connections). Runs in the
 service's event loop.
@@ -11,6 +11,8 @@ from tools.paths import cpython_paths
 cpython_paths()
 from api import MAX_PAYLOAD as MAX_BODY  # noqa: E402  (the charger's bound, bytes)
 
+META = "cloud.meta"  # the scope key of the request's contract.Meta
+
 
 class BodyLimit:
     def __init__(self, app, max_body=MAX_BODY):
@@ -18,7 +20,10 @@ class BodyLimit:
         self.max_body = max_body
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        scope[META] = Meta(scope["path"])
+        if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         if not declared.isdigit() or int(declared) > self.max_body:
@@ -53,5 +58,5 @@ class BodyLimit:
 
     async def _refuse(self, scope, send):
         r = failure(413, "PAYLOAD_TOO_LARGE", "the body is larger than the service takes",
-                    {"maxBytes": self.max_body}, Meta(scope["path"]))
+                    {"maxBytes": self.max_body}, scope[META])
         await r(scope, None, send)
