@@ -162,7 +162,7 @@ def run(broker, state_dir, rtt_ms, n=100):
         _http(port, "GET", path)  # the first read goes live (a retained report)
         cached, bad = asyncio.run(_paced_reads(port, path, RATE, READ_S))
         # The same read over MQTT, and through the service (every expedited read goes live).
-        direct, live = [], []
+        direct, live, inside = [], [], []
         client = _Client(port)
         for _ in range(n):
             time.sleep(random.random() * 0.01)
@@ -173,6 +173,7 @@ def run(broker, state_dir, rtt_ms, n=100):
             t0 = time.perf_counter()
             status, body = client("GET", path + "?expedite=true")
             live.append((time.perf_counter() - t0) * 1000)
+            inside.append(body["meta"]["latencyMs"])
             assert status == 200 and body["data"]["metadata"]["source"] == "live", body
         # Commands: a car charging, `charge` again and again completes at once.
         with sim.lock:
@@ -214,8 +215,8 @@ def run(broker, state_dir, rtt_ms, n=100):
                                                    ", %d not cache" % len(bad) if bad else ""),
          "target p99 <= 10 ms", pct(cached, 99) <= 10 and not bad),
         ("cloud: live read (?expedite=true, the charger asked)",
-         "%.2f ms median, %.2f ms p99; the same read over MQTT %.2f ms median"
-         % (med(live), pct(live, 99), med(direct)),
+         "%.2f ms median (%.2f ms of it inside the service), %.2f ms p99; the same read "
+         "over MQTT %.2f ms median" % (med(live), med(inside), pct(live, 99), med(direct)),
          "target <= %.2f ms: 2x the broker's request/reply (2 x %.2f ms hops) plus the "
          "charger's answer" % (live_target, rtt), med(live) <= live_target),
         ("cloud: command -> push.completed webhook received",
@@ -224,7 +225,8 @@ def run(broker, state_dir, rtt_ms, n=100):
          "target p99 <= %.0f ms (1 s plus the charger's own)" % hook_target,
          pct(total, 99) <= hook_target),
     ]
-    return rows, {"cached_ms": cached, "live_ms": live, "direct_read_ms": direct,
+    return rows, {"cached_ms": cached, "live_ms": live, "live_inside_ms": inside,
+                  "direct_read_ms": direct,
                   "webhook_ms": total, "own_event_ms": own}
 
 
