@@ -239,9 +239,10 @@ class Bridge:
         waiting = self.pending.get(rid)
         if ok:
             read = intake.device_read(device_id, body)
-            if read is not None:  # a read's reply: the freshest state there is
+            if read is not None:  # a read's reply: the freshest state there is, for the
+                # cache; the database has it from the state report the charger publishes
+                # on every change anyway, so a live read costs no write.
                 self.cache.put_read(device_id, read, now, True)
-                reads[device_id] = (read, now)
             elif status == 202:  # an accepted command, also when its sender gave up waiting
                 act = intake.action(device_id, body)
                 if act is not None:
