@@ -191,6 +191,7 @@ class Receiver:
         self.answers = []
         self.hold = None
         self.attempts = []  # (headers dict, body bytes, verified by both libraries)
+        self.times = []  # time.monotonic() of each attempt
         self.accepted = []  # the events answered 2xx, parsed
         self.lock = threading.Lock()
         outer = self
@@ -202,6 +203,7 @@ class Receiver:
                 good = outer.verify(body, headers)
                 with outer.lock:
                     outer.attempts.append((headers, body, good))
+                    outer.times.append(time.monotonic())
                 if outer.hold is not None:
                     outer.hold.wait(60)
                 with outer.lock:

@@ -23,8 +23,9 @@ CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
           "response_schema_conformance,negative_data_rejection")
 
 
-@pytest.fixture
-def live(tmp_path):
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("openapi")
     b = Broker(Broker.preferred()).start()
     cloud = Cloud(b, tmp_path / "cloud.db", "--live-wait", "1", "--write-wait", "1").start()
     ch = RigCharger(b, "charger-1", tmp_path / "charger-1")
@@ -58,7 +59,7 @@ def test_schemathesis_finds_nothing(live, tmp_path):
         [sys.executable, "-m", "schemathesis.cli", "--config-file",
          str(tmp_path / "schemathesis.toml"), "run", live.url + "/openapi.json",
          "-H", "Authorization: Bearer " + live.key, "--checks", CHECKS,
-         "--max-examples", "4", "--seed", "25", "--workers", "2", "--max-time", "18",
+         "--max-examples", "4", "--seed", "25", "--workers", "2", "--max-time", "15",
          "--request-timeout", "10", "--report-dir", str(tmp_path / "report")],
         cwd=tmp_path, capture_output=True, text=True, timeout=120)  # its cache stays there
     out = r.stdout + r.stderr

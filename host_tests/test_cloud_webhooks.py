@@ -87,6 +87,10 @@ def test_events_verified_by_both_libraries_and_retried_under_one_id(api, broker,
         tries = [(h, good) for h, body, good in receiver.attempts
                  if json.loads(body)["id"] == done["id"]]
         assert len(tries) == 3 and all(good for _, good in tries)
+        at = [t for (h, body, _), t in zip(receiver.attempts, receiver.times)
+              if json.loads(body)["id"] == done["id"]]
+        first_gap, second_gap = at[1] - at[0], at[2] - at[1]
+        assert 0.28 < first_gap < 1.5 and second_gap > 1.6 * first_gap  # 0.3 s, then 0.6 s
         assert {h["webhook-id"] for h, _ in tries} == {h["svix-id"] for h, _ in tries} == \
             {done["id"]}  # one id for every attempt, in both header sets
         stamps = [int(h["webhook-timestamp"]) for h, _ in tries]
