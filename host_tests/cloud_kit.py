@@ -11,7 +11,6 @@ start make sim's launcher instead (test_cloud_walkthrough.py, test_cloud_e2e.py)
 import json
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -20,15 +19,31 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import paho.mqtt.client as mqtt
+import pytest
 import standardwebhooks
 import svix.webhooks
 
 from tools.bench import children
-from tools.bench.broker import free_port
+from tools.bench.broker import Broker, free_port
 from tools.bench.rig import InProcessRig
 from tools.paths import ROOT
 
 KEY = "test-key-0123456789abcdef"
+
+
+# Fixtures a test module takes by importing them: a broker for the module, and an API client
+# on the module's `cloud` fixture.
+@pytest.fixture(scope="module")
+def broker():
+    b = Broker(Broker.preferred()).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def api(cloud):
+    with cloud.client() as client:
+        yield client
 
 
 class Cloud:
@@ -69,13 +84,8 @@ class Cloud:
         self.proc.wait()
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            children.interrupt(self.proc)
         children.release(self)
 
     def client(self, key=None):

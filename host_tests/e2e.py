@@ -23,18 +23,8 @@ def launch(broker, state_dir, *extra):
            "--state-dir", str(state_dir), *extra]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-    children.adopt(proc, lambda: _end(proc))  # even if the test run is interrupted
+    children.adopt(proc, lambda: children.interrupt(proc))  # even if the run is interrupted
     return proc
-
-
-def _end(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def stop(proc):

@@ -12,8 +12,7 @@ import time
 import httpx
 import pytest
 
-from cloud_kit import Cloud, RigCharger, raw_client, wait_for
-from tools.bench.broker import Broker
+from cloud_kit import Cloud, RigCharger, api, broker, raw_client, wait_for  # noqa: F401 (fixtures)
 from tools.cloud.keys import CACHE_S
 from tools.paths import ROOT
 
@@ -21,23 +20,10 @@ WAIT = ["--live-wait", "1", "--write-wait", "1", "--cache-ttl", "4", "--expedite
 
 
 @pytest.fixture(scope="module")
-def broker():
-    b = Broker(Broker.preferred()).start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture(scope="module")
 def cloud(broker, tmp_path_factory):
     c = Cloud(broker, tmp_path_factory.mktemp("cloud") / "cloud.db", *WAIT).start()
     yield c
     c.stop()
-
-
-@pytest.fixture
-def api(cloud):
-    with cloud.client() as client:
-        yield client
 
 
 @pytest.fixture

@@ -7,18 +7,10 @@ import time
 
 import pytest
 
-from cloud_kit import Cloud, Receiver, RigCharger, raw_client, wait_for
+from cloud_kit import Cloud, Receiver, RigCharger, api, broker, raw_client, wait_for  # noqa: F401
 from test_cloud_api import plugged
-from tools.bench.broker import Broker
 
 ALL = ["push.completed", "push.failed", "device.connected", "device.disconnected"]
-
-
-@pytest.fixture(scope="module")
-def broker():
-    b = Broker(Broker.preferred()).start()
-    yield b
-    b.stop()
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +19,6 @@ def cloud(broker, tmp_path_factory):
               "--webhook-timeout", "1", "--live-wait", "1", "--write-wait", "2").start()
     yield c
     c.stop()
-
-
-@pytest.fixture
-def api(cloud):
-    with cloud.client() as client:
-        yield client
 
 
 @pytest.fixture

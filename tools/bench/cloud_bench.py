@@ -9,7 +9,6 @@ read of each goes live). A thread of the launcher starts it and prints its addre
 it is stopped with the launcher.
 """
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -108,11 +107,6 @@ class CloudBench:
 
     def stop(self):
         self.stopped.set()
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            children.interrupt(self.proc)
         children.release(self)

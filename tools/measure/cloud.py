@@ -17,7 +17,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,7 @@ def start_service(broker, db):
            "--port", str(port), "--api-key", KEY, "--expedite-ttl", "0.001",
            "--client-id", "bench-cloud-%d" % port]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    children.adopt(proc, lambda: _stop(proc))
+    children.adopt(proc, lambda: children.interrupt(proc))
     url = "http://127.0.0.1:%d" % port
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -60,15 +59,6 @@ def start_service(broker, db):
         except (OSError, ValueError):
             time.sleep(0.1)
     raise RuntimeError("the cloud service did not start")
-
-
-def _stop(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 async def _paced_reads(port, path, rate, seconds, connections=8):
@@ -198,7 +188,7 @@ def run(broker, state_dir, rtt_ms, n=100):
             total.append((_Hooks.received[aid] - t0) * 1000)
     finally:
         if proc:
-            _stop(proc)
+            children.interrupt(proc)
         hooks.shutdown()
         c.close()
         sim.stop.set()
