@@ -9,6 +9,7 @@ nothing else would stop them.
 import atexit
 import os
 import signal
+import subprocess
 
 _stops = {}
 
@@ -30,6 +31,18 @@ def stop_all():
         except Exception:  # one that fails must not keep the others running
             pass
         _stops.pop(key, None)
+
+
+def interrupt(proc, wait_s=10):
+    """Stop a child process as Ctrl-C would (SIGINT), and kill it if it is still there after
+    wait_s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def exit_on_hangup():

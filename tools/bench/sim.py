@@ -75,9 +75,11 @@ def parse(argv):
                    "over TLS and check the broker's certificate against it")
     p.add_argument("--username")
     p.add_argument("--password")
-    from tools.bench import site_bench  # here: it builds on Sim, below
+    from tools.bench import cloud_bench, site_bench  # here: they build on Sim, below
     site_bench.add_arguments(p)
+    cloud_bench.add_arguments(p)
     a = p.parse_args(argv)
+    cloud_bench.check(p, a)
     if a.ca and not (a.broker or a.agent_broker):
         p.error("--ca needs --broker HOST:PORT (the embedded broker has no TLS)")
     for path in (a.ca, a.ocpp_ca):  # PEM or DER; anything else is refused here, once
@@ -288,7 +290,7 @@ def next_steps(address, device_id):
 
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
-    from tools.bench import site_bench
+    from tools.bench import cloud_bench, site_bench
     if site_bench.wanted(args):  # several chargers and a site meter: its own launcher
         return site_bench.main(args)
     sim = Sim(args)
@@ -308,14 +310,19 @@ def main(argv=None):
                                     sim.args.page_port).start())
             say("sim: page %s (the live bench: watch and drive it in a browser)" % pages[0].url)
 
+    cloud = None
     try:
         sim.start(serve_page)
         say(next_steps(sim.address, sim.args.device_id))
+        if cloud_bench.wanted(args):
+            cloud = cloud_bench.CloudBench(args, sim.address, [args.device_id], say)
         sim.run()
     except (OSError, RuntimeError) as e:  # a broker that is not there, a firmware that fails
         say("sim: error: %s" % e)
         code = 1
     finally:
+        if cloud:
+            cloud.stop()
         for page in pages:
             page.stop()
         with sim.lock:

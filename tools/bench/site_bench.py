@@ -18,6 +18,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
+from tools.bench import cloud_bench
 from tools.bench.broker import Broker
 from tools.bench.page.server import PageServer
 from tools.bench.sim import TICK_MS, Sim, next_steps, say
@@ -256,15 +257,21 @@ def main(args):
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: sim.stop.set())
     code = 0
+    cloud = None
     try:
         sim.start()
         say(next_steps(sim.address, "charger-1"))
         say(site_steps(sim))
+        if cloud_bench.wanted(args):
+            cloud = cloud_bench.CloudBench(args, sim.address, [
+                ch.args.device_id for ch in sim.chargers], say)
         sim.run()
     except (OSError, RuntimeError) as e:
         say("sim: error: %s" % e)
         code = 1
     finally:
+        if cloud:
+            cloud.stop()
         sim.shutdown()
     return code
 

@@ -32,7 +32,7 @@ from tools.evctl import Charger
 from tools.bench.sim import Sim, parse
 from tools.device import manifest, unix32
 from tools.device.deploy import build_tree, sources as deploy_sources
-from tools.measure import site_day, wear
+from tools.measure import cloud, site_day, wear
 from tools.paths import AGENT_MANIFEST, BOARDS, BUILD, MPY_LIB, ROOT, micropython
 
 # (build, what it is, what to compare its peak and its smallest heap with): the rows of
@@ -532,6 +532,8 @@ def main(argv=None):
         mem = memory(broker, a.hours, a.search_hours)
         print("bench: OCPP uplink heap ...", flush=True)
         ocpp = ocpp_memory(sub("ocpp"))
+        print("bench: the cloud service (one replica, SQLite) ...", flush=True)
+        cloud_rows, cloud_raw = cloud.run(broker, sub("cloud"), rtt)
     finally:
         broker.stop()
     cp_speed = cpython_speed(sub("cpython"))
@@ -592,7 +594,8 @@ def main(argv=None):
          "10 ms ticks; %d pushes read; the page is an MQTT client in the launcher's "
          "process, never on the bench's lock" % pushes),
     ] + wear_rows + [("site: " + r[0], r[1], r[2] + ("" if r[3] else ": MISSED"))
-                     for r in site_rows]
+                     for r in site_rows] + [
+        (r[0], r[1], r[2] + ("" if r[3] else ": MISSED")) for r in cloud_rows]
     info = machine()
     info["broker"] = broker.kind
     print("\nmachine: %s (%d cores), Python %s; micropython: wheel %s, unix32 %s; broker: %s"
@@ -612,7 +615,8 @@ def main(argv=None):
             "unplug_ms": unplug, "c_to_b_ms": c_to_b, "memory": mem, "ocpp": ocpp,
             "flash_writes": writes, "flash_changes": changes,
             "footprint_bytes": {"agent_and_board": ours, "ocpp": ocpp_code,
-                                "micropython_lib": theirs}, "site_day": site}}, f, indent=1)
+                                "micropython_lib": theirs}, "site_day": site,
+            "cloud": cloud_raw}}, f, indent=1)
     print("\nwritten to %s" % os.path.relpath(a.out, ROOT))
     return 0
 

@@ -1,0 +1,279 @@
+"""The service's one MQTT connection: every charger's state, availability, events and replies
+in; requests out, each matched to its reply (docs/cloud.md, "The bridge").
+
+paho-mqtt's network thread receives; everything else runs in the service's event loop: the
+callback only hands a message over (call_soon_threadsafe). The session is persistent
+(clean_session false, a stable client id) and QoS 1 messages are acknowledged by hand only
+once what they say is committed, so an event published while the service is down or dying is
+delivered again when it reconnects. A batch of messages is one database transaction.
+"""
+import asyncio
+import json
+import logging
+import socket
+import time
+
+import paho.mqtt.client as mqtt
+
+from tools.cloud import intake
+from tools.cloud.contract import ApiError, iso, new_id, parse_iso
+
+log = logging.getLogger("cloud.bridge")
+KINDS = ("state", "availability", "events", "responses")
+QUEUE_MAX = 20000  # messages waiting for the loop; beyond it QoS 0 ones are dropped
+BATCH = 500
+WEBHOOK_EVENTS = ("push.completed", "push.failed", "device.connected", "device.disconnected")
+TERMINAL_EVENTS = ("push.completed", "push.failed", "action.cancelled")
+EVENTS_PER_S = 20  # a charger sends a few events a minute; a flood is cut here
+EVENT_BURST = 200
+
+
+class Bucket:
+    """Per charger, how many events it may still send (a token bucket)."""
+
+    def __init__(self):
+        self.tokens = {}
+
+    def take(self, device_id, now):
+        tokens, at = self.tokens.get(device_id, (EVENT_BURST, now))
+        tokens = min(EVENT_BURST, tokens + (now - at) * EVENTS_PER_S)
+        ok = tokens >= 1
+        self.tokens[device_id] = (tokens - 1 if ok else tokens, now)
+        return ok
+
+
+class Bridge:
+    def __init__(self, broker, prefix, client_id, store, cache, on_enqueued=None,
+                 username=None, password=None, tls=None):
+        self.host, _, port = broker.rpartition(":")
+        self.port = int(port)
+        self.prefix = prefix
+        self.store = store
+        self.cache = cache
+        self.on_enqueued = on_enqueued or (lambda: None)
+        self.connected = False
+        self.pending = {}  # requestId -> (device id, future)
+        self.counts = {"rejected": 0, "flooded": 0, "dropped": 0, "stored": 0}
+        self.bucket = Bucket()
+        self.loop = None
+        self.queue = None
+        self.task = None
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=False, manual_ack=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.2, 5)
+        if username:
+            self.client.username_pw_set(username, password)
+        if tls:
+            self.client.tls_set_context(tls)
+
+    # -- paho's thread
+    def _on_connect(self, client, userdata, flags, reason, props):
+        if reason.is_failure:
+            log.warning("broker refused the connection: %s", reason)
+            return
+        sock = client.socket()
+        if sock is not None:  # a request goes out at once, not behind a delayed ACK
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.subscribe([("%s/+/%s" % (self.prefix, k), 1) for k in KINDS])
+        self.loop.call_soon_threadsafe(self._set_connected, True)
+
+    def _on_disconnect(self, client, userdata, flags, reason, props):
+        self.loop.call_soon_threadsafe(self._set_connected, False)
+
+    def _on_message(self, client, userdata, msg):
+        self.loop.call_soon_threadsafe(self._put, msg)
+
+    # -- the event loop
+    def _set_connected(self, up):
+        if up != self.connected:
+            log.info("broker %s:%d %s", self.host, self.port, "connected" if up else "lost")
+        self.connected = up
+
+    def _put(self, msg):
+        try:
+            self.queue.put_nowait(msg)
+        except asyncio.QueueFull:
+            self.counts["dropped"] += 1
+            self._ack([msg])
+
+    def _ack(self, msgs):
+        for m in msgs:
+            if m.qos:
+                self.client.ack(m.mid, m.qos)
+
+    async def start(self):
+        self.loop = asyncio.get_running_loop()
+        self.queue = asyncio.Queue(QUEUE_MAX)
+        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+        self.task = asyncio.create_task(self._consume())
+
+    async def stop(self):
+        if self.task:
+            self.task.cancel()
+        self.client.disconnect()
+        await asyncio.to_thread(self.client.loop_stop)
+
+    async def wait_connected(self, timeout):
+        deadline = time.monotonic() + timeout
+        while not self.connected:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def request(self, device_id, kind, body, timeout_s):
+        """Publish a request and wait for its reply: (status, success, body), or None when
+        none came in timeout_s. ApiError BROKER_UNAVAILABLE if it could not be sent."""
+        if not self.connected:
+            raise ApiError("BROKER_UNAVAILABLE", "the service is not connected to its broker; "
+                           "nothing was sent")
+        rid = body["requestId"]
+        fut = self.loop.create_future()
+        self.pending[rid] = (device_id, fut)
+        try:
+            info = self.client.publish("%s/%s/%s" % (self.prefix, device_id, kind),
+                                       json.dumps(body, separators=(",", ":")), qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                raise ApiError("BROKER_UNAVAILABLE", "the broker connection is down; nothing "
+                               "was sent")
+            return await asyncio.wait_for(fut, timeout_s)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            self.pending.pop(rid, None)
+
+    def _topic(self, topic):
+        head = self.prefix + "/"
+        if not topic.startswith(head):
+            return None
+        device_id, _, kind = topic[len(head):].rpartition("/")
+        if kind not in KINDS or not intake.device_id_ok(device_id):
+            return None
+        return device_id, kind
+
+    async def _consume(self):
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < BATCH and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            for attempt in range(5):
+                try:
+                    await self.take(batch)
+                    break
+                except Exception:  # the database away or a bug: say so, try again, go on
+                    log.exception("storing %d broker messages failed (attempt %d)",
+                                  len(batch), attempt + 1)
+                    await asyncio.sleep(0.5 * 2 ** attempt)
+            self._ack(batch)
+
+    async def take(self, batch):
+        """What a batch of broker messages says: into this replica's cache at once, into the
+        database in one transaction."""
+        now = time.time()
+        reads, ops = {}, []
+        for msg in batch:
+            where = self._topic(msg.topic)
+            if where is None:
+                self.counts["rejected"] += 1
+                continue
+            device_id, kind = where
+            done = getattr(self, "_" + kind)(device_id, msg, now, reads, ops)
+            if not done:
+                self.counts["rejected"] += 1
+        if not reads and not ops:
+            return
+        queued = False
+        async with self.store.begin() as conn:
+            await self.store.save_states(conn, reads)
+            for op, device_id, value in ops:
+                queued |= await getattr(self, "_store_" + op)(conn, device_id, value, now)
+        self.counts["stored"] += len(ops) + len(reads)
+        if queued:
+            self.on_enqueued()
+
+    # Each kind: True if the message was taken (memory now, `reads` / `ops` for the database).
+    def _availability(self, device_id, msg, now, reads, ops):
+        if msg.payload not in (b"online", b"offline"):
+            return False
+        online = msg.payload == b"online"
+        self.cache.put_online(device_id, online)
+        ops.append(("online", device_id, online))
+        return True
+
+    def _state(self, device_id, msg, now, reads, ops):
+        obj = intake.parse(msg.payload, intake.MAX_STATE)
+        read = intake.state(device_id, obj)
+        if read is None:
+            return False
+        meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+        stamp = (meta.get("timestamp"), meta.get("seq"))
+        pulled = now
+        if msg.retain:  # a broker's copy: as old as the charger says, never newer than now
+            pulled = min(now, parse_iso(meta.get("timestamp")) or now)
+        self.cache.put_read(device_id, read, pulled, not msg.retain, stamp)
+        reads[device_id] = (read, pulled)
+        last = intake.action(device_id, read.get("lastAction"))
+        if last is not None:
+            ops.append(("action", device_id, last))
+        return True
+
+    def _events(self, device_id, msg, now, reads, ops):
+        if not self.bucket.take(device_id, time.monotonic()):
+            self.counts["flooded"] += 1
+            return True  # taken, and dropped: counted apart from garbage
+        evt = intake.event(device_id, intake.parse(msg.payload, intake.MAX_EVENT))
+        if evt is None:
+            return False
+        ops.append(("event", device_id, evt))
+        return True
+
+    def _responses(self, device_id, msg, now, reads, ops):
+        got = intake.reply(intake.parse(msg.payload, intake.MAX_STATE))
+        if got is None:
+            return False
+        rid, status, ok, body = got
+        waiting = self.pending.get(rid)
+        if ok:
+            read = intake.device_read(device_id, body)
+            if read is not None:  # a read's reply: the freshest state there is, for the
+                # cache; the database has it from the state report the charger publishes
+                # on every change anyway, so a live read costs no write.
+                self.cache.put_read(device_id, read, now, True)
+            elif status == 202:  # an accepted command, also when its sender gave up waiting
+                act = intake.action(device_id, body)
+                if act is not None:
+                    ops.append(("action", device_id, act))
+        if waiting is not None and waiting[0] == device_id and not waiting[1].done():
+            waiting[1].set_result((status, ok, body))
+        return True
+
+    # Each op in the transaction: True if it queued a webhook delivery.
+    async def _store_online(self, conn, device_id, online, now):
+        if not await self.store.set_online(conn, device_id, online, now):
+            return False
+        kind, field = (("device.connected", "connectedAt") if online else
+                       ("device.disconnected", "disconnectedAt"))
+        evt = {"id": new_id("evt_"), "type": kind, "timestamp": iso(now),
+               "data": {"deviceId": device_id, field: iso(now)}}
+        return await self._store_event(conn, device_id, evt, now)
+
+    async def _store_event(self, conn, device_id, evt, now):
+        if not await self.store.add_event(conn, device_id, evt, now):
+            return False  # seen before: a redelivery, or another replica's copy
+        if evt["type"] in TERMINAL_EVENTS:
+            known = await self.store.action_row(conn, device_id, evt["data"]["actionId"])
+            await self.store.save_action(conn, device_id, intake.ended(device_id, evt, known))
+        if evt["type"] not in WEBHOOK_EVENTS:
+            return False
+        hooks = await self.store.webhooks_for(conn, device_id, evt["type"])
+        body = json.dumps(evt, separators=(",", ":"))
+        await self.store.enqueue(conn, hooks, evt["id"], body, now)
+        return bool(hooks)
+
+    async def _store_action(self, conn, device_id, act, now):
+        await self.store.save_action(conn, device_id, act)
+        return False
