@@ -1,9 +1,14 @@
 """Where things are, for every tool and test: one definition of the project's paths."""
+import glob
 import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRMWARE = os.path.join(ROOT, "firmware")
+# firmware/ and its folders, each with a manifest that firmware/manifest.py includes: frozen
+# flat on a board, so each is a directory on the path here.
+FIRMWARE_DIRS = [FIRMWARE] + sorted(os.path.dirname(p) for p in glob.glob(
+    os.path.join(FIRMWARE, "*", "manifest.py")))
 BOARDS = os.path.join(ROOT, "boards")
 BUILD = os.path.join(ROOT, "build")
 MPY_DIR = os.path.join(BUILD, "mpy")  # firmware, boards and their libraries compiled by mpy-cross
@@ -57,6 +62,6 @@ def board_dir(name):
 
 def cpython_paths():
     """Make the firmware importable in this CPython process (the in-process rig, unit tests)."""
-    for p in (SHIMS, FIRMWARE, board_dir("sim")):
+    for p in [SHIMS] + FIRMWARE_DIRS + [board_dir("sim")]:
         if p not in sys.path:
             sys.path.insert(0, p)
