@@ -1,5 +1,4 @@
 """Where things are, for every tool and test: one definition of the project's paths."""
-import glob
 import os
 import sys
 
@@ -7,8 +6,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRMWARE = os.path.join(ROOT, "firmware")
 # firmware/ and its folders, each with a manifest that firmware/manifest.py includes: frozen
 # flat on a board, so each is a directory on the path here.
-FIRMWARE_DIRS = [FIRMWARE] + sorted(os.path.dirname(p) for p in glob.glob(
-    os.path.join(FIRMWARE, "*", "manifest.py")))
+FIRMWARE_DIRS = [FIRMWARE] + sorted(os.path.join(FIRMWARE, d) for d in os.listdir(FIRMWARE)
+                                    if os.path.isfile(os.path.join(FIRMWARE, d, "manifest.py")))
 BOARDS = os.path.join(ROOT, "boards")
 BUILD = os.path.join(ROOT, "build")
 MPY_DIR = os.path.join(BUILD, "mpy")  # firmware, boards and their libraries compiled by mpy-cross

@@ -17,8 +17,8 @@ import time
 
 from tools.device import manifest
 from tools.device.lock import build_lock
-from tools.paths import (AGENT_MANIFEST, FIRMWARE_DIRS, MICROPYTHON_SRC, MPY_LIB, SIM_MANIFEST,
-                         UNIX32, UNIX32_DIR, third_party)
+from tools.paths import (AGENT_MANIFEST, MICROPYTHON_SRC, MPY_LIB, SIM_MANIFEST, UNIX32, UNIX32_DIR,
+                         third_party)
 
 TREE = os.path.join(UNIX32_DIR, "mp")
 STAMP = os.path.join(UNIX32_DIR, "inputs.sha256")
@@ -55,7 +55,6 @@ def inputs_digest():
     h = hashlib.sha256()
     h.update(MICROPYTHON_SRC.encode() + b"\0" + " ".join(OPTIONS).encode())
     names = [SIM_MANIFEST, AGENT_MANIFEST] + [e.source for e in manifest.files(SIM_MANIFEST)]
-    names += [os.path.join(d, "manifest.py") for d in FIRMWARE_DIRS]  # the included ones
     for root, _, files in os.walk(MPY_LIB):  # library manifests and sources: small
         names += [os.path.join(root, f) for f in files]
     for name in sorted(set(names)):
