@@ -124,7 +124,10 @@ def _plan(values):
     # The model's values as reads: one per run of adjacent registers (a transaction costs
     # a request, a response time and two silences; reading past a gap could meet registers
     # a meter refuses). [(start, count, ((slot, byte offset, encoding, exponent), ...))]
-    regs = sorted((v[0], slot, v[1], v[2]) for slot, v in enumerate(values) if v)
+    # v[0] + 0: frozen, a table's integers above 0x1FFF are boxed objects (mpy-tool.py
+    # freezes as small only what is small on every port, 14 bits), and every use of one
+    # would allocate; arithmetic gives the port's own small integer, once, here.
+    regs = sorted((v[0] + 0, slot, v[1], v[2]) for slot, v in enumerate(values) if v)
     reads = []
     for reg, slot, encoding, exponent in regs:
         words = models.WORDS[encoding]

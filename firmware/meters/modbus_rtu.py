@@ -6,8 +6,8 @@
 # once; a transaction allocates nothing of its own.
 # The protocol: Modbus over Serial Line V1.02 (modbus.org, 2006) and Modbus Application
 # Protocol V1.1b3 (2012), cited by section below. Frame layout and timings: docs/meters.md.
+import select
 from micropython import const
-from nap import nap
 
 # Outcomes of one transaction, also the indexes of a meter's counters (meter_poll.Meter).
 OK = const(0)
@@ -70,8 +70,12 @@ class Master:
         self.exception = 0  # the code of the last exception reply
         self._tx = bytearray(8)
         self._views = {}  # reply length -> a view of rx that long, made once per length
-        # Before a request the line must have been silent for t3.5 (whole ms, rounded up).
+        # Before a request the line must have been silent for t3.5 (whole ms, rounded up). It
+        # is waited on a poll of no stream, as nap() waits: the GIL is released meanwhile, and
+        # this one poll object, with MicroPython's ipoll(), allocates nothing per wait.
         self._gap_ms = (silence_us(port.baudrate) + 999) // 1000
+        idle = select.poll()
+        self._idle = getattr(idle, "ipoll", idle.poll)  # CPython has poll() only
 
     def read(self, address, function, start, count):
         # One read transaction; the outcome (OK ... WRONG). On OK the `count` registers are
@@ -87,7 +91,7 @@ class Master:
             for _ in range(_DRAINS):  # stale bytes (a late reply, noise): not this reply
                 if not port.readinto(view, 0):
                     break
-            nap(self._gap_ms)
+            self._idle(self._gap_ms)
             self._send()
             n = port.readinto(view, RESPONSE_MS)
         except OSError:
