@@ -456,6 +456,18 @@ def ocpp_memory(state_dir, seconds=25):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def meter_poll_cost():
+    """The Modbus meter poll on make unix32's build (probes/meter_probe.py) against the
+    bench's meter, an SDM630 (floats: its energy is the one value that costs a big integer)."""
+    from tools.bench.meter_peer import MeterPeer
+    peer = MeterPeer("SDM630", 11).start()
+    try:
+        peer.set([160, 158, 161], 11040, 1234500)
+        return probe("unix32", "meter_probe.py", str(peer.port), "SDM630", "11", "100")
+    finally:
+        peer.close()
+
+
 OCPP_MODULES = ("ocpp_", "ws_client", "isotime")  # the OCPP uplink's modules, by name
 
 
@@ -532,6 +544,8 @@ def main(argv=None):
         mem = memory(broker, a.hours, a.search_hours)
         print("bench: OCPP uplink heap ...", flush=True)
         ocpp = ocpp_memory(sub("ocpp"))
+        print("bench: Modbus meter poll ...", flush=True)
+        meter = meter_poll_cost()
     finally:
         broker.stop()
     cp_speed = cpython_speed(sub("cpython"))
@@ -577,6 +591,12 @@ def main(argv=None):
          % (ocpp["ocpp_built"] / 1024, ocpp["peak_live"] / 1024, ocpp["peak_alloc"] / 1024),
          "the agent alone %.1f KB; an ESP32 heap starts at 56 KB (docs/ocpp.md: memory)"
          % (ocpp["agent"] / 1024)),
+        ("meters: Modbus poll, 32-bit v1.28.0, frozen (SDM630, 3 reads)",
+         "%.1f KB imported, %.1f KB a bus and its meter; %d B garbage per poll; %.1f ms per "
+         "poll on the bench (%.2f ms of its own work)" % (
+             meter["imported"] / 1024, meter["built"] / 1024, meter["poll_garbage"],
+             meter["poll_ms"], meter["poll_cpu_ms"]) if meter else "FAILED",
+         "off the control tick; 9600 baud adds ~70 ms on the wire (docs/meters.md)"),
         ("flash footprint (.mpy of make deploy)", "%.1f KB agent and board (%.1f KB without "
          "the OCPP uplink's %.1f KB), %.1f KB micropython-lib" % (
              ours / 1024, (ours - ocpp_code) / 1024, ocpp_code / 1024, theirs / 1024),
@@ -610,7 +630,7 @@ def main(argv=None):
             "rtt_ms": rtt, "cap_ms": cap_ms, "limit_ms": limit_ms, "expiry_ms": expiry,
             "ack_ms": ack_ms, "done_ms": done_ms,
             "unplug_ms": unplug, "c_to_b_ms": c_to_b, "memory": mem, "ocpp": ocpp,
-            "flash_writes": writes, "flash_changes": changes,
+            "meter_poll": meter, "flash_writes": writes, "flash_changes": changes,
             "footprint_bytes": {"agent_and_board": ours, "ocpp": ocpp_code,
                                 "micropython_lib": theirs}, "site_day": site}}, f, indent=1)
     print("\nwritten to %s" % os.path.relpath(a.out, ROOT))
