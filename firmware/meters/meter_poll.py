@@ -22,8 +22,8 @@ STATUS_NAMES = ("waiting", "ok", "lost")
 
 class Meter:
     def __init__(self, model, address, max_age_ms=3 * PERIOD_MS):
-        # A bad model or address is a configuration error, raised at setup (config.py's
-        # checks name them to the installer before a board ever runs).
+        # A bad model or address is a configuration error, raised at setup (the config's
+        # checks are to name it to the installer first: docs/meters.md, "Wiring it in").
         row = models.find(model)
         if row is None:
             raise ValueError("unknown meter model %r" % model)
@@ -49,6 +49,7 @@ class Meter:
         self._reads = _plan(row[3])
         self._new = array("i", [0] * len(row[3]))  # a poll's values until all have come
         self._first_ms = None  # board ms of the first poll
+        self._ever = False  # a whole reading has come, once
 
     def fresh(self, now):
         # For the tick: True while the last reading is at most max_age_ms old. Allocates
@@ -58,7 +59,7 @@ class Meter:
     def status(self, now):
         if self.fresh(now):
             return OK
-        if self._first_ms is None or (self.counts[rtu.OK] == 0 and
+        if self._first_ms is None or (not self._ever and
                                       elapsed(now, self._first_ms) <= self.max_age_ms):
             return WAITING
         return LOST
@@ -98,7 +99,7 @@ class Meter:
         self.power_w = new[models.POWER]
         self.energy_wh = new[models.ENERGY]
         self.at_ms = now  # after the values: a tick that sees this time sees them
-        self.good = True
+        self.good = self._ever = True
         return rtu.OK
 
     def report(self, now):
