@@ -8,6 +8,7 @@ from array import array
 import meter_models as models
 import modbus_rtu as rtu
 from meter_poll import LOST, OK, WAITING, Meter
+from sim_serial import ReplayPort
 
 # Known-good frames. Requests: the Modbus Organization's and Simply Modbus's published
 # examples (slave 17, function 3 from 0x006B x3; function 4 from 0x0008 x1) and what pymodbus
@@ -299,30 +300,6 @@ def mp_case_the_ticks_view_allocates_nothing():
     assert allocated(lambda: m.report(1000)) > 0  # the probe sees an allocation
 
 
-class QuietPort:
-    # Replays the same replies in turn and records nothing: a port that allocates nothing,
-    # so that what a poll allocates is the master's and the meter's own.
-    def __init__(self, replies):
-        self.baudrate = 9600
-        self.de = None
-        self.replies = replies
-        self.i = 0
-        self.pending = None
-
-    def write(self, buf):
-        self.pending = self.replies[self.i]
-        self.i = (self.i + 1) % len(self.replies)
-
-    def readinto(self, buf, timeout_ms):
-        frame = self.pending
-        self.pending = None
-        if frame is None:
-            return 0
-        for j in range(len(frame)):
-            buf[j] = frame[j]
-        return len(frame)
-
-
 def mp_case_a_poll_of_an_integer_model_allocates_nothing():
     # An ABB B23 (integers; registers above 0x1FFF, which a frozen table boxes: found on
     # unix32 at 64 bytes a read before the plan made them small integers).
@@ -332,7 +309,7 @@ def mp_case_a_poll_of_an_integer_model_allocates_nothing():
                reply(7, 3, struct.pack(">III", 1250, 320, 1610)),
                reply(7, 3, struct.pack(">i", -740000))]
     m = Meter("B23", 7)
-    master = rtu.Master(QuietPort(replies))
+    master = rtu.Master(ReplayPort(replies))  # a port that allocates nothing
     m.poll(master, 0)  # the first poll makes each read's view of the receive buffer
     gc.collect()
     gc.disable()

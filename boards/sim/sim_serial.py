@@ -3,7 +3,8 @@
 # server). A frame ends where the line stays silent for t3.5, as a UART's read does. The
 # driver-enable pin is modelled as a half-duplex transceiver behaves: bytes written while it
 # is low never reach the line, and a reply read while it is high is lost (the receiver is off
-# while the driver is on). Used by the meter poll thread only.
+# while the driver is on). ReplayPort replays replies without a line, for measurements and
+# tests. Used by the meter poll thread only.
 import select
 import socket
 from modbus_rtu import silence_us
@@ -58,3 +59,27 @@ class SocketPort:
 
     def close(self):
         self.sock.close()
+
+
+class ReplayPort:
+    # Each write() is answered by the next of `replies`, in turn, with no line and no wait,
+    # allocating nothing: what a poll through it allocates is the master's and the meter's.
+    def __init__(self, replies, baudrate=9600):
+        self.baudrate = baudrate
+        self.de = None
+        self.replies = replies
+        self._next = 0
+        self._pending = None
+
+    def write(self, buf):
+        self._pending = self.replies[self._next]
+        self._next = (self._next + 1) % len(self.replies)
+
+    def readinto(self, buf, timeout_ms):
+        frame = self._pending
+        self._pending = None
+        if frame is None:
+            return 0
+        for i in range(len(frame)):
+            buf[i] = frame[i]
+        return len(frame)

@@ -32,19 +32,17 @@ _T = ModbusClientMixin.DATATYPE
 
 # model: (register block "ir" input / "hr" holding, word order, {quantity: (register,
 # encoding, register units per bench unit)}). Bench units: dA, W, Wh.
+# Eastron SDM630-Modbus V2 and SDM72D-M-2: 30007/30009/30011 phase currents A, 30053 total
+# system power W, 30073 import kWh.
+_EASTRON_3P = ("ir", "big", {"i1": (6, _T.FLOAT32, 0.1), "i2": (8, _T.FLOAT32, 0.1),
+                             "i3": (10, _T.FLOAT32, 0.1), "p": (52, _T.FLOAT32, 1),
+                             "e": (72, _T.FLOAT32, 0.001)})
 MODELS = {
     # Eastron SDM120 protocol: 30007 current A, 30013 active power W, 30073 import kWh.
     "SDM120": ("ir", "big", {"i1": (6, _T.FLOAT32, 0.1), "p": (12, _T.FLOAT32, 1),
                              "e": (72, _T.FLOAT32, 0.001)}),
-    # Eastron SDM630-Modbus V2: 30007/30009/30011 phase currents A, 30053 total system
-    # power W, 30073 import kWh.
-    "SDM630": ("ir", "big", {"i1": (6, _T.FLOAT32, 0.1), "i2": (8, _T.FLOAT32, 0.1),
-                             "i3": (10, _T.FLOAT32, 0.1), "p": (52, _T.FLOAT32, 1),
-                             "e": (72, _T.FLOAT32, 0.001)}),
-    # Eastron SDM72D-M-2: as the SDM630.
-    "SDM72D-M-2": ("ir", "big", {"i1": (6, _T.FLOAT32, 0.1), "i2": (8, _T.FLOAT32, 0.1),
-                                 "i3": (10, _T.FLOAT32, 0.1), "p": (52, _T.FLOAT32, 1),
-                                 "e": (72, _T.FLOAT32, 0.001)}),
+    "SDM630": _EASTRON_3P,
+    "SDM72D-M-2": _EASTRON_3P,
     # ABB B23 manual 2CMC485003M0201 ch. 9: 0x5B0C.. currents U32 0.01 A, 0x5B14 active
     # power S32 0.01 W, 0x5000 active import U64 0.01 kWh; high word first.
     "B23": ("hr", "big", {"i1": (0x5B0C, _T.UINT32, 10), "i2": (0x5B0E, _T.UINT32, 10),

@@ -20,7 +20,7 @@ import modbus_rtu
 import meter_poll
 gc.collect()
 imported = gc.mem_alloc() - base
-from sim_serial import SimPin, SocketPort
+from sim_serial import ReplayPort, SimPin, SocketPort
 gc.collect()
 base = gc.mem_alloc()
 port = SocketPort(tcp_port, 9600, SimPin())
@@ -31,30 +31,6 @@ meter = meter_poll.Meter(model, address)
 meter.poll(master, 0)  # the first poll makes each read's view of the receive buffer, once
 gc.collect()
 built = gc.mem_alloc() - base - port_bytes
-
-
-class Replay:
-    # The replies of one real poll, replayed without the socket: what master and meter alone
-    # allocate (the bench's socket port allocates in select and memoryview).
-    def __init__(self, frames):
-        self.baudrate = 9600
-        self.de = None
-        self.frames = frames
-        self.i = 0
-        self.pending = None
-
-    def write(self, buf):
-        self.pending = self.frames[self.i]
-        self.i = (self.i + 1) % len(self.frames)
-
-    def readinto(self, buf, timeout_ms):
-        frame = self.pending
-        if frame is None:
-            return 0
-        self.pending = None
-        for j in range(len(frame)):
-            buf[j] = frame[j]
-        return len(frame)
 
 
 frames = []
@@ -85,7 +61,9 @@ def garbage(m, n):
     return grown / n, us / n / 1000
 
 
-replay_master = modbus_rtu.Master(Replay(frames))
+# The same replies again, through a port that allocates nothing (the bench's socket port
+# allocates in select and memoryview): what master and meter alone allocate.
+replay_master = modbus_rtu.Master(ReplayPort(frames))
 replay_master._gap_ms = 0  # no t3.5 waits either: the poll's own work alone
 meter.poll(replay_master, 0)
 own_bytes, cpu_ms = garbage(replay_master, polls)
