@@ -34,7 +34,7 @@ def test_every_module_compiles_and_imports_under_micropython(tmp_path, mpy_dir):
 
 
 def test_the_manifest_names_every_firmware_module_and_the_pinned_libraries():
-    ours = sorted(p for p in glob.glob(os.path.join(FIRMWARE, "*.py"))
+    ours = sorted(p for p in glob.glob(os.path.join(FIRMWARE, "**", "*.py"), recursive=True)
                   if not p.endswith("manifest.py"))
     listed = [e.source for e in sources()]
     assert len(ours) >= 10 and all(p in listed for p in ours)
@@ -92,6 +92,6 @@ def test_mpy_cross_rejects_cpython_only_code(tmp_path):
 
 
 def test_firmware_core_never_imports_machine():
-    for path in glob.glob(os.path.join(FIRMWARE, "*.py")):
+    for path in glob.glob(os.path.join(FIRMWARE, "**", "*.py"), recursive=True):
         text = open(path).read()
         assert not re.search(r"^\s*(import|from)\s+(machine|esp32|network)\b", text, re.M), path

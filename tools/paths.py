@@ -10,6 +10,10 @@ import sys
 _HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # as it was reached
 ROOT = os.path.realpath(_HERE)
 FIRMWARE = os.path.join(ROOT, "firmware")
+# firmware/ and its folders, each with a manifest that firmware/manifest.py includes: frozen
+# flat on a board, so each is a directory on the path here.
+FIRMWARE_DIRS = [FIRMWARE] + sorted(os.path.join(FIRMWARE, d) for d in os.listdir(FIRMWARE)
+                                    if os.path.isfile(os.path.join(FIRMWARE, d, "manifest.py")))
 BOARDS = os.path.join(ROOT, "boards")
 BUILD = os.path.join(ROOT, "build")
 MPY_DIR = os.path.join(BUILD, "mpy")  # firmware, boards and their libraries compiled by mpy-cross
@@ -70,6 +74,6 @@ def board_manifest(name):
 
 def cpython_paths():
     """Make the firmware importable in this CPython process (the in-process rig, unit tests)."""
-    for p in (SHIMS, FIRMWARE, board_dir("sim")):
+    for p in [SHIMS] + FIRMWARE_DIRS + [board_dir("sim")]:
         if p not in sys.path:
             sys.path.insert(0, p)

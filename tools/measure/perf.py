@@ -456,6 +456,18 @@ def ocpp_memory(state_dir, seconds=25):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def meter_poll_cost():
+    """The Modbus meter poll on make unix32's build (probes/meter_probe.py) against the
+    bench's meter, an SDM630 (floats: its energy is the one value that costs a big integer)."""
+    from tools.bench.meter_peer import MeterPeer
+    peer = MeterPeer("SDM630", 11).start()
+    try:
+        peer.set([160, 158, 161], 11040, 1234500)
+        return probe("unix32", "meter_probe.py", str(peer.port), "SDM630", "11", "100")
+    finally:
+        peer.close()
+
+
 OCPP_MODULES = ("ocpp_", "ws_client", "isotime")  # the OCPP uplink's modules, by name
 
 
@@ -541,6 +553,8 @@ def main(argv=None):
           flush=True)
     site, site_rows, _ = site_day.run(quiet=True)
     ours, ocpp_code, theirs = footprint()
+    print("bench: Modbus meter poll (unix32) ...", flush=True)
+    meter = meter_poll_cost()
     full = mem["wheel"]["heap"]
     steady = [r for r in mem["wheel"]["alloc"] if r["state"] != "calibration"]
     med = statistics.median
@@ -584,6 +598,12 @@ def main(argv=None):
              ours / 1024, (ours - ocpp_code) / 1024, ocpp_code / 1024, theirs / 1024),
          "target < 64 KB, set before OCPP (docs/performance.md); the v1.28.0 image freezes "
          "the same micropython-lib (imported first)"),
+        ("meters: Modbus poll, 32-bit v1.28.0, frozen (SDM630, 3 reads)",
+         "%.1f KB imported, %.1f KB a bus and its meter; %d B garbage per poll; %.1f ms per "
+         "poll on the bench (%.2f ms of its own work)" % (
+             meter["imported"] / 1024, meter["built"] / 1024, meter["poll_garbage"],
+             meter["poll_ms"], meter["poll_cpu_ms"]) if meter else "FAILED",
+         "off the control tick; 9600 baud adds ~70 ms on the wire (docs/meters.md)"),
         ("simulation speed", "%.3g h/s micropython lockstep, %.3g h/s CPython in-process, "
          "%.3g h/s heap session" % (mp_speed, cp_speed,
                                     full["hours"] / full["wall_s"] if full else 0),
