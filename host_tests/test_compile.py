@@ -77,7 +77,8 @@ def test_paths_and_the_manifest_agree_through_a_symlink(tmp_path, linked):
     assert out.returncode == 0, out.stderr
     found = json.loads(out.stdout)
     assert found["libraries"] == ["requests/__init__.py", "ssl.py", "umqtt/simple.py"]
-    ours = sorted(os.path.basename(p) for p in glob.glob(os.path.join(FIRMWARE, "*.py"))
+    ours = sorted(os.path.basename(p)
+                  for p in glob.glob(os.path.join(FIRMWARE, "**", "*.py"), recursive=True)
                   if not p.endswith("manifest.py"))
     assert found["firmware"] == ours
 
