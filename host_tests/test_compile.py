@@ -7,6 +7,12 @@ from tools.device.compile import board_sources, compile_all, sources
 from tools.paths import FIRMWARE, MPY_LIB
 
 
+def firmware_sources():
+    """Every .py of firmware/ and of its folders (each frozen flat, as firmware/ota)."""
+    return (glob.glob(os.path.join(FIRMWARE, "*.py"))
+            + glob.glob(os.path.join(FIRMWARE, "*", "*.py")))
+
+
 def test_every_module_compiles_and_imports_under_micropython(tmp_path, mpy_dir):
     assert compile_all(str(tmp_path)) == []
     made = sorted(os.path.relpath(p, tmp_path)
@@ -29,8 +35,7 @@ def test_every_module_compiles_and_imports_under_micropython(tmp_path, mpy_dir):
 
 
 def test_the_manifest_names_every_firmware_module_and_the_pinned_libraries():
-    ours = sorted(p for p in glob.glob(os.path.join(FIRMWARE, "*.py"))
-                  if not p.endswith("manifest.py"))
+    ours = sorted(p for p in firmware_sources() if not p.endswith("manifest.py"))
     listed = [e.source for e in sources()]
     assert len(ours) >= 10 and all(p in listed for p in ours)
     libs = {e.target: e.metadata.version for e in sources() if e.source.startswith(MPY_LIB)}
@@ -49,6 +54,6 @@ def test_mpy_cross_rejects_cpython_only_code(tmp_path):
 
 
 def test_firmware_core_never_imports_machine():
-    for path in glob.glob(os.path.join(FIRMWARE, "*.py")):
+    for path in firmware_sources():
         text = open(path).read()
         assert not re.search(r"^\s*(import|from)\s+(machine|esp32|network)\b", text, re.M), path

@@ -57,6 +57,6 @@ def board_dir(name):
 
 def cpython_paths():
     """Make the firmware importable in this CPython process (the in-process rig, unit tests)."""
-    for p in (SHIMS, FIRMWARE, board_dir("sim")):
+    for p in (SHIMS, FIRMWARE, os.path.join(FIRMWARE, "ota"), board_dir("sim")):
         if p not in sys.path:
             sys.path.insert(0, p)
