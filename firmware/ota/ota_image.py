@@ -5,7 +5,7 @@
 from micropython import const
 import ota_boot
 from ota_install import Install, Receiver, check_digest, digest_of
-from ota_manifest import NOT_BOOTABLE, Refused, TOO_LARGE
+from ota_manifest import NOT_BOOTABLE, Refused, STORAGE, TOO_LARGE
 
 _IOCTL_BLOCK_COUNT = const(4)  # MicroPython's block-device ioctl numbers
 _IOCTL_BLOCK_SIZE = const(5)
@@ -63,7 +63,11 @@ class ImageWriter:
 class ImageInstall(Install):
     def __init__(self, partition, manifest, root, fs=ota_boot.FS):
         super().__init__(manifest, root, fs)
-        self.part = partition(partition.RUNNING).get_next_update()
+        try:
+            self.part = partition(partition.RUNNING).get_next_update()
+        except OSError:  # ENOENT: no OTA app partitions in this board's table
+            raise Refused(STORAGE, "no other app partition: the board needs the OTA variant "
+                          "of the image (docs/esp32.md)")
         self.receiver = Receiver(manifest, ImageWriter(self.part, manifest.size))
 
     def activate(self, running):
