@@ -226,6 +226,17 @@ def test_ota_core(name, interpreter, fixtures):
     assert out.returncode == 0 and out.stdout.strip() == "ok " + name, out.stdout + out.stderr
 
 
+def test_verifying_a_manifest_fits_an_esp32_heap(mpy_dir, unix32):
+    # The probe make bench runs (tools/measure/ota.py): on the 32-bit build with the agent
+    # frozen, as on an ESP32 image, one RSA-3072 verification passes far inside the 56 KB
+    # an ESP32 heap starts with.
+    from tools.measure import ota as ota_cost
+    cost = ota_cost.verify_cost()
+    assert cost["wheel"] and cost["unix32"], cost
+    assert cost["unix32"]["smallest_heap_kb"] <= 24 and cost["unix32"]["verify_alloc"] < 8192
+    assert "32-bit frozen" in ota_cost.row(cost)[1]
+
+
 # -- The host tool
 
 

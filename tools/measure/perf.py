@@ -32,7 +32,7 @@ from tools.evctl import Charger
 from tools.bench.sim import Sim, parse
 from tools.device import manifest, unix32
 from tools.device.deploy import build_tree
-from tools.measure import site_day, wear
+from tools.measure import ota as ota_cost, site_day, wear
 from tools.paths import AGENT_MANIFEST, BOARDS, BUILD, MPY_LIB, ROOT, micropython
 
 # (build, what it is, what to compare its peak and its smallest heap with): the rows of
@@ -538,6 +538,8 @@ def main(argv=None):
     print("bench: a site day (3 chargers, %d bench minutes) ..." % (site_day.DAY_MS // 60000),
           flush=True)
     site, site_rows, _ = site_day.run(quiet=True)
+    print("bench: OTA manifest verification ...", flush=True)
+    verify = ota_cost.verify_cost()
     ours, ocpp_code, theirs = footprint()
     full = mem["wheel"]["heap"]
     steady = [r for r in mem["wheel"]["alloc"] if r["state"] != "calibration"]
@@ -591,6 +593,7 @@ def main(argv=None):
              pct(with_page, 99), max(with_page), pct(no_page, 99), max(no_page)),
          "10 ms ticks; %d pushes read; the page is an MQTT client in the launcher's "
          "process, never on the bench's lock" % pushes),
+        ota_cost.row(verify),
     ] + wear_rows + [("site: " + r[0], r[1], r[2] + ("" if r[3] else ": MISSED"))
                      for r in site_rows]
     info = machine()
@@ -612,7 +615,8 @@ def main(argv=None):
             "unplug_ms": unplug, "c_to_b_ms": c_to_b, "memory": mem, "ocpp": ocpp,
             "flash_writes": writes, "flash_changes": changes,
             "footprint_bytes": {"agent_and_board": ours, "ocpp": ocpp_code,
-                                "micropython_lib": theirs}, "site_day": site}}, f, indent=1)
+                                "micropython_lib": theirs}, "site_day": site,
+            "ota_verify": verify}}, f, indent=1)
     print("\nwritten to %s" % os.path.relpath(a.out, ROOT))
     return 0
 
