@@ -1,9 +1,11 @@
-# The update record and the decisions taken from it at boot (docs/ota.md, "The record",
-# "Boot"): which app folder a bundle board boots and when it counts a boot; whether an image
-# is on trial or was rolled back by the bootloader. The decisions are pure functions of the
-# record. This is also the bundle form's boot layer, imported from /lib before any app folder
-# is on the path: so it imports nothing of the agent, and its record format never changes
-# (a new version must boot under every older boot layer; unknown fields are ignored).
+# The update record and the decisions taken from it at boot (docs/ota.md, "The record"):
+# which app folder a bundle board boots and when it counts a boot; whether an image is on
+# trial or was rolled back by the bootloader. The decisions are pure functions of the
+# record. Runs at boot, before the agent; the install and the validity rule write the
+# record from the network and worker threads. This is also the bundle form's boot layer,
+# imported from /lib before any app folder is on the path: so it imports nothing of the
+# agent, and its record format never changes (a new version must boot under every older
+# boot layer; unknown members are ignored).
 import json
 import os
 

@@ -10,7 +10,7 @@ from ota_manifest import BAD_BUNDLE, HASH_MISMATCH, NO_SPACE, Refused, STORAGE
 
 STAGING = "ota.tar"
 _BLOCK = const(512)  # ustar's block
-_MARGIN = const(65536)  # room for the file system's own blocks (a file takes whole 4 KB ones)
+_SPARE_BYTES = const(65536)  # for the file system's own blocks (a file takes whole 4 KB ones)
 _DIR = const(0x4000)  # stat()[0]: S_IFDIR
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
@@ -112,12 +112,13 @@ class BundleInstall(Install):
             clear(fs, self.path)  # what an earlier, unfinished or rolled-back update left
             _remove(fs, self.staging)
             st = fs.statvfs(root)
-            need = 2 * manifest.size + _MARGIN  # the archive and its unpacked files
+            need = 2 * manifest.size + _SPARE_BYTES  # the archive and its unpacked files
             if st[1] * st[4] < need:
                 raise Refused(NO_SPACE, "%d bytes free, the bundle needs %d"
                               % (st[1] * st[4], need))
             fs.mkdir(self.path)
-            self.receiver = Receiver(manifest, _Staging(fs, self.staging, manifest.size))
+            self._staged = _Staging(fs, self.staging, manifest.size)
+            self.receiver = Receiver(manifest, self._staged)
         except OSError as e:
             raise Refused(STORAGE, "preparing %s: %r" % (self.slot, e))
 
@@ -173,6 +174,7 @@ class BundleInstall(Install):
     def abort(self):
         # After a refusal: the staging file and the half-filled folder go (best effort).
         try:
+            self._staged.file.close()
             _remove(self.fs, self.staging)
             clear(self.fs, self.path)
         except OSError:

@@ -7,7 +7,7 @@ from hashlib import sha256
 import ota_rsa
 
 MAX_BYTES = 512  # a manifest is about 160 bytes
-MAX_SIZE = 1 << 24  # 16 MiB: larger than any partition or bundle an ESP32 holds
+MAX_PAYLOAD_BYTES = 1 << 24  # 16 MiB: more than any partition or bundle an ESP32 holds
 KINDS = ("image", "bundle")
 FIELDS = ("downgrade", "key", "kind", "sha256", "size", "version")  # exactly these
 
@@ -80,8 +80,8 @@ def parse(text):
     for bad, what in (
             (version(f["version"]) is None, "version must be MAJOR.MINOR.PATCH"),
             (f["kind"] not in KINDS, "kind must be image or bundle"),
-            (type(f["size"]) is not int or not 0 < f["size"] <= MAX_SIZE,
-             "size must be 1 to %d bytes" % MAX_SIZE),
+            (type(f["size"]) is not int or not 0 < f["size"] <= MAX_PAYLOAD_BYTES,
+             "size must be 1 to %d bytes" % MAX_PAYLOAD_BYTES),
             (type(f["sha256"]) is not str or len(f["sha256"]) != 64
              or not _digits(f["sha256"], hexdigits), "sha256 must be 64 lowercase hex digits"),
             (type(f["downgrade"]) is not bool, "downgrade must be true or false"),

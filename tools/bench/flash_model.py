@@ -186,7 +186,6 @@ class CuttableFlash:
 SECTOR = 4096
 # esp_ota_img_states_t (esp_flash_partitions.h)
 NEW, PENDING_VERIFY, VALID, INVALID, ABORTED = 0, 1, 2, 3, 4
-UNDEFINED = 0xFFFFFFFF
 _SEQ_UNSET = 0xFFFFFFFF
 ESP_FAIL = -1
 ESP_ERR_OTA_VALIDATE_FAILED = 0x1503
@@ -401,10 +400,7 @@ def partition_class(flash, block_size=SECTOR):
     what the image form uses of it."""
 
     class Partition:
-        BOOT = 0
         RUNNING = 1
-        TYPE_APP = 0
-        TYPE_DATA = 1
 
         def __init__(self, id, block_size=block_size):
             label = flash.running_label() if id == Partition.RUNNING else id
