@@ -282,11 +282,7 @@ if sys.argv[1] == "install":
                            sys.argv[3])
     inst = ota_image.ImageInstall(P, m, ".")
     with open(sys.argv[4], "rb") as f:
-        while True:
-            chunk = f.read(1000)
-            if not chunk:
-                break
-            inst.write(chunk)
+        inst.receive(f, bytearray(1000))
     inst.finish()
     inst.activate(sys.argv[3])
 else:

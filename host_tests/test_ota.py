@@ -344,11 +344,7 @@ m = ota_manifest.check(r["manifest"], r["signature"], ota_manifest.keys(r["keys"
                        "0.2.0")
 inst = ota_bundle.BundleInstall(m, root)
 with open(file, "rb") as f:
-    while True:
-        chunk = f.read(1000)
-        if not chunk:
-            break
-        inst.write(chunk)
+    inst.receive(f, bytearray(1000))
 inst.finish()
 inst.activate("0.2.0")
 print("installed", inst.slot)

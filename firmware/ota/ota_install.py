@@ -54,6 +54,15 @@ class Install:
     def write(self, chunk):
         self.receiver.write(chunk)
 
+    def receive(self, stream, buf):
+        # All that `stream` (a file, a download's socket) delivers, a `buf` at a time.
+        view = memoryview(buf)
+        while True:
+            n = stream.readinto(buf)
+            if not n:
+                return
+            self.write(view[:n])
+
     def finish(self):
         self.receiver.finish()
 
