@@ -13,6 +13,7 @@ for name in sorted(os.listdir(".")):  # a manifest runs in its own folder
     if name.endswith(".py") and name != "manifest.py":
         module(name)
 include("meters")  # Modbus meters: a folder of its own, frozen flat like the rest
+include("ota")  # signed updates: a folder of its own, frozen flat
 
 require("umqtt.simple")  # uplink.py, mqtt_client.py (brings ssl)
 require("requests")  # webhook.py, http:// URLs

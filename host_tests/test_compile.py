@@ -12,6 +12,13 @@ from tools.device.compile import board_sources, compile_all, sources
 from tools.paths import FIRMWARE, MPY_LIB, ROOT, THIRD_PARTY
 
 
+def firmware_sources():
+    """Every module of firmware/ and of its folders (each frozen flat, as firmware/ota), and
+    no manifest (ota_manifest.py is a module)."""
+    return [p for p in glob.glob(os.path.join(FIRMWARE, "**", "*.py"), recursive=True)
+            if os.path.basename(p) != "manifest.py"]
+
+
 def test_every_module_compiles_and_imports_under_micropython(tmp_path, mpy_dir):
     assert compile_all(str(tmp_path)) == []
     made = sorted(os.path.relpath(p, tmp_path)
@@ -34,14 +41,13 @@ def test_every_module_compiles_and_imports_under_micropython(tmp_path, mpy_dir):
 
 
 def test_the_manifest_names_every_firmware_module_and_the_pinned_libraries():
-    ours = sorted(p for p in glob.glob(os.path.join(FIRMWARE, "**", "*.py"), recursive=True)
-                  if not p.endswith("manifest.py"))
+    ours = sorted(firmware_sources())
     listed = [e.source for e in sources()]
     assert len(ours) >= 10 and all(p in listed for p in ours)
     libs = {e.target: e.metadata.version for e in sources() if e.source.startswith(MPY_LIB)}
     assert libs == {"requests/__init__.py": "0.10.2", "ssl.py": "0.2.1",
                     "umqtt/simple.py": "1.7.0"}
-    assert all(not p.endswith("manifest.py") for p in board_sources())
+    assert all(os.path.basename(p) != "manifest.py" for p in board_sources())
 
 
 # What the paths of tools/paths.py find among the manifest's files, run in another layout.
@@ -77,9 +83,7 @@ def test_paths_and_the_manifest_agree_through_a_symlink(tmp_path, linked):
     assert out.returncode == 0, out.stderr
     found = json.loads(out.stdout)
     assert found["libraries"] == ["requests/__init__.py", "ssl.py", "umqtt/simple.py"]
-    ours = sorted(os.path.basename(p)
-                  for p in glob.glob(os.path.join(FIRMWARE, "**", "*.py"), recursive=True)
-                  if not p.endswith("manifest.py"))
+    ours = sorted(os.path.basename(p) for p in firmware_sources())
     assert found["firmware"] == ours
 
 
@@ -93,6 +97,6 @@ def test_mpy_cross_rejects_cpython_only_code(tmp_path):
 
 
 def test_firmware_core_never_imports_machine():
-    for path in glob.glob(os.path.join(FIRMWARE, "**", "*.py"), recursive=True):
+    for path in firmware_sources():
         text = open(path).read()
         assert not re.search(r"^\s*(import|from)\s+(machine|esp32|network)\b", text, re.M), path

@@ -32,7 +32,7 @@ from tools.evctl import Charger
 from tools.bench.sim import Sim, parse
 from tools.device import manifest, unix32
 from tools.device.deploy import build_tree, sources as deploy_sources
-from tools.measure import cloud, site_day, wear
+from tools.measure import cloud, ota as ota_cost, site_day, wear
 from tools.paths import AGENT_MANIFEST, BOARDS, BUILD, MPY_LIB, ROOT, micropython
 
 # (build, what it is, what to compare its peak and its smallest heap with): the rows of
@@ -552,6 +552,8 @@ def main(argv=None):
     print("bench: a site day (3 chargers, %d bench minutes) ..." % (site_day.DAY_MS // 60000),
           flush=True)
     site, site_rows, _ = site_day.run(quiet=True)
+    print("bench: OTA manifest verification ...", flush=True)
+    verify = ota_cost.verify_cost()
     ours, ocpp_code, theirs = footprint()
     print("bench: Modbus meter poll (unix32) ...", flush=True)
     meter = meter_poll_cost()
@@ -613,6 +615,7 @@ def main(argv=None):
              pct(with_page, 99), max(with_page), pct(no_page, 99), max(no_page)),
          "10 ms ticks; %d pushes read; the page is an MQTT client in the launcher's "
          "process, never on the bench's lock" % pushes),
+        ota_cost.row(verify),
     ] + wear_rows + [("site: " + r[0], r[1], r[2] + ("" if r[3] else ": MISSED"))
                      for r in site_rows] + [
         (r[0], r[1], r[2] + ("" if r[3] else ": MISSED")) for r in cloud_rows]
@@ -636,7 +639,7 @@ def main(argv=None):
             "flash_writes": writes, "flash_changes": changes,
             "footprint_bytes": {"agent_and_board": ours, "ocpp": ocpp_code,
                                 "micropython_lib": theirs}, "site_day": site,
-            "cloud": cloud_raw}}, f, indent=1)
+            "cloud": cloud_raw, "ota_verify": verify}}, f, indent=1)
     print("\nwritten to %s" % os.path.relpath(a.out, ROOT))
     return 0
 
