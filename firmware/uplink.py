@@ -133,23 +133,39 @@ class Uplink:
                 raise OSError("broker silent for 1.5 keepalives")
 
     def _on_message(self, topic, msg):
+        retained = self.client.retained  # first: a publish below may read another message
         topic = topic.decode()
         if not topic.startswith(self.base):
             for x in self.extras:
                 x.on_message(topic, msg)
             return
         kind = topic[len(self.base):]
-        if kind not in topics.REQUESTS:
+        if kind not in topics.REQUESTS or not msg:  # empty: a retained message cleared
             return
-        if len(self._queue) < _QUEUE:
+        if retained:
+            self._clear_retained(topic)
+        elif len(self._queue) < _QUEUE:
             self._queue.append((kind, msg))
         else:  # a QoS 0 reply: it waits for nothing, so it is safe from inside publish()
             self.refused += 1
             self.publish("responses", self.agent.busy(kind, msg, self.board.now_ms()), False)
 
     def _on_oversize(self, topic, size):
-        kind = topic.decode()[len(self.base):]
+        topic = topic.decode()
+        kind = topic[len(self.base):]
+        if self.client.retained:
+            if topic.startswith(self.base) and kind in topics.REQUESTS:
+                self._clear_retained(topic)
+            return
         self.publish("responses", self.agent.too_large(kind, self.board.now_ms()), False)
+
+    def _clear_retained(self, topic):
+        # A request a broker kept (a client published it with the retain flag) comes again
+        # on every (re)connect: it is never executed (spec mqtt.md), nor answered (it was
+        # answered when it came live). An empty retained message takes it off the broker;
+        # diagnostics.retainedRequests counts them. QoS 0: it waits for nothing.
+        self.agent.retained_requests += 1
+        self.publish_to(topic, b"", True, 0)
 
     def publish(self, topic, payload, retain):
         # Events are at-least-once: QoS 1, so one is only dropped from the outbox once
