@@ -7,8 +7,10 @@
 # publish(qos=1) reads incoming messages while it waits for its PUBACK, and a request
 # handled there would produce events while an event is being published. The callback only
 # queues (at most _QUEUE requests); beyond that a request is answered at once with 429.
+import io
 import os
 import select
+import sys
 import time
 from api import MAX_PAYLOAD
 from mqtt_client import BoundedClient
@@ -37,6 +39,23 @@ def _no_delay(sock):
         sock.setsockopt(6, 1, 1)
     except (AttributeError, OSError):
         pass
+
+
+def _where(e):
+    # Where `e` was raised, as one log line's tail: "at agent.py:150 flush < uplink.py:128
+    # _serve" (innermost first, two frames). A MemoryError otherwise names no place.
+    try:
+        buf = io.StringIO()
+        sys.print_exception(e, buf)
+        frames = []
+        for line in buf.getvalue().split("\n"):
+            if line.startswith('  File "'):  # '  File "agent.py", line 150, in flush'
+                name, _, rest = line[8:].partition('", line ')
+                number, _, func = rest.partition(", in ")
+                frames.append("%s:%s %s" % (name.rsplit("/", 1)[-1], number, func))
+        return "at " + " < ".join(frames[-1:-3:-1])
+    except Exception:  # no room even for that: the line without it
+        return ""
 
 
 class Uplink:
@@ -69,7 +88,7 @@ class Uplink:
                 delay = _BACKOFF_MIN_MS
                 self._serve()
             except Exception as e:  # OSError, MQTTException, a cut read: all mean reconnect
-                print("uplink: connection lost:", repr(e))
+                print("uplink: connection lost:", repr(e), _where(e))
             self._close()
             self._queue = []  # unanswered: the broker is gone, and with it the reply path
             nap(delay + delay * os.urandom(1)[0] // 512)  # up to +50 % jitter
