@@ -8,7 +8,10 @@
 # - a read that comes back short (the peer closed mid-packet) is an OSError too;
 # - a packet's first byte is kept, so the callback can tell a message the broker sent
 #   because it was retained (`retained`, the PUBLISH's RETAIN flag) from a live one:
-#   umqtt.simple's callback is given the topic and the body only.
+#   umqtt.simple's callback is given the topic and the body only;
+# - publish() also takes a body that writes itself (len() and write_to(stream), e.g.
+#   api_text.JsonBody): umqtt.simple asks its len() and hands it to sock.write(), which
+#   _Bounded passes on, so a large message is never held whole in a small heap.
 # connect() keeps the TCP socket (TLS wraps it) to set that timeout and TCP_NODELAY on, and
 # a certificate that fails the check is reported as one line.
 from umqtt.simple import MQTTClient
@@ -47,6 +50,9 @@ class _Bounded:
         return data
 
     def write(self, buf, n=-1):
+        if hasattr(buf, "write_to"):  # a body that writes itself (publish)
+            buf.write_to(self.sock)
+            return len(buf)
         return self.sock.write(buf) if n < 0 else self.sock.write(buf, n)
 
     def setblocking(self, flag):
@@ -111,15 +117,26 @@ class BoundedClient(MQTTClient):
                 self.tcp = self.sock
 
     def wait_msg(self):
+        return self._bounded(self._read_packet)
+
+    def _read_packet(self):
+        self.sock.head = None  # the next read is the packet's first byte
+        return super().wait_msg()
+
+    def publish(self, topic, msg, retain=False, qos=0):
+        if not hasattr(msg, "write_to"):
+            return super().publish(topic, msg, retain, qos)
+        return self._bounded(super().publish, topic, msg, retain, qos)
+
+    def _bounded(self, f, *args):
+        # f(*args) with the socket seen through _Bounded.
         sock = self.sock
-        if isinstance(sock, _Bounded):  # nested: a callback publishing at QoS 1
-            sock.head = None
-            return super().wait_msg()
+        if isinstance(sock, _Bounded):  # nested: inside wait_msg() or publish()
+            return f(*args)
         if self._reader is None or self._reader.sock is not sock:
             self._reader = _Bounded(self, sock)
-        self._reader.head = None
         self.sock = self._reader
         try:
-            return super().wait_msg()
+            return f(*args)
         finally:
             self.sock = sock

@@ -336,6 +336,28 @@ def case_retained_flag_inside_a_callback_publishing_at_qos1():
     c.check_msg()
     expect(seen, [(b"go", False), (b"rx", True), (b"l2", False)])
 
+
+def case_a_json_body_is_published_in_pieces():
+    # api_text.JsonBody through publish(): the same bytes as json.dumps, and no write of
+    # more than 256 bytes, so the text is never held whole (issue 22, item 4).
+    import json
+    from api_text import JsonBody
+    rows = [{"at": "2026-12-07T12:00:%02d.000Z" % i, "from": "ready", "to": "supplying",
+             "cause": "start"} for i in range(16)]
+    doc = {"success": True, "data": {"id": "c-1", "rows": rows, "empty": {}, "none": [],
+                                     "x": [1.5, None, "caf\u00e9"]}, "meta": {"seq": 7}}
+    text = json.dumps(doc).encode()
+    c, sock, got, _ = connected()
+    writes = []
+    write = sock.write
+    sock.write = lambda buf, length=None: writes.append(len(buf)) or write(buf, length)
+    c.publish(b"t/state", JsonBody(doc), True)
+    size = 2 + 7 + len(text)
+    expect(sock.sent(), b"\x31" + bytes((size & 0x7F | 0x80, size >> 7)) + b"\x00\x07t/state"
+           + text)
+    assert max(writes) <= 256 and len(text) > 1500, (max(writes), len(text))
+    assert c.sock is sock
+
 CASES = [(name, f) for name, f in sorted(globals().items()) if name.startswith("case_")]
 
 if __name__ == "__main__":
