@@ -5,6 +5,7 @@
 # acknowledged value (docs/storage.md: decreases are written before the reply, raises once
 # they have held for a while).
 from micropython import const
+import _thread
 import persist as ps
 import record
 
@@ -80,6 +81,11 @@ class Settings:
         self._pending_since = -1  # when a cap above the one in flash was acknowledged
         self._changed_at = 0
         self._last_down = -1  # when a decrease was last written
+        # write_cap (the uplink) and service / factory_reset (the worker) one at a time:
+        # unguarded, a raise the worker had chosen reached flash after a lower cap the
+        # uplink wrote meanwhile (host_tests/settings_race_case.py). The control loop never
+        # takes it.
+        self._lock = _thread.allocate_lock()
 
     def load(self):
         # Read the settings before any current is offered. Returns the revert reason, if any.
@@ -120,6 +126,10 @@ class Settings:
         return ok
 
     def write_cap(self, cap_w, now):
+        with self._lock:
+            return self._write_cap(cap_w, now)
+
+    def _write_cap(self, cap_w, now):
         # Applies the cap at once. A cap below what flash holds is written before this
         # returns; one above it is left to service(). False if flash refused the write.
         if cap_w != self.cap_w:
@@ -144,6 +154,10 @@ class Settings:
         return True
 
     def service(self, now):
+        with self._lock:
+            self._service(now)
+
+    def _service(self, now):
         # Write an acknowledged cap above flash's once it has held, at the latest after a
         # minute.
         if self._pending_since < 0 or self.cap_w == self._stored_w:
@@ -162,9 +176,10 @@ class Settings:
         return ok
 
     def factory_reset(self):
-        self.cap_w = self.default_w
-        self._changed()
-        return self._store(self.cap_w)
+        with self._lock:
+            self.cap_w = self.default_w
+            self._changed()
+            return self._store(self.cap_w)
 
     def offered_kw(self, offered_da):
         return offered_da * self._dv_phases / 100000

@@ -1,10 +1,16 @@
 """max_charge_rate: validation with exact replies, enforcement on the pilot, persistence."""
 import json
+import os
+import subprocess
 
 import pytest
 
 import record
+import settings_race_case
 from conftest import plug
+from tools.paths import micropython
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 PATH = "/ev-charger/charger-1/settings"
 
@@ -275,3 +281,19 @@ def test_factory_reset_reverts_with_event(make_rig, tmp_path):
     rig.power_cut()
     rig.boot()
     assert rig.read()["settings"]["max_charge_rate"]["value"] == 11
+
+
+def test_a_deferred_raise_never_lands_after_a_lower_cap():
+    # Issue 22: the worker writing a deferred raise and the uplink writing a lower cap at
+    # the same moment (settings_race_case.py forces the interleaving), under CPython and
+    # each micropython build: flash ends at the lower cap, the last acknowledged.
+    settings_race_case.race()
+
+
+@pytest.mark.parametrize("build", ["wheel", "unix32"])
+def test_a_deferred_raise_never_lands_after_a_lower_cap_micropython(build, request):
+    request.getfixturevalue("mpy_dir" if build == "wheel" else "unix32")
+    exe, env = micropython(build, extra_dirs=[HERE])
+    out = subprocess.run(exe + [os.path.join(HERE, "settings_race_case.py")], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.split() == ["ok"], out.stdout + out.stderr
