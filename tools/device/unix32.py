@@ -6,6 +6,15 @@ image, not in the heap. The frozen modules are boards/sim/manifest.py: firmware/
 simulated board. The source is ../shared/third_party/micropython-1.28.0, copied into
 build/unix32/mp (the build writes into its tree). Cached: nothing is rebuilt while the
 inputs (manifests, the files they name, the build options) are unchanged.
+
+The ESP32 image's mbedTLS hashes and cipher (`hashlib.sha1` for OCPP's WebSocket handshake,
+`hashlib.md5`, `cryptolib`; `hashlib.sha256` from mbedTLS too): MicroPython's own modules
+over Debian's 32-bit libmbedcrypto (libmbedtls-dev:i386), because the pinned source has no
+lib/mbedtls. Their contexts are small fixed structs, the same in any mbedTLS config. Not TLS:
+a `tls.SSLContext` holds mbedTLS's entropy context, 37.5 KB in Debian's config (HAVEGE on)
+against well under 1 KB in the ESP32's, so over Debian's library one context took 38,868
+bytes of the Python heap and no TLS connection fitted in 56K: it would measure Debian, not
+the board. Without the library the build has no hashlib.sha1, and says how to get it.
 """
 import hashlib
 import os
@@ -21,12 +30,23 @@ from tools.paths import (AGENT_MANIFEST, MICROPYTHON_SRC, MPY_LIB, SIM_MANIFEST,
 
 TREE = os.path.join(UNIX32_DIR, "mp")
 STAMP = os.path.join(UNIX32_DIR, "inputs.sha256")
+BUILT_WITH = os.path.join(UNIX32_DIR, "options.txt")  # the make options of the objects in TREE
 LOG = os.path.join(UNIX32_DIR, "build.log")
 # The recipe of ../shared/third_party/README.md: no FFI, TLS or btree (not in this extract).
 OPTIONS = ["VARIANT=standard", "MICROPY_FORCE_32BIT=1", "MICROPY_PY_FFI=0", "MICROPY_PY_SSL=0",
            "MICROPY_PY_BTREE=0", "FROZEN_MANIFEST=" + SIM_MANIFEST, "MPY_LIB_DIR=" + MPY_LIB]
+# The hashes over the system's libmbedcrypto: the make variables leave TLS and the in-tree
+# lib/mbedtls out (not in the extract); the C defines turn on what the ESP32's
+# MICROPY_PY_SSL brings besides TLS, from mbedTLS; the linker takes Debian's library.
+MBEDCRYPTO = ["-lmbedcrypto"]
+HASHES = ["CFLAGS_EXTRA=-DMICROPY_SSL_MBEDTLS=1 -DMICROPY_PY_HASHLIB_SHA1=1 "
+          "-DMICROPY_PY_HASHLIB_MD5=1 -DMICROPY_PY_CRYPTOLIB=1",
+          "LDFLAGS_EXTRA=" + " ".join(MBEDCRYPTO)]
 NEED_MULTILIB = ("gcc cannot build 32-bit programs here: install gcc-multilib "
                  "(sudo apt-get install gcc-multilib), then make unix32")
+NEED_MBEDTLS = ("no 32-bit mbedTLS here, so make unix32 has no hashlib.sha1 (OCPP's WebSocket "
+                "handshake): sudo dpkg --add-architecture i386 && sudo apt-get update && "
+                "sudo apt-get install libmbedtls-dev:i386, then make unix32")
 
 
 class Unavailable(Exception):
@@ -41,18 +61,44 @@ def gcc_m32():
     """None if gcc builds 32-bit programs here, else why not."""
     if shutil.which("gcc") is None or shutil.which("make") is None:
         return "gcc and make are needed: install build-essential and gcc-multilib"
+    return None if _links("#include <stdio.h>\nint main(void) { return 0; }\n") else \
+        NEED_MULTILIB
+
+
+def mbedtls_m32():
+    """None if gcc links 32-bit programs against mbedTLS's crypto here, else why not."""
+    return None if _links("#include <mbedtls/sha1.h>\nint main(void) { mbedtls_sha1_context c; "
+                          "mbedtls_sha1_init(&c); return 0; }\n", MBEDCRYPTO) else \
+        NEED_MBEDTLS
+
+
+def _links(source, libs=()):
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "t.c")
         with open(src, "w") as f:
-            f.write("#include <stdio.h>\nint main(void) { return 0; }\n")
-        res = subprocess.run(["gcc", "-m32", src, "-o", os.path.join(tmp, "t")],
+            f.write(source)
+        res = subprocess.run(["gcc", "-m32", src, "-o", os.path.join(tmp, "t")] + list(libs),
                              capture_output=True)
-    return None if res.returncode == 0 else NEED_MULTILIB
+    return res.returncode == 0
 
 
-def inputs_digest():
+def options():
+    """The make options: OPTIONS, with HASHES where the 32-bit mbedTLS is there."""
+    return OPTIONS + ([] if mbedtls_m32() else HASHES)
+
+
+def has_sha1():
+    """Whether the built binary has hashlib.sha1: False where it is not built."""
+    if not os.path.exists(UNIX32):
+        return False
+    res = subprocess.run([UNIX32, "-c", "import hashlib; hashlib.sha1"],
+                         env=dict(os.environ, MICROPYPATH=".frozen"), capture_output=True)
+    return res.returncode == 0
+
+
+def inputs_digest(opts):
     h = hashlib.sha256()
-    h.update(MICROPYTHON_SRC.encode() + b"\0" + " ".join(OPTIONS).encode())
+    h.update(MICROPYTHON_SRC.encode() + b"\0" + " ".join(opts).encode())
     names = [SIM_MANIFEST, AGENT_MANIFEST] + [e.source for e in manifest.files(SIM_MANIFEST)]
     for root, _, files in os.walk(MPY_LIB):  # library manifests and sources: small
         names += [os.path.join(root, f) for f in files]
@@ -80,12 +126,13 @@ def _run(cmd, log):
 def build(quiet=False):
     """The path of build/unix32/micropython, built if its inputs changed."""
     third_party()
-    digest = inputs_digest()
+    why = gcc_m32()
+    opts = OPTIONS if why else options()
+    digest = inputs_digest(opts)
     if os.path.exists(UNIX32) and os.path.exists(STAMP):
         with open(STAMP) as f:
             if f.read().strip() == digest:
                 return UNIX32
-    why = gcc_m32()
     if why:
         raise Unavailable(why)
     t0 = time.monotonic()
@@ -100,12 +147,21 @@ def build(quiet=False):
         os.rename(os.path.join(tmp, "mp"), TREE)
         os.rmdir(tmp)
     if not quiet:
-        print("unix32: building MicroPython v1.28.0 (32-bit, agent frozen); log in %s"
-              % os.path.relpath(LOG), flush=True)
+        print("unix32: building MicroPython v1.28.0 (32-bit, agent frozen%s); log in %s"
+              % (", mbedTLS hashes" if HASHES[0] in opts else "", os.path.relpath(LOG)),
+              flush=True)
+        if HASHES[0] not in opts:
+            print("unix32: " + NEED_MBEDTLS, flush=True)
     jobs = "-j%d" % max(1, min(4, os.cpu_count() or 1))
+    objects = os.path.join(TREE, "ports", "unix", "build-standard")
+    said = " ".join(opts)
+    if os.path.isdir(objects) and _read(BUILT_WITH) != said:
+        shutil.rmtree(objects)  # make does not rebuild what other options compiled
+    with open(BUILT_WITH, "w") as f:
+        f.write(said)
     with open(LOG, "wb") as log:
         _run(["make", "-C", os.path.join(TREE, "mpy-cross"), jobs], log)
-        _run(["make", "-C", os.path.join(TREE, "ports", "unix"), jobs] + OPTIONS, log)
+        _run(["make", "-C", os.path.join(TREE, "ports", "unix"), jobs] + opts, log)
     # A rename, not a copy over it: the old binary may still be running (a bench, a test).
     shutil.copy(os.path.join(TREE, "ports", "unix", "build-standard", "micropython"),
                 UNIX32 + ".new")
@@ -117,6 +173,14 @@ def build(quiet=False):
     return UNIX32
 
 
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def main():
     try:
         path = build()
@@ -125,7 +189,8 @@ def main():
         return 2
     version = subprocess.run([path, "-c", "import sys; print(sys.version, sys.maxsize)"],
                              capture_output=True, text=True).stdout.strip()
-    print("unix32: %s (%s)" % (os.path.relpath(path), version))
+    print("unix32: %s (%s; %s)" % (os.path.relpath(path), version,
+                                    "hashlib.sha1" if has_sha1() else "no hashlib.sha1"))
     return 0
 
 
