@@ -2,28 +2,19 @@
 # (Settings.write_cap) at the same moment, interleaved on purpose: the worker is held just
 # before its flash write while the uplink's write runs. Flash must end at the lower cap,
 # the last one acknowledged (docs/storage.md: never above it). Runs under CPython
-# (test_settings.py imports it) and as a script under micropython, where it prints "ok".
+# (test_settings.py imports it) and as a script under micropython (argv: the flash
+# folder), where it prints "ok".
 import sys
 import time
 import _thread
 
 import persist as ps
 from settings import Settings
+from sim_board import FileStore
 
 RAISED_W = 11000
 LOWER_W = 3000
 STORED_W = 7000
-
-
-class Store:
-    def __init__(self):
-        self.data = {}
-
-    def read(self, key):
-        return self.data.get(key)
-
-    def write(self, key, data):
-        self.data[key] = data
 
 
 def wait_for(flag, timeout_s):
@@ -33,8 +24,8 @@ def wait_for(flag, timeout_s):
     return bool(flag)
 
 
-def race():
-    store = Store()
+def race(flash_dir):
+    store = FileStore(flash_dir)
     persist = ps.Persist(store)
     persist.write_word(ps.CAP, STORED_W)
     s = Settings({"supply_voltage": 230, "phases": 1, "max_current": 32}, persist)
@@ -75,6 +66,6 @@ def race():
 
 
 if __name__ == "__main__":
-    race()
+    race(sys.argv[1])
     print("ok")
     sys.exit(0)

@@ -283,17 +283,17 @@ def test_factory_reset_reverts_with_event(make_rig, tmp_path):
     assert rig.read()["settings"]["max_charge_rate"]["value"] == 11
 
 
-def test_a_deferred_raise_never_lands_after_a_lower_cap():
+def test_a_deferred_raise_never_lands_after_a_lower_cap(tmp_path):
     # Issue 22: the worker writing a deferred raise and the uplink writing a lower cap at
     # the same moment (settings_race_case.py forces the interleaving), under CPython and
     # each micropython build: flash ends at the lower cap, the last acknowledged.
-    settings_race_case.race()
+    settings_race_case.race(str(tmp_path))
 
 
 @pytest.mark.parametrize("build", ["wheel", "unix32"])
-def test_a_deferred_raise_never_lands_after_a_lower_cap_micropython(build, request):
+def test_a_deferred_raise_never_lands_after_a_lower_cap_micropython(build, request, tmp_path):
     request.getfixturevalue("mpy_dir" if build == "wheel" else "unix32")
     exe, env = micropython(build, extra_dirs=[HERE])
-    out = subprocess.run(exe + [os.path.join(HERE, "settings_race_case.py")], env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(exe + [os.path.join(HERE, "settings_race_case.py"), str(tmp_path)],
+                         env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.split() == ["ok"], out.stdout + out.stderr
