@@ -51,6 +51,7 @@ class Agent:
         self.on_event = None  # f(event dict): the webhook queue, where one is configured
         self.duties = []  # f(now): an uplink's local work, run by the worker after ours
         self.seq = 0
+        self.retained_requests = 0  # requests a broker replayed retained: cleared, never run
         self._nonce = "%08x" % int.from_bytes(os.urandom(4), "big")
         self._ids = 0
         self._reported = None
@@ -259,6 +260,7 @@ class Agent:
         return {"mode": ctl.MODE_NAMES[self.control.mode], "transitions": rows,
                 "maxTickGapMs": self.control.max_gap_ms,
                 "eventsDropped": self.outbox.dropped + self.ring.dropped,
+                "retainedRequests": self.retained_requests,
                 "flashWrites": self.persist.writes,
                 "flashWritesByKey": self.persist.by_key}
 

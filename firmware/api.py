@@ -6,7 +6,7 @@ import pilot
 import settings as st
 import slot as sl
 from actions import STRATEGY
-from api_text import json_bytes, shallow, text
+from api_text import json_body, shallow, text
 
 MAX_PAYLOAD = 2048  # bytes; larger requests are refused unparsed
 _COMMANDS = {"charge": sl.CHARGE, "idle": sl.IDLE}
@@ -73,7 +73,8 @@ class Api:
         self.agent = agent
 
     def handle(self, kind, payload, now):
-        # One reply (bytes) for one request on topic `kind`.
+        # One reply for one request on topic `kind`: JSON bytes, or a body that writes
+        # itself where the heap has no room for the text (api_text.json_body).
         if len(payload) > MAX_PAYLOAD:
             return self.too_large(kind, now)
         rid = None
@@ -119,7 +120,7 @@ class Api:
             out = {"success": True, "data": body, "meta": meta}
         else:
             out = {"success": False, "error": body, "meta": meta}
-        return json_bytes(out)
+        return json_body(out)
 
     def _route(self, kind, req, payload, now):
         allowed = _REQUEST_KEYS.get(kind)

@@ -1,6 +1,8 @@
 # What may be echoed from a request into a reply: printable ASCII only, so a reply is valid
 # UTF-8 whatever came in (MicroPython keeps a lone "\ud800" escape as invalid bytes); what
-# may be parsed (shallow); and replies built as bytes (json_bytes).
+# may be parsed (shallow); and replies and state reports as JSON bytes (json_bytes), or a
+# reply in pieces where the heap has no block for its text (json_body). The uplink's
+# thread (and the bench's) calls these.
 import gc
 import json
 
@@ -57,3 +59,81 @@ def json_bytes(obj):
     except MemoryError:
         gc.collect()
         return json.dumps(obj).encode()
+
+
+def json_body(obj):
+    # A reply (which cannot wait, unlike a state report) as a message body: json_bytes(obj),
+    # or where the heap has no block that large even after a collection, a JsonBody. At the
+    # ESP32's 56 KB first heap, MQTT, a site and about 35 requests a second left 25 KB free
+    # but no 2 KB block: a read's reply (2-3 KB) failed, and each MemoryError cost the uplink
+    # its connection and the queued requests their replies (issue 22).
+    try:
+        return json_bytes(obj)
+    except MemoryError:
+        return JsonBody(obj)
+
+
+class JsonBody:
+    # `obj` as JSON that is never held whole: len() is its size in bytes, write_to(stream)
+    # writes it, each of two passes over json_pieces; the pieces go out gathered _BUF bytes
+    # at a time. The same text as json.dumps(obj), at about 5x its time. mqtt_client.py's
+    # publish() and the bench's link take it in place of bytes.
+    def __init__(self, obj):
+        self.obj = obj
+        self.size = 0
+        self.out = None
+        json_pieces(obj, self._put)
+
+    def __len__(self):
+        return self.size
+
+    def write_to(self, stream):
+        self.out = stream
+        self.buf = bytearray(_BUF)
+        self.used = 0
+        json_pieces(self.obj, self._put)
+        stream.write(memoryview(self.buf)[:self.used])
+
+    def _put(self, piece):
+        data = piece.encode()
+        n = len(data)
+        if self.out is None:  # the first pass: the size
+            self.size += n
+            return
+        if self.used + n > _BUF:
+            self.out.write(memoryview(self.buf)[:self.used])
+            self.used = 0
+            if n > _BUF:
+                self.out.write(data)
+                return
+        self.buf[self.used:self.used + n] = data
+        self.used += n
+
+
+_BUF = 256
+
+
+def json_pieces(obj, emit):
+    # json.dumps(obj) handed to emit(str) piece by piece: a key, a separator, a scalar or a
+    # container of scalars (a transition, a setting), each under 200 bytes in a read's reply.
+    t = type(obj)
+    if t is dict or t is list or t is tuple:
+        for value in (obj.values() if t is dict else obj):
+            t2 = type(value)
+            if t2 is dict or t2 is list or t2 is tuple:
+                break
+        else:  # scalars only: one piece
+            emit(json.dumps(obj))
+            return
+        sep = "{" if t is dict else "["
+        for item in obj:
+            emit(sep)
+            if t is dict:  # the key, then its value
+                emit(json.dumps(item))
+                emit(": ")
+                item = obj[item]
+            json_pieces(item, emit)
+            sep = ", "
+        emit("}" if t is dict else "]")
+    else:
+        emit(json.dumps(obj))

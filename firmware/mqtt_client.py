@@ -5,7 +5,13 @@
 #   and not held whole in a small heap; the callback is then told "too large" instead;
 # - the switch to blocking after the first byte becomes a timeout, so a broker that stalls
 #   mid-packet is an OSError instead of a network thread hung for ever;
-# - a read that comes back short (the peer closed mid-packet) is an OSError too.
+# - a read that comes back short (the peer closed mid-packet) is an OSError too;
+# - a packet's first byte is kept, so the callback can tell a message the broker sent
+#   because it was retained (`retained`, the PUBLISH's RETAIN flag) from a live one:
+#   umqtt.simple's callback is given the topic and the body only;
+# - publish() also takes a body that writes itself (len() and write_to(stream), e.g.
+#   api_text.JsonBody): umqtt.simple asks its len() and hands it to sock.write(), which
+#   _Bounded passes on, so a large message is never held whole in a small heap.
 # connect() keeps the TCP socket (TLS wraps it) to set that timeout and TCP_NODELAY on, and
 # a certificate that fails the check is reported as one line.
 from umqtt.simple import MQTTClient
@@ -19,9 +25,13 @@ class _Bounded:
     def __init__(self, client, sock):
         self.client = client
         self.sock = sock
+        self.head = None  # the first byte of the packet being read (bytes), once read
 
     def read(self, n):
         c = self.client
+        if self.head is None:  # wait_msg()'s first read: the packet type and flags
+            self.head = self.sock.read(n)
+            return self.head
         if n < 0:  # a length field that contradicts the packet's own size
             raise OSError("malformed MQTT packet")
         if n > c.max_payload:
@@ -40,6 +50,9 @@ class _Bounded:
         return data
 
     def write(self, buf, n=-1):
+        if hasattr(buf, "write_to"):  # a body that writes itself (publish)
+            buf.write_to(self.sock)
+            return len(buf)
         return self.sock.write(buf) if n < 0 else self.sock.write(buf, n)
 
     def setblocking(self, flag):
@@ -65,6 +78,11 @@ class BoundedClient(MQTTClient):
     max_payload = 2048
     io_timeout = 10  # seconds, for connect and for the rest of a packet once it has begun
     on_oversize = None  # f(topic, size): a message above max_payload was drained unread
+    # While the callback (or on_oversize) runs: whether the broker sent this message
+    # because it was retained (MQTT 3.1.1 3.3.1.3: set only for a new subscription's
+    # retained messages, cleared on live ones). Read it first: a QoS 1 publish inside the
+    # callback reads the next message and sets it again.
+    retained = False
 
     def __init__(self, client_id, server, port=0, ssl=None, **kw):
         # ssl: an SSLContext (CERT_REQUIRED, the CA loaded); umqtt.simple passes it the
@@ -81,6 +99,7 @@ class BoundedClient(MQTTClient):
         super().set_callback(self._deliver)
 
     def _deliver(self, topic, msg):
+        self.retained = self._reader.head[0] & 1 == 1
         size = self.too_large
         if size:
             self.too_large = 0
@@ -98,13 +117,26 @@ class BoundedClient(MQTTClient):
                 self.tcp = self.sock
 
     def wait_msg(self):
+        return self._bounded(self._read_packet)
+
+    def _read_packet(self):
+        self.sock.head = None  # the next read is the packet's first byte
+        return super().wait_msg()
+
+    def publish(self, topic, msg, retain=False, qos=0):
+        if not hasattr(msg, "write_to"):
+            return super().publish(topic, msg, retain, qos)
+        return self._bounded(super().publish, topic, msg, retain, qos)
+
+    def _bounded(self, f, *args):
+        # f(*args) with the socket seen through _Bounded.
         sock = self.sock
-        if isinstance(sock, _Bounded):  # nested: a callback publishing at QoS 1
-            return super().wait_msg()
+        if isinstance(sock, _Bounded):  # nested: inside wait_msg() or publish()
+            return f(*args)
         if self._reader is None or self._reader.sock is not sock:
             self._reader = _Bounded(self, sock)
         self.sock = self._reader
         try:
-            return super().wait_msg()
+            return f(*args)
         finally:
             self.sock = sock

@@ -7,8 +7,10 @@
 # publish(qos=1) reads incoming messages while it waits for its PUBACK, and a request
 # handled there would produce events while an event is being published. The callback only
 # queues (at most _QUEUE requests); beyond that a request is answered at once with 429.
+import io
 import os
 import select
+import sys
 import time
 from api import MAX_PAYLOAD
 from mqtt_client import BoundedClient
@@ -37,6 +39,23 @@ def _no_delay(sock):
         sock.setsockopt(6, 1, 1)
     except (AttributeError, OSError):
         pass
+
+
+def _where(e):
+    # Where `e` was raised, as one log line's tail: "at agent.py:150 flush < uplink.py:128
+    # _serve" (innermost first, two frames). A MemoryError otherwise names no place.
+    try:
+        buf = io.StringIO()
+        sys.print_exception(e, buf)
+        frames = []
+        for line in buf.getvalue().split("\n"):
+            if line.startswith('  File "'):  # '  File "agent.py", line 150, in flush'
+                name, _, rest = line[8:].partition('", line ')
+                number, _, func = rest.partition(", in ")
+                frames.append("%s:%s %s" % (name.rsplit("/", 1)[-1], number, func))
+        return "at " + " < ".join(frames[-1:-3:-1])
+    except Exception:  # no room even for that: the line without it
+        return ""
 
 
 class Uplink:
@@ -69,7 +88,7 @@ class Uplink:
                 delay = _BACKOFF_MIN_MS
                 self._serve()
             except Exception as e:  # OSError, MQTTException, a cut read: all mean reconnect
-                print("uplink: connection lost:", repr(e))
+                print("uplink: connection lost:", repr(e), _where(e))
             self._close()
             self._queue = []  # unanswered: the broker is gone, and with it the reply path
             nap(delay + delay * os.urandom(1)[0] // 512)  # up to +50 % jitter
@@ -133,23 +152,39 @@ class Uplink:
                 raise OSError("broker silent for 1.5 keepalives")
 
     def _on_message(self, topic, msg):
+        retained = self.client.retained  # first: a publish below may read another message
         topic = topic.decode()
         if not topic.startswith(self.base):
             for x in self.extras:
                 x.on_message(topic, msg)
             return
         kind = topic[len(self.base):]
-        if kind not in topics.REQUESTS:
+        if kind not in topics.REQUESTS or not msg:  # empty: a retained message cleared
             return
-        if len(self._queue) < _QUEUE:
+        if retained:
+            self._clear_retained(topic)
+        elif len(self._queue) < _QUEUE:
             self._queue.append((kind, msg))
         else:  # a QoS 0 reply: it waits for nothing, so it is safe from inside publish()
             self.refused += 1
             self.publish("responses", self.agent.busy(kind, msg, self.board.now_ms()), False)
 
     def _on_oversize(self, topic, size):
-        kind = topic.decode()[len(self.base):]
+        topic = topic.decode()
+        kind = topic[len(self.base):]
+        if self.client.retained:
+            if topic.startswith(self.base) and kind in topics.REQUESTS:
+                self._clear_retained(topic)
+            return
         self.publish("responses", self.agent.too_large(kind, self.board.now_ms()), False)
+
+    def _clear_retained(self, topic):
+        # A request a broker kept (a client published it with the retain flag) comes again
+        # on every (re)connect: it is never executed (spec mqtt.md), nor answered (it was
+        # answered when it came live). An empty retained message takes it off the broker;
+        # diagnostics.retainedRequests counts them. QoS 0: it waits for nothing.
+        self.agent.retained_requests += 1
+        self.publish_to(topic, b"", True, 0)
 
     def publish(self, topic, payload, retain):
         # Events are at-least-once: QoS 1, so one is only dropped from the outbox once

@@ -99,6 +99,7 @@ class Link:
         self.publish_to(self.prefix + topic, payload, retain)
 
     def publish_to(self, topic, payload, retain):
+        # payload: bytes, or a body that writes itself (api_text.JsonBody: a reply)
         head = bytearray(4)
         head[0] = 77  # M
         head[1] = 1 if retain else 0
@@ -109,4 +110,7 @@ class Link:
         self.sock.write(head)
         self.sock.write(topic)
         self.sock.write(size)
-        self.sock.write(payload)
+        if hasattr(payload, "write_to"):
+            payload.write_to(self.sock)
+        else:
+            self.sock.write(payload)

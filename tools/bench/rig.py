@@ -4,6 +4,7 @@ InProcessRig runs the firmware in this CPython process (fast unit tests); Proces
 under the micropython binary and talks to it over the simulated board's link, so the real
 interpreter is exercised. Both expose the same calls, so one scenario suite runs on both.
 """
+import io
 import json
 
 from tools.paths import cpython_paths
@@ -102,6 +103,10 @@ class Rig:
             self._deliver(topic, bytes(payload))
 
     def _record(self, topic, payload, retain):
+        if hasattr(payload, "write_to"):  # a reply in pieces (api_text.JsonBody)
+            out = io.BytesIO()
+            payload.write_to(out)
+            payload = out.getvalue()
         if self.on_publish:
             self.on_publish(topic, bytes(payload), retain)
         try:

@@ -90,14 +90,16 @@ def parse(argv):
         p.error("--ca needs --build wheel: make unix32 is built without TLS")
     if a.uplink in ("ocpp", "both") and not a.ocpp:
         p.error("--uplink %s needs --ocpp URL" % a.uplink)
-    if a.ocpp and a.build != "wheel":
-        p.error("--ocpp needs --build wheel: make unix32 is built without TLS, and so without "
-                "the hashlib.sha1 of the WebSocket handshake")
+    if a.ocpp and a.build != "wheel" and (a.ocpp.startswith("wss:") or a.ocpp_ca):
+        p.error("wss:// needs --build wheel: make unix32 is built without TLS")
     if a.build != "wheel":
         try:
             unix32.build()
         except (unix32.Unavailable, unix32.BuildError) as e:
             p.error(str(e))
+        if a.ocpp and not unix32.has_sha1():  # the WebSocket handshake's
+            p.error("--ocpp needs hashlib.sha1, and this make unix32 has none: "
+                    + unix32.NEED_MBEDTLS)
     if site_bench.wanted(a):
         site_bench.check(p, a)
     return a

@@ -417,17 +417,18 @@ def memory_rows(mem, hours, search_hours):
     return rows
 
 
-def ocpp_memory(state_dir, seconds=25):
+def ocpp_memory(state_dir, seconds=25, build="wheel", heapsize="256K"):
     """The OCPP uplink's heap (probes/ocpp_probe.py) through a session a central system
     drives: a daily profile of 24 periods, a ChargePointMaxProfile, every configuration
     key, a day's composite schedule, meter values every second."""
     from ocpp.v16 import call
     from tools.bench.csms import Csms
     csms = Csms(interval=10).start()
+    proc = None
     try:
-        exe, env = micropython("wheel")
+        exe, env = micropython(build)
         proc = subprocess.Popen(
-            exe + ["-X", "heapsize=256K",
+            exe + ["-X", "heapsize=" + heapsize,
                    os.path.join(ROOT, "tools", "measure", "probes", "ocpp_probe.py"), csms.url,
                    state_dir, str(seconds)], env=env, stdout=subprocess.PIPE, text=True)
         csms.wait(lambda: csms.cp and csms.actions("BootNotification"), 30)
@@ -452,6 +453,9 @@ def ocpp_memory(state_dir, seconds=25):
         csms.call(call.GetCompositeSchedule(connector_id=1, duration=86400))
         out, _ = proc.communicate(timeout=seconds + 60)
     finally:
+        if proc and proc.poll() is None:  # a session that failed: no probe left behind
+            proc.kill()
+            proc.wait()
         csms.close()
     return json.loads(out.strip().splitlines()[-1])
 
@@ -466,6 +470,59 @@ def meter_poll_cost():
         return probe("unix32", "meter_probe.py", str(peer.port), "SDM630", "11", "100")
     finally:
         peer.close()
+
+
+OCPP_HEAPS_K = (40, 44, 48, 52, 56)  # the 32-bit search, up to an ESP32's first heap
+
+
+def ocpp_memory_32(state_dir):
+    """The OCPP uplink on make unix32 (32-bit, frozen, hashlib.sha1 from mbedTLS as on the
+    ESP32 image; ws://, no TLS): ocpp_memory at 56K, and the smallest of OCPP_HEAPS_K a session passes in (one
+    connection, the transaction accepted); or {"skipped": why}."""
+    try:
+        unix32.build()
+    except (unix32.Unavailable, unix32.BuildError) as e:
+        return {"skipped": str(e)}
+    if not unix32.has_sha1():
+        return {"skipped": unix32.NEED_MBEDTLS}
+    sessions = {}
+
+    def passes(k):
+        os.makedirs(os.path.join(state_dir, "%dK" % k))
+        try:
+            got = ocpp_memory(os.path.join(state_dir, "%dK" % k), build="unix32",
+                              heapsize="%dK" % k)
+        except Exception as e:  # out of heap: a call unanswered, no figures printed
+            sessions[k] = "failed: %r" % e
+            return None
+        sessions[k] = "passed" if got["connects"] == 1 and got["accepted"] else "failed: %s" % got
+        return got if sessions[k] == "passed" else None
+
+    at_56k = passes(56)
+    lo, hi = 0, len(OCPP_HEAPS_K) - 1  # OCPP_HEAPS_K[hi] passes (or nothing does)
+    while at_56k and lo < hi:
+        mid = (lo + hi) // 2
+        if passes(OCPP_HEAPS_K[mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    return {"at_56k": at_56k, "smallest_heap_k": OCPP_HEAPS_K[hi] if at_56k else None,
+            "sessions": sessions}
+
+
+def ocpp_32_row(o):
+    what = "heap: OCPP uplink (32-bit, frozen, ws://)"
+    if "skipped" in o:
+        return what, "not measured", o["skipped"]
+    if not o["at_56k"]:
+        return what, "FAILED at 56K: %s" % o["sessions"][56], "an ESP32 heap starts at 56 KB"
+    m = o["at_56k"]
+    return (what, "+%.1f KB imported and built; agent with OCPP %.1f KB live, %.1f KB peak in a "
+            "session at 56K; smallest heap passing %dK" % (
+                m["ocpp_built"] / 1024, m["peak_live"] / 1024, m["peak_alloc"] / 1024,
+                o["smallest_heap_k"]),
+            "the agent alone %.1f KB; an ESP32 heap starts at 56 KB (docs/ocpp.md: memory)"
+            % (m["agent"] / 1024))
 
 
 OCPP_MODULES = ("ocpp_", "ws_client", "isotime")  # the OCPP uplink's modules, by name
@@ -546,6 +603,8 @@ def main(argv=None):
         ocpp = ocpp_memory(sub("ocpp"))
         print("bench: the cloud service (one replica, SQLite) ...", flush=True)
         cloud_rows, cloud_raw = cloud.run(broker, sub("cloud"), rtt)
+        print("bench: OCPP uplink heap, 32-bit frozen (at 56K, size search) ...", flush=True)
+        ocpp32 = ocpp_memory_32(sub("ocpp32"))
     finally:
         broker.stop()
     cp_speed = cpython_speed(sub("cpython"))
@@ -595,6 +654,7 @@ def main(argv=None):
          % (ocpp["ocpp_built"] / 1024, ocpp["peak_live"] / 1024, ocpp["peak_alloc"] / 1024),
          "the agent alone %.1f KB; an ESP32 heap starts at 56 KB (docs/ocpp.md: memory)"
          % (ocpp["agent"] / 1024)),
+        ocpp_32_row(ocpp32),
         ("flash footprint (.mpy of make deploy)", "%.1f KB agent and board (%.1f KB without "
          "the OCPP uplink's %.1f KB), %.1f KB micropython-lib" % (
              ours / 1024, (ours - ocpp_code) / 1024, ocpp_code / 1024, theirs / 1024),
@@ -636,6 +696,7 @@ def main(argv=None):
             "rtt_ms": rtt, "cap_ms": cap_ms, "limit_ms": limit_ms, "expiry_ms": expiry,
             "ack_ms": ack_ms, "done_ms": done_ms,
             "unplug_ms": unplug, "c_to_b_ms": c_to_b, "memory": mem, "ocpp": ocpp,
+            "ocpp_unix32": ocpp32,
             "flash_writes": writes, "flash_changes": changes,
             "footprint_bytes": {"agent_and_board": ours, "ocpp": ocpp_code,
                                 "micropython_lib": theirs}, "site_day": site,
