@@ -14,6 +14,7 @@ import sys
 import time
 from api import MAX_PAYLOAD
 from mqtt_client import BoundedClient
+from umqtt.simple import MQTTException
 from nap import nap
 import topics
 
@@ -43,7 +44,8 @@ def _no_delay(sock):
 
 def _where(e):
     # Where `e` was raised, as one log line's tail: "at agent.py:150 flush < uplink.py:128
-    # _serve" (innermost first, two frames). A MemoryError otherwise names no place.
+    # _serve" (innermost first, two frames). A MemoryError otherwise names no place; a
+    # refusal from the network (OSError, MQTTException) needs none, and keeps its one line.
     try:
         buf = io.StringIO()
         sys.print_exception(e, buf)
@@ -88,7 +90,10 @@ class Uplink:
                 delay = _BACKOFF_MIN_MS
                 self._serve()
             except Exception as e:  # OSError, MQTTException, a cut read: all mean reconnect
-                print("uplink: connection lost:", repr(e), _where(e))
+                if isinstance(e, (OSError, MQTTException)):  # the network's: it says it all
+                    print("uplink: connection lost:", repr(e))
+                else:  # a MemoryError or a bug: where it was raised, too
+                    print("uplink: connection lost:", repr(e), _where(e))
             self._close()
             self._queue = []  # unanswered: the broker is gone, and with it the reply path
             nap(delay + delay * os.urandom(1)[0] // 512)  # up to +50 % jitter

@@ -25,6 +25,22 @@ def pytest_configure(config):
         raise pytest.UsageError(str(e))
 
 
+def pytest_sessionstart(session):
+    # With parallel workers (make test: pytest-xdist), once, before they start: the .mpy
+    # tree and both 32-bit images, so that no test waits on a build another worker started
+    # and no charger a test launches waits on the build lock past the test's own time limits.
+    # (One process alone builds what its tests need, when they need it: the fixtures below.)
+    in_worker = hasattr(session.config, "workerinput")
+    if in_worker or not session.config.getoption("numprocesses", None):  # -n N
+        return
+    compile_all(MPY_DIR)
+    for image in unix32_build.IMAGES:
+        try:
+            unix32_build.build(quiet=True, image=image)
+        except (unix32_build.Unavailable, unix32_build.BuildError):
+            break  # the fixtures below skip or fail with the reason
+
+
 def pytest_collection_modifyitems(config, items):
     # The real interpreter must be there: a missing binary is a failure, not a skip.
     if shutil.which("micropython") is None or shutil.which("mpy-cross") is None:
