@@ -306,7 +306,9 @@ def test_a_200_on_the_esp32_board_is_in_nvs_when_the_power_goes(tmp_path, broker
     loaded, nvs = powered(nvs, [(kw, 0) for kw in burst])
     assert loaded == 5
     loaded, _ = powered(nvs, [])
-    assert loaded < burst[-1] and loaded in burst, loaded
+    # At or below the last 200 (7.36 once it stood 5 s before the kill, which a loaded
+    # machine may take; the coalescing itself is test_settings' in bench time).
+    assert loaded <= burst[-1] and loaded in burst, loaded
 
 
 def test_ocpp_on_the_esp32_board_and_a_reset_resets_it(tmp_path, mpy_dir):
