@@ -11,7 +11,7 @@ import pytest
 from tools.bench import children
 from tools.bench.broker import Broker
 from tools.paths import ROOT
-from tools.evctl import Charger  # noqa: F401 (the tests take it from here)
+from tools.client import Charger  # noqa: F401 (the tests take it from here)
 from tools.bench.sim import Sim, parse
 import standardwebhooks
 import svix.webhooks

@@ -21,7 +21,7 @@ from tools.bench.bench import Bench
 from tools.bench.broker import Broker
 from tools.bench.page.server import DEFAULT_PORT, PageServer
 from tools.device import unix32
-from tools.evctl import tls_context
+from tools.client import tls_context
 from tools.json_input import loads
 from tools.paths import BUILDS, ROOT, cpython_paths
 

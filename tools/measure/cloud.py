@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from tools.bench import children
 from tools.bench.broker import Broker, free_port
 from tools.bench.sim import Sim, parse
-from tools.evctl import Charger
+from tools.client import Charger
 from tools.paths import ROOT
 
 KEY = "bench-key-0123456789abcdef"

@@ -28,7 +28,7 @@ import paho.mqtt.client as mqtt
 from tools.bench import children
 from tools.bench.broker import Broker
 from tools.bench.rig import InProcessRig, ProcessRig
-from tools.evctl import Charger
+from tools.client import Charger
 from tools.bench.sim import Sim, parse
 from tools.device import manifest, unix32
 from tools.device.deploy import build_tree, sources as deploy_sources
