@@ -12,7 +12,8 @@ from tools.bench import children
 from tools.bench.broker import Broker
 from tools.paths import ROOT
 from tools.client import Charger  # noqa: F401 (the tests take it from here)
-from tools.bench.sim import Sim, parse
+from tools.bench.sim import parse
+from tools.bench.sim_charger import Sim
 import standardwebhooks
 import svix.webhooks
 

@@ -28,7 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tools.bench import children
 from tools.bench.broker import Broker, free_port
-from tools.bench.sim import Sim, parse
+from tools.bench.sim import parse
+from tools.bench.sim_charger import Sim
 from tools.client import Charger
 from tools.paths import ROOT
 

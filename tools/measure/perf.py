@@ -29,7 +29,8 @@ from tools.bench import children
 from tools.bench.broker import Broker
 from tools.bench.rig import InProcessRig, ProcessRig
 from tools.client import Charger
-from tools.bench.sim import Sim, parse
+from tools.bench.sim import parse
+from tools.bench.sim_charger import Sim
 from tools.device import manifest, unix32
 from tools.device.deploy import build_tree, sources as deploy_sources
 from tools.measure import cloud, site_day, wear
