@@ -5,7 +5,7 @@ import json
 
 from tools.bench.rig import InProcessRig
 
-import api_text  # noqa: E402  (the firmware's; tools.bench.rig put it on the path)
+import api_text  # the firmware's; tools.bench.rig put it on the path
 
 
 class Fragmented:
