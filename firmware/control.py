@@ -65,18 +65,23 @@ CAUSE_NAMES = ("boot", "plug", "unplug", "request", "stop", "limit", "resume", "
                "forced_open", "asleep", "woken", "cleared", "holdoff_done")
 
 # Timings (ms). Sources and reasons: docs/safety.md.
-_CLOSE_STABLE_MS = const(500)  # C must read stable this long before closing (IEC 61851-1 Table A.6 seq. 4: close within 3 s)
+# C must read stable this long before closing (IEC 61851-1 Table A.6 seq. 4: close within 3 s)
+_CLOSE_STABLE_MS = const(500)
 _PAUSE_FORCE_MS = const(6000)  # open under load this long after x1 (Table A.6 seq. 10.2)
 _PAUSE_CURRENT = const(10)  # dA: below 1 A the vehicle has let go (docs/safety.md)
-_WAKEUP_AFTER_MS = const(30000)  # B2 without a request this long: one legacy wake-up (docs/safety.md)
+# B2 without a request this long: one legacy wake-up (docs/safety.md)
+_WAKEUP_AFTER_MS = const(30000)
 _WAKEUP_F_MS = const(3000)  # the wake-up's F phase (docs/safety.md: about 3-4 s)
 _WAKEUP_X1_MS = const(1000)  # then x1 briefly before PWM again
 _FAULT_F_MS = const(300)  # a fault shows F at least this long (docs/safety.md)
 _FAULT_HOLDOFF_MS = const(30000)  # no C for this long after a fault clears (docs/safety.md)
-_FEEDBACK_MS = const(300)  # contactor aux contact must follow the coil within this (3x a contactor's 100 ms)
-_OVERCURRENT_MS = const(7000)  # above offered + 10 % + 0.5 A this long trips (EVerest soft over-current)
+# contactor aux contact must follow the coil within this (3x a contactor's 100 ms)
+_FEEDBACK_MS = const(300)
+# above offered + 10 % + 0.5 A this long trips (EVerest soft over-current)
+_OVERCURRENT_MS = const(7000)
 _OVERCURRENT_TRIPS = const(3)  # trips in one session after which it holds until unplug
-RAISE_MS = const(5000)  # the offer rises at most once per this (docs/safety.md: the vehicle follows within 5 s)
+# the offer rises at most once per this (docs/safety.md: the vehicle follows within 5 s)
+RAISE_MS = const(5000)
 _TICKS_MASK = const(0x3FFFFFFF)  # board clocks wrap at 2**30 ms
 
 

@@ -1,8 +1,8 @@
-# Ceilings from several sources, lowest wins (docs/protocol.md, the dynamic limit). The network side sets each source
-# in a fixed array; the control loop combines them every tick (Ceiling.update: integers, no
-# allocation), so a dynamic limit's time-to-live runs out within one tick of its deadline,
-# whatever the network is doing. Limits is the network side: the `limit` request, the
-# persisted "a controller is in charge" flag, and the read.
+# Ceilings from several sources, lowest wins (docs/protocol.md, the dynamic limit). The network
+# side sets each source in a fixed array; the control loop combines them every tick
+# (Ceiling.update: integers, no allocation), so a dynamic limit's time-to-live runs out within
+# one tick of its deadline, whatever the network is doing. Limits is the network side: the
+# `limit` request, the persisted "a controller is in charge" flag, and the read.
 from array import array
 from micropython import const
 from api_text import printable

@@ -14,7 +14,8 @@ import persist as ps
 import record
 
 CAP = "max_charge_rate"
-FAILSAFE = "failsafe_charge_rate"  # applies while a controller is silent (docs/protocol.md, the dynamic limit)
+# FAILSAFE applies while a controller is silent (docs/protocol.md, the dynamic limit).
+FAILSAFE = "failsafe_charge_rate"
 WRITABLE = (CAP, FAILSAFE)  # both kW, 0-50, persisted
 KW_MIN = 0
 KW_MAX = 50

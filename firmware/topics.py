@@ -1,4 +1,5 @@
-# The MQTT topics (docs/protocol.md), defined once: the agent, the bench and the tools all use these.
+# The MQTT topics (docs/protocol.md), defined once: the agent, the bench and the tools all use
+# these.
 PREFIX = "ev-charger"
 REQUESTS = ("commands", "settings", "read", "limit")  # request kinds, in the bench link's numbering
 

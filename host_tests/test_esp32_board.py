@@ -9,10 +9,12 @@ import time
 import pytest
 
 import record
-from e2e import Broker, Charger
+from e2e import Charger
 from tools.device import unix32 as unix32_build
 from tools.device.deploy import MAIN, build_tree
 from tools.paths import ROOT
+
+pytestmark = pytest.mark.brokers("amqtt")
 
 STANDINS = os.path.join(ROOT, "host_tests", "esp32_standins")
 PINS = {"pilot_pwm": 25, "pilot_adc": 36, "contactor": 26, "contactor_feedback": 27,
@@ -62,12 +64,6 @@ def stop(proc):
     out, _ = proc.communicate()
     return out
 
-
-@pytest.fixture
-def broker():
-    b = Broker("amqtt").start()
-    yield b
-    b.stop()
 
 
 def nvs_word(value):

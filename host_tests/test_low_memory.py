@@ -11,7 +11,7 @@ import time
 from e2e import Charger, launch, online, started, stop
 from tools.bench.rig import InProcessRig
 
-import api_text  # noqa: E402  (the firmware's; tools.bench.rig put it on the path)
+import api_text  # the firmware's; tools.bench.rig put it on the path
 
 
 class Fragmented:

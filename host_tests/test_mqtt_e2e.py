@@ -5,32 +5,16 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from e2e import BROKERS, Charger, launch, online, started, stop
+from e2e import BROKERS, Charger, launch, launched, online, reported_duty as duty, stop
 from tools.bench.gate import Gate
 
-
-@pytest.fixture(params=BROKERS)
-def broker(request):
-    b = started(request.param)
-    yield b
-    b.stop()
+pytestmark = pytest.mark.brokers(*BROKERS)
 
 
 @pytest.fixture
 def charger(broker, tmp_path, agent_build):
-    proc = launch(broker, tmp_path / "flash", "--device-id", "e2e-1", *agent_build)
-    c = Charger(broker.address, "e2e-1")
-    try:
-        online(c)
+    with launched(broker, tmp_path / "flash", *agent_build, device_id="e2e-1") as c:
         yield c
-    finally:
-        c.close()
-        code, out = stop(proc)
-        assert code == 0 and "sim: stopped" in out, out  # clean exit on Ctrl-C
-
-
-def duty(c):
-    return c.readings and c.readings["pilot"]["dutyPercent"]
 
 
 def test_read_cap_charge_idle_over_mqtt(charger):

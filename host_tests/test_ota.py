@@ -22,7 +22,7 @@ from esptool.bin_image import ELFSection, ESP32FirmwareImage
 import ota_cases
 from tools import ota
 from tools.bench.flash_model import make_image
-from tools.paths import MPY_DIR, ROOT, micropython
+from tools.paths import ROOT, micropython
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.join(ROOT, "tools", "bench")
@@ -180,7 +180,8 @@ def fixtures(tmp_path_factory):
                                       + b"\xab" * (384 - 54 - 8),
         "no_separator": b"\x00\x01" + ff + b"\x01" + info + h,
         "digestinfo_without_null": b"\x00\x01" + ff + b"\xff\xff\x00"
-                                   + bytes.fromhex("302f300b0609608648016503040201") + b"\x04\x20" + h,
+                                   + bytes.fromhex("302f300b0609608648016503040201")
+                                   + b"\x04\x20" + h,
         "sha1_digestinfo": b"\x00\x01" + ff + b"\xff" * 4 + b"\x00" + sha1_info + h[:20]
                            + b"\xff" * 12,
         "other_hash": b"\x00\x01" + ff + b"\x00" + info + hashlib.sha256(b"other").digest(),

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from e2e import Broker, Charger, launch
+from e2e import Charger, launch
 from tools.paths import ROOT
 
 
@@ -88,8 +88,7 @@ def test_make_sim_stops_on_ctrl_c_without_interrupt_noise(tmp_path, mpy_dir):
     assert gone(agent)
 
 
-def test_the_agent_ends_when_its_bench_is_killed(tmp_path, mpy_dir):
-    broker = Broker(Broker.preferred()).start()
+def test_the_agent_ends_when_its_bench_is_killed(broker, tmp_path, mpy_dir):
     proc = launch(broker, tmp_path / "flash")
     c = Charger(broker.address)
     try:
@@ -102,7 +101,6 @@ def test_the_agent_ends_when_its_bench_is_killed(tmp_path, mpy_dir):
         c.wait(lambda: c.availability == "offline", 10)  # its last will
     finally:
         c.close()
-        broker.stop()
 
 
 SCRIPT = """

@@ -6,7 +6,7 @@ import json
 import pytest
 
 import settings
-from conftest import plug
+from conftest import duty, plug
 
 PILOT_FAULTS = ("pilot_short", "diode_short")
 
@@ -279,7 +279,7 @@ def test_a_failing_flash_write_is_reported_and_the_lower_cap_enforced(make_rig, 
     reply = rig.settings(max_charge_rate=3.68)
     assert reply["meta"]["status"] == 500 and reply["error"]["code"] == "STORAGE_FAILED"
     rig.run(3000)
-    assert rig.bench.readings()["pilot"]["dutyPercent"] == 26.66  # the lower cap applies
+    assert duty(rig) == 26.66  # the lower cap applies
     state = rig.read()["state"]
     assert state["storage"] == "failed"
     assert rig.events("storage.failed")[0]["data"]["key"] == "cap"

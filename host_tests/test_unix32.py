@@ -9,7 +9,7 @@ import pytest
 
 from tools.bench.sim import parse
 from tools.device import unix32 as unix32_build
-from tools.measure import perf
+from tools.measure import ocpp_heap
 from tools.paths import UNIX32
 
 VERSION = "import sys; print(sys.implementation.version[:3], sys.maxsize, sys.platform)"
@@ -73,10 +73,10 @@ except ImportError:
 
 
 def test_ocpp_runs_on_it_at_an_esp32s_heap(unix32, tmp_path):
-    # make bench's OCPP session (tools/measure/perf.py): profiles, every configuration key,
+    # make bench's OCPP session (tools/measure/ocpp_heap.py): profiles, every configuration key,
     # a day's composite schedule, a transaction with meter values every second, at 56K.
     needs_sha1()
-    got = perf.ocpp_memory(str(tmp_path), build="unix32", heapsize="56K")
+    got = ocpp_heap.measure(str(tmp_path), build="unix32", heapsize="56K")
     assert got["heap"] == 56000 and got["connects"] == 1 and got["accepted"], got
     assert got["peak_live"] < 40 * 1024, got
 

@@ -19,7 +19,7 @@ import sys
 from tools.cloud import keys as api_keys
 from tools.cloud import sender, store, tiers
 from tools.cloud.app import WRITE_WAIT_S
-from tools.evctl import split_address, tls_context
+from tools.client import split_address, tls_context
 from tools.paths import cpython_paths
 
 cpython_paths()

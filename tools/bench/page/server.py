@@ -26,7 +26,7 @@ import paho.mqtt.client as mqtt
 
 from tools.bench.bench import EV_FIELDS, FAULTS, ev_field_problem  # (and the firmware's path)
 from tools.bench.page import site as site_view
-from tools.evctl import BENCH_ANSWER_S
+from tools.client import BENCH_ANSWER_S
 from tools.json_input import loads
 import topics  # the agent's topics, defined there
 from topics import REQUESTS as AGENT_REQUESTS

@@ -7,7 +7,7 @@
 import gc
 
 # Before anything else: the interpreter and this script's own bytecode, which a board does
-# not hold (its main is frozen with the agent); perf.session takes the script's part out.
+# not hold (its main is frozen with the agent); memory.session takes the script's part out.
 gc.collect()
 script = gc.mem_alloc()
 import json
