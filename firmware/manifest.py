@@ -11,6 +11,7 @@ metadata(description="EV-charger agent (board-independent)", version="0.1.0")
 for name in sorted(os.listdir(".")):  # a manifest runs in its own folder
     if name.endswith(".py") and name != "manifest.py":
         module(name)
+# The folders, each with a manifest naming its modules.
 
 require("umqtt.simple")  # uplink.py, mqtt_client.py (brings ssl)
 require("requests")  # webhook.py, http:// URLs

@@ -9,7 +9,7 @@ import pytest
 import record
 from conftest import plug
 from settings import BURST_WRITES, SPELL_MS
-from tools.paths import FIRMWARE, ROOT, SHIMS, board_dir, micropython
+from tools.paths import FIRMWARE_DIRS, ROOT, SHIMS, board_dir, micropython
 
 PATH = "/ev-charger/charger-1/settings"
 
@@ -361,7 +361,7 @@ def race(exe, env, flash):
 
 
 def test_the_worker_never_writes_a_raise_a_request_replaced_cpython(tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SHIMS, FIRMWARE, board_dir("sim")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SHIMS] + FIRMWARE_DIRS + [board_dir("sim")]))
     race([sys.executable], env, tmp_path / "f")
 
 
