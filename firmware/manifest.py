@@ -12,6 +12,7 @@ for name in sorted(os.listdir(".")):  # a manifest runs in its own folder
     if name.endswith(".py") and name != "manifest.py":
         module(name)
 # The folders, each with a manifest naming its modules.
+include("core")
 
 require("umqtt.simple")  # uplink.py, mqtt_client.py (brings ssl)
 require("requests")  # webhook.py, http:// URLs
