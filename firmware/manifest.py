@@ -14,6 +14,7 @@ for name in sorted(os.listdir(".")):  # a manifest runs in its own folder
 # The folders, each with a manifest naming its modules.
 include("core")
 include("charger")
+include("uplink")
 
 require("umqtt.simple")  # uplink.py, mqtt_client.py (brings ssl)
 require("requests")  # webhook.py, http:// URLs
