@@ -15,6 +15,7 @@ for name in sorted(os.listdir(".")):  # a manifest runs in its own folder
 include("core")
 include("charger")
 include("uplink")
+include("mqtt")
 
 require("umqtt.simple")  # uplink.py, mqtt_client.py (brings ssl)
 require("requests")  # webhook.py, http:// URLs

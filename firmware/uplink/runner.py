@@ -104,7 +104,7 @@ def serve(agent, board):
 
 
 def _mqtt(agent, board, cfg):
-    from uplink import Uplink
+    from mqtt_uplink import Uplink
     import topics
     extras = []
     if cfg.get("discovery", True):

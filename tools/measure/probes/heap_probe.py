@@ -19,7 +19,7 @@ import runner
 import topics
 from agent import Agent, VERSION
 from discovery import Discovery
-from uplink import Uplink
+from mqtt_uplink import Uplink
 from umqtt.simple import MQTTClient
 
 
