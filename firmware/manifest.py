@@ -16,6 +16,7 @@ include("core")
 include("charger")
 include("uplink")
 include("mqtt")
+include("ocpp16")
 
 require("umqtt.simple")  # uplink.py, mqtt_client.py (brings ssl)
 require("requests")  # webhook.py, http:// URLs
