@@ -17,6 +17,7 @@ include("charger")
 include("uplink")
 include("mqtt")
 include("ocpp16")
+include("balancing")
 
 require("umqtt.simple")  # uplink.py, mqtt_client.py (brings ssl)
 require("requests")  # webhook.py, http:// URLs
