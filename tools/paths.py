@@ -14,10 +14,9 @@ FIRMWARE = os.path.join(ROOT, "firmware")
 # firmware/manifest.py includes. Frozen flat (a module's name is global, no package), so
 # each folder is a directory on the path wherever the sources run (cpython_paths, the
 # micropython tests) and the .mpy tree (MPY_DIR) is one flat folder. firmware/ itself is
-# on the path while modules are still being moved into the folders.
-FIRMWARE_DIRS = [FIRMWARE] + sorted(
-    os.path.join(FIRMWARE, d) for d in os.listdir(FIRMWARE)
-    if os.path.isfile(os.path.join(FIRMWARE, d, "manifest.py")))
+# not: its folders would be importable as packages there.
+FIRMWARE_DIRS = sorted(os.path.join(FIRMWARE, d) for d in os.listdir(FIRMWARE)
+                       if os.path.isfile(os.path.join(FIRMWARE, d, "manifest.py")))
 BOARDS = os.path.join(ROOT, "boards")
 BUILD = os.path.join(ROOT, "build")
 MPY_DIR = os.path.join(BUILD, "mpy")  # firmware, boards and their libraries compiled by mpy-cross
