@@ -1,14 +1,14 @@
 # Site balancing (docs/site.md) on the charger itself: the site meter and the other chargers'
 # records come in over MQTT, every charger computes the same shares (site_share.py) and
 # hands its own to the control core as one ceiling. The control loop applies the fallback
-# by itself when no fresh reading has come for meter_timeout_s (limits.Ceiling), so a
+# by itself when no fresh reading has come for meter_timeout_s (ceiling.py), so a
 # stalled network can leave only the last share or the fallback, never more.
 # An uplink extra (uplink.py): on_message runs inside umqtt's callback and only stores.
 import json
 from micropython import const
 from api_text import shallow
 import site_share
-import limits as lim
+from ceiling import SITE
 import topics
 
 _MAX_PAYLOAD = const(512)  # a meter reading or a charger record is far smaller
@@ -177,7 +177,7 @@ class SiteBalancer:
         c = self.agent.control
         if not c.session_active or c.paused or c.fault:
             return 0
-        return self.agent.ceiling.limit_without(lim.SITE, self.agent.board.now_ms())
+        return self.agent.ceiling.limit_without(SITE, self.agent.board.now_ms())
 
     def _publish_record(self, publish):
         sent = (self._my_draw(), self._my_want(), self.agent.control.offered_da)

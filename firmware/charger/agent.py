@@ -11,6 +11,7 @@ import persist as ps
 import pilot
 import record
 import limits as lim
+from ceiling import Ceiling, EV_LIMIT_EXPIRED, NAMES as LIMIT_NAMES
 from ring import Ring, Trace
 from settings import Settings
 from slot import Slot
@@ -36,7 +37,7 @@ class Agent:
         self.model = cfg.get("model", "micropython-evse")
         self.ring = Ring()
         self.trace = Trace()
-        self.ceiling = lim.Ceiling(self.ring)
+        self.ceiling = Ceiling(self.ring)
         self.control = ctl.Control(board, self.ring, self.trace, self.ceiling)
         self.slot = Slot(self.control, _thread.allocate_lock())
         self.persist = ps.Persist(board.store)
@@ -190,7 +191,7 @@ class Agent:
             self.energy.ended()
             self.emit("session.ended", {"deviceId": self.device_id, "sessionId": sid,
                                         "energy": arg / 1000, "unit": "kwh", "endedAt": at})
-        elif kind == lim.EV_LIMIT_EXPIRED:
+        elif kind == EV_LIMIT_EXPIRED:
             self.limits.expired(at)
         else:
             name = "fault.raised" if kind == ctl.EV_FAULT_RAISED else "fault.cleared"
@@ -237,7 +238,7 @@ class Agent:
                       "maxCurrent": s.max_current, "offeredCurrent": c.offered_da / 10,
                       "pilot": pilot.NAMES[c.pilot],
                       "contactor": "closed" if c.contactor_closed else "open",
-                      "limitedBy": lim.NAMES[lowest & 15],
+                      "limitedBy": LIMIT_NAMES[lowest & 15],
                       "limits": self.limits.read(lowest >> 4),
                       "sessionEnergy": c.session_energy() / 1000,
                       "lifetimeEnergy": self.energy.saved_wh() / 1000,

@@ -1,4 +1,4 @@
 # The control core: what runs on the control tick (docs/design.md). Frozen flat: each module
 # keeps its global name.
-for name in ("pilot", "pilot_port", "control", "slot", "ring"):
+for name in ("pilot", "pilot_port", "control", "slot", "ring", "ceiling"):
     module(name + ".py")

@@ -16,7 +16,7 @@ import _thread
 from micropython import const
 import control as ctl
 import isotime
-import limits as lim
+from ceiling import AS_IS
 import persist as ps
 import pilot
 import record
@@ -543,22 +543,10 @@ class Station:
 
     def composite(self, duration, watts):
         # GetCompositeSchedule: what the charger will apply over the next `duration` s,
-        # every source counted (lowest wins) and what the pilot can signal, as
-        # [(startPeriod, limit)] in A or W.
-        import pilot
+        # every source counted (lowest wins, Ceiling.lowest_with) and what the pilot can
+        # signal, as [(startPeriod, limit)] in A or W.
         ag = self.agent
         s = ag.settings
-        ceiling = ag.ceiling
-        # The sources that stay as they are over the schedule; not the authorization
-        # ceiling: this is what a transaction gets.
-        static = -1
-        for i in (lim.MAX_CURRENT, lim.CABLE, lim.SITE, lim.UNAVAILABLE):
-            v = ceiling.site_fallback if i == lim.SITE and ceiling.site_stale else ceiling.da[i]
-            if v >= 0 and (static < 0 or v < static):
-                static = v
-        if ceiling.failsafe:
-            static = min(static, ceiling.da[lim.FAILSAFE]) if static >= 0 else \
-                ceiling.da[lim.FAILSAFE]
         periods = []
         t = 0
         while t < duration and len(periods) < pf.MAX_PERIODS:
@@ -567,14 +555,9 @@ class Station:
             if cap is None:
                 cap = s.per_phase_da(s.cap_w)
             dyn, _, _, w2 = self.profiles.evaluate((pf.TX, pf.TX_DEFAULT), u, r, n, self._to_da)
-            if dyn is None and self._dynamic is None and ceiling.da[lim.DYNAMIC] >= 0 and \
-                    not ceiling.failsafe:
-                dyn = ceiling.da[lim.DYNAMIC]  # another controller's (MQTT), as it stands
-            da = cap
-            for v in (dyn, static):
-                if v is not None and v >= 0 and v < da:
-                    da = v
-            da = pilot.offer(da)
+            if dyn is None:  # another controller's (MQTT) as it stands, not ours once it ended
+                dyn = AS_IS if self._dynamic is None else -1
+            da = pilot.offer(ag.ceiling.lowest_with(cap, dyn))
             value = st.watts(s.offered_kw(da)) if watts else da / 10
             if not periods or periods[-1][1] != value:
                 periods.append((t, value))
@@ -586,7 +569,6 @@ class Station:
                 break
             t += max(step, 1)
         return periods
-
 
 def _passed(now, deadline):
     # Board time `now` is at or after `deadline` (both wrap at 2^30 ms; within 6 days).
