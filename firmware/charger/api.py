@@ -4,6 +4,7 @@
 import json
 import pilot
 import settings as st
+import topics
 import slot as sl
 from actions import STRATEGY
 from api_text import json_bytes, shallow, text
@@ -13,7 +14,6 @@ _COMMANDS = {"charge": sl.CHARGE, "idle": sl.IDLE}
 _REQUEST_KEYS = {"commands": ("requestId", "action", "onConflict", "actionId"),
                  "settings": ("requestId", "settings"), "read": ("requestId",),
                  "limit": ("requestId", "limit", "ttl", "source")}
-_PATHS = {"settings": "/settings", "limit": "/limit"}  # after /ev-charger/{id}
 _ACTION_KEYS = ("command", "parameters", "start", "end", "execution")
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:"
 
@@ -112,8 +112,8 @@ class Api:
                                            "details": {}}, now)
 
     def reply(self, kind, rid, status, body, now):
-        path = "/ev-charger/" + self.agent.device_id + _PATHS.get(kind, "")
-        meta = {"requestId": rid, "status": status, "path": path,
+        meta = {"requestId": rid, "status": status,
+                "path": topics.path(self.agent.device_id, kind),
                 "timestamp": self.agent.stamp(now)}
         if status < 300:
             out = {"success": True, "data": body, "meta": meta}

@@ -1,11 +1,23 @@
-# The MQTT topics (docs/protocol.md), defined once: the agent, the bench and the tools all use these.
+# The charger API's names (docs/protocol.md), defined once: the request kinds, what comes
+# back, the path a reply names (the cloud API's, which an HTTP front serves as they are)
+# and the MQTT topics they make. The agent, every uplink, the bench and the tools use these.
 PREFIX = "ev-charger"
 REQUESTS = ("commands", "settings", "read", "limit")  # request kinds, in the bench link's numbering
+RESPONSES = "responses"  # a reply to each request
+STATE = "state"  # the device read, whenever it changes (retained)
+EVENTS = "events"  # what happened, at least once
+AVAILABILITY = "availability"  # MQTT: "online", or "offline" (the last will), retained
+_PATHS = {"settings": "/settings", "limit": "/limit"}  # after /ev-charger/{id}
 
 
 def base(prefix, device_id):
     # "ev-charger/charger-1/": every topic of one charger starts with it.
     return (prefix or PREFIX) + "/" + device_id + "/"
+
+
+def path(device_id, kind):
+    # The API path a reply to a request of `kind` names: "/ev-charger/charger-1/settings".
+    return "/" + PREFIX + "/" + device_id + _PATHS.get(kind, "")
 
 
 def site(site_id):

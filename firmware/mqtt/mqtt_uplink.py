@@ -1,22 +1,20 @@
-# The MQTT uplink (docs/protocol.md): requests in, replies / state / events out, availability with a
-# retained last will, keepalive pings, and reconnect with bounded exponential backoff and
-# jitter. It runs in its own thread: every call here may block; by design nothing on the
-# control side or in the worker ever waits for it.
+# The MQTT uplink (docs/protocol.md, docs/uplinks.md): requests in, replies / state / events
+# out, availability with a retained last will, keepalive pings; door.py dials it again
+# after a lost connection. It runs in its own thread: every call here may block; by design
+# nothing on the control side or in the worker ever waits for it.
 #
 # Requests are handled one at a time in the serve loop, never inside umqtt's callback:
 # publish(qos=1) reads incoming messages while it waits for its PUBACK, and a request
 # handled there would produce events while an event is being published. The callback only
 # queues (at most _QUEUE requests); beyond that a request is answered at once with 429.
-import os
 import select
 import time
 from api import MAX_PAYLOAD
 from mqtt_client import BoundedClient
-from nap import nap
+import door
+import runner
 import topics
 
-_BACKOFF_MIN_MS = 500
-_BACKOFF_MAX_MS = 30000
 _POLL_MS = 20  # how long the network loop waits for input before its other work
 _QUEUE = 4  # requests read but not yet handled
 
@@ -39,8 +37,8 @@ def _no_delay(sock):
         pass
 
 
-class Uplink:
-    def __init__(self, cfg, board, extras=()):
+class MqttUplink:
+    def __init__(self, cfg, board, agent):
         host, _, port = cfg["broker"].rpartition(":")
         self.host = host
         self.port = int(port)
@@ -49,31 +47,28 @@ class Uplink:
         self.base = topics.base(cfg.get("topic_prefix"), cfg["device_id"])
         self.keepalive = int(cfg.get("keepalive", 30))
         self.client = None
-        self.agent = None
-        # Other users of the same connection (discovery.py, site balancing): each has
-        # topics() to subscribe, on_message(topic, msg) (inside umqtt's callback: it may
-        # not publish), on_connect(publish) and service(publish, now) in the serve loop.
-        self.extras = list(extras)
+        self.agent = agent
+        self.reset = None  # no restart is ever asked for over MQTT (door.py)
+        # Other users of the same connection (Home Assistant discovery, site balancing):
+        # each has topics() to subscribe, on_message(topic, msg) (inside umqtt's callback: it
+        # may not publish), on_connect(publish) and service(publish, now) in the serve loop.
+        self.extras = []
+        if cfg.get("discovery", True):
+            from discovery import Discovery
+            from agent import VERSION
+            self.extras.append(Discovery(cfg, self.base, agent.model, VERSION))
+        site = runner.site_balancer(agent, cfg)
+        if site:
+            self.extras.append(site)
         self.connects = 0
         self.refused = 0  # requests answered 429 because the queue was full
         self._queue = []
         self._tx = 0
         self._rx = 0
 
-    def run(self, agent):
-        self.agent = agent
-        delay = _BACKOFF_MIN_MS
-        while True:
-            try:
-                self._connect()
-                delay = _BACKOFF_MIN_MS
-                self._serve()
-            except Exception as e:  # OSError, MQTTException, a cut read: all mean reconnect
-                print("uplink: connection lost:", repr(e))
-            self._close()
-            self._queue = []  # unanswered: the broker is gone, and with it the reply path
-            nap(delay + delay * os.urandom(1)[0] // 512)  # up to +50 % jitter
-            delay = min(delay * 2, _BACKOFF_MAX_MS)
+    def run(self):
+        # OSError, MQTTException, a cut read: all mean reconnect.
+        door.run(self, "uplink")
 
     def _ssl(self):
         # With a CA configured, TLS only: the broker's certificate is checked against it
@@ -84,7 +79,7 @@ class Uplink:
         import trust
         return trust.context(ca)
 
-    def _connect(self):
+    def connect(self):
         self.board.ensure_network()  # WiFi up (and the clock set) before DNS and MQTT
         cfg = self.cfg
         user = cfg.get("username")
@@ -110,7 +105,7 @@ class Uplink:
             x.on_connect(self.publish_to)
         self._rx = _ms()
 
-    def _serve(self):
+    def serve(self):
         c = self.client
         poller = select.poll()
         poller.register(c.sock, select.POLLIN)
@@ -160,10 +155,11 @@ class Uplink:
         self.client.publish(topic, payload, retain, qos)
         self._tx = _ms()
 
-    def _close(self):
+    def close(self):
         if self.client and self.client.sock:
             try:
                 self.client.sock.close()
             except OSError:
                 pass
         self.client = None
+        self._queue = []  # unanswered: the broker is gone, and with it the reply path

@@ -16,10 +16,8 @@ import time
 import _thread
 import sim_board as sim
 import runner
-import topics
-from agent import Agent, VERSION
-from discovery import Discovery
-from mqtt_uplink import Uplink
+from agent import Agent
+from mqtt_uplink import MqttUplink
 from umqtt.simple import MQTTClient
 
 
@@ -35,11 +33,10 @@ cfg = {"device_id": "heap-probe", "supply_voltage": 230, "phases": 1, "max_curre
 board = sim.Board(cfg, sim.FileStore(state_dir))
 board.unix_base_ms = 1795478400000
 agent = Agent(board)
-uplink = Uplink(cfg, board, [Discovery(cfg, topics.base(None, cfg["device_id"]), agent.model,
-                                       VERSION)])
+uplink = MqttUplink(cfg, board, agent)  # with Home Assistant discovery, as configured
 stages["wired"] = live()
 _thread.start_new_thread(runner.worker_loop, (agent, board))
-_thread.start_new_thread(uplink.run, (agent,))
+_thread.start_new_thread(uplink.run, ())
 t0 = time.ticks_ms()
 while uplink.connects < 1:
     time.sleep(0.05)
