@@ -108,8 +108,9 @@ class Charger:
         # Again on every reconnect: a clean session forgets subscriptions. Brokers send a
         # subscription's retained messages before acknowledging the next one, so once every
         # SUBACK is in, a retained availability (if there is one) has arrived.
-        topics = [self.base + t for t in ("responses", "state", "events", "availability")]
-        mids = {client.subscribe(t, qos=1)[1] for t in topics}
+        subs = [self.base + t for t in (topics.RESPONSES, topics.STATE, topics.EVENTS,
+                                        topics.AVAILABILITY)]
+        mids = {client.subscribe(t, qos=1)[1] for t in subs}
         mids.add(client.subscribe(self.bench + "readings")[1])
         with self.cond:
             self._pending_subs = mids
@@ -126,18 +127,18 @@ class Charger:
         text = msg.payload.decode(errors="replace")
         topic = msg.topic
         with self.cond:
-            if topic == self.base + "availability":
+            if topic == self.base + topics.AVAILABILITY:
                 self.availability = text
             else:
                 try:
                     body = loads(text)
                 except ValueError:
                     body = text
-                if topic == self.base + "responses" and isinstance(body, dict):
+                if topic == self.base + topics.RESPONSES and isinstance(body, dict):
                     self.replies.setdefault(body.get("meta", {}).get("requestId"), []).append(body)
-                elif topic == self.base + "state":
+                elif topic == self.base + topics.STATE:
                     self.states.append(body)
-                elif topic == self.base + "events":
+                elif topic == self.base + topics.EVENTS:
                     self.events.append(body)
                 elif topic == self.bench + "readings":
                     self.readings = body
@@ -486,7 +487,7 @@ def _run_watch(c, a):
         line = WatchLine(c.device_id)
         c.on_message = lambda topic, text: line.update(topic[len(c.base):], text)
         if c.states:  # the retained state that came with the subscription
-            line.update("state", json.dumps(c.states[-1]))
+            line.update(topics.STATE, json.dumps(c.states[-1]))
     while True:
         time.sleep(1)
 
@@ -598,7 +599,7 @@ class WatchLine:
         self.event = "-"
 
     def update(self, kind, text):
-        if kind == "availability":
+        if kind == topics.AVAILABILITY:
             self._print("%s is %s" % (self.device_id, text))
             self.shown = None  # after a restart, show its state again even if unchanged
             return
@@ -606,9 +607,9 @@ class WatchLine:
             body = loads(text)
         except ValueError:
             return
-        if kind == "state" and isinstance(body, dict):
+        if kind == topics.STATE and isinstance(body, dict):
             self.summary = _summary(body.get("data") or {})
-        elif kind == "events":
+        elif kind == topics.EVENTS:
             self.event = _event_text(body)
             self.shown = None  # an event is a change of its own
         else:

@@ -40,8 +40,8 @@ class SiteBalancer:
         self.phases = list(s.get("phases", [1]))
         self.agent = agent
         self.device_id = cfg["device_id"]
-        self.meter_topic = topics.site(self.id) + "meter"
-        self.peer_topic = topics.site(self.id) + "chargers/"
+        self.meter_topic = topics.site(self.id) + topics.SITE_METER
+        self.peer_topic = topics.site(self.id) + topics.SITE_CHARGERS
         self.ignored = 0  # malformed meter or peer payloads, never trusted
         self.share_da = None
         self._meter = None  # (currents dA, arrival board ms, meter ts)

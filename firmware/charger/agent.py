@@ -21,6 +21,7 @@ from api import Api
 from api_text import json_bytes
 from outbox import Outbox
 from isotime import iso
+import topics
 
 VERSION = "0.2.0"
 _HEARTBEAT_MS = const(60000)
@@ -121,7 +122,7 @@ class Agent:
             item = self.outbox.first()
             if item is None:
                 break
-            publish("events", item[0], False)
+            publish(topics.EVENTS, item[0], False)
             self.outbox.done(item)
             if item[1]:
                 self.actions.published(item[1])
@@ -131,7 +132,7 @@ class Agent:
             except MemoryError:  # no room for the read's objects now: due again next turn
                 self._reported = None
                 return
-            publish("state", report, True)
+            publish(topics.STATE, report, True)
 
     def state_due(self, now):
         c = self.control

@@ -8,6 +8,8 @@ STATE = "state"  # the device read, whenever it changes (retained)
 EVENTS = "events"  # what happened, at least once
 AVAILABILITY = "availability"  # MQTT: "online", or "offline" (the last will), retained
 _PATHS = {"settings": "/settings", "limit": "/limit"}  # after /ev-charger/{id}
+SITE_METER = "meter"  # after site(): the site meter's readings
+SITE_CHARGERS = "chargers/"  # after site(): each charger's record, then its id
 
 
 def base(prefix, device_id):
@@ -21,6 +23,6 @@ def path(device_id, kind):
 
 
 def site(site_id):
-    # "site/home/": the site meter's readings ("meter") and the chargers' records
-    # ("chargers/{id}") of one site (docs/site.md).
+    # "site/home/": the site meter's readings (SITE_METER) and the chargers' records
+    # (SITE_CHARGERS + id) of one site (docs/site.md).
     return "site/" + site_id + "/"

@@ -8,6 +8,7 @@ import gc
 import json
 from actions import STRATEGY
 from control import STATUS_NAMES
+import topics
 
 # (object, component, name, device_class, unit, state_class, category, value template).
 # Written out whole, not built from shared pieces: a tuple of constants stays in flash
@@ -88,8 +89,8 @@ class Discovery:
     def config(self, entity):
         obj, component, name, dev_class, unit, state_class, category, template = entity
         c = {"~": self.base, "name": name, "uniq_id": self.device_id + "_" + obj,
-             "obj_id": self.device_id + "_" + obj, "stat_t": "~/state", "val_tpl": template,
-             "avty_t": "~/availability",
+             "obj_id": self.device_id + "_" + obj, "stat_t": "~/" + topics.STATE,
+             "val_tpl": template, "avty_t": "~/" + topics.AVAILABILITY,
              "dev": {"ids": [self.device_id], "name": "EV charger " + self.device_id,
                      "mf": "micropython-evse", "mdl": self.model, "sw": self.version}}
         if dev_class:

@@ -89,7 +89,7 @@ class MqttUplink:
         c.max_payload = MAX_PAYLOAD
         c.set_callback(self._on_message)
         c.on_oversize = self._on_oversize
-        c.set_last_will(self.base + "availability", b"offline", retain=True)
+        c.set_last_will(self.base + topics.AVAILABILITY, b"offline", retain=True)
         self.client = c
         c.connect()  # bounded by c.io_timeout, and so is every packet after it
         _no_delay(c.tcp)
@@ -99,7 +99,7 @@ class MqttUplink:
         for x in self.extras:
             for t in x.topics():
                 c.subscribe(t)
-        self.publish("availability", b"online", True)
+        self.publish(topics.AVAILABILITY, b"online", True)
         self.agent.report_again()  # a fresh retained state on every (re)connect
         for x in self.extras:
             x.on_connect(self.publish_to)
@@ -117,7 +117,8 @@ class MqttUplink:
                 c.check_msg()
             if self._queue:
                 kind, msg = self._queue.pop(0)
-                self.publish("responses", self.agent.handle(kind, msg, self.board.now_ms()), False)
+                reply = self.agent.handle(kind, msg, self.board.now_ms())
+                self.publish(topics.RESPONSES, reply, False)
             self.agent.flush(self.publish, self.board.now_ms())
             for x in self.extras:
                 x.service(self.publish_to, self.board.now_ms())
@@ -140,16 +141,16 @@ class MqttUplink:
             self._queue.append((kind, msg))
         else:  # a QoS 0 reply: it waits for nothing, so it is safe from inside publish()
             self.refused += 1
-            self.publish("responses", self.agent.busy(kind, msg, self.board.now_ms()), False)
+            self.publish(topics.RESPONSES, self.agent.busy(kind, msg, self.board.now_ms()), False)
 
     def _on_oversize(self, topic, size):
         kind = topic.decode()[len(self.base):]
-        self.publish("responses", self.agent.too_large(kind, self.board.now_ms()), False)
+        self.publish(topics.RESPONSES, self.agent.too_large(kind, self.board.now_ms()), False)
 
     def publish(self, topic, payload, retain):
         # Events are at-least-once: QoS 1, so one is only dropped from the outbox once
         # the broker has it. Replies and state are current-value data: QoS 0.
-        self.publish_to(self.base + topic, payload, retain, 1 if topic == "events" else 0)
+        self.publish_to(self.base + topic, payload, retain, 1 if topic == topics.EVENTS else 0)
 
     def publish_to(self, topic, payload, retain, qos=1):
         self.client.publish(topic, payload, retain, qos)
