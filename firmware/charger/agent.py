@@ -18,7 +18,7 @@ from slot import Slot
 from actions import Actions, STRATEGY
 from energy import Energy
 from api import Api
-from api_text import json_bytes
+from api_text import error, json_bytes
 from outbox import Outbox
 from isotime import iso
 import topics
@@ -172,8 +172,7 @@ class Agent:
                                      "error": str(error)})
 
     def storage_error(self, message="flash write failed; nothing was changed"):
-        return {"code": "STORAGE_FAILED", "message": message,
-                "details": {"key": self.persist.failed}}
+        return error("STORAGE_FAILED", message, {"key": self.persist.failed})
 
     def factory_reset(self, now):
         self.settings.factory_reset()

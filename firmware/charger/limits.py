@@ -2,7 +2,7 @@
 # request, the persisted "a controller is in charge" flag, the sources the settings and an
 # uplink set, and the read. It writes the slots of the control loop's ceiling (ceiling.py),
 # which combines them every tick. Runs in the uplinks' threads and the worker.
-from api_text import printable
+from api_text import invalid, printable, refused_settings, setting_error
 from ceiling import AUTHORIZATION, CABLE, CAP, FAILSAFE, MAX_CURRENT, NO_EXPIRY, UNAVAILABLE
 import persist as ps
 import record
@@ -14,10 +14,9 @@ TTL_DEFAULT = 60
 _SOURCE_MAX = 32
 
 
-def _error(code, message, details=None, status=422, key="limit"):
-    return status, {"code": code, "message": key + ": " + message,
-                    "details": {"errors": [{"setting": key, "code": code, "message": message,
-                                            "details": details or {}}]}}
+def _refused(code, message, details=None, key="limit"):
+    # A limit request refused for one of its fields: 422, the shape a settings write has.
+    return 422, refused_settings([setting_error(key, code, message, details)])
 
 
 class Limits:
@@ -52,44 +51,45 @@ class Limits:
     # -- the `limit` request
     def request(self, req, now):
         if "limit" not in req:
-            return 400, _bad("limit is required (null clears it)")
+            return 400, invalid("limit is required (null clears it)")
         limit = req["limit"]
         if limit is None:
             for key in ("ttl", "source"):
                 if key in req:
-                    return 400, _bad(key + " is not allowed with limit: null")
+                    return 400, invalid(key + " is not allowed with limit: null")
             return self._clear(now)
         if type(limit) is not dict or "value" not in limit or "unit" not in limit or \
                 len(limit) != 2:
-            return 400, _bad("limit must be {value, unit} or null")
+            return 400, invalid("limit must be {value, unit} or null")
         unit = limit["unit"]
         if type(unit) is not str or unit.lower() not in ("a", "kw"):
-            return _error("UNSUPPORTED_UNIT", "unit must be a or kw",
-                          {"providedUnit": unit if printable(unit) else None,
-                           "supportedUnits": ["a", "kw"]})
+            return _refused("UNSUPPORTED_UNIT", "unit must be a or kw",
+                            {"providedUnit": unit if printable(unit) else None,
+                             "supportedUnits": ["a", "kw"]})
         unit = unit.lower()
         value = limit["value"]
         if type(value) not in (int, float) or value - value != 0:
-            return _error("INVALID_SETTING_VALUE", "value must be a finite number")
-        top = self.settings.max_current if unit == "a" else 50
+            return _refused("INVALID_SETTING_VALUE", "value must be a finite number")
+        top = self.settings.max_current if unit == "a" else st.KW_MAX
         if not 0 <= value <= top:
-            return _error("SETTING_OUT_OF_RANGE", "value outside [0, %s] %s" % (top, unit),
-                          {"value": value, "min": 0, "max": top, "unit": unit})
+            return _refused("SETTING_OUT_OF_RANGE", "value outside [0, %s] %s" % (top, unit),
+                            {"value": value, "min": 0, "max": top, "unit": unit})
         ttl = req.get("ttl", TTL_DEFAULT)
         if type(ttl) not in (int, float) or ttl - ttl != 0:
-            return _error("INVALID_SETTING_VALUE", "ttl must be a finite number", key="ttl")
+            return _refused("INVALID_SETTING_VALUE", "ttl must be a finite number", key="ttl")
         if not TTL_MIN <= ttl <= TTL_MAX:
-            return _error("SETTING_OUT_OF_RANGE", "ttl outside [1, 3600] s",
-                          {"value": ttl, "min": TTL_MIN, "max": TTL_MAX, "unit": "s"}, key="ttl")
+            return _refused("SETTING_OUT_OF_RANGE", "ttl outside [%d, %d] s" % (TTL_MIN, TTL_MAX),
+                            {"value": ttl, "min": TTL_MIN, "max": TTL_MAX, "unit": "s"},
+                            key="ttl")
         source = req.get("source", "api")
         if not printable(source, _SOURCE_MAX):
-            return 400, _bad("source must be 1-32 printable characters")
+            return 400, invalid("source must be 1-%d printable characters" % _SOURCE_MAX)
         return self._set(value, unit, int(ttl * 1000), source, now)
 
     def set_dynamic(self, value, unit, ttl_ms, source, now):
         # For an uplink that owns a dynamic limit itself (OCPP's charging profiles: no
         # time-to-live while the profile is in force: ttl_ms None). The value is checked.
-        top = self.settings.max_current if unit == "a" else 50
+        top = self.settings.max_current if unit == "a" else st.KW_MAX
         if not 0 <= value <= top:
             raise ValueError("limit outside [0, %s] %s" % (top, unit))
         return self._set(value, unit, NO_EXPIRY if ttl_ms is None else ttl_ms, source, now)
@@ -152,7 +152,3 @@ class Limits:
                 "maxChargeRate": {"value": s.cap_w / 1000, "unit": "kw"},
                 "dynamic": dyn, "failsafe": c.failsafe,
                 "site": self.site.read() if self.site else None}
-
-
-def _bad(message):
-    return {"code": "INVALID_REQUEST", "message": message, "details": {}}

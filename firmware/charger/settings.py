@@ -10,6 +10,7 @@
 # never holds more than was acknowledged.
 from micropython import const
 import _thread
+from api_text import setting_error
 import persist as ps
 import record
 
@@ -31,31 +32,28 @@ BURST_WRITES = const(10)
 _LATEST_MS = const(60000)
 
 
-def _error(key, code, message, details=None, status=422):
-    return {"setting": key, "code": code, "message": message, "details": details or {},
-            "status": status}
-
-
 def check(key, entry):
-    # The error for one key of a write, or None if it may be applied.
+    # None if `entry` may be written to setting `key`, else (status, its setting_error).
     if key not in WRITABLE:
         if key in READ_ONLY:
-            return _error(key, "READ_ONLY_SETTING", key + " is read-only (set by the installer)")
-        return _error(key, "UNSUPPORTED_SETTING", "unknown setting")
+            return 422, setting_error(key, "READ_ONLY_SETTING",
+                                      key + " is read-only (set by the installer)")
+        return 422, setting_error(key, "UNSUPPORTED_SETTING", "unknown setting")
     if type(entry) is not dict or "value" not in entry or "unit" not in entry:
-        return _error(key, "INVALID_REQUEST", "expected {value, unit}", status=400)
+        return 400, setting_error(key, "INVALID_REQUEST", "expected {value, unit}")
     if len(entry) != 2:
-        return _error(key, "INVALID_REQUEST", "only value and unit are allowed", status=400)
+        return 400, setting_error(key, "INVALID_REQUEST", "only value and unit are allowed")
     unit = entry["unit"]
     if type(unit) is not str or unit.lower() != "kw":
-        return _error(key, "UNSUPPORTED_UNIT", "unit must be kw",
-                      {"providedUnit": unit, "supportedUnits": ["kw"]})
+        return 422, setting_error(key, "UNSUPPORTED_UNIT", "unit must be kw",
+                                  {"providedUnit": unit, "supportedUnits": ["kw"]})
     value = entry["value"]
     if type(value) not in (int, float) or value - value != 0:
-        return _error(key, "INVALID_SETTING_VALUE", "value must be a finite number")
+        return 422, setting_error(key, "INVALID_SETTING_VALUE", "value must be a finite number")
     if not KW_MIN <= value <= KW_MAX:
-        return _error(key, "SETTING_OUT_OF_RANGE", "value outside [0, 50] kw",
-                      {"value": value, "min": KW_MIN, "max": KW_MAX, "unit": "kw"})
+        return 422, setting_error(key, "SETTING_OUT_OF_RANGE",
+                                  "value outside [%s, %s] kw" % (KW_MIN, KW_MAX),
+                                  {"value": value, "min": KW_MIN, "max": KW_MAX, "unit": "kw"})
     return None
 
 

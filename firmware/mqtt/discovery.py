@@ -8,6 +8,7 @@ import gc
 import json
 from actions import STRATEGY
 from control import STATUS_NAMES
+from settings import KW_MAX, KW_MIN
 import topics
 
 # (object, component, name, device_class, unit, state_class, category, value template).
@@ -106,6 +107,6 @@ class Discovery:
         if obj in _COMMANDS:
             c["cmd_t"], c["cmd_tpl"] = _COMMANDS[obj]
         if component == "number":
-            c.update(min=0, max=50, step=0.1, mode="box")
+            c.update(min=KW_MIN, max=KW_MAX, step=0.1, mode="box")
         return "%s/%s/%s/%s/config" % (self.prefix, component, self.device_id, obj), \
             json.dumps(c).encode()
