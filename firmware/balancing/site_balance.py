@@ -7,6 +7,7 @@
 import json
 from micropython import const
 from api_text import shallow
+from control import elapsed, passed
 import site_share
 from ceiling import SITE
 import topics
@@ -83,7 +84,7 @@ class SiteBalancer:
 
     def _moved(self, now):
         last = self._sent
-        if last is None or ((now - self._sent_at) & 0x3FFFFFFF) < _RECORD_GAP_MS:
+        if last is None or elapsed(now, self._sent_at) < _RECORD_GAP_MS:
             return False
         return abs(self._my_draw() - last[0]) >= _DRAW_STEP_DA or \
             self._my_want() != last[1] or self.agent.control.offered_da != last[2]
@@ -143,7 +144,7 @@ class SiteBalancer:
         share = site_share.shares(self.fuse_da, self.margin_da, meter, chargers, clock)
         new = share.get(self.device_id, 0)
         old = self.share_da
-        if self._used is None or _gap(arrived, self._used) >= self.timeout_ms:
+        if self._used is None or elapsed(arrived, self._used) >= self.timeout_ms:
             # Back from the fallback (a boot, or a silent meter): the peers' records may be
             # stale, and each charger alone would take the whole site. This reading only
             # announces this charger (its record goes out now); the share rises from the
@@ -193,15 +194,11 @@ class SiteBalancer:
             return None
         age = None
         if self._meter is not None:
-            age = (self.agent.board.now_ms() - self._meter[1]) & 0x3FFFFFFF
+            age = elapsed(self.agent.board.now_ms(), self._meter[1])
         return {"share": (self.share_da or 0) / 10, "meterAgeMs": age,
                 "fallback": bool(self.agent.ceiling.site_stale), "ignored": self.ignored}
 
 
-def _gap(t, since):
-    return (t - since) & 0x3FFFFFFF
-
-
 def _after(t, since):
     # Board time t is after `since` (-1: never).
-    return since < 0 or 0 < ((t - since) & 0x3FFFFFFF) < 0x20000000
+    return since < 0 or (t != since and passed(t, since))

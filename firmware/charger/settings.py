@@ -11,6 +11,7 @@
 from micropython import const
 import _thread
 from api_text import setting_error
+from control import elapsed
 import persist as ps
 import record
 
@@ -190,7 +191,7 @@ class Settings:
         # Decreases within a spell of the last one (a flood, or a balancer stepping down)
         # write 1/8 below, so the next ones need no write; the exact value follows once it
         # has stood a spell.
-        flood = k.last_down >= 0 and _elapsed(now, k.last_down) < SPELL_MS
+        flood = k.last_down >= 0 and elapsed(now, k.last_down) < SPELL_MS
         low = w - w // 8 if flood else w
         k.last_down = now
         if not self._store(k, low):
@@ -209,8 +210,8 @@ class Settings:
                     continue
                 if k.acked == k.stored:
                     k.pending_since = -1
-                elif _elapsed(now, k.changed_at) >= SPELL_MS or \
-                        _elapsed(now, k.pending_since) >= _LATEST_MS:
+                elif elapsed(now, k.changed_at) >= SPELL_MS or \
+                        elapsed(now, k.pending_since) >= _LATEST_MS:
                     self._store(k, k.acked)
 
     def _store(self, k, w):
@@ -250,7 +251,3 @@ class Settings:
         for i in range(3):
             out[READ_ONLY[i]] = {"value": values[i], "unit": _UNITS[READ_ONLY[i]]}
         return out
-
-
-def _elapsed(now, since):
-    return (now - since) & 0x3FFFFFFF

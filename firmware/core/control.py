@@ -78,10 +78,23 @@ _OVERCURRENT_MS = const(7000)  # above offered + 10 % + 0.5 A this long trips (E
 _OVERCURRENT_TRIPS = const(3)  # trips in one session after which it holds until unplug
 RAISE_MS = const(5000)  # the offer rises at most once per this (docs/safety.md: the vehicle follows within 5 s)
 _TICKS_MASK = const(0x3FFFFFFF)  # board clocks wrap at 2**30 ms
+_TICKS_HALF = const(0x20000000)  # two board times this far apart or more cannot be ordered
 
 
+# Board time, defined here once (docs/design.md, "Units"): every interval is elapsed(), every
+# deadline later(), every comparison passed().
 def elapsed(now, since):
     return (now - since) & _TICKS_MASK
+
+
+def later(t, ms):
+    # The board time `ms` after board time t.
+    return (t + ms) & _TICKS_MASK
+
+
+def passed(now, t):
+    # Board time `now` is at or after board time t (within 6 days, half the clock's span).
+    return elapsed(now, t) < _TICKS_HALF
 
 
 class Control:

@@ -163,7 +163,7 @@ class Station:
                 self._track(now)
             self._notify(now)
             r = self.remote
-            if r and _passed(now, r[1]):
+            if r and ctl.passed(now, r[1]):
                 self.remote = None  # ConnectionTimeOut: no vehicle came
             elif s is not None and self.tx is None and not self.inoperative:
                 if r and r[3]:
@@ -256,7 +256,7 @@ class Station:
     def remote_start(self, tag, profile, now):
         timeout = self.config.number("ConnectionTimeOut") * 1000
         authorized = not self.config.flag("AuthorizeRemoteTxRequests")
-        self.remote = [tag, (now + timeout) & 0x3FFFFFFF, profile, authorized]
+        self.remote = [tag, ctl.later(now, timeout), profile, authorized]
         if not authorized:
             self.authorize = tag
 
@@ -462,8 +462,3 @@ class Station:
             return False
         self._writes -= 1
         return True
-
-
-def _passed(now, deadline):
-    # Board time `now` is at or after `deadline` (both wrap at 2^30 ms; within 6 days).
-    return ctl.elapsed(now, deadline) < 0x20000000
