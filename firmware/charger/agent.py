@@ -10,8 +10,8 @@ import control as ctl
 import persist as ps
 import pilot
 import record
+import ceiling as cl
 import limits as lim
-from ceiling import Ceiling, EV_LIMIT_EXPIRED, NAMES as LIMIT_NAMES
 from ring import Ring, Trace
 from settings import Settings
 from slot import Slot
@@ -38,7 +38,7 @@ class Agent:
         self.model = cfg.get("model", "micropython-evse")
         self.ring = Ring()
         self.trace = Trace()
-        self.ceiling = Ceiling(self.ring)
+        self.ceiling = cl.Ceiling(self.ring)
         self.control = ctl.Control(board, self.ring, self.trace, self.ceiling)
         self.slot = Slot(self.control, _thread.allocate_lock())
         self.persist = ps.Persist(board.store)
@@ -191,7 +191,7 @@ class Agent:
             self.energy.ended()
             self.emit("session.ended", {"deviceId": self.device_id, "sessionId": sid,
                                         "energy": arg / 1000, "unit": "kwh", "endedAt": at})
-        elif kind == EV_LIMIT_EXPIRED:
+        elif kind == cl.EV_LIMIT_EXPIRED:
             self.limits.expired(at)
         else:
             name = "fault.raised" if kind == ctl.EV_FAULT_RAISED else "fault.cleared"
@@ -238,7 +238,7 @@ class Agent:
                       "maxCurrent": s.max_current, "offeredCurrent": c.offered_da / 10,
                       "pilot": pilot.NAMES[c.pilot],
                       "contactor": "closed" if c.contactor_closed else "open",
-                      "limitedBy": LIMIT_NAMES[lowest & 15],
+                      "limitedBy": cl.NAMES[lowest & 15],
                       "limits": self.limits.read(lowest >> 4),
                       "sessionEnergy": c.session_energy() / 1000,
                       "lifetimeEnergy": self.energy.saved_wh() / 1000,

@@ -5,9 +5,9 @@ _NEEDED = (("device_id", str), ("supply_voltage", (int, float)), ("phases", int)
            ("max_current", (int, float)))
 # The uplinks by the name the config gives them (`"uplinks": ["mqtt", "ocpp"]`): the module
 # and class runner.serve builds for each (docs/uplinks.md). A new uplink is its module and
-# one entry here.
-UPLINKS = {"mqtt": ("mqtt_uplink", "MqttUplink"), "ocpp": ("ocpp_uplink", "OcppUplink")}
-_UPLINK = {"mqtt": ["mqtt"], "ocpp": ["ocpp"], "both": ["mqtt", "ocpp"]}  # the old form
+# one entry here. (Tuples of constants: a frozen image keeps them in flash, not the heap.)
+UPLINKS = (("mqtt", "mqtt_uplink", "MqttUplink"), ("ocpp", "ocpp_uplink", "OcppUplink"))
+_OLDER = (("mqtt", ("mqtt",)), ("ocpp", ("ocpp",)), ("both", ("mqtt", "ocpp")))  # older
 
 
 class ConfigError(Exception):
@@ -77,12 +77,23 @@ def uplinks(cfg):
         if "uplink" in cfg:
             return "give uplinks or the older uplink, not both"
         if type(names) is not list or not names or \
-                any(type(n) is not str or n not in UPLINKS for n in names) or \
-                len(set(names)) != len(names):
-            return "uplinks must list one or more of %s, each once" % ", ".join(sorted(UPLINKS))
+                any(uplink(n) is None for n in names) or len(set(names)) != len(names):
+            return "uplinks must list one or more of %s, each once" % ", ".join(
+                u[0] for u in UPLINKS)
         return names
     old = cfg.get("uplink", "mqtt")
-    return (type(old) is str and _UPLINK.get(old)) or "uplink must be mqtt, ocpp or both"
+    for name, names in _OLDER:
+        if old == name:
+            return list(names)
+    return "uplink must be mqtt, ocpp or both"
+
+
+def uplink(name):
+    # (module, class) of the uplink the config calls `name`, or None.
+    for u in UPLINKS:
+        if u[0] == name:
+            return u[1:]
+    return None
 
 
 def _check_ocpp(o):

@@ -3,7 +3,7 @@
 # uplink set, and the read. It writes the slots of the control loop's ceiling (ceiling.py),
 # which combines them every tick. Runs in the uplinks' threads and the worker.
 from api_text import invalid, printable, refused_settings, setting_error
-from ceiling import AUTHORIZATION, CABLE, CAP, FAILSAFE, MAX_CURRENT, NO_EXPIRY, UNAVAILABLE
+import ceiling as cl
 import persist as ps
 import record
 import settings as st
@@ -43,10 +43,10 @@ class Limits:
         # The static sources, from the settings and the installation.
         s = self.settings
         da = self.ceiling.da
-        da[CAP] = s.per_phase_da(s.cap_w)
-        da[MAX_CURRENT] = int(s.max_current * 10)
-        da[CABLE] = s.cable_current * 10 if s.cable_current else -1
-        da[FAILSAFE] = s.per_phase_da(s.failsafe_w)
+        da[cl.CAP] = s.per_phase_da(s.cap_w)
+        da[cl.MAX_CURRENT] = int(s.max_current * 10)
+        da[cl.CABLE] = s.cable_current * 10 if s.cable_current else -1
+        da[cl.FAILSAFE] = s.per_phase_da(s.failsafe_w)
 
     # -- the `limit` request
     def request(self, req, now):
@@ -92,18 +92,18 @@ class Limits:
         top = self.settings.max_current if unit == "a" else st.KW_MAX
         if not 0 <= value <= top:
             raise ValueError("limit outside [0, %s] %s" % (top, unit))
-        return self._set(value, unit, NO_EXPIRY if ttl_ms is None else ttl_ms, source, now)
+        return self._set(value, unit, cl.NO_EXPIRY if ttl_ms is None else ttl_ms, source, now)
 
     def clear_dynamic(self, now):
         return self._clear(now)
 
     def set_available(self, available):
         # Out of service: a 0 A ceiling, so nothing is offered and nothing else changes.
-        self.ceiling.da[UNAVAILABLE] = -1 if available else 0
+        self.ceiling.da[cl.UNAVAILABLE] = -1 if available else 0
 
     def set_authorized(self, authorized):
         # For an uplink that starts transactions (OCPP): 0 A while none is authorized.
-        self.ceiling.da[AUTHORIZATION] = -1 if authorized else 0
+        self.ceiling.da[cl.AUTHORIZATION] = -1 if authorized else 0
 
     def _set(self, value, unit, ttl_ms, source, now):
         s = self.settings
@@ -112,7 +112,7 @@ class Limits:
         if not self._in_charge(True):
             return 500, self.agent.storage_error()
         self.value, self.unit, self.source = value, unit, source
-        self.expires_at = None if ttl_ms == NO_EXPIRY else self.agent.stamp_after(now, ttl_ms)
+        self.expires_at = None if ttl_ms == cl.NO_EXPIRY else self.agent.stamp_after(now, ttl_ms)
         self.ceiling.set_dynamic(da, ttl_ms, now)
         return 200, {"deviceId": self.agent.device_id, "limit": {"value": value, "unit": unit},
                      "source": source, "expiresAt": self.expires_at}

@@ -7,7 +7,7 @@ RESPONSES = "responses"  # a reply to each request
 STATE = "state"  # the device read, whenever it changes (retained)
 EVENTS = "events"  # what happened, at least once
 AVAILABILITY = "availability"  # MQTT: "online", or "offline" (the last will), retained
-_PATHS = {"settings": "/settings", "limit": "/limit"}  # after /ev-charger/{id}
+_OWN_PATH = ("settings", "limit")  # the rest are answered at /ev-charger/{id} itself
 SITE_METER = "meter"  # after site(): the site meter's readings
 SITE_CHARGERS = "chargers/"  # after site(): each charger's record, then its id
 
@@ -19,7 +19,7 @@ def base(prefix, device_id):
 
 def path(device_id, kind):
     # The API path a reply to a request of `kind` names: "/ev-charger/charger-1/settings".
-    return "/" + PREFIX + "/" + device_id + _PATHS.get(kind, "")
+    return "/" + PREFIX + "/" + device_id + ("/" + kind if kind in _OWN_PATH else "")
 
 
 def site(site_id):

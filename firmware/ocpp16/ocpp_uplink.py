@@ -135,8 +135,8 @@ class OcppUplink:
             self._supervise()
             if self._awaiting is None:
                 self._send_next()
-            if self.reset:
-                self._resetting()
+            if self.reset and self._reset_done():
+                return  # the board restarts (door.py)
 
     # -- in
     def _receive(self):
@@ -327,7 +327,9 @@ class OcppUplink:
             self.ws.ping()
             self._ping_at = _ms()
 
-    def _resetting(self):
+    def _reset_done(self):
+        # Whether the Reset asked for may be carried out now (the first call stops the
+        # transaction, and gives the vehicle and the CSMS _RESET_WAIT_MS to let go).
         st = self.station
         now = self.board.now_ms()
         with st.lock:
@@ -336,6 +338,5 @@ class OcppUplink:
                 st.stop(self.reset + "Reset", now)
             pending = st.pending_tx() or self._awaiting is not None
             let_go = self.reset == "Hard" or not self.agent.control.contactor_closed
-        if (not pending and let_go) or time.ticks_diff(_ms(), self._reset_by) >= 0:
-            raise door.Restart()
+        return (not pending and let_go) or time.ticks_diff(_ms(), self._reset_by) >= 0
 

@@ -1,33 +1,29 @@
 # The dialling loop every uplink runs in its own thread (docs/uplinks.md): connect, serve
 # until the link fails, close, wait with bounded exponential backoff and jitter, and dial
-# again, for ever. It returns only when the board must restart: serve() raised Restart, or
-# the link was lost while a restart was asked for (the link's `reset`). Everything here may
-# block; nothing on the control side or in the worker ever waits for it.
+# again, for ever. It returns only when the board must restart: serve() returned (an OCPP
+# Reset, carried out), or the link was lost while a restart was asked for (the link's
+# `reset`). Everything here may block; nothing on the control side or in the worker ever
+# waits for it.
+from micropython import const
 import os
 from nap import nap
 
-# After a lost link: BACKOFF_MIN_MS, doubled per failure up to BACKOFF_MAX_MS, each wait with
-# up to +50 % jitter, so chargers that lost one broker or CSMS together do not all dial it
-# again at once.
-BACKOFF_MIN_MS = 500
-BACKOFF_MAX_MS = 30000
-
-
-class Restart(Exception):
-    # From a link's serve(): the board must restart now (an OCPP Reset, carried out).
-    pass
+# After a lost link: _BACKOFF_MIN_MS, doubled per failure up to _BACKOFF_MAX_MS, each wait
+# with up to +50 % jitter, so chargers that lost one broker or CSMS together do not all dial
+# it again at once.
+_BACKOFF_MIN_MS = const(500)
+_BACKOFF_MAX_MS = const(30000)
 
 
 def run(link, name):
     # link: connect(), serve(), close() and `reset` (docs/uplinks.md); `name` opens its log
     # lines ("uplink: connection lost: ...").
-    delay = BACKOFF_MIN_MS
+    delay = _BACKOFF_MIN_MS
     while True:
         try:
             link.connect()
-            delay = BACKOFF_MIN_MS
-            link.serve()
-        except Restart:
+            delay = _BACKOFF_MIN_MS
+            link.serve()  # raises when the link fails; returns when the board must restart
             link.close()
             return
         except Exception as e:  # OSError, a protocol error, a bug: all mean dial again
@@ -36,4 +32,4 @@ def run(link, name):
         if link.reset:
             return  # a restart was asked for, then the link went: what it waits for is in flash
         nap(delay + delay * os.urandom(1)[0] // 512)  # up to +50 % jitter
-        delay = min(delay * 2, BACKOFF_MAX_MS)
+        delay = min(delay * 2, _BACKOFF_MAX_MS)

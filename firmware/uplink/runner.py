@@ -96,7 +96,7 @@ def serve(agent, board):
     cfg = board.config
     uplinks = []
     for name in config.uplinks(cfg):  # all built before the loops start: OCPP holds
-        module, cls = config.UPLINKS[name]  # current until a transaction is authorized
+        module, cls = config.uplink(name)  # current until a transaction is authorized
         uplinks.append(getattr(__import__(module), cls)(cfg, board, agent))
     hooks = None
     if cfg.get("webhook_url"):
