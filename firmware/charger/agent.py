@@ -14,7 +14,7 @@ import ceiling as cl
 import limits as lim
 from ring import Ring, Trace
 from settings import Settings
-from slot import Slot
+import slot as sl
 from actions import Actions, STRATEGY
 from energy import Energy
 from api import Api
@@ -26,8 +26,7 @@ import topics
 VERSION = "0.2.0"
 _HEARTBEAT_MS = const(60000)
 _DEADBAND_W = const(200)
-_CMDS = {"charge": {"parameters": {}, "execution": ["immediate"]},
-         "idle": {"parameters": {}, "execution": ["immediate"]}}
+_CMDS = dict.fromkeys(sl.COMMANDS[1:], {"parameters": {}, "execution": ["immediate"]})
 
 
 class Agent:
@@ -40,7 +39,7 @@ class Agent:
         self.trace = Trace()
         self.ceiling = cl.Ceiling(self.ring)
         self.control = ctl.Control(board, self.ring, self.trace, self.ceiling)
-        self.slot = Slot(self.control, _thread.allocate_lock())
+        self.slot = sl.Slot(self.control, _thread.allocate_lock())
         self.persist = ps.Persist(board.store)
         self.persist.on_failure = self._storage_failed
         self.settings = Settings(cfg, self.persist)

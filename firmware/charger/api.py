@@ -10,7 +10,6 @@ from actions import STRATEGY
 from api_text import error, invalid, json_bytes, refused_settings, shallow, text
 
 MAX_PAYLOAD = 2048  # bytes; larger requests are refused unparsed
-_COMMANDS = {"charge": sl.CHARGE, "idle": sl.IDLE}
 _REQUEST_KEYS = {"commands": ("requestId", "action", "onConflict", "actionId"),
                  "settings": ("requestId", "settings"), "read": ("requestId",),
                  "limit": ("requestId", "limit", "ttl", "source")}
@@ -168,26 +167,26 @@ class Api:
         name = action.get("command")
         if type(name) is not str:
             return 400, invalid("action.command must be a string")
-        command = _COMMANDS.get(name)
-        if command is None:
+        if name not in sl.COMMANDS:
             return 422, error("UNSUPPORTED_MODE", "unknown command",
-                        {"requested": text(name), "supported": ["charge", "idle"]})
+                              {"requested": text(name), "supported": list(sl.COMMANDS[1:])})
+        command = sl.COMMANDS.index(name)
         params = action.get("parameters")
         if params is not None and params != {}:
             return 422, error("UNSUPPORTED_PARAMETER", "commands take no parameters",
-                        {"parameters": _echo(params) if type(params) is dict else None})
+                              {"parameters": _echo(params) if type(params) is dict else None})
         execution = action.get("execution", "immediate")
         if action.get("start") is not None or action.get("end") is not None or \
                 execution not in ("immediate", ["immediate"]):
             return 422, error("EXECUTION_NOT_SUPPORTED", "commands run immediately",
-                        {"supported": ["immediate"]})
+                              {"supported": ["immediate"]})
         action_id = req.get("actionId")
         if action_id is not None and not _id_ok(action_id):
             return 400, invalid("actionId must be 1-64 letters, digits or _-.:")
         strategy = req.get("onConflict")
         if strategy is not None and strategy != STRATEGY:
             return 422, error("STRATEGY_NOT_SUPPORTED", "unsupported conflict strategy",
-                        {"requested": _echo(strategy), "supported": [STRATEGY]})
+                              {"requested": _echo(strategy), "supported": [STRATEGY]})
         actions = self.agent.actions
         if action_id is not None:
             actions.sync()

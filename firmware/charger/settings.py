@@ -21,7 +21,7 @@ WRITABLE = (CAP, FAILSAFE)  # both kW, 0-50, persisted
 KW_MIN = 0
 KW_MAX = 50
 READ_ONLY = ("max_current", "supply_voltage", "phases")
-_UNITS = {"max_current": "a", "supply_voltage": "v", "phases": "phases"}
+_UNITS = ("a", "v", "phases")  # READ_ONLY's, in order
 
 # When a write reaches flash (docs/storage.md says why these values): a value that has
 # stood SPELL_MS is in flash. A write after such a quiet spell is written before its reply,
@@ -249,5 +249,5 @@ class Settings:
         out[CAP]["effectiveMax"] = self.installation_kw()
         values = (self.max_current, self.voltage, self.phases)
         for i in range(3):
-            out[READ_ONLY[i]] = {"value": values[i], "unit": _UNITS[READ_ONLY[i]]}
+            out[READ_ONLY[i]] = {"value": values[i], "unit": _UNITS[i]}
         return out

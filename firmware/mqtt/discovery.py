@@ -38,18 +38,17 @@ _ENTITIES = (
     ("failsafe_charge_rate", "number", "Failsafe charge rate", "power", "kW", None, "config",
      "{{ value_json.data.settings.failsafe_charge_rate.value }}"),
 )
-# Each command template builds a request with a requestId ("ha-" and the time):
-# docs/protocol.md refuses requests without one.
-_COMMANDS = {
-    "charging": ("~/commands", '{"requestId":"ha-{{ now().timestamp() }}","action":{"command":'
-                 '"{{ \'charge\' if value == \'ON\' else \'idle\' }}"},'
-                 '"onConflict":"' + STRATEGY + '"}'),  # one string built at import
-    "max_charge_rate": ("~/settings", '{"requestId":"ha-{{ now().timestamp() }}","settings":'
-                        '{"max_charge_rate":{"value":{{ value }},"unit":"kw"}}}'),
-    "failsafe_charge_rate": ("~/settings", '{"requestId":"ha-{{ now().timestamp() }}",'
-                             '"settings":{"failsafe_charge_rate":'
-                             '{"value":{{ value }},"unit":"kw"}}}'),
-}
+# (object, command topic, command template). Each template builds a request with a requestId
+# ("ha-" and the time): docs/protocol.md refuses requests without one. "%s" is the conflict
+# strategy (actions.STRATEGY), put in as the config is built, so this too stays in flash.
+_COMMANDS = (
+    ("charging", "~/commands", '{"requestId":"ha-{{ now().timestamp() }}","action":{"command":'
+     '"{{ \'charge\' if value == \'ON\' else \'idle\' }}"},"onConflict":"%s"}'),
+    ("max_charge_rate", "~/settings", '{"requestId":"ha-{{ now().timestamp() }}","settings":'
+     '{"max_charge_rate":{"value":{{ value }},"unit":"kw"}}}'),
+    ("failsafe_charge_rate", "~/settings", '{"requestId":"ha-{{ now().timestamp() }}",'
+     '"settings":{"failsafe_charge_rate":{"value":{{ value }},"unit":"kw"}}}'),
+)
 
 
 class Discovery:
@@ -104,8 +103,10 @@ class Discovery:
             c["ent_cat"] = category
         if obj == "status":
             c["ops"] = list(STATUS_NAMES)
-        if obj in _COMMANDS:
-            c["cmd_t"], c["cmd_tpl"] = _COMMANDS[obj]
+        for name, topic, template in _COMMANDS:
+            if name == obj:
+                c["cmd_t"] = topic
+                c["cmd_tpl"] = template % STRATEGY if "%s" in template else template
         if component == "number":
             c.update(min=KW_MIN, max=KW_MAX, step=0.1, mode="box")
         return "%s/%s/%s/%s/config" % (self.prefix, component, self.device_id, obj), \
