@@ -10,9 +10,10 @@ from actions import STRATEGY
 from api_text import error, invalid, json_bytes, refused_settings, shallow, text
 
 MAX_PAYLOAD = 2048  # bytes; larger requests are refused unparsed
-_REQUEST_KEYS = {"commands": ("requestId", "action", "onConflict", "actionId"),
-                 "settings": ("requestId", "settings"), "read": ("requestId",),
-                 "limit": ("requestId", "limit", "ttl", "source")}
+# The fields each request kind takes, in the order of topics.REQUESTS (a tuple of constants:
+# in flash when frozen).
+_REQUEST_KEYS = (("requestId", "action", "onConflict", "actionId"), ("requestId", "settings"),
+                 ("requestId",), ("requestId", "limit", "ttl", "source"))
 _ACTION_KEYS = ("command", "parameters", "start", "end", "execution")
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:"
 
@@ -111,9 +112,9 @@ class Api:
         return json_bytes(out)
 
     def _route(self, kind, req, payload, now):
-        allowed = _REQUEST_KEYS.get(kind)
-        if allowed is None:
+        if kind not in topics.REQUESTS:
             return 400, invalid("unknown request topic")
+        allowed = _REQUEST_KEYS[topics.REQUESTS.index(kind)]
         for key in req:
             if key not in allowed:
                 return 400, invalid("unknown field: " + (text(key, 32) or "(not printable)"))
