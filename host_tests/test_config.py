@@ -1,4 +1,5 @@
-"""The installation config's checks (firmware/config.py): each mistake named, none let through."""
+"""The installation config's checks (firmware/charger/config.py): each mistake named, none let
+through."""
 import pytest
 
 import config

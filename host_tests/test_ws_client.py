@@ -1,4 +1,4 @@
-"""firmware/ws_client.py under micropython against servers that misbehave on purpose: each
+"""firmware/ocpp16/ws_client.py under micropython against servers that misbehave on purpose: each
 scripted server below speaks raw TCP, so it can send what no WebSocket library would."""
 import base64
 import hashlib

@@ -3,7 +3,8 @@
 # hands its own to the control core as one ceiling. The control loop applies the fallback
 # by itself when no fresh reading has come for meter_timeout_s (ceiling.py), so a
 # stalled network can leave only the last share or the fallback, never more.
-# An uplink extra (uplink.py): on_message runs inside umqtt's callback and only stores.
+# An extra of the MQTT uplink (mqtt_uplink.py): on_message runs inside umqtt's callback and
+# only stores.
 import json
 from micropython import const
 from api_text import shallow

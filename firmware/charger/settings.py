@@ -2,7 +2,7 @@
 # ceiling while a controller is silent) and the installation facts they are enforced with.
 # Validation follows docs/protocol.md: all-or-nothing, every failing key listed. Written by
 # the uplinks (write) and the worker (service, factory_reset, OCPP's profiles via write);
-# the control loop sees only the ceilings (limits.py).
+# the control loop sees only the ceilings (ceiling.py).
 # A new value reaches the ceilings first and flash second, and a 200 is durable
 # (docs/storage.md): a write is in flash before its reply unless it comes in a burst (a
 # balancer writing faster than flash should be written); a burst is coalesced upward only

@@ -104,7 +104,7 @@ class Control:
         self.trace = trace
         self.port = PilotPort(board)  # x1 before anything else
         # Inputs, written by the network side.
-        self.ceiling = ceiling  # every source's ceiling (limits.py); 0 until they are loaded
+        self.ceiling = ceiling  # every source's ceiling (ceiling.py); 0 until they are loaded
         self.paused = False  # idle: hold the session (cleared here at unplug)
         # Outputs and status, read by the network side.
         self.mode = STANDBY

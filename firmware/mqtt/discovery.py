@@ -61,7 +61,7 @@ class Discovery:
         self.announced = 0  # configs published since boot
         self._pending = False
 
-    # -- the uplink's hooks (uplink.py)
+    # -- the MQTT uplink's hooks (mqtt_uplink.py)
     def topics(self):
         return (self.prefix + "/status",)
 

@@ -23,7 +23,7 @@ import traceback
 from .invariants import CAP, Checker, Obs, Violation
 from .ocpp_fuzz import OcppFuzz
 from .rig import TICK_MS, InProcessRig, ProcessRig
-import topics  # noqa: E402  (the firmware's: .rig put it on the path)
+import topics  # the firmware's: .rig put it on the path
 
 DRAIN_MS = 15000  # quiet end: every action ends within 12 s of its start or restart
 INTERPRETERS = ("cpython", "micropython")

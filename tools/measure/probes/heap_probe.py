@@ -16,6 +16,7 @@ import time
 import _thread
 import sim_board as sim
 import runner
+import topics
 from agent import Agent
 from mqtt_uplink import MqttUplink
 from umqtt.simple import MQTTClient
@@ -46,7 +47,7 @@ host, port = broker.split(":")
 stages["connected"] = live()
 pub = MQTTClient("heap-probe-writer", host, int(port))
 pub.connect()
-topic = b"ev-charger/heap-probe/settings"
+topic = (topics.base(None, cfg["device_id"]) + "settings").encode()
 caps = (b"3.68", b"7.36", b"1.0", b"5.5", b"11")
 
 now = 0
