@@ -1,4 +1,4 @@
-# The MQTT client layer (firmware/mqtt_client.py on micropython-lib's umqtt.simple), byte for
+# The MQTT client layer (firmware/mqtt/mqtt_client.py on micropython-lib's umqtt.simple), byte for
 # byte against a fake socket, the way micropython-lib's own test_umqtt_simple.py tests
 # umqtt.simple. Runs under CPython (host_tests/test_mqtt_client.py imports it) and as a
 # script under micropython, where it prints "ok <case>" for each case that passes.

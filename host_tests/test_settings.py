@@ -9,7 +9,7 @@ import pytest
 import record
 from conftest import duty, plug
 from settings import BURST_WRITES, SPELL_MS
-from tools.paths import FIRMWARE, ROOT, SHIMS, board_dir, micropython
+from tools.paths import FIRMWARE_DIRS, ROOT, SHIMS, board_dir, micropython
 
 PATH = "/ev-charger/charger-1/settings"
 
@@ -358,7 +358,8 @@ def race(exe, env, flash):
 # whatever the order of their writes, flash ends at or below the 1 kW answered. (Before: the
 # worker wrote 7 kW after the request had written 1 kW and answered 200.)
 def test_the_worker_never_writes_a_raise_a_request_replaced_cpython(tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SHIMS, FIRMWARE, board_dir("sim")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SHIMS] + FIRMWARE_DIRS +
+                                                       [board_dir("sim")]))
     r, out = race([sys.executable], env, tmp_path / "f")
     assert r is not None, out
     assert r["writing"] and r["lowered_while_writing"], r

@@ -16,7 +16,7 @@ VERSION = "import sys; print(sys.implementation.version[:3], sys.maxsize, sys.pl
 
 
 def test_it_is_v1_28_0_32_bit_with_the_agent_frozen(unix32):
-    out = subprocess.run([UNIX32, "-c", VERSION + "\nimport agent, uplink, sim_main"],
+    out = subprocess.run([UNIX32, "-c", VERSION + "\nimport agent, mqtt_uplink, sim_main"],
                          env=dict(os.environ, MICROPYPATH=".frozen"), capture_output=True,
                          text=True, timeout=30)
     assert out.stdout.splitlines()[0] == "(1, 28, 0) 2147483647 linux"

@@ -90,8 +90,9 @@ class Charger:
         # Again on every reconnect: a clean session forgets subscriptions. Brokers send a
         # subscription's retained messages before acknowledging the next one, so once every
         # SUBACK is in, a retained availability (if there is one) has arrived.
-        topics = [self.base + t for t in ("responses", "state", "events", "availability")]
-        mids = {client.subscribe(t, qos=1)[1] for t in topics}
+        mine = [self.base + t for t in (topics.RESPONSES, topics.STATE, topics.EVENTS,
+                                        topics.AVAILABILITY)]
+        mids = {client.subscribe(t, qos=1)[1] for t in mine}
         mids.add(client.subscribe(self.bench + "readings")[1])
         with self.cond:
             self._pending_subs = mids
@@ -108,18 +109,18 @@ class Charger:
         text = msg.payload.decode(errors="replace")
         topic = msg.topic
         with self.cond:
-            if topic == self.base + "availability":
+            if topic == self.base + topics.AVAILABILITY:
                 self.availability = text
             else:
                 try:
                     body = loads(text)
                 except ValueError:
                     body = text
-                if topic == self.base + "responses" and isinstance(body, dict):
+                if topic == self.base + topics.RESPONSES and isinstance(body, dict):
                     self.replies.setdefault(body.get("meta", {}).get("requestId"), []).append(body)
-                elif topic == self.base + "state":
+                elif topic == self.base + topics.STATE:
                     self.states.append(body)
-                elif topic == self.base + "events":
+                elif topic == self.base + topics.EVENTS:
                     self.events.append(body)
                 elif topic == self.bench + "readings":
                     self.readings = body

@@ -314,7 +314,7 @@ def _run_watch(c, a):
         line = WatchLine(c.device_id)
         c.on_message = lambda topic, text: line.update(topic[len(c.base):], text)
         if c.states:  # the retained state that came with the subscription
-            line.update("state", json.dumps(c.states[-1]))
+            line.update(topics.STATE, json.dumps(c.states[-1]))
     while True:
         time.sleep(1)
 
@@ -426,7 +426,7 @@ class WatchLine:
         self.event = "-"
 
     def update(self, kind, text):
-        if kind == "availability":
+        if kind == topics.AVAILABILITY:
             self._print("%s is %s" % (self.device_id, text))
             self.shown = None  # after a restart, show its state again even if unchanged
             return
@@ -434,9 +434,9 @@ class WatchLine:
             body = loads(text)
         except ValueError:
             return
-        if kind == "state" and isinstance(body, dict):
+        if kind == topics.STATE and isinstance(body, dict):
             self.summary = _summary(body.get("data") or {})
-        elif kind == "events":
+        elif kind == topics.EVENTS:
             self.event = _event_text(body)
             self.shown = None  # an event is a change of its own
         else:

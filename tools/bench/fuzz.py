@@ -23,6 +23,7 @@ import traceback
 from .invariants import CAP, Checker, Obs, Violation
 from .ocpp_fuzz import OcppFuzz
 from .rig import TICK_MS, InProcessRig, ProcessRig
+import topics  # the firmware's: .rig put it on the path
 
 DRAIN_MS = 15000  # quiet end: every action ends within 12 s of its start or restart
 INTERPRETERS = ("cpython", "micropython")
@@ -372,7 +373,7 @@ def run(scenario, make_rig, interp, keep=None, until=None):
 def _play(rig, checker, steps, length, ocpp=None):
     bench = rig.bench
     state = {"powered": True, "seen": 0, "ocpp": ocpp}
-    events = rig.prefix + "events"
+    events = rig.prefix + topics.EVENTS
     plain_step = rig.step
 
     def step():  # every tick the rig makes, scenario or request, goes through the checker

@@ -2,7 +2,7 @@
 rig, through every scenario's plug-ins, faults, commands and power cuts, with the central
 system going away and coming back.
 
-The station is the firmware's own (firmware/ocpp_station.py), attached to each boot's agent
+The station is the firmware's own (firmware/ocpp16/ocpp_station.py), attached to each boot's agent
 as runner.serve attaches it, with plug and charge. The central system here is a model of the
 uplink's side of the queue: while it is up it takes the station's oldest message each tick,
 as the OCPP thread does, and answers it (a StartTransaction gets the next transaction id);

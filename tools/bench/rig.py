@@ -89,11 +89,11 @@ class Rig:
 
     def events(self, kind=None):
         return [p for t, p, _ in self.published
-                if t == self.prefix + "events" and (kind is None or p["type"] == kind)]
+                if t == self.prefix + topics.EVENTS and (kind is None or p["type"] == kind)]
 
     def last_state(self):
         for t, p, _ in reversed(self.published):
-            if t == self.prefix + "state":
+            if t == self.prefix + topics.STATE:
                 return p
         return None
 
@@ -165,7 +165,7 @@ class InProcessRig(Rig):
         before = len(self.published)
         self.loop.on_request(kind, payload)
         for topic, body, _ in self.published[before:]:
-            if topic == self.prefix + "responses":
+            if topic == self.prefix + topics.RESPONSES:
                 return json.dumps(body).encode() if not isinstance(body, str) else body
         raise RuntimeError("no reply to %s request" % kind)
 
@@ -198,7 +198,7 @@ class ProcessRig(Rig):
         before = len(self.published)
         self.step()
         for topic, body, _ in self.published[before:]:
-            if topic == self.prefix + "responses":
+            if topic == self.prefix + topics.RESPONSES:
                 return json.dumps(body).encode() if not isinstance(body, str) else body
         raise RuntimeError("no reply to %s request" % kind)
 

@@ -17,9 +17,13 @@ import paho.mqtt.client as mqtt
 
 from tools.cloud import intake
 from tools.cloud.contract import ApiError, iso, new_id, parse_iso
+from tools.paths import cpython_paths
+
+cpython_paths()
+import topics  # noqa: E402  (the firmware's: a charger's topics, defined once)
 
 log = logging.getLogger("cloud.bridge")
-KINDS = ("state", "availability", "events", "responses")
+KINDS = (topics.STATE, topics.AVAILABILITY, topics.EVENTS, topics.RESPONSES)
 QUEUE_MAX = 20000  # messages waiting for the loop; beyond it QoS 0 ones are dropped
 BATCH = 500
 WEBHOOK_EVENTS = ("push.completed", "push.failed", "device.connected", "device.disconnected")

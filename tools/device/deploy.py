@@ -34,7 +34,7 @@ from tools import ca
 from tools.device import manifest
 from tools.device.ports import port_problem
 from tools.json_input import loads
-from tools.paths import FIRMWARE, board_dir, board_manifest
+from tools.paths import board_dir, board_manifest, firmware_sources
 
 # Per board: the module whose check_pins() holds the board's config checks (importable
 # without hardware). What goes into lib/ is the board's manifest (sources()).
@@ -78,7 +78,7 @@ def _load(name, path):
 
 def board_checks(board):
     """The firmware's config check and the board's pin check: the very code the board runs."""
-    firmware_config = _load("_deploy_firmware_config", os.path.join(FIRMWARE, "config.py"))
+    firmware_config = _load("_deploy_firmware_config", firmware_sources()["config"])
     name = BOARDS[board]
     pins = _load("_deploy_" + name, os.path.join(board_dir(board), name + ".py"))
     return firmware_config.check, pins.check_pins

@@ -29,7 +29,7 @@ imported = gc.mem_alloc() - base - agent_heap
 uplink = ocpp_uplink.OcppUplink(cfg, board, agent)
 gc.collect()
 built = gc.mem_alloc() - base - agent_heap
-_thread.start_new_thread(uplink.run, (agent,))
+_thread.start_new_thread(uplink.run, ())
 
 peak_alloc = peak_live = 0
 start = time.ticks_ms()

@@ -4,26 +4,18 @@
 import json
 import pilot
 import settings as st
+import topics
 import slot as sl
 from actions import STRATEGY
-from api_text import json_body, shallow, text
+from api_text import error, invalid, json_body, refused_settings, shallow, text
 
 MAX_PAYLOAD = 2048  # bytes; larger requests are refused unparsed
-_COMMANDS = {"charge": sl.CHARGE, "idle": sl.IDLE}
-_REQUEST_KEYS = {"commands": ("requestId", "action", "onConflict", "actionId"),
-                 "settings": ("requestId", "settings"), "read": ("requestId",),
-                 "limit": ("requestId", "limit", "ttl", "source")}
-_PATHS = {"settings": "/settings", "limit": "/limit"}  # after /ev-charger/{id}
+# The fields each request kind takes, in the order of topics.REQUESTS (a tuple of constants:
+# in flash when frozen).
+_REQUEST_KEYS = (("requestId", "action", "onConflict", "actionId"), ("requestId", "settings"),
+                 ("requestId",), ("requestId", "limit", "ttl", "source"))
 _ACTION_KEYS = ("command", "parameters", "start", "end", "execution")
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:"
-
-
-def _err(status, code, message, details=None):
-    return status, {"code": code, "message": message, "details": details or {}}
-
-
-def _bad(message):
-    return _err(400, "INVALID_REQUEST", message)
 
 
 def _echo(value, depth=2):
@@ -80,41 +72,39 @@ class Api:
         rid = None
         req = _parse(payload)
         if type(req) is not dict:
-            status, body = _bad("payload must be a JSON object" if shallow(payload) else
-                                "payload holds more than 32 objects and arrays, or nests "
-                                "them more than 8 deep")
+            status, body = 400, invalid("payload must be a JSON object" if shallow(payload)
+                                        else "payload holds more than 32 objects and arrays, "
+                                        "or nests them more than 8 deep")
         elif "requestId" not in req:
-            status, body = _bad("requestId is required")
+            status, body = 400, invalid("requestId is required")
         else:
             rid = text(req["requestId"], 128)
             if rid is None:
-                status, body = _bad("requestId must be 1-128 printable ASCII characters")
+                status, body = 400, invalid("requestId must be 1-128 printable ASCII characters")
             else:
                 try:
                     status, body = self._route(kind, req, payload, now)
                 except Exception as e:  # a bug must not take the agent down with it
                     print("api: request failed:", repr(e))
-                    status, body = _err(500, "INTERNAL_ERROR", "request not processed")
+                    status, body = 500, error("INTERNAL_ERROR", "request not processed")
         return self.reply(kind, rid, status, body, now)
 
     def too_large(self, kind, now):
-        return self.reply(kind, None, 400, {"code": "INVALID_REQUEST",
-                                            "message": "payload too large",
-                                            "details": {"maxBytes": MAX_PAYLOAD}}, now)
+        return self.reply(kind, None, 400, error("INVALID_REQUEST", "payload too large",
+                                                 {"maxBytes": MAX_PAYLOAD}), now)
 
     def busy(self, kind, payload, now):
         # Too many requests at once: refused without acting on them, so the sender can
         # try again; the requestId is read so the refusal can be matched to the request.
         req = _parse(payload)
         rid = text(req.get("requestId"), 128) if type(req) is dict else None
-        return self.reply(kind, rid, 429, {"code": "TOO_MANY_REQUESTS",
-                                           "message": "requests arrive faster than they are "
-                                                      "handled; nothing was changed",
-                                           "details": {}}, now)
+        return self.reply(kind, rid, 429, error("TOO_MANY_REQUESTS", "requests arrive faster "
+                                                "than they are handled; nothing was changed"),
+                          now)
 
     def reply(self, kind, rid, status, body, now):
-        path = "/ev-charger/" + self.agent.device_id + _PATHS.get(kind, "")
-        meta = {"requestId": rid, "status": status, "path": path,
+        meta = {"requestId": rid, "status": status,
+                "path": topics.path(self.agent.device_id, kind),
                 "timestamp": self.agent.stamp(now)}
         if status < 300:
             out = {"success": True, "data": body, "meta": meta}
@@ -123,12 +113,12 @@ class Api:
         return json_body(out)
 
     def _route(self, kind, req, payload, now):
-        allowed = _REQUEST_KEYS.get(kind)
-        if allowed is None:
-            return _bad("unknown request topic")
+        if kind not in topics.REQUESTS:
+            return 400, invalid("unknown request topic")
+        allowed = _REQUEST_KEYS[topics.REQUESTS.index(kind)]
         for key in req:
             if key not in allowed:
-                return _bad("unknown field: " + (text(key, 32) or "(not printable)"))
+                return 400, invalid("unknown field: " + (text(key, 32) or "(not printable)"))
         if kind == "read":
             return 200, self.agent.device_read(now, diagnostics=True)
         if kind == "settings":
@@ -139,27 +129,23 @@ class Api:
 
     def _settings(self, changes, payload, now):
         if type(changes) is not dict or not changes:
-            return _bad("settings must be a non-empty object")
-        errors = []
+            return 400, invalid("settings must be a non-empty object")
+        errors = []  # (status, setting_error)
         for key in changes:
-            e = st.check(key, changes[key])
-            if e:
+            bad = st.check(key, changes[key])
+            if bad:
+                e = bad[1]
                 e["setting"] = text(key, 64) or "(not printable)"
                 if "providedUnit" in e["details"]:
                     e["details"]["providedUnit"] = _echo(e["details"]["providedUnit"])
-                errors.append(e)
+                errors.append(bad)
         if errors:
             # MicroPython's dicts forget the request's key order: recover it from the text,
             # so "the first failing key" means the same on every interpreter.
             after = payload.find(b'"settings"')
-            errors.sort(key=lambda e: (_position(payload, e["setting"], after), e["setting"]))
-            first = errors[0]
-            status = first["status"]
-            for e in errors:
-                del e["status"]
-            return status, {"code": first["code"],
-                            "message": first["setting"] + ": " + first["message"],
-                            "details": {"errors": errors}}
+            errors.sort(key=lambda b: (_position(payload, b[1]["setting"], after),
+                                       b[1]["setting"]))
+            return errors[0][0], refused_settings([b[1] for b in errors])
         if not self.agent.settings.write(changes, now):
             return 500, self.agent.storage_error(
                 "flash refused the write: a lower value applies until the next restart, "
@@ -176,33 +162,33 @@ class Api:
     def _command(self, req, now):
         action = req.get("action")
         if type(action) is not dict:
-            return _bad("action must be an object")
+            return 400, invalid("action must be an object")
         for key in action:
             if key not in _ACTION_KEYS:
-                return _bad("unknown action field: " + (text(key, 32) or "(not printable)"))
+                return 400, invalid("unknown action field: " + (text(key, 32) or "(not printable)"))
         name = action.get("command")
         if type(name) is not str:
-            return _bad("action.command must be a string")
-        command = _COMMANDS.get(name)
-        if command is None:
-            return _err(422, "UNSUPPORTED_MODE", "unknown command",
-                        {"requested": text(name), "supported": ["charge", "idle"]})
+            return 400, invalid("action.command must be a string")
+        if name not in sl.COMMANDS:
+            return 422, error("UNSUPPORTED_MODE", "unknown command",
+                              {"requested": text(name), "supported": list(sl.COMMANDS[1:])})
+        command = sl.COMMANDS.index(name)
         params = action.get("parameters")
         if params is not None and params != {}:
-            return _err(422, "UNSUPPORTED_PARAMETER", "commands take no parameters",
-                        {"parameters": _echo(params) if type(params) is dict else None})
+            return 422, error("UNSUPPORTED_PARAMETER", "commands take no parameters",
+                              {"parameters": _echo(params) if type(params) is dict else None})
         execution = action.get("execution", "immediate")
         if action.get("start") is not None or action.get("end") is not None or \
                 execution not in ("immediate", ["immediate"]):
-            return _err(422, "EXECUTION_NOT_SUPPORTED", "commands run immediately",
-                        {"supported": ["immediate"]})
+            return 422, error("EXECUTION_NOT_SUPPORTED", "commands run immediately",
+                              {"supported": ["immediate"]})
         action_id = req.get("actionId")
         if action_id is not None and not _id_ok(action_id):
-            return _bad("actionId must be 1-64 letters, digits or _-.:")
+            return 400, invalid("actionId must be 1-64 letters, digits or _-.:")
         strategy = req.get("onConflict")
         if strategy is not None and strategy != STRATEGY:
-            return _err(422, "STRATEGY_NOT_SUPPORTED", "unsupported conflict strategy",
-                        {"requested": _echo(strategy), "supported": [STRATEGY]})
+            return 422, error("STRATEGY_NOT_SUPPORTED", "unsupported conflict strategy",
+                              {"requested": _echo(strategy), "supported": [STRATEGY]})
         actions = self.agent.actions
         if action_id is not None:
             actions.sync()

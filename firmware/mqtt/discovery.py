@@ -8,6 +8,8 @@ import gc
 import json
 from actions import STRATEGY
 from control import STATUS_NAMES
+from settings import KW_MAX, KW_MIN
+import topics
 
 # (object, component, name, device_class, unit, state_class, category, value template).
 # Written out whole, not built from shared pieces: a tuple of constants stays in flash
@@ -36,18 +38,17 @@ _ENTITIES = (
     ("failsafe_charge_rate", "number", "Failsafe charge rate", "power", "kW", None, "config",
      "{{ value_json.data.settings.failsafe_charge_rate.value }}"),
 )
-# Each command template builds a request with a requestId ("ha-" and the time):
-# docs/protocol.md refuses requests without one.
-_COMMANDS = {
-    "charging": ("~/commands", '{"requestId":"ha-{{ now().timestamp() }}","action":{"command":'
-                 '"{{ \'charge\' if value == \'ON\' else \'idle\' }}"},'
-                 '"onConflict":"' + STRATEGY + '"}'),  # one string built at import
-    "max_charge_rate": ("~/settings", '{"requestId":"ha-{{ now().timestamp() }}","settings":'
-                        '{"max_charge_rate":{"value":{{ value }},"unit":"kw"}}}'),
-    "failsafe_charge_rate": ("~/settings", '{"requestId":"ha-{{ now().timestamp() }}",'
-                             '"settings":{"failsafe_charge_rate":'
-                             '{"value":{{ value }},"unit":"kw"}}}'),
-}
+# (object, command topic, command template). Each template builds a request with a requestId
+# ("ha-" and the time): docs/protocol.md refuses requests without one. "%s" is the conflict
+# strategy (actions.STRATEGY), put in as the config is built, so this too stays in flash.
+_COMMANDS = (
+    ("charging", "~/commands", '{"requestId":"ha-{{ now().timestamp() }}","action":{"command":'
+     '"{{ \'charge\' if value == \'ON\' else \'idle\' }}"},"onConflict":"%s"}'),
+    ("max_charge_rate", "~/settings", '{"requestId":"ha-{{ now().timestamp() }}","settings":'
+     '{"max_charge_rate":{"value":{{ value }},"unit":"kw"}}}'),
+    ("failsafe_charge_rate", "~/settings", '{"requestId":"ha-{{ now().timestamp() }}",'
+     '"settings":{"failsafe_charge_rate":{"value":{{ value }},"unit":"kw"}}}'),
+)
 
 
 class Discovery:
@@ -60,7 +61,7 @@ class Discovery:
         self.announced = 0  # configs published since boot
         self._pending = False
 
-    # -- the uplink's hooks (uplink.py)
+    # -- the MQTT uplink's hooks (mqtt_uplink.py)
     def topics(self):
         return (self.prefix + "/status",)
 
@@ -88,8 +89,8 @@ class Discovery:
     def config(self, entity):
         obj, component, name, dev_class, unit, state_class, category, template = entity
         c = {"~": self.base, "name": name, "uniq_id": self.device_id + "_" + obj,
-             "obj_id": self.device_id + "_" + obj, "stat_t": "~/state", "val_tpl": template,
-             "avty_t": "~/availability",
+             "obj_id": self.device_id + "_" + obj, "stat_t": "~/" + topics.STATE,
+             "val_tpl": template, "avty_t": "~/" + topics.AVAILABILITY,
              "dev": {"ids": [self.device_id], "name": "EV charger " + self.device_id,
                      "mf": "micropython-evse", "mdl": self.model, "sw": self.version}}
         if dev_class:
@@ -102,9 +103,11 @@ class Discovery:
             c["ent_cat"] = category
         if obj == "status":
             c["ops"] = list(STATUS_NAMES)
-        if obj in _COMMANDS:
-            c["cmd_t"], c["cmd_tpl"] = _COMMANDS[obj]
+        for name, topic, template in _COMMANDS:
+            if name == obj:
+                c["cmd_t"] = topic
+                c["cmd_tpl"] = template % STRATEGY if "%s" in template else template
         if component == "number":
-            c.update(min=0, max=50, step=0.1, mode="box")
+            c.update(min=KW_MIN, max=KW_MAX, step=0.1, mode="box")
         return "%s/%s/%s/%s/config" % (self.prefix, component, self.device_id, obj), \
             json.dumps(c).encode()

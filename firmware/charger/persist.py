@@ -5,6 +5,7 @@
 # What each key costs in flash wear is in docs/storage.md; Budget is how often a writer may
 # write at its own pace.
 import _thread
+from control import elapsed, later
 import record
 
 # Keys (ESP32 NVS keys are at most 15 characters).
@@ -89,10 +90,10 @@ class Budget:
     def refill(self, now):
         if self._at is None or self.left >= self.size:
             return
-        spells = ((now - self._at) & 0x3FFFFFFF) // self.spell_ms  # board ms wrap at 2**30
+        spells = elapsed(now, self._at) // self.spell_ms
         if spells:
             self.left = min(self.size, self.left + spells)
-            self._at = (self._at + spells * self.spell_ms) & 0x3FFFFFFF
+            self._at = later(self._at, spells * self.spell_ms)
 
     def spend(self, now):
         # A write is asked for: True (and one fewer left) if it may go to flash now.

@@ -10,22 +10,23 @@ import control as ctl
 import persist as ps
 import pilot
 import record
+import ceiling as cl
 import limits as lim
 from ring import Ring, Trace
 from settings import Settings
-from slot import Slot
+import slot as sl
 from actions import Actions, STRATEGY
 from energy import Energy
 from api import Api
-from api_text import json_bytes
+from api_text import error, json_bytes
 from outbox import Outbox
 from isotime import iso
+import topics
 
 VERSION = "0.2.0"
 _HEARTBEAT_MS = const(60000)
 _DEADBAND_W = const(200)
-_CMDS = {"charge": {"parameters": {}, "execution": ["immediate"]},
-         "idle": {"parameters": {}, "execution": ["immediate"]}}
+_CMDS = dict.fromkeys(sl.COMMANDS[1:], {"parameters": {}, "execution": ["immediate"]})
 
 
 class Agent:
@@ -36,9 +37,9 @@ class Agent:
         self.model = cfg.get("model", "micropython-evse")
         self.ring = Ring()
         self.trace = Trace()
-        self.ceiling = lim.Ceiling(self.ring)
+        self.ceiling = cl.Ceiling(self.ring)
         self.control = ctl.Control(board, self.ring, self.trace, self.ceiling)
-        self.slot = Slot(self.control, _thread.allocate_lock())
+        self.slot = sl.Slot(self.control, _thread.allocate_lock())
         self.persist = ps.Persist(board.store)
         self.persist.on_failure = self._storage_failed
         self.settings = Settings(cfg, self.persist)
@@ -121,7 +122,7 @@ class Agent:
             item = self.outbox.first()
             if item is None:
                 break
-            publish("events", item[0], False)
+            publish(topics.EVENTS, item[0], False)
             self.outbox.done(item)
             if item[1]:
                 self.actions.published(item[1])
@@ -131,7 +132,7 @@ class Agent:
             except MemoryError:  # no room for the read's objects now: due again next turn
                 self._reported = None
                 return
-            publish("state", report, True)
+            publish(topics.STATE, report, True)
 
     def state_due(self, now):
         c = self.control
@@ -171,8 +172,7 @@ class Agent:
                                      "error": str(error)})
 
     def storage_error(self, message="flash write failed; nothing was changed"):
-        return {"code": "STORAGE_FAILED", "message": message,
-                "details": {"key": self.persist.failed}}
+        return error("STORAGE_FAILED", message, {"key": self.persist.failed})
 
     def factory_reset(self, now):
         self.settings.factory_reset()
@@ -191,7 +191,7 @@ class Agent:
             self.energy.ended()
             self.emit("session.ended", {"deviceId": self.device_id, "sessionId": sid,
                                         "energy": arg / 1000, "unit": "kwh", "endedAt": at})
-        elif kind == lim.EV_LIMIT_EXPIRED:
+        elif kind == cl.EV_LIMIT_EXPIRED:
             self.limits.expired(at)
         else:
             name = "fault.raised" if kind == ctl.EV_FAULT_RAISED else "fault.cleared"
@@ -238,7 +238,7 @@ class Agent:
                       "maxCurrent": s.max_current, "offeredCurrent": c.offered_da / 10,
                       "pilot": pilot.NAMES[c.pilot],
                       "contactor": "closed" if c.contactor_closed else "open",
-                      "limitedBy": lim.NAMES[lowest & 15],
+                      "limitedBy": cl.NAMES[lowest & 15],
                       "limits": self.limits.read(lowest >> 4),
                       "sessionEnergy": c.session_energy() / 1000,
                       "lifetimeEnergy": self.energy.saved_wh() / 1000,

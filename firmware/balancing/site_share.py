@@ -2,8 +2,8 @@
 # (the meter's reading and the chargers' records), so each computes the same shares and no
 # coordinator is needed. Integers in deciamps; deterministic.
 from micropython import const
+from pilot import MIN_CURRENT  # 6 A: below it the pilot offers nothing
 
-MIN_DA = const(60)  # below 6 A the pilot cannot offer current
 ROTATE_MS = const(900000)  # the order of who gets 6 A when not all can rotates every 15 min
 
 
@@ -56,7 +56,7 @@ def shares(fuse_da, margin_da, meter, chargers, now_ms):
     cap = [max(0, fuse_da - margin_da - h) for h in household(meter, chargers)]
     active = sorted((c[0], c[1], c[3]) for c in chargers if c[4] and c[3] > 0)
     alloc = fair(active, cap)
-    if all(v >= MIN_DA for v in alloc.values()):
+    if all(v >= MIN_CURRENT for v in alloc.values()):
         return alloc
     # Not enough for everyone at 6 A: admit in an order that rotates every 15 minutes.
     n = len(active)
@@ -64,7 +64,7 @@ def shares(fuse_da, margin_da, meter, chargers, now_ms):
     admitted = []
     for c in active[turn:] + active[:turn]:
         trial = fair(admitted + [c], cap)
-        if all(v >= MIN_DA for v in trial.values()):
+        if all(v >= MIN_CURRENT for v in trial.values()):
             admitted.append(c)
     out = fair(admitted, cap)
     for c in active:

@@ -1,8 +1,8 @@
 # What may be echoed from a request into a reply: printable ASCII only, so a reply is valid
 # UTF-8 whatever came in (MicroPython keeps a lone "\ud800" escape as invalid bytes); what
-# may be parsed (shallow); and replies and state reports as JSON bytes (json_bytes), or a
-# reply in pieces where the heap has no block for its text (json_body). The uplink's
-# thread (and the bench's) calls these.
+# may be parsed (shallow); the error bodies (error and the builders after it); and replies
+# and state reports as JSON bytes (json_bytes), or a reply in pieces where the heap has no
+# block for its text (json_body). The uplink's thread (and the bench's) calls these.
 import gc
 import json
 
@@ -20,6 +20,29 @@ def printable(value, limit=64):
 def text(value, limit=64):
     # `value` if printable(value, limit), else None.
     return value if printable(value, limit) else None
+
+
+def error(code, message, details=None):
+    # The body of every refusal the API sends (docs/protocol.md), built here only: a code,
+    # a sentence, and details ({} when there are none).
+    return {"code": code, "message": message, "details": details or {}}
+
+
+def invalid(message):
+    # 400 INVALID_REQUEST's body: not a request the API takes.
+    return error("INVALID_REQUEST", message)
+
+
+def setting_error(key, code, message, details=None):
+    # One failing setting of a write, as details.errors lists it.
+    return {"setting": key, "code": code, "message": message, "details": details or {}}
+
+
+def refused_settings(errors):
+    # The body of a write refused for its settings (setting_error()s, the first failing
+    # first): the first one's code, its message with the setting's name, all of them.
+    first = errors[0]
+    return error(first["code"], first["setting"] + ": " + first["message"], {"errors": errors})
 
 
 def shallow(payload, deep=8, most=32):

@@ -1,14 +1,16 @@
 # Site balancing (docs/site.md) on the charger itself: the site meter and the other chargers'
 # records come in over MQTT, every charger computes the same shares (site_share.py) and
 # hands its own to the control core as one ceiling. The control loop applies the fallback
-# by itself when no fresh reading has come for meter_timeout_s (limits.Ceiling), so a
+# by itself when no fresh reading has come for meter_timeout_s (ceiling.py), so a
 # stalled network can leave only the last share or the fallback, never more.
-# An uplink extra (uplink.py): on_message runs inside umqtt's callback and only stores.
+# An extra of the MQTT uplink (mqtt_uplink.py): on_message runs inside umqtt's callback and
+# only stores.
 import json
 from micropython import const
 from api_text import shallow
+from control import elapsed, passed
 import site_share
-import limits as lim
+from ceiling import SITE
 import topics
 
 _MAX_PAYLOAD = const(512)  # a meter reading or a charger record is far smaller
@@ -40,8 +42,8 @@ class SiteBalancer:
         self.phases = list(s.get("phases", [1]))
         self.agent = agent
         self.device_id = cfg["device_id"]
-        self.meter_topic = topics.site(self.id) + "meter"
-        self.peer_topic = topics.site(self.id) + "chargers/"
+        self.meter_topic = topics.site(self.id) + topics.SITE_METER
+        self.peer_topic = topics.site(self.id) + topics.SITE_CHARGERS
         self.ignored = 0  # malformed meter or peer payloads, never trusted
         self.share_da = None
         self._meter = None  # (currents dA, arrival board ms, meter ts)
@@ -83,7 +85,7 @@ class SiteBalancer:
 
     def _moved(self, now):
         last = self._sent
-        if last is None or ((now - self._sent_at) & 0x3FFFFFFF) < _RECORD_GAP_MS:
+        if last is None or elapsed(now, self._sent_at) < _RECORD_GAP_MS:
             return False
         return abs(self._my_draw() - last[0]) >= _DRAW_STEP_DA or \
             self._my_want() != last[1] or self.agent.control.offered_da != last[2]
@@ -143,7 +145,7 @@ class SiteBalancer:
         share = site_share.shares(self.fuse_da, self.margin_da, meter, chargers, clock)
         new = share.get(self.device_id, 0)
         old = self.share_da
-        if self._used is None or _gap(arrived, self._used) >= self.timeout_ms:
+        if self._used is None or elapsed(arrived, self._used) >= self.timeout_ms:
             # Back from the fallback (a boot, or a silent meter): the peers' records may be
             # stale, and each charger alone would take the whole site. This reading only
             # announces this charger (its record goes out now); the share rises from the
@@ -177,7 +179,7 @@ class SiteBalancer:
         c = self.agent.control
         if not c.session_active or c.paused or c.fault:
             return 0
-        return self.agent.ceiling.limit_without(lim.SITE, self.agent.board.now_ms())
+        return self.agent.ceiling.limit_without(SITE, self.agent.board.now_ms())
 
     def _publish_record(self, publish):
         sent = (self._my_draw(), self._my_want(), self.agent.control.offered_da)
@@ -193,15 +195,11 @@ class SiteBalancer:
             return None
         age = None
         if self._meter is not None:
-            age = (self.agent.board.now_ms() - self._meter[1]) & 0x3FFFFFFF
+            age = elapsed(self.agent.board.now_ms(), self._meter[1])
         return {"share": (self.share_da or 0) / 10, "meterAgeMs": age,
                 "fallback": bool(self.agent.ceiling.site_stale), "ignored": self.ignored}
 
 
-def _gap(t, since):
-    return (t - since) & 0x3FFFFFFF
-
-
 def _after(t, since):
     # Board time t is after `since` (-1: never).
-    return since < 0 or 0 < ((t - since) & 0x3FFFFFFF) < 0x20000000
+    return since < 0 or (t != since and passed(t, since))

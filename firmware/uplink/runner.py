@@ -1,15 +1,17 @@
-# The loops that drive an agent. On a board, three threads: the control loop (pilot and
-# contactor, every tick, never waits for anything), the worker (events, flash, local duties,
-# every 100 ms whether or not a broker is reachable) and the uplink (MQTT or OCPP, may block
-# for ever; with both, each has a thread); webhooks, where configured, get one more. On the
-# bench in virtual time one thread does it all in lockstep: the board hands out ticks and
-# requests arrive between them.
+# The loops that drive an agent, and the wiring: what the config names, built. On a board,
+# three threads: the control loop (pilot and contactor, every tick, never waits for
+# anything), the worker (events, flash, local duties, every 100 ms whether or not a broker
+# is reachable) and the uplink (MQTT or OCPP, may block for ever; with several, each has a
+# thread); webhooks, where configured, get one more. On the bench in virtual time one thread
+# does it all in lockstep: the board hands out ticks and requests arrive between them.
 from micropython import const
 import gc
 import _thread
 from nap import nap
+import topics
 
 SERVICE_TICKS = const(10)  # the worker's period in ticks (100 ms at 10 ms ticks)
+SITE = ("site_balance", "SiteBalancer")  # site balancing, by name as the uplinks are (config.py)
 
 
 class Lockstep:
@@ -24,7 +26,7 @@ class Lockstep:
         self.site = site_balancer(agent, board.config)
 
     def on_request(self, kind, payload):
-        self.board.publish("responses", self.agent.handle(kind, payload, self.board.now_ms()))
+        self.board.publish(topics.RESPONSES, self.agent.handle(kind, payload, self.board.now_ms()))
 
     def on_message(self, topic, msg):
         if self.site:
@@ -70,30 +72,32 @@ def worker_loop(agent, board):
 
 
 def threaded(agent, board, uplinks, webhooks=None):
-    # The last uplink runs in this thread; its run() returns only when the board must
-    # restart (an OCPP Reset, its transaction ended).
+    # Each uplink in a thread of its own, the last in this one. An uplink's run() returns
+    # only when the board must restart (an OCPP Reset, its transaction ended): it restarts.
     _thread.start_new_thread(control_loop, (agent, board))
     _thread.start_new_thread(worker_loop, (agent, board))
     if webhooks:
         _thread.start_new_thread(webhooks.run, ())
     for uplink in uplinks[:-1]:
-        _thread.start_new_thread(uplink.run, (agent,))
-    uplinks[-1].run(agent)
+        _thread.start_new_thread(_uplink_loop, (uplink, board))
+    _uplink_loop(uplinks[-1], board)
+
+
+def _uplink_loop(uplink, board):
+    uplink.run()
     board.restart()
 
 
 def serve(agent, board):
     # What the installation's config asks for, wired and running: the loops above, the
-    # uplinks (`uplink`: "mqtt", "ocpp" or "both"), Home Assistant discovery, site balancing
+    # uplinks it names (config.uplinks(), built through config.UPLINKS: docs/uplinks.md),
     # and webhooks. Every board's main ends here.
+    import config  # a board's main has it loaded already (it checked the config)
     cfg = board.config
-    kind = cfg.get("uplink", "mqtt")
     uplinks = []
-    if kind in ("mqtt", "both"):
-        uplinks.append(_mqtt(agent, board, cfg))
-    if kind in ("ocpp", "both"):  # before the loops start: it holds current until authorized
-        from ocpp_uplink import OcppUplink
-        uplinks.append(OcppUplink(cfg, board, agent))
+    for name in config.uplinks(cfg):  # all built before the loops start: OCPP holds
+        module, cls = config.uplink(name)  # current until a transaction is authorized
+        uplinks.append(getattr(__import__(module), cls)(cfg, board, agent))
     hooks = None
     if cfg.get("webhook_url"):
         from webhook import Webhooks
@@ -103,25 +107,11 @@ def serve(agent, board):
     threaded(agent, board, uplinks, hooks)
 
 
-def _mqtt(agent, board, cfg):
-    from uplink import Uplink
-    import topics
-    extras = []
-    if cfg.get("discovery", True):
-        from discovery import Discovery
-        from agent import VERSION
-        extras.append(Discovery(cfg, topics.base(cfg.get("topic_prefix"), cfg["device_id"]),
-                                agent.model, VERSION))
-    site = site_balancer(agent, cfg)
-    if site:
-        extras.append(site)
-    return Uplink(cfg, board, extras)
-
-
 def site_balancer(agent, cfg):
-    # The site's share (site_balance.py) where the installation has a site block.
+    # The site's share (site_balance.py) where the installation has a site block: an extra
+    # of the MQTT uplink, which carries its messages (or of Lockstep, on the bench).
     if not cfg.get("site"):
         return None
-    from site_balance import SiteBalancer
-    agent.limits.site = SiteBalancer(cfg, agent)
+    module, cls = SITE
+    agent.limits.site = getattr(__import__(module), cls)(cfg, agent)
     return agent.limits.site

@@ -83,10 +83,23 @@ _OVERCURRENT_TRIPS = const(3)  # trips in one session after which it holds until
 # the offer rises at most once per this (docs/safety.md: the vehicle follows within 5 s)
 RAISE_MS = const(5000)
 _TICKS_MASK = const(0x3FFFFFFF)  # board clocks wrap at 2**30 ms
+_TICKS_HALF = const(0x20000000)  # two board times this far apart or more cannot be ordered
 
 
+# Board time, defined here once (docs/design.md, "Units"): every interval is elapsed(), every
+# deadline later(), every comparison passed().
 def elapsed(now, since):
     return (now - since) & _TICKS_MASK
+
+
+def later(t, ms):
+    # The board time `ms` after board time t.
+    return (t + ms) & _TICKS_MASK
+
+
+def passed(now, t):
+    # Board time `now` is at or after board time t (within 6 days, half the clock's span).
+    return elapsed(now, t) < _TICKS_HALF
 
 
 class Control:
@@ -96,7 +109,7 @@ class Control:
         self.trace = trace
         self.port = PilotPort(board)  # x1 before anything else
         # Inputs, written by the network side.
-        self.ceiling = ceiling  # every source's ceiling (limits.py); 0 until they are loaded
+        self.ceiling = ceiling  # every source's ceiling (ceiling.py); 0 until they are loaded
         self.paused = False  # idle: hold the session (cleared here at unplug)
         # Outputs and status, read by the network side.
         self.mode = STANDBY

@@ -2,7 +2,7 @@
 # ceiling while a controller is silent) and the installation facts they are enforced with.
 # Validation follows docs/protocol.md: all-or-nothing, every failing key listed. Written by
 # the uplinks (write) and the worker (service, factory_reset, OCPP's profiles via write);
-# the control loop sees only the ceilings (limits.py).
+# the control loop sees only the ceilings (ceiling.py).
 # A new value reaches the ceilings first and flash second, and a 200 is durable
 # (docs/storage.md): a write is in flash before its reply unless it comes in a burst (a
 # balancer writing faster than flash should be written); a burst is coalesced upward only
@@ -10,6 +10,8 @@
 # never holds more than was acknowledged.
 from micropython import const
 import _thread
+from api_text import setting_error
+from control import elapsed
 import persist as ps
 import record
 
@@ -20,7 +22,7 @@ WRITABLE = (CAP, FAILSAFE)  # both kW, 0-50, persisted
 KW_MIN = 0
 KW_MAX = 50
 READ_ONLY = ("max_current", "supply_voltage", "phases")
-_UNITS = {"max_current": "a", "supply_voltage": "v", "phases": "phases"}
+_UNITS = ("a", "v", "phases")  # READ_ONLY's, in order
 
 # When a write reaches flash (docs/storage.md says why these values): a value that has
 # stood SPELL_MS is in flash. A write after such a quiet spell is written before its reply,
@@ -32,31 +34,28 @@ BURST_WRITES = const(10)
 _LATEST_MS = const(60000)
 
 
-def _error(key, code, message, details=None, status=422):
-    return {"setting": key, "code": code, "message": message, "details": details or {},
-            "status": status}
-
-
 def check(key, entry):
-    # The error for one key of a write, or None if it may be applied.
+    # None if `entry` may be written to setting `key`, else (status, its setting_error).
     if key not in WRITABLE:
         if key in READ_ONLY:
-            return _error(key, "READ_ONLY_SETTING", key + " is read-only (set by the installer)")
-        return _error(key, "UNSUPPORTED_SETTING", "unknown setting")
+            return 422, setting_error(key, "READ_ONLY_SETTING",
+                                      key + " is read-only (set by the installer)")
+        return 422, setting_error(key, "UNSUPPORTED_SETTING", "unknown setting")
     if type(entry) is not dict or "value" not in entry or "unit" not in entry:
-        return _error(key, "INVALID_REQUEST", "expected {value, unit}", status=400)
+        return 400, setting_error(key, "INVALID_REQUEST", "expected {value, unit}")
     if len(entry) != 2:
-        return _error(key, "INVALID_REQUEST", "only value and unit are allowed", status=400)
+        return 400, setting_error(key, "INVALID_REQUEST", "only value and unit are allowed")
     unit = entry["unit"]
     if type(unit) is not str or unit.lower() != "kw":
-        return _error(key, "UNSUPPORTED_UNIT", "unit must be kw",
-                      {"providedUnit": unit, "supportedUnits": ["kw"]})
+        return 422, setting_error(key, "UNSUPPORTED_UNIT", "unit must be kw",
+                                  {"providedUnit": unit, "supportedUnits": ["kw"]})
     value = entry["value"]
     if type(value) not in (int, float) or value - value != 0:
-        return _error(key, "INVALID_SETTING_VALUE", "value must be a finite number")
+        return 422, setting_error(key, "INVALID_SETTING_VALUE", "value must be a finite number")
     if not KW_MIN <= value <= KW_MAX:
-        return _error(key, "SETTING_OUT_OF_RANGE", "value outside [0, 50] kw",
-                      {"value": value, "min": KW_MIN, "max": KW_MAX, "unit": "kw"})
+        return 422, setting_error(key, "SETTING_OUT_OF_RANGE",
+                                  "value outside [%s, %s] kw" % (KW_MIN, KW_MAX),
+                                  {"value": value, "min": KW_MIN, "max": KW_MAX, "unit": "kw"})
     return None
 
 
@@ -193,7 +192,7 @@ class Settings:
         # Decreases within a spell of the last one (a flood, or a balancer stepping down)
         # write 1/8 below, so the next ones need no write; the exact value follows once it
         # has stood a spell.
-        flood = k.last_down >= 0 and _elapsed(now, k.last_down) < SPELL_MS
+        flood = k.last_down >= 0 and elapsed(now, k.last_down) < SPELL_MS
         low = w - w // 8 if flood else w
         k.last_down = now
         if not self._store(k, low):
@@ -212,8 +211,8 @@ class Settings:
                     continue
                 if k.acked == k.stored:
                     k.pending_since = -1
-                elif _elapsed(now, k.changed_at) >= SPELL_MS or \
-                        _elapsed(now, k.pending_since) >= _LATEST_MS:
+                elif elapsed(now, k.changed_at) >= SPELL_MS or \
+                        elapsed(now, k.pending_since) >= _LATEST_MS:
                     self._store(k, k.acked)
 
     def _store(self, k, w):
@@ -251,9 +250,5 @@ class Settings:
         out[CAP]["effectiveMax"] = self.installation_kw()
         values = (self.max_current, self.voltage, self.phases)
         for i in range(3):
-            out[READ_ONLY[i]] = {"value": values[i], "unit": _UNITS[READ_ONLY[i]]}
+            out[READ_ONLY[i]] = {"value": values[i], "unit": _UNITS[i]}
         return out
-
-
-def _elapsed(now, since):
-    return (now - since) & 0x3FFFFFFF

@@ -75,7 +75,7 @@ def clear_charging_profile(up, st, p, now):
     stack = need(p, "stackLevel", "int", False)
     if not st.spend(now):
         raise Invalid("InternalError", "too many changes just now: try again in 10 s")
-    gone = st.profiles.clear(pid, c, None if purpose is None else pf.PURPOSES.index(purpose),
+    gone = st.smart.profiles.clear(pid, c, None if purpose is None else pf.PURPOSES.index(purpose),
                              stack)
     if gone is None:
         raise Invalid("InternalError", "flash refused the change")
@@ -96,7 +96,7 @@ def get_composite_schedule(up, st, p, now):
     if c < 0:
         return _status(False)
     watts = unit == "W"
-    periods = st.composite(min(duration, 7 * 86400), watts)
+    periods = st.smart.composite(min(duration, 7 * 86400), watts)
     schedule = {"duration": duration, "chargingRateUnit": "W" if watts else "A",
                 "chargingSchedulePeriod": [{"startPeriod": s, "limit": v} for s, v in periods]}
     out = {"status": "Accepted", "connectorId": c, "chargingSchedule": schedule}
@@ -152,7 +152,7 @@ def set_charging_profile(up, st, p, now):
     profile = pf.parse(need(p, "csChargingProfiles", "obj"))
     purpose = profile.purpose
     if purpose == pf.CP_MAX:
-        ok = c == 0 and st.profile_fits(profile)
+        ok = c == 0 and st.smart.profile_fits(profile)
     elif purpose == pf.TX_DEFAULT:
         ok = c in (0, 1)
     else:  # a TxProfile belongs to the transaction in progress
@@ -162,7 +162,7 @@ def set_charging_profile(up, st, p, now):
             profile.tx = tx[0]
     if ok and purpose != pf.TX and not st.spend(now):
         return _BUSY
-    return _status(ok and st.profiles.add(profile))
+    return _status(ok and st.smart.profiles.add(profile))
 
 
 def trigger_message(up, st, p, now):

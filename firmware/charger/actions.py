@@ -13,6 +13,7 @@
 # id; whether it was published is only written with the next write). Retransmitted ids are
 # recognised among the last 16 actions while running and the last 2 after a restart.
 import json
+from api_text import error
 import control as ctl
 import persist as ps
 import record
@@ -90,15 +91,13 @@ class Actions:
             self._sync()  # a finished action reports before the next one replaces it
             cur = self.current
             if cur is not None and strategy is None:
-                return 409, {"code": "CONFLICT", "message": "an action is in flight",
-                             "details": {"reason": "no_strategy_supplied",
-                                         "conflictingActionIds": [cur["id"]],
-                                         "strategies": [STRATEGY]}}
+                return 409, error("CONFLICT", "an action is in flight",
+                                  {"reason": "no_strategy_supplied",
+                                   "conflictingActionIds": [cur["id"]], "strategies": [STRATEGY]})
             unsent = sum(1 for a in self.recent if self._unsent(a)) + (cur is not None)
             if unsent > _UNSENT:
-                return 429, {"code": "TOO_MANY_REQUESTS",
-                             "message": "earlier actions' events are still being delivered; "
-                                        "nothing was changed", "details": {}}
+                return 429, error("TOO_MANY_REQUESTS", "earlier actions' events are still being "
+                                  "delivered; nothing was changed")
             stamp = ag.stamp(now)
             action = {"id": action_id or ag.new_id("act_"), "deviceId": ag.device_id,
                       "deviceType": "ev_charger", "command": sl.COMMANDS[command],

@@ -3,7 +3,11 @@
 
 _NEEDED = (("device_id", str), ("supply_voltage", (int, float)), ("phases", int),
            ("max_current", (int, float)))
-UPLINKS = ("mqtt", "ocpp", "both")
+# The uplinks by the name the config gives them (`"uplinks": ["mqtt", "ocpp"]`): the module
+# and class runner.serve builds for each (docs/uplinks.md). A new uplink is its module and
+# one entry here. (Tuples of constants: a frozen image keeps them in flash, not the heap.)
+UPLINKS = (("mqtt", "mqtt_uplink", "MqttUplink"), ("ocpp", "ocpp_uplink", "OcppUplink"))
+_OLDER = (("mqtt", ("mqtt",)), ("ocpp", ("ocpp",)), ("both", ("mqtt", "ocpp")))  # older
 
 
 class ConfigError(Exception):
@@ -15,10 +19,10 @@ def check(cfg):
     if type(cfg) is not dict:
         return ["the config must be a JSON object"]
     errors = []
-    uplink = cfg.get("uplink", "mqtt")
-    if uplink not in UPLINKS:
-        return ["uplink must be mqtt, ocpp or both"]
-    for key, kind in _NEEDED + ((("broker", str),) if uplink != "ocpp" else ()):
+    names = uplinks(cfg)
+    if type(names) is str:
+        return [names]
+    for key, kind in _NEEDED + ((("broker", str),) if "mqtt" in names else ()):
         if key not in cfg:
             errors.append("missing " + key)
         elif not isinstance(cfg[key], kind) or type(cfg[key]) is bool:
@@ -37,11 +41,11 @@ def check(cfg):
     if "cable_current" in cfg and not (type(cfg["cable_current"]) is int and
                                        6 <= cfg["cable_current"] <= 80):
         errors.append("cable_current must be 6-80 A")
-    if uplink != "ocpp":
+    if "mqtt" in names:
         host, _, port = cfg["broker"].rpartition(":")
         if not host or not port.isdigit():
             errors.append("broker must be HOST:PORT")
-    if uplink != "mqtt":
+    if "ocpp" in names:
         errors.extend(_check_ocpp(cfg.get("ocpp")))
     if cfg.get("webhook_url") and not cfg.get("webhook_secret"):
         errors.append("webhook_url needs webhook_secret")
@@ -62,6 +66,34 @@ def check(cfg):
         errors.append("an https:// webhook_url needs ca_file (the receiver's certificate "
                       "is checked against it)")
     return errors
+
+
+def uplinks(cfg):
+    # The names of the uplinks the config asks for, in order (runner.threaded runs the last
+    # in the calling thread), from "uplinks" or the older "uplink" ("mqtt", "ocpp" or
+    # "both"; neither: MQTT); a sentence instead if neither form is right.
+    if "uplinks" in cfg:
+        names = cfg["uplinks"]
+        if "uplink" in cfg:
+            return "give uplinks or the older uplink, not both"
+        if type(names) is not list or not names or \
+                any(uplink(n) is None for n in names) or len(set(names)) != len(names):
+            return "uplinks must list one or more of %s, each once" % ", ".join(
+                u[0] for u in UPLINKS)
+        return names
+    old = cfg.get("uplink", "mqtt")
+    for name, names in _OLDER:
+        if old == name:
+            return list(names)
+    return "uplink must be mqtt, ocpp or both"
+
+
+def uplink(name):
+    # (module, class) of the uplink the config calls `name`, or None.
+    for u in UPLINKS:
+        if u[0] == name:
+            return u[1:]
+    return None
 
 
 def _check_ocpp(o):

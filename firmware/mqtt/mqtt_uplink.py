@@ -1,25 +1,21 @@
-# The MQTT uplink (docs/protocol.md): requests in, replies / state / events out, availability with a
-# retained last will, keepalive pings, and reconnect with bounded exponential backoff and
-# jitter. It runs in its own thread: every call here may block; by design nothing on the
-# control side or in the worker ever waits for it.
+# The MQTT uplink (docs/protocol.md, docs/uplinks.md): requests in, replies / state / events
+# out, availability with a retained last will, keepalive pings; door.py dials it again
+# after a lost connection. It runs in its own thread: every call here may block; by design
+# nothing on the control side or in the worker ever waits for it.
 #
 # Requests are handled one at a time in the serve loop, never inside umqtt's callback:
 # publish(qos=1) reads incoming messages while it waits for its PUBACK, and a request
 # handled there would produce events while an event is being published. The callback only
 # queues (at most _QUEUE requests); beyond that a request is answered at once with 429.
-import io
-import os
 import select
-import sys
 import time
 from api import MAX_PAYLOAD
 from mqtt_client import BoundedClient
 from umqtt.simple import MQTTException
-from nap import nap
+import door
+import runner
 import topics
 
-_BACKOFF_MIN_MS = 500
-_BACKOFF_MAX_MS = 30000
 _POLL_MS = 20  # how long the network loop waits for input before its other work
 _QUEUE = 4  # requests read but not yet handled
 
@@ -42,26 +38,8 @@ def _no_delay(sock):
         pass
 
 
-def _where(e):
-    # Where `e` was raised, as one log line's tail: "at agent.py:150 flush < uplink.py:128
-    # _serve" (innermost first, two frames). A MemoryError otherwise names no place; a
-    # refusal from the network (OSError, MQTTException) needs none, and keeps its one line.
-    try:
-        buf = io.StringIO()
-        sys.print_exception(e, buf)
-        frames = []
-        for line in buf.getvalue().split("\n"):
-            if line.startswith('  File "'):  # '  File "agent.py", line 150, in flush'
-                name, _, rest = line[8:].partition('", line ')
-                number, _, func = rest.partition(", in ")
-                frames.append("%s:%s %s" % (name.rsplit("/", 1)[-1], number, func))
-        return "at " + " < ".join(frames[-1:-3:-1])
-    except Exception:  # no room even for that: the line without it
-        return ""
-
-
-class Uplink:
-    def __init__(self, cfg, board, extras=()):
+class MqttUplink:
+    def __init__(self, cfg, board, agent):
         host, _, port = cfg["broker"].rpartition(":")
         self.host = host
         self.port = int(port)
@@ -70,34 +48,29 @@ class Uplink:
         self.base = topics.base(cfg.get("topic_prefix"), cfg["device_id"])
         self.keepalive = int(cfg.get("keepalive", 30))
         self.client = None
-        self.agent = None
-        # Other users of the same connection (discovery.py, site balancing): each has
-        # topics() to subscribe, on_message(topic, msg) (inside umqtt's callback: it may
-        # not publish), on_connect(publish) and service(publish, now) in the serve loop.
-        self.extras = list(extras)
+        self.agent = agent
+        self.reset = None  # no restart is ever asked for over MQTT (door.py)
+        self.quiet = (OSError, MQTTException)  # the network's refusals: one line each (door)
+        # Other users of the same connection (Home Assistant discovery, site balancing):
+        # each has topics() to subscribe, on_message(topic, msg) (inside umqtt's callback: it
+        # may not publish), on_connect(publish) and service(publish, now) in the serve loop.
+        self.extras = []
+        if cfg.get("discovery", True):
+            from discovery import Discovery
+            from agent import VERSION
+            self.extras.append(Discovery(cfg, self.base, agent.model, VERSION))
+        site = runner.site_balancer(agent, cfg)
+        if site:
+            self.extras.append(site)
         self.connects = 0
         self.refused = 0  # requests answered 429 because the queue was full
         self._queue = []
         self._tx = 0
         self._rx = 0
 
-    def run(self, agent):
-        self.agent = agent
-        delay = _BACKOFF_MIN_MS
-        while True:
-            try:
-                self._connect()
-                delay = _BACKOFF_MIN_MS
-                self._serve()
-            except Exception as e:  # OSError, MQTTException, a cut read: all mean reconnect
-                if isinstance(e, (OSError, MQTTException)):  # the network's: it says it all
-                    print("uplink: connection lost:", repr(e))
-                else:  # a MemoryError or a bug: where it was raised, too
-                    print("uplink: connection lost:", repr(e), _where(e))
-            self._close()
-            self._queue = []  # unanswered: the broker is gone, and with it the reply path
-            nap(delay + delay * os.urandom(1)[0] // 512)  # up to +50 % jitter
-            delay = min(delay * 2, _BACKOFF_MAX_MS)
+    def run(self):
+        # OSError, MQTTException, a cut read: all mean reconnect.
+        door.run(self, "uplink")
 
     def _ssl(self):
         # With a CA configured, TLS only: the broker's certificate is checked against it
@@ -108,7 +81,7 @@ class Uplink:
         import trust
         return trust.context(ca)
 
-    def _connect(self):
+    def connect(self):
         self.board.ensure_network()  # WiFi up (and the clock set) before DNS and MQTT
         cfg = self.cfg
         user = cfg.get("username")
@@ -118,7 +91,7 @@ class Uplink:
         c.max_payload = MAX_PAYLOAD
         c.set_callback(self._on_message)
         c.on_oversize = self._on_oversize
-        c.set_last_will(self.base + "availability", b"offline", retain=True)
+        c.set_last_will(self.base + topics.AVAILABILITY, b"offline", retain=True)
         self.client = c
         c.connect()  # bounded by c.io_timeout, and so is every packet after it
         _no_delay(c.tcp)
@@ -128,13 +101,13 @@ class Uplink:
         for x in self.extras:
             for t in x.topics():
                 c.subscribe(t)
-        self.publish("availability", b"online", True)
+        self.publish(topics.AVAILABILITY, b"online", True)
         self.agent.report_again()  # a fresh retained state on every (re)connect
         for x in self.extras:
             x.on_connect(self.publish_to)
         self._rx = _ms()
 
-    def _serve(self):
+    def serve(self):
         c = self.client
         poller = select.poll()
         poller.register(c.sock, select.POLLIN)
@@ -146,7 +119,8 @@ class Uplink:
                 c.check_msg()
             if self._queue:
                 kind, msg = self._queue.pop(0)
-                self.publish("responses", self.agent.handle(kind, msg, self.board.now_ms()), False)
+                reply = self.agent.handle(kind, msg, self.board.now_ms())
+                self.publish(topics.RESPONSES, reply, False)
             self.agent.flush(self.publish, self.board.now_ms())
             for x in self.extras:
                 x.service(self.publish_to, self.board.now_ms())
@@ -172,7 +146,7 @@ class Uplink:
             self._queue.append((kind, msg))
         else:  # a QoS 0 reply: it waits for nothing, so it is safe from inside publish()
             self.refused += 1
-            self.publish("responses", self.agent.busy(kind, msg, self.board.now_ms()), False)
+            self.publish(topics.RESPONSES, self.agent.busy(kind, msg, self.board.now_ms()), False)
 
     def _on_oversize(self, topic, size):
         topic = topic.decode()
@@ -181,7 +155,7 @@ class Uplink:
             if topic.startswith(self.base) and kind in topics.REQUESTS:
                 self._clear_retained(topic)
             return
-        self.publish("responses", self.agent.too_large(kind, self.board.now_ms()), False)
+        self.publish(topics.RESPONSES, self.agent.too_large(kind, self.board.now_ms()), False)
 
     def _clear_retained(self, topic):
         # A request a broker kept (a client published it with the retain flag) comes again
@@ -194,16 +168,17 @@ class Uplink:
     def publish(self, topic, payload, retain):
         # Events are at-least-once: QoS 1, so one is only dropped from the outbox once
         # the broker has it. Replies and state are current-value data: QoS 0.
-        self.publish_to(self.base + topic, payload, retain, 1 if topic == "events" else 0)
+        self.publish_to(self.base + topic, payload, retain, 1 if topic == topics.EVENTS else 0)
 
     def publish_to(self, topic, payload, retain, qos=1):
         self.client.publish(topic, payload, retain, qos)
         self._tx = _ms()
 
-    def _close(self):
+    def close(self):
         if self.client and self.client.sock:
             try:
                 self.client.sock.close()
             except OSError:
                 pass
         self.client = None
+        self._queue = []  # unanswered: the broker is gone, and with it the reply path

@@ -1,10 +1,10 @@
 # The charge point behind OCPP: transactions, their message queue, meter values, the
-# connector's status, availability, and charging profiles turned into the charger's own
-# ceilings (ocpp.md's mapping). It never touches the network: the worker runs service()
-# every 100 ms whether or not a CSMS is reachable (so a profile's period boundary, a
-# transaction's start at plug-in and its meter values happen offline too), and the OCPP
-# thread (ocpp_uplink.py, ocpp_ops.py) takes what is to be sent and hands in what the CSMS
-# asked. Both hold `lock` while they touch this state; the control loop never does.
+# connector's status, availability and the clock; its charging profiles are ocpp_smart.py.
+# It never touches the network: the worker runs service() every 100 ms whether or not a
+# CSMS is reachable (so a profile's period boundary, a transaction's start at plug-in and
+# its meter values happen offline too), and the OCPP thread (ocpp_uplink.py, ocpp_ops.py)
+# takes what is to be sent and hands in what the CSMS asked. Both hold `lock` while they
+# touch this state; the control loop never does.
 #
 # No current is offered without an open transaction (the `authorization` ceiling):
 # a session starts one with the configured id tag (plug and charge) or on a
@@ -16,15 +16,13 @@ import _thread
 from micropython import const
 import control as ctl
 import isotime
-import limits as lim
 import persist as ps
 import pilot
 import record
-import settings as st
 import slot as sl
 from actions import STRATEGY
 from ocpp_config import Config
-import ocpp_profiles as pf
+from ocpp_smart import Smart
 
 _FAULT_CODES = {ctl.RCD_TRIP: "GroundFailure", ctl.CONTACTOR_WELDED: "PowerSwitchFailure",
                 ctl.CONTACTOR_STUCK_OPEN: "PowerSwitchFailure",
@@ -33,8 +31,6 @@ _MAX_TX_MESSAGES = const(12)  # Start/StopTransaction kept through an outage (6 
 _MAX_METER_VALUES = const(8)  # MeterValues kept in RAM through an outage (the newest)
 _WRITES = const(10)  # changes from the CSMS that write flash: a burst of this many,
 _WRITE_EVERY_MS = const(10000)  # then one per this (a flood is refused, not deferred)
-_CLOCKLESS_MS = const(1000)  # re-evaluate this often while the wall clock is unknown
-_IDLE_EVAL_MS = const(60000)  # and at least this often otherwise
 # Queue entries are lists (persisted as JSON): kind, transaction number, board ms (None
 # after a restart), ISO time (None if the clock was unknown), then the kind's fields.
 START = "S"  # ..., idTag, meterStart
@@ -54,7 +50,6 @@ class Station:
         self.control = agent.control
         self.id_tag = cfg.get("id_tag") or None  # None: only RemoteStartTransaction starts
         self.config = Config(agent.persist)
-        self.profiles = pf.Profiles(agent.persist)
         self.lock = _thread.allocate_lock()
         self.online = False  # the uplink: connected and accepted by the CSMS
         self.known = False  # whether a vehicle is on the cable is known (service())
@@ -78,12 +73,9 @@ class Station:
         self._interrupted = False  # a transaction was open when the board restarted
         self._sampled = 0
         self._aligned = None
-        self._eval_at = 0
-        self._eval_wait = 0
-        self._cap_w = None  # the max_charge_rate a ChargePointMaxProfile set
-        self._dynamic = None  # (value, unit) of the dynamic limit the profiles set
         self._writes = _WRITES  # the flash budget for the CSMS's changes (spend())
         self._refilled = None
+        self.smart = Smart(self)  # the charging profiles
         agent.limits.set_authorized(False)  # before the first tick: nothing without a transaction
         self._load()
 
@@ -91,7 +83,7 @@ class Station:
     def _load(self):
         ag = self.agent
         for ok, key in ((self.config.load(), ps.OCPP_CONFIG),
-                        (self.profiles.load(), ps.OCPP_PROFILES)):
+                        (self.smart.profiles.load(), ps.OCPP_PROFILES)):
             if not ok:
                 ag.storage_corrupt(key)
         word = ag.persist.read_word(ps.OCPP_AVAILABILITY, 0)
@@ -171,7 +163,7 @@ class Station:
                 self._track(now)
             self._notify(now)
             r = self.remote
-            if r and _passed(now, r[1]):
+            if r and ctl.passed(now, r[1]):
                 self.remote = None  # ConnectionTimeOut: no vehicle came
             elif s is not None and self.tx is None and not self.inoperative:
                 if r and r[3]:
@@ -180,8 +172,7 @@ class Station:
                         (self.online or self.config.flag("LocalAuthorizeOffline")):
                     self.start(self.id_tag, now)
             self._meter(now)
-            if self.profiles.changed or ctl.elapsed(now, self._eval_at) >= self._eval_wait:
-                self._apply(now)
+            self.smart.service(now)
 
     def _settled(self, now):
         # Whether the station may judge the connector after boot: the control loop has read
@@ -226,7 +217,7 @@ class Station:
         self._sampled = now
         self._enqueue([START, n, now, self.stamp(), tag, meter])
         self.agent.limits.set_authorized(True)
-        self.profiles.changed = True  # Relative schedules start now
+        self.smart.profiles.changed = True  # Relative schedules start now
         return n
 
     def stop(self, reason, now):
@@ -246,7 +237,7 @@ class Station:
         wh = max(meter, self.agent.energy.lifetime_wh())  # a restart may know less than the start
         self.tx = None
         self.agent.limits.set_authorized(False)
-        self.profiles.end_tx()
+        self.smart.profiles.end_tx()
         self._enqueue([STOP, n, now, self.stamp(), wh, reason])
         if self.scheduled is not None:
             self.set_available(self.scheduled)
@@ -258,14 +249,14 @@ class Station:
         n = self.start(tag, now)
         if profile:
             profile.tx = n
-            self.profiles.add(profile)
+            self.smart.profiles.add(profile)
         if self.control.paused:
             self.agent.actions.submit(sl.CHARGE, None, STRATEGY, now)
 
     def remote_start(self, tag, profile, now):
         timeout = self.config.number("ConnectionTimeOut") * 1000
         authorized = not self.config.flag("AuthorizeRemoteTxRequests")
-        self.remote = [tag, (now + timeout) & 0x3FFFFFFF, profile, authorized]
+        self.remote = [tag, ctl.later(now, timeout), profile, authorized]
         if not authorized:
             self.authorize = tag
 
@@ -457,64 +448,6 @@ class Station:
         self.agent.limits.set_available(operative)
         return True
 
-    # -- charging profiles -> the charger's ceilings
-    def _to_da(self, tenths, watts):
-        return self.agent.settings.per_phase_da(tenths // 10) if watts else tenths
-
-    def _moment(self, ahead_s=0):
-        # (Unix s or None, s into the transaction or None, its number, ms into the current
-        # second of either, the later) ahead_s from now.
-        u = self.unix_ms()
-        r = None
-        frac = 0
-        if self.tx:
-            r = ctl.elapsed(self.board.now_ms(), self.tx[3])
-            frac = r % 1000
-            r = r // 1000 + ahead_s
-        if u is not None:
-            frac = max(frac, u % 1000)
-            u = u // 1000 + ahead_s
-        return u, r, (self.tx[0] if self.tx else None), frac
-
-    def _apply(self, now):
-        ag = self.agent
-        self.profiles.changed = False
-        u, r, n, frac = self._moment()
-        cap_da, value, unit, w1 = self.profiles.evaluate((pf.CP_MAX,), u, r, n, self._to_da)
-        if cap_da is not None:  # the profile IS max_charge_rate
-            w = st.watts(value) if unit == "kw" else st.watts(
-                ag.settings.offered_kw(pf.tenths(value)))
-            self._set_cap(w, now)
-        elif self._cap_w is not None:  # no longer in force: back to the installation's default
-            self._set_cap(ag.settings.default_w, now)
-            self._cap_w = None
-        da, value, unit, w2 = self.profiles.evaluate((pf.TX, pf.TX_DEFAULT), u, r, n,
-                                                     self._to_da)
-        wait = _IDLE_EVAL_MS if u is not None else _CLOCKLESS_MS
-        for w in (w1, w2):  # whole seconds from a time taken in whole seconds: never late
-            if w is not None and w * 1000 - frac < wait:
-                wait = w * 1000 - frac
-        if da is not None:
-            top = ag.settings.max_current if unit == "a" else st.KW_MAX
-            value = min(value, top)
-            if (value, unit) != self._dynamic:
-                ag.limits.set_dynamic(value, unit, None, "ocpp", now)
-                self._dynamic = (value, unit)
-        elif self._dynamic is not None:
-            ag.limits.clear_dynamic(now)
-            self._dynamic = None
-        self._eval_at = now
-        self._eval_wait = max(wait, 100)
-
-    def _set_cap(self, w, now):
-        # When the profile's value changes (the last writer of max_charge_rate wins: an
-        # MQTT write beside OCPP stands until the profile's next change).
-        s = self.agent.settings
-        if w != self._cap_w:
-            self._cap_w = w
-            if w != s.cap_w:
-                s.write({st.CAP: {"value": w / 1000, "unit": "kw"}}, now)
-
     def spend(self, now):
         # Whether the CSMS may change something persisted now: a burst of _WRITES, then one
         # per _WRITE_EVERY_MS. A flood of changes is refused (the CSMS hears Rejected and
@@ -529,65 +462,3 @@ class Station:
             return False
         self._writes -= 1
         return True
-
-    def profile_fits(self, p):
-        # A ChargePointMaxProfile is max_charge_rate: nothing above 50 kW.
-        if p.purpose != pf.CP_MAX:
-            return True
-        per = p.periods
-        for i in range(1, len(per), 2):
-            w = per[i] // 10 if p.watts else st.watts(self.agent.settings.offered_kw(per[i]))
-            if w > st.KW_MAX * 1000:
-                return False
-        return True
-
-    def composite(self, duration, watts):
-        # GetCompositeSchedule: what the charger will apply over the next `duration` s,
-        # every source counted (lowest wins) and what the pilot can signal, as
-        # [(startPeriod, limit)] in A or W.
-        import pilot
-        ag = self.agent
-        s = ag.settings
-        ceiling = ag.ceiling
-        # The sources that stay as they are over the schedule; not the authorization
-        # ceiling: this is what a transaction gets.
-        static = -1
-        for i in (lim.MAX_CURRENT, lim.CABLE, lim.SITE, lim.UNAVAILABLE):
-            v = ceiling.site_fallback if i == lim.SITE and ceiling.site_stale else ceiling.da[i]
-            if v >= 0 and (static < 0 or v < static):
-                static = v
-        if ceiling.failsafe:
-            static = min(static, ceiling.da[lim.FAILSAFE]) if static >= 0 else \
-                ceiling.da[lim.FAILSAFE]
-        periods = []
-        t = 0
-        while t < duration and len(periods) < pf.MAX_PERIODS:
-            u, r, n, _ = self._moment(t)
-            cap, _, _, w1 = self.profiles.evaluate((pf.CP_MAX,), u, r, n, self._to_da)
-            if cap is None:
-                cap = s.per_phase_da(s.cap_w)
-            dyn, _, _, w2 = self.profiles.evaluate((pf.TX, pf.TX_DEFAULT), u, r, n, self._to_da)
-            if dyn is None and self._dynamic is None and ceiling.da[lim.DYNAMIC] >= 0 and \
-                    not ceiling.failsafe:
-                dyn = ceiling.da[lim.DYNAMIC]  # another controller's (MQTT), as it stands
-            da = cap
-            for v in (dyn, static):
-                if v is not None and v >= 0 and v < da:
-                    da = v
-            da = pilot.offer(da)
-            value = st.watts(s.offered_kw(da)) if watts else da / 10
-            if not periods or periods[-1][1] != value:
-                periods.append((t, value))
-            step = None
-            for w in (w1, w2):
-                if w is not None and (step is None or w < step):
-                    step = w
-            if step is None:
-                break
-            t += max(step, 1)
-        return periods
-
-
-def _passed(now, deadline):
-    # Board time `now` is at or after `deadline` (both wrap at 2^30 ms; within 6 days).
-    return ctl.elapsed(now, deadline) < 0x20000000

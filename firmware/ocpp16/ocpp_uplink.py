@@ -4,8 +4,8 @@
 # timeout; by design neither the control loop nor the worker ever waits for it (the station
 # does the local work, ocpp_station.py). One CALL of ours is in flight at a time, as OCPP-J
 # requires; a link that stops answering it, or a WebSocket ping, within `ocpp.timeout` is
-# dropped and dialled again with backoff and jitter. A Reset ends run(): the runner then
-# restarts the board.
+# dropped and dialled again (door.py). A Reset ends run(): the runner then restarts the
+# board.
 import gc
 import json
 import os
@@ -13,7 +13,7 @@ import select
 import time
 from binascii import b2a_base64
 from api_text import printable
-from nap import nap
+import door
 import ocpp_ops
 from ocpp_profiles import Invalid
 from ocpp_station import Station
@@ -22,18 +22,12 @@ import ws_client
 PROTOCOL = "ocpp1.6"
 VENDOR = "MicroPython-EVSE"
 MAX_MESSAGE = 4096  # bytes: a larger incoming message is refused unread (FormationViolation)
-_BACKOFF_MIN_MS = 500
-_BACKOFF_MAX_MS = 30000
 _POLL_MS = 50  # how long the loop waits for input before its other work
 _READS = 8  # messages handled per turn before the loop sends anything of its own
 _BOOT_RETRY_S = 60  # when the CSMS gives no interval for the next BootNotification
 _BOOT_RETRY_MAX_S = 86400  # a longer one counts as a day (the tick counter spans 6 days)
 _RESET_WAIT_MS = {"Soft": 10000, "Hard": 3000}  # for the vehicle to let go and the Stop to go
 _UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
-
-
-class Restart(Exception):
-    pass
 
 
 def _ms():
@@ -79,6 +73,7 @@ class OcppUplink:
         self.accepted = False  # the CSMS accepted this power-up's BootNotification
         self.rejected = False  # its last answer to one was Rejected: silence (_booted)
         self.reset = None  # "Soft" / "Hard": asked for, not yet done
+        self.quiet = (OSError,)  # the link's and the CSMS's failures: one line each (door)
         self.connects = 0
         self.refused = 0  # incoming messages that were not OCPP at all (no answer possible)
         self._nonce = "%04x" % (int.from_bytes(os.urandom(2), "big"))
@@ -95,25 +90,11 @@ class OcppUplink:
         self._reset_by = None  # deadline for a reset in progress
 
     # -- the thread
-    def run(self, agent=None):
-        delay = _BACKOFF_MIN_MS
-        while True:
-            try:
-                self._connect()
-                delay = _BACKOFF_MIN_MS
-                self._serve()
-            except Restart:
-                self._close()
-                return
-            except Exception as e:  # OSError, a bad answer, a bug: all mean dial again
-                print("ocpp: connection lost:", repr(e))
-            self._close()
-            if self.reset:
-                return  # asked for a reset, then the link went: the queue is in flash
-            nap(delay + delay * os.urandom(1)[0] // 512)  # up to +50 % jitter
-            delay = min(delay * 2, _BACKOFF_MAX_MS)
+    def run(self):
+        # OSError, a bad answer, a bug: all mean dial again; a Reset (`reset`) returns.
+        door.run(self, "ocpp")
 
-    def _connect(self):
+    def connect(self):
         self.board.ensure_network()
         o = self.cfg
         headers = []
@@ -135,13 +116,13 @@ class OcppUplink:
         import trust
         return trust.wrap(trust.context(self.cfg["ca_file"]), sock, host)
 
-    def _close(self):
+    def close(self):
         self.station.online = False
         if self.ws:
             self.ws.close()
         self.ws = None
 
-    def _serve(self):
+    def serve(self):
         poller = select.poll()
         poller.register(self.ws.sock, select.POLLIN)
         while True:
@@ -155,8 +136,8 @@ class OcppUplink:
             self._supervise()
             if self._awaiting is None:
                 self._send_next()
-            if self.reset:
-                self._resetting()
+            if self.reset and self._reset_done():
+                return  # the board restarts (door.py)
 
     # -- in
     def _receive(self):
@@ -347,7 +328,9 @@ class OcppUplink:
             self.ws.ping()
             self._ping_at = _ms()
 
-    def _resetting(self):
+    def _reset_done(self):
+        # Whether the Reset asked for may be carried out now (the first call stops the
+        # transaction, and gives the vehicle and the CSMS _RESET_WAIT_MS to let go).
         st = self.station
         now = self.board.now_ms()
         with st.lock:
@@ -356,6 +339,5 @@ class OcppUplink:
                 st.stop(self.reset + "Reset", now)
             pending = st.pending_tx() or self._awaiting is not None
             let_go = self.reset == "Hard" or not self.agent.control.contactor_closed
-        if (not pending and let_go) or time.ticks_diff(_ms(), self._reset_by) >= 0:
-            raise Restart()
+        return (not pending and let_go) or time.ticks_diff(_ms(), self._reset_by) >= 0
 
