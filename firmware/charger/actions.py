@@ -13,7 +13,7 @@
 # id; whether it was published is only written with the next write). Retransmitted ids are
 # recognised among the last 16 actions while running and the last 2 after a restart.
 import json
-from api_text import error
+from api_text import error, json_bytes
 import control as ctl
 import persist as ps
 import record
@@ -162,7 +162,12 @@ class Actions:
                 self._unsent(a)]
 
     def _write_journal(self, rows):
-        body = json.dumps([[a.get(k) for k in _FIELDS] for a in rows]).encode()
+        # False if it is not in flash (flash refused it, or the heap had no room to build it):
+        # submit() then changes nothing, _sync() still sends the terminal event.
+        try:
+            body = json_bytes([[a.get(k) for k in _FIELDS] for a in rows])
+        except MemoryError as e:
+            return self.persist.refused(ps.ACTIONS, e)
         return self.persist.write_blob(ps.ACTIONS, body)
 
     def _emit_terminal(self, a):

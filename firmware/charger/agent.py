@@ -2,7 +2,6 @@
 # and the API, and turns what happened into state reports and events for the uplink.
 # tick() is the control loop's; service() is the worker's; handle() and flush() are the
 # uplink's (runner.py says which thread runs which).
-import json
 import os
 import _thread
 from micropython import const
@@ -200,7 +199,7 @@ class Agent:
     def emit(self, kind, data, event_id=None, action_id=None):
         evt = {"id": event_id or self.new_id("evt_"), "type": kind,
                "timestamp": self.stamp(self.board.now_ms()), "data": data}
-        self.outbox.put(json.dumps(evt).encode(), action_id)
+        self.outbox.put(json_bytes(evt), action_id)
         if self.on_event:
             self.on_event(evt)
 
