@@ -20,6 +20,10 @@ _RAISE_STEP_DA = const(5)
 # need or offer changed, at most once per _RECORD_GAP_MS (docs/site.md: "on change").
 _DRAW_STEP_DA = const(5)
 _RECORD_GAP_MS = const(250)
+# An excess is taken on again after this: a vehicle follows a lower offer within 5 s
+# (IEC 61851-1), and the next reading shows it (docs/site.md).
+_FOLLOW_MS = const(6000)
+_BACKOFF_MAX = const(3)  # a rise after collisions takes at least 1/8 of the free current
 
 
 def _number(v, top):
@@ -45,9 +49,17 @@ class SiteBalancer:
         self.ignored = 0  # malformed meter or peer payloads, never trusted
         self.share_da = None
         self._meter = None  # (currents dA, arrival board ms, meter ts)
-        self._peers = {}  # id -> (phases, draw dA, wants dA, offered dA, ts unix ms)
+        # id -> (phases, draw dA, wants dA, offered dA, ts unix ms, arrival board ms)
+        self._peers = {}
         self._fresh = False  # a reading not yet used
         self._changed_at = -1  # when this charger last raised or lowered its share
+        self._cut = None  # the most it may offer while the site is above the limit (dA)
+        self._cut_at = 0  # the reading it was computed from (arrival, board ms)
+        self._cut_excess = 0  # and that reading's excess on this charger's phases (dA)
+        self._rose = False  # the last change of the share was a rise, not yet drawn
+        # How often the site went above the limit right after a rise of this charger's, less
+        # the rises that settled since: a rise takes 1 / 2^n of the current that looks free.
+        self._collided = 0
         self._used = None  # when the last reading used arrived (board ms)
         self._sent = None  # (draw, wants, offered) dA in the last record, and when
         self._sent_at = 0
@@ -123,25 +135,71 @@ class SiteBalancer:
         ok = type(phases) is list and 0 < len(phases) <= 3 and type(ts) is int and \
             all(p in (1, 2, 3) for p in phases) and len(set(phases)) == len(phases) and \
             None not in vals
+        now = self.agent.board.now_ms()
+        kept = self._peers.get(peer)
+        if ok and kept is not None and 0 < ts < kept[4] and \
+                _gap(now, kept[5]) < self.timeout_ms:
+            ok = False  # older than the record kept from that sender: a replay, not news
         if not ok:
             self.ignored += 1
             return
-        self._peers[peer] = (phases, int(vals[0] * 10), int(vals[1] * 10), int(vals[2] * 10), ts)
+        # Fresh from its arrival on this board's clock: the peers' clocks may differ, or be
+        # unset (ts 0), so ts only orders one sender's records (docs/site.md).
+        self._peers[peer] = (phases, int(vals[0] * 10), int(vals[1] * 10), int(vals[2] * 10),
+                             ts, now)
 
     # -- the share
     def _allocate(self, now):
         unix = self.agent.board.unix_ms()
         meter, arrived, ts = self._meter
-        me = (self.device_id, self.phases, self._my_draw(), self._my_want(), True)
+        me = (self.device_id, self.phases, self._my_draw(), self._my_want(), True,
+              self.agent.control.offered_da)
         chargers = [me]
-        for peer, (phases, draw, wants, offered, ts_peer) in self._peers.items():
-            if max(phases) > len(meter):
-                continue  # on a phase this site's meter does not have: not one of ours
-            fresh = unix is not None and 0 <= unix - ts_peer < self.timeout_ms
-            chargers.append((peer, phases, draw, wants, fresh))
+        gone = None
+        for peer, (phases, draw, wants, offered, ts_peer, at) in self._peers.items():
+            age = _gap(now, at)
+            if age >= 2 * self.timeout_ms:
+                gone = peer  # stale for a whole timeout: forgotten (one per reading)
+            elif max(phases) <= len(meter):  # else on a phase this site's meter lacks
+                chargers.append((peer, phases, draw, wants, age < self.timeout_ms, offered))
+        if gone is not None:
+            del self._peers[gone]
         clock = ts if type(ts) is int else (unix or 0)
         share = site_share.shares(self.fuse_da, self.margin_da, meter, chargers, clock)
         new = share.get(self.device_id, 0)
+        # Above the limit, whatever the records say: this charger takes its part of the
+        # excess off its draw, in proportion to its draw. The part is computed when the
+        # excess appears (or grows) and holds while the vehicles follow (up to 5 s, IEC
+        # 61851-1): the readings meanwhile show the chargers that have followed, not yet
+        # those that will, and recomputing on them would take more off the quick ones. An
+        # excess still there after that, the records did not explain (a record the meter
+        # cannot refute claims a draw that is household): each charger takes all of it off.
+        excess = -1
+        for p in self.phases:
+            excess = max(excess, meter[p - 1] - (self.fuse_da - self.margin_da))
+        if excess <= 0:
+            self._cut = None
+        else:
+            again = self._cut is not None and _gap(arrived, self._cut_at) >= _FOLLOW_MS
+            if self._cut is None or again or excess > self._cut_excess + _RAISE_STEP_DA:
+                self._cut = site_share.cut(self.fuse_da - self.margin_da, meter, chargers,
+                                           self.device_id, again)
+                self._cut_at = arrived
+                self._cut_excess = excess
+        # Right after a rise of its own, an excess says someone took the same free current
+        # (a charger this one does not hear, or the household at that moment): the next
+        # rises take only half of what looks free (a quarter after two such, an eighth
+        # after three), so chargers that cannot hear each other do not all take all of it
+        # again and again; each rise that settles within the limit halves that less.
+        if self._cut is not None:
+            new = min(new, self._cut)
+            if self._rose:
+                self._collided = min(self._collided + 1, _BACKOFF_MAX)
+                self._rose = False
+        elif self._rose and me[2] >= self.share_da - _RAISE_STEP_DA:
+            if self._collided:  # risen to its share, the site within the limit: settled
+                self._collided -= 1
+            self._rose = False
         old = self.share_da
         if self._used is None or _gap(arrived, self._used) >= self.timeout_ms:
             # Back from the fallback (a boot, or a silent meter): the peers' records may be
@@ -149,24 +207,31 @@ class SiteBalancer:
             # announces this charger (its record goes out now); the share rises from the
             # fallback on the next one, computed with every charger's fresh record. Nor does
             # it keep more of the fallback than the reading shows free.
-            self.share_da = min(new, self.fallback_da, self._room(meter, chargers, share))
+            self.share_da = min(new, self.fallback_da,
+                                self._room(meter, chargers, share, clock))
             self._changed_at = now
         else:
             if new > old:
-                new = min(new, max(old, self._room(meter, chargers, share)))
+                new = min(new, max(old, self._room(meter, chargers, share, clock)))
             # Lower at once; raise only on data newer than this charger's own last change,
             # so two chargers do not both take the same headroom from one stale reading,
             # and only by a step worth a change.
             if new < old or (new >= old + _RAISE_STEP_DA and
                              _after(arrived, self._changed_at)):
+                self._rose = new > old
                 self._changed_at = now
                 self.share_da = new
         self._used = arrived
         self.agent.ceiling.set_site(self.share_da, self.timeout_ms, self.fallback_da, arrived)
 
-    def _room(self, meter, chargers, share):
-        return site_share.room(self.fuse_da - self.margin_da, meter, chargers, share,
-                               self.device_id)
+    def _room(self, meter, chargers, share, clock):
+        up = site_share.room(self.fuse_da - self.margin_da, meter, chargers, share,
+                             self.device_id, clock)
+        if self._collided:
+            kept = min(chargers[0][2], chargers[0][5])  # chargers[0] is this charger
+            # (but 6 A if that much is free: a rise below it cannot be offered at all)
+            up = max(kept + ((up - kept) >> self._collided), min(up, site_share.MIN_DA))
+        return up
 
     def _my_draw(self):
         c = self.agent.control
