@@ -49,8 +49,10 @@ class SiteBalancer:
         self.ignored = 0  # malformed meter or peer payloads, never trusted
         self.share_da = None
         self._meter = None  # (currents dA, arrival board ms, meter ts)
-        # id -> (phases, draw dA, wants dA, offered dA, ts unix ms, arrival board ms)
+        # id -> (phases, draw dA, wants dA, offered dA, ts unix ms, arrival board ms, the
+        # most it offered in the last _FOLLOW_MS dA, when it last offered that)
         self._peers = {}
+        self._peak = (0, 0)  # the same of this charger's own offer
         self._fresh = False  # a reading not yet used
         self._changed_at = -1  # when this charger last raised or lowered its share
         self._cut = None  # the most it may offer while the site is above the limit (dA)
@@ -62,6 +64,7 @@ class SiteBalancer:
         self._collided = 0
         self._used = None  # when the last reading used arrived (board ms)
         self._sent = None  # (draw, wants, offered) dA in the last record, and when
+        self._told = None  # the need in the record sent at the last reading (dA)
         self._sent_at = 0
         agent.ceiling.set_site(self.fallback_da, self.timeout_ms, self.fallback_da, 0)
 
@@ -83,10 +86,12 @@ class SiteBalancer:
         self._publish_record(publish)
 
     def service(self, publish, now):
+        self._peak = _peak(self._peak, self.agent.control.offered_da, now)
         if self._fresh:
             self._fresh = False
             self._allocate(now)
             self._publish_record(publish)
+            self._told = self._sent[1]
         elif self._moved(now):
             # Between readings too, so the peers subtract this charger's draw as the meter
             # sees it now, not as it was a reading ago (a vehicle that just started drawing
@@ -123,8 +128,14 @@ class SiteBalancer:
         self._fresh = True
 
     def _on_peer(self, peer, msg):
+        kept = self._peers.get(peer)
         if not msg:
-            self._peers.pop(peer, None)  # a clean shutdown clears its retained record
+            # A clean shutdown clears its retained record; anyone can send that too, so the
+            # record goes stale now rather than away: a charger that left stops drawing (the
+            # meter then refutes it), one that did not is heard again within a second.
+            if kept is not None:
+                self._peers[peer] = kept[:5] + ((kept[5] - self.timeout_ms) & 0x3FFFFFFF,) + \
+                    kept[6:]
             return
         try:
             r = json.loads(msg)
@@ -136,34 +147,43 @@ class SiteBalancer:
             all(p in (1, 2, 3) for p in phases) and len(set(phases)) == len(phases) and \
             None not in vals
         now = self.agent.board.now_ms()
-        kept = self._peers.get(peer)
-        if ok and kept is not None and 0 < ts < kept[4] and \
-                _gap(now, kept[5]) < self.timeout_ms:
+        if ok and kept is not None and ts < kept[4] and _gap(now, kept[5]) < self.timeout_ms:
             ok = False  # older than the record kept from that sender: a replay, not news
+            # (ts 0, a clock never set, comes after a real time only once that is stale)
         if not ok:
             self.ignored += 1
             return
         # Fresh from its arrival on this board's clock: the peers' clocks may differ, or be
         # unset (ts 0), so ts only orders one sender's records (docs/site.md).
-        self._peers[peer] = (phases, int(vals[0] * 10), int(vals[1] * 10), int(vals[2] * 10),
-                             ts, now)
+        offered = int(vals[2] * 10)
+        peak = _peak(kept[6:] if kept else None, offered, now)
+        self._peers[peer] = (phases, int(vals[0] * 10), int(vals[1] * 10), offered, ts, now) + \
+            peak
 
     # -- the share
     def _allocate(self, now):
         unix = self.agent.board.unix_ms()
         meter, arrived, ts = self._meter
-        me = (self.device_id, self.phases, self._my_draw(), self._my_want(), True,
-              self.agent.control.offered_da)
+        # Its need as its record at the last reading told the others (they have computed
+        # with that since), not as it is this moment: every charger computes on the same
+        # data, and a need that grew waits a reading, for the others to make room first.
+        wants = self._my_want() if self._told is None else self._told
+        me = (self.device_id, self.phases, self._my_draw(), wants, True,
+              self.agent.control.offered_da, self._peak[0])
         chargers = [me]
         gone = None
-        for peer, (phases, draw, wants, offered, ts_peer, at) in self._peers.items():
-            age = _gap(now, at)
+        for peer, c in self._peers.items():
+            age = _gap(now, c[5])
             if age >= 2 * self.timeout_ms:
                 gone = peer  # stale for a whole timeout: forgotten (one per reading)
-            elif max(phases) <= len(meter):  # else on a phase this site's meter lacks
-                chargers.append((peer, phases, draw, wants, age < self.timeout_ms, offered))
+            elif max(c[0]) <= len(meter):  # else on a phase this site's meter lacks
+                peak = c[6] if _gap(now, c[7]) < _FOLLOW_MS else c[3]
+                chargers.append((peer, c[0], c[1], c[2], age < self.timeout_ms, c[3], peak))
         if gone is not None:
+            # Forgotten, it may still be alive and unheard, and forget this one too: the
+            # next rise takes half of what looks free, as after a collision (below).
             del self._peers[gone]
+            self._collided = max(self._collided, 1)
         clock = ts if type(ts) is int else (unix or 0)
         share = site_share.shares(self.fuse_da, self.margin_da, meter, chargers, clock)
         new = share.get(self.device_id, 0)
@@ -261,6 +281,14 @@ class SiteBalancer:
             age = (self.agent.board.now_ms() - self._meter[1]) & 0x3FFFFFFF
         return {"share": (self.share_da or 0) / 10, "meterAgeMs": age,
                 "fallback": bool(self.agent.ceiling.site_stale), "ignored": self.ignored}
+
+
+def _peak(last, offered, now):
+    # (the most offered within the last _FOLLOW_MS, when it was last offered): what a
+    # vehicle may still be following.
+    if last is None or offered >= last[0] or _gap(now, last[1]) >= _FOLLOW_MS:
+        return (offered, now)
+    return last
 
 
 def _gap(t, since):

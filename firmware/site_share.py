@@ -2,8 +2,9 @@
 # (the meter's reading and the chargers' records), so each computes the same shares and no
 # coordinator is needed. Integers in deciamps; deterministic.
 # A charger, as every function here takes it: (id, phases, draw dA, wants dA, fresh, offered
-# dA), for every charger of the site the caller knows, itself included; only room() reads
-# the offer.
+# dA, the most it offered in the last 6 s dA), for every charger of the site the caller
+# knows, itself included; only room() reads the offers. A vehicle may still be following an
+# offer up to 5 s after it (IEC 61851-1), lowered since or not.
 from micropython import const
 
 MIN_DA = const(60)  # below 6 A the pilot cannot offer current
@@ -114,37 +115,46 @@ def _rotated(items, now_ms):
 
 
 def room(limit_da, meter, chargers, share, me, now_ms):
-    # How high charger `me` may rise now: its draw plus its part of the current the reading
-    # shows free on each of its phases (limit - meter). A charger whose share fell may still
-    # draw its old current for seconds (a vehicle has 5 s to follow a lower offer), so a rise
-    # waits for the current to be released instead of taking it at once; the free current is
-    # split among the chargers whose shares exceed their draws, in proportion to the excess.
-    # What a charger keeps is its draw, or its offer where that is lower (its vehicle is
-    # letting go).
+    # How high charger `me` may rise now: what it keeps (its draw, or its offer where that is
+    # lower: its vehicle is letting go) plus its part of the current free on each of its
+    # phases. A charger whose share fell may still draw its old current for seconds (a
+    # vehicle has 5 s to follow a lower offer), so a rise waits for the current to be
+    # released instead of taking it at once; the free current is split among the chargers
+    # whose shares exceed what they keep, in proportion to the excess.
     mine = None
-    risers = []  # (id, phases, weight: share - what it keeps, what it keeps, fresh)
+    risers = []  # (id, phases, weight: share - what it keeps, what it keeps)
     for c in chargers:
         if c[0] == me:
             mine = c
         kept = min(c[2], c[5])
         excess = share.get(c[0], 0) - kept
         if c[4] and excess > 0:
-            risers.append((c[0], c[1], excess, kept, True))
+            risers.append((c[0], c[1], excess, kept))
     if mine is None:
         return 0
     kept = min(mine[2], mine[5])
     excess = share.get(me, 0) - kept
     if excess <= 0:
         return kept  # not rising: what it draws stays, as far as it is offered
+    # Free: what the reading shows under the limit, less what the others' vehicles may still
+    # take: all they were offered in the last seconds, lowered since or not (a vehicle
+    # follows each change after a delay, not the last offer at once).
     # A stale record (the caller passes it only until it has been stale a timeout) may be a
-    # charger alive but unheard, which sees this one as stale too and rises as well: while
-    # it asks for more than it draws and the meter still shows what it claims, it keeps a
-    # part equal to this charger's, so two such chargers never both take all that is free.
+    # charger alive but unheard, which sees this one as stale too and may have risen since:
+    # while it asked for more than it drew and the meter still shows what it claimed, all
+    # it asked for is kept for it, so two such chargers never both take what is free.
     h = household(meter, chargers)
+    free = list(meter)
     for c in chargers:
-        if not c[4] and c[3] > c[2] and all(c[2] <= h[p - 1] for p in c[1]):
-            risers.append((c[0], c[1], excess, min(c[2], c[5]), False))
-    free = [max(0, limit_da - m) for m in meter]
+        more = 0
+        if c[4] and c[0] != me and c[6] > c[2] and c[3] > 0:  # (a charger not asking:
+            # unplugged, paused, faulted, has stopped offering)
+            more = c[6] - c[2]
+        elif not c[4] and c[3] > c[2] and all(c[2] <= h[p - 1] for p in c[1]):
+            more = c[3] - c[2]
+        for p in c[1]:
+            free[p - 1] += more
+    free = [max(0, limit_da - m) for m in free]
     total = [0] * len(meter)
     for r in risers:
         for p in r[1]:
@@ -153,8 +163,8 @@ def room(limit_da, meter, chargers, share, me, now_ms):
     # 6 A under it (shares that promise more than is free, from a record the meter cannot
     # refute), those on this charger's phases take their parts together, one charger at a
     # time in the rotation's order, so that none starves.
-    thin = sorted(r[0] for r in risers if r[4] and r[3] + _part(r[1], r[2], free, total) <
-                  MIN_DA and _meets(r[1], mine[1]))
+    thin = sorted(r[0] for r in risers if r[3] + _part(r[1], r[2], free, total) < MIN_DA and
+                  _meets(r[1], mine[1]))
     if me not in thin:
         return kept + _part(mine[1], excess, free, total)
     if _rotated(thin, now_ms)[0] != me:

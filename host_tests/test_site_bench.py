@@ -69,7 +69,9 @@ def test_meter_loss_every_charger_at_its_fallback_within_the_timeout(make_site):
     site = dict(SITE, fallback_current=6)  # 2 x 6 A + a 13 A oven cannot trip 25 A
     sr = make_site(chargers(1000, 5000), site)
     plug_all(sr)
-    assert all(near(o, 10.5) for o in sr.offers().values())  # (24 - 3) / 2
+    # (24 - 3) / 2; within 0.4 A: a record a moment behind its charger's draw can leave one
+    # 0.3 A lower, which a rise of less than 0.5 A does not undo.
+    assert all(near(o, 10.5, 0.4) for o in sr.offers().values()), sr.offers()
     sr.site.meter_on = False  # the bridge dies
     off = sr.t
     sr.run_until(lambda: all(o <= 6.0 for o in sr.offers().values()), 15 * S)
