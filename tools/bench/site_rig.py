@@ -125,7 +125,8 @@ class SiteRig:
 def build(state_dir, site, chargers, site_phases, interp="micropython", **site_rig_kw):
     """A site rig: `site` is the config's site block (without phases), `chargers` is
     {id: {"phases", "lines" (its site phases), "ev_max", "follow_ms"[, "max_current",
-    "clock_ms" (its board's Unix ms at bench time 0; None: never set)]}};
+    "clock_ms" (its board's Unix ms at bench time 0; None: never set), "install" (more of
+    the rig's installation keywords: voltage, cable_current, ...)]}};
     each charger gets its flash in state_dir/id and its vehicle's limits set (not plugged)."""
     lines = {cid: c["lines"] for cid, c in chargers.items()}
     rigs = {}
@@ -136,6 +137,7 @@ def build(state_dir, site, chargers, site_phases, interp="micropython", **site_r
             kw = dict(device_id=cid, phases=c["phases"], max_current=c.get("max_current", 32),
                       site=dict(site, phases=c["lines"]),
                       clock_ms=c.get("clock_ms", UNIX_BASE_MS))
+            kw.update(c.get("install") or {})
             if interp == "micropython":
                 rigs[cid] = ProcessRig(d, "wheel", **kw)
             else:
