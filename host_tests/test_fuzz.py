@@ -529,9 +529,9 @@ def test_ocpp_no_current_outside_a_transaction():
 D16, D10 = 2666, 1666  # 16 A, 10 A
 
 
-def limit(c, t, value, unit="a", ttl=5, sent=None):
+def limit(c, t, value, unit="a", ttl=5):
     c.limit_sent(value, unit, True)
-    c.limit_reply(t, t if sent is None else sent, value, unit, ttl, True, {"meta": {"status": 200}})
+    c.limit_reply(t, t, value, unit, ttl, True, {"meta": {"status": 200}})
 
 
 def test_a_dynamic_limit_binds_and_runs_out_into_the_failsafe():

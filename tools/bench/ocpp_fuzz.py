@@ -10,8 +10,9 @@ while it is down it takes nothing. While up it also sets and clears charging pro
 (firmware/ocpp_ops.py, as the OCPP thread calls it): a ChargePointMaxProfile is
 max_charge_rate, a TxDefaultProfile the dynamic limit, and the checker learns each as a
 ceiling the station must apply within a worker pass (docs/ocpp.md). The WebSocket, the
-framing and a real central system are proven in host_tests/test_ocpp.py; this is about what the queue and the transactions do
-under everything else the fuzzer throws at the charger.
+framing and a real central system are proven in host_tests/test_ocpp.py; this is about what
+the queue, the transactions and the profiles do under everything else the fuzzer throws at
+the charger.
 """
 import datetime
 import random
