@@ -61,7 +61,9 @@ class Actions:
         try:
             for row in json.loads(body):
                 a = {k: row[i] for i, k in enumerate(_FIELDS) if row[i] is not None}
-                a.update(deviceId=self.agent.device_id, deviceType="ev_charger", parameters=None)
+                # A board without a clock stamps nothing: the times are null, as they were.
+                a.update(deviceId=self.agent.device_id, deviceType="ev_charger", parameters=None,
+                         createdAt=a.get("createdAt"), updatedAt=a.get("updatedAt"))
                 sl.COMMANDS.index(a["command"])  # a command this firmware knows
                 self.recent.append(a)
         except (ValueError, TypeError, IndexError, KeyError):
