@@ -76,7 +76,8 @@ $("login").onsubmit = (e) => {
 };
 $("capform").onsubmit = async (e) => {
   e.preventDefault();
-  const j = await call("/settings", {max_charge_rate: {value: Number($("capkw").value), unit: "kw"}});
+  const cap = {value: Number($("capkw").value), unit: "kw"};
+  const j = await call("/settings", {max_charge_rate: cap});
   if (j.success) { say("Cap set to " + $("capkw").value + " kW."); refresh(); }
 };
 for (const command of ["charge", "idle"]) {

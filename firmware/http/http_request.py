@@ -125,14 +125,13 @@ class Reader:
         return out
 
     def unread(self):
-        # Body bytes the client may still be sending (a body refused unread).
-        if self.chunked:
-            return LINE
-        return (self.length or 0) - self.read
+        # Bytes the client may still be sending (a request refused part-read: some).
+        return (self.length or 0) - self.read if self.read >= 0 else LINE
 
-    def drain(self, limit, ms):
-        # Read and drop up to `limit` bytes for at most `ms`: a socket closed with unread
-        # input is reset, and a reset can cost the client the answer already sent.
+    def drain(self, limit, ms, quiet_ms):
+        # Read and drop what the client still sends, up to `limit` bytes, for at most `ms`,
+        # until it closes or is quiet for `quiet_ms`: a socket closed with input unread is
+        # reset, and a reset can cost the client the answer already sent.
         until = time.ticks_add(time.ticks_ms(), ms)
         self.conn.setblocking(False)
         view = memoryview(self.buf)
@@ -145,9 +144,8 @@ class Reader:
                 return
             if n is None:
                 left = time.ticks_diff(until, time.ticks_ms())
-                if left <= 0:
+                if left <= 0 or not self.poller.poll(min(left, quiet_ms)):
                     return
-                self.poller.poll(left)
             else:
                 limit -= n
 

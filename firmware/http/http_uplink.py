@@ -27,7 +27,8 @@ import http_page
 _SLOTS = const(4)  # connections accepted and waiting for their turn; beyond: 503
 _REQUEST_MS = const(3000)  # from a connection's accept to its whole request: beyond, 408
 _WRITE_S = const(2)  # the answer must be taken within this (s)
-_DRAIN_MS = const(200)  # at most this long reading what a refused client still sends
+_DRAIN_MS = const(200)  # at most this long reading what a refused client still sends,
+_QUIET_MS = const(20)  # and only while it keeps sending
 _POLL_MS = const(1000)
 _BACKLOG = const(4)  # connections the network stack holds before they are accepted
 _OUT = const(512)  # bytes of an answer gathered per socket write
@@ -122,14 +123,19 @@ class HttpUplink:
                 poller.register(conn, select.POLLIN)
                 continue
             self.turned_away += 1
+            r = self.reader
+            r.start(conn, 0)
             try:
                 self._finish(conn, 503, error("SERVICE_UNAVAILABLE", "%d connections are "
                                               "already waiting; try again in a second"
                                               % _SLOTS),
                              None, _new_rid(), time.ticks_us(), b"Retry-After: 1\r\n")
+                r.drain(LINE, _QUIET_MS, _QUIET_MS)  # its request, if it comes at once
             except OSError:  # gone already
                 pass
-            conn.close()
+            finally:
+                r.end()
+                conn.close()
 
     def _exchange(self, conn, deadline):
         # One connection: its request read, judged and answered, then closed.
@@ -151,9 +157,10 @@ class HttpUplink:
                 if not e.status:
                     return
                 status, body, headers = e.status, error(e.code, e.message), e.headers
+                r.read = -1  # refused before all of it was read: drained below
             self._finish(conn, status, body, path, rid, started, headers)
             if r.unread():
-                r.drain(min(r.unread(), 4 * LINE), _DRAIN_MS)
+                r.drain(4 * LINE, _DRAIN_MS, _QUIET_MS)
         except OSError:  # the client went away while it was answered
             pass
         finally:
