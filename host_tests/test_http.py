@@ -75,12 +75,14 @@ def test_the_api_pages_paths_answer_in_the_envelope(front):
     assert status == 200 and body["data"]["limit"] is None
     # The charger's own judgement, relayed with its codes: as over MQTT.
     for path, request, want in (
-            ("/settings", {"max_charge_rate": {"value": 7, "unit": "w"}}, (422, "UNSUPPORTED_UNIT")),
+            ("/settings", {"max_charge_rate": {"value": 7, "unit": "w"}},
+             (422, "UNSUPPORTED_UNIT")),
             ("/settings", {"max_current": {"value": 7, "unit": "a"}}, (422, "READ_ONLY_SETTING")),
             ("/settings", {}, (400, "INVALID_REQUEST")),
             ("", {"action": {"command": "fly"}}, (422, "UNSUPPORTED_MODE")),
             ("", {"action": {"command": "idle"}, "requestId": "mine"}, (400, "INVALID_REQUEST")),
-            ("/limit", {"limit": {"value": 10, "unit": "a"}, "ttl": 0}, (422, "SETTING_OUT_OF_RANGE"))):
+            ("/limit", {"limit": {"value": 10, "unit": "a"}, "ttl": 0},
+             (422, "SETTING_OUT_OF_RANGE"))):
         status, _, body = api.call("POST", PATH + path, request)
         assert (status, body["error"]["code"]) == want, (path, request, body)
         assert body["success"] is False and isinstance(body["error"]["details"], dict)
@@ -148,7 +150,8 @@ def hostile(api):
         ("DELETE on the page", b"DELETE / HTTP/1.1\r\n\r\n", 405),
         ("HTTP/2", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
         ("HTTP/3.0", b"GET / HTTP/3.0\r\n\r\n", 505),
-        ("not HTTP", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(64)) + b"\r\n\r\n", 400),
+        ("not HTTP (TLS)", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(64)) +
+         b"\r\n\r\n", 400),
         ("NUL in the path", b"GET /\x00 HTTP/1.1\r\n\r\n", 400),
         ("Content-Length not a number", post + b"Content-Length: 12a\r\n\r\n" + body, 400),
         ("Content-Length negative", post + b"Content-Length: -1\r\n\r\n" + body, 400),
