@@ -199,13 +199,13 @@ def test_watch_prints_one_line_per_change_and_raw_json(sim):
     finally:
         for p in (people, raw):
             p.send_signal(2)  # Ctrl-C: a clean end, status 0
-    out, err = people.communicate(10)
+    out, err = people.communicate(timeout=10)
     assert people.returncode == 0 and not err, err
     lines = out.strip().splitlines()
     assert any(" cap 3.68 kW, limited by max_charge_rate " in line for line in lines), out
     assert all(a[9:] != b[9:] for a, b in zip(lines, lines[1:]))  # a line only on a change
     assert all(len(line) < 160 for line in lines)
-    out, _ = raw.communicate(10)
+    out, _ = raw.communicate(timeout=10)
     assert any(line.startswith("ev-charger/charger-1/state {") for line in out.splitlines())
 
 
