@@ -39,6 +39,14 @@ METER_ADDRESSES = {"ev": 11, "mains": 12}
 EV_METER_BASE_WH = 1234500
 
 
+def meters_block(models, baud=9600):
+    """The config's "meters" block for the bench's Modbus meters ({role: model})."""
+    block = {"bus": {"baud": baud, "de": 4}}  # a DE pin: the half-duplex transceiver
+    for role, model in models.items():
+        block[role] = {"model": model, "address": METER_ADDRESSES[role]}
+    return block
+
+
 def meter_fault_problem(role, fault, roles=METER_ROLES):
     """Why bench/{id}/meter cannot set meter `role`'s fault to `fault` (one sentence), or
     None. `roles`: the meters this bench has."""
@@ -157,10 +165,8 @@ class Bench:
         """The config's "meters" block and bench_meter_ports for these meters, or {}."""
         if not self.peers:
             return {}
-        block = {"bus": {"baud": baud, "de": 4}}  # a DE pin: the half-duplex transceiver
-        for role, peer in self.peers.items():
-            block[role] = {"model": peer.model, "address": peer.address}
-        return {"meters": block, "bench_meter_ports": [p.port for p in self.peers.values()]}
+        return {"meters": meters_block({r: p.model for r, p in self.peers.items()}, baud),
+                "bench_meter_ports": [p.port for p in self.peers.values()]}
 
     def set_meter_fault(self, role, fault):
         problem = meter_fault_problem(role, fault, tuple(self.peers))

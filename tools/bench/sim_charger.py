@@ -40,11 +40,14 @@ def run_paced(stop, step):
 
 
 class Sim:
-    def __init__(self, args):
+    def __init__(self, args, meters=None):
+        """meters: {role: model} of the board's Modbus meters (default: --ev-meter's)."""
         self.args = args
         self.stop = threading.Event()
         self.lock = threading.Lock()
-        self.bench = Bench(voltage=args.voltage, phases=args.phases)
+        if meters is None:
+            meters = {"ev": args.ev_meter} if getattr(args, "ev_meter", None) else {}
+        self.bench = Bench(voltage=args.voltage, phases=args.phases, meters=meters)
         self.broker = None
         self.client = None
         self.agent = None
@@ -62,12 +65,16 @@ class Sim:
                "model": "bench-sim"}
         if a.default_kw is not None:
             cfg["default_max_charge_rate"] = a.default_kw
+        cfg.update(self.bench.meters_config(getattr(a, "meter_baud", 9600)))
         if a.webhook_url:
             cfg.update(webhook_url=a.webhook_url, webhook_secret=a.webhook_secret or "")
         if a.ca:
             cfg["ca_file"] = os.path.abspath(a.ca)
         if a.username:
             cfg.update(username=a.username, password=a.password or "")
+        if getattr(a, "uplink", None) == "none":
+            cfg["uplinks"] = []  # no network: the broker is the bench's alone
+            del cfg["broker"]
         if a.ocpp:
             cfg["uplink"] = a.uplink or "ocpp"
             ca = a.ocpp_ca and os.path.abspath(a.ocpp_ca)
@@ -124,7 +131,7 @@ class Sim:
         say("sim: agent power cut")
 
     def _on_connect(self, client, userdata, flags, reason, props):
-        for name in ("ev", "fault", "power"):
+        for name in ("ev", "fault", "power", "meter"):
             client.subscribe(self.bench_topic + name)
 
     def _on_message(self, client, userdata, msg):
@@ -138,6 +145,8 @@ class Sim:
                     self.bench.set_ev(body)
                 elif name == "fault":
                     self.bench.set_fault(body.get("fault", "none"))
+                elif name == "meter":
+                    self.bench.set_meter_fault(body.get("meter"), body.get("fault"))
                 elif name == "power":
                     if body.get("on") is False and self.power:
                         self._power_off()
@@ -181,6 +190,7 @@ class Sim:
     def shutdown(self):
         self.stop.set()
         self._power_off()
+        self.bench.close()
         if self.client:
             self.client.disconnect()  # before loop_stop(), or the DISCONNECT waits ~1 s
             self.client.loop_stop()
