@@ -100,6 +100,24 @@ def test_a_silent_ev_meter_makes_the_current_unknown_and_is_reported(make_rig):
     assert rig.read()["state"]["fault"] == "OVERCURRENT"
 
 
+def test_a_pause_waits_for_a_reading_taken_after_it(make_rig):
+    # The vehicle begins to draw just after the last reading (0 A, still fresh) and the
+    # charger is told to pause at once: that reading says nothing of the vehicle now. The
+    # contactor stays closed until a reading taken after the pause shows it let go.
+    rig = make_rig(meters={"ev": "SDM630"})
+    rig.ev(connected=True, request=True)
+    rig.run_until(lambda: rig.bench.current >= 1.0, 10000)
+    ev = rig.read()["meters"]["ev"]
+    assert (ev["status"], ev["currents"][0]) == ("ok", 0.0)  # fresh, and from before
+    assert rig.command("idle")["meta"]["status"] == 202
+    before = rig.bench.current
+    while rig.bench.contactor:
+        before = rig.bench.current
+        rig.step()
+    assert before < 1.0, "opened with %.1f A flowing" % before
+    assert rig.events("meter.lost") == []
+
+
 def test_a_meter_that_answers_late_counts_from_its_first_reading(make_rig):
     # A meter that refuses every read from boot (a busy one: exception 06), through the
     # session's start, and answers later: the charger was unmetered meanwhile, and its

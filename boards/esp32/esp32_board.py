@@ -187,6 +187,7 @@ class Board:
         self._phases = int(config["phases"])
         self.power_w = 0
         self.energy_wh = 0
+        self.meter_ms = 0  # when the meter inputs were measured (board ms)
         self.ev_meter = None  # a Modbus EV meter (config "meters"), set by the agent
         self.reset_cause = _CAUSES.get(machine.reset_cause(), "unknown")
         self._wdt = None
@@ -276,10 +277,13 @@ class Board:
             self.feedback = self.contactor_drive  # no auxiliary contact: assume it follows
         if self._rcd is not None and self._rcd.active():
             self.rcd_tripped = True
+        now = time.ticks_ms()
         if self.ev_meter is not None:
-            self.ev_meter.feed(self, time.ticks_ms())
-        elif self.METERED:
-            self._read_meter()
+            self.ev_meter.feed(self, now)
+        else:
+            self.meter_ms = now
+            if self.METERED:
+                self._read_meter()
 
     def _read_meter(self):
         # S0 meter: energy from pulses (in two parts, so no product leaves the small-int

@@ -57,6 +57,7 @@ class Board:
         self.phase_da = array("i", (0, 0, 0))
         self.power_w = 0
         self.energy_wh = 0
+        self.meter_ms = 0  # when the meter inputs were measured (board ms)
         self.ev_meter = None  # a Modbus EV meter (config "meters"), set by the agent
         self.rcd_tripped = False
         self.unix_base_ms = None  # Unix time at now == 0, once the bench tells it
@@ -86,6 +87,7 @@ class Board:
         if self.ev_meter is not None:
             self.ev_meter.feed(self, self.now)
             return
+        self.meter_ms = self.now
         if not self.METERED:
             self.current_da = self.power_w = self.energy_wh = 0
         for p in range(3):  # one figure, the same on each of the charger's phases

@@ -285,7 +285,11 @@ class Control:
         if target:
             self._enter(SUPPLYING, now, RESUME)
             return self.port.offer(target)
-        let_go = p != pilot.C or (self.board.METERED and self.board.current_da < _PAUSE_CURRENT)
+        # Let go: out of C, or below 1 A on a reading taken after the pause began (a Modbus
+        # meter's may be a period old, from before the vehicle began to draw).
+        b = self.board
+        let_go = p != pilot.C or (b.METERED and b.current_da < _PAUSE_CURRENT and
+                                  passed(b.meter_ms, later(self._since, 1)))
         if let_go:
             self._enter(HELD, now, LET_GO)
         elif elapsed(now, self._since) >= _PAUSE_FORCE_MS:

@@ -70,6 +70,7 @@ class Meter:
         board.power_w = self.power_w if fresh else 0
         if fresh:
             board.energy_wh = self.energy_wh
+            board.meter_ms = self.at_ms  # when it was read: a pause judges only later ones
         board.METERED = fresh
 
     def status(self, now):
