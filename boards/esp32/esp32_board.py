@@ -7,7 +7,6 @@ from array import array
 import machine
 import esp32
 from micropython import const
-from modbus_rtu import silence_us
 from nap import nap
 
 _PWM_FULL = const(65535)
@@ -85,6 +84,7 @@ class Rs485:
     # timeout_char t3.5: the driver hands received bytes over once the line has been silent
     # that long (the UART's RX timeout), so a frame arrives whole. Meter poll thread only.
     def __init__(self, bus):
+        from modbus_rtu import silence_us  # only on a board with meters: heap at boot
         self.baudrate = bus.get("baud", 9600)
         self._gap_ms = (silence_us(self.baudrate) + 999) // 1000
         self._uart = machine.UART(bus.get("uart", 1), baudrate=self.baudrate, bits=8,

@@ -2,13 +2,10 @@
 import _world
 
 _cfg_pins = {}
-_cfg_de = None  # the RS485 transceiver's DE pin (config "meters")
 try:
     import json
     with open("config.json") as _f:
-        _cfg = json.load(_f)
-    _cfg_pins = _cfg.get("pins", {})
-    _cfg_de = _cfg.get("meters", {}).get("bus", {}).get("de")
+        _cfg_pins = json.load(_f).get("pins", {})
 except Exception:
     pass
 
@@ -106,54 +103,9 @@ class WDT:
         _world.log("wdt_feed")
 
 
-class UART:
-    # The RS485 bus (v1.28.0's machine.UART as esp32_board.Rs485 uses it): what is written
-    # goes over TCP to the bench's Modbus meters (STANDIN_METER_PORTS, meter_peer.py) and
-    # their replies are read back. Logged: its setup, each write with the DE pin's level at
-    # that moment, each flush.
-    def __init__(self, uart_id, baudrate=9600, bits=8, parity=None, stop=1, tx=None, rx=None,
-                 rxbuf=256, timeout=0, timeout_char=0):
-        import os
-        import socket
-        _world.log("uart_init", uart_id, baudrate, bits, parity, stop, tx, rx, timeout,
-                   timeout_char)
-        self.socks = []
-        for port in (os.getenv("STANDIN_METER_PORTS") or "").split(","):
-            if port:
-                s = socket.socket()
-                s.connect(socket.getaddrinfo("127.0.0.1", int(port))[0][-1])
-                s.setblocking(False)
-                self.socks.append(s)
-        self.rx = bytearray()
 
-    def write(self, buf):
-        de = _world.pins.get(_cfg_de)
-        _world.log("uart_write", len(buf), "de=%s" % de)
-        if de == 0:
-            return len(buf)  # the transceiver's driver is off: nothing reaches the bus
-        for s in self.socks:
-            s.write(buf)
-        return len(buf)
-
-    def flush(self):
-        _world.log("uart_flush")
-
-    def any(self):
-        for s in self.socks:
-            try:
-                got = s.read(256)
-            except OSError:
-                got = None
-            if got:
-                self.rx += got
-        return len(self.rx)
-
-    def readinto(self, buf):
-        self.any()
-        n = min(len(buf), len(self.rx))
-        if not n:
-            return None  # timeout 0 and nothing there
-        buf[:n] = self.rx[:n]
-        self.rx = self.rx[n:]
-        return n
-
+def UART(*args, **kw):
+    # The RS485 stand-in (_uart.py), loaded only by a board with meters: this module is
+    # compiled into the 56K heap of the boot tests, which a real machine module costs nothing.
+    from _uart import UART as uart
+    return uart(*args, **kw)
