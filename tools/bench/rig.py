@@ -22,16 +22,29 @@ TICK_MS = sim_board.Board.TICK_MS
 UNIX_BASE_MS = 1795478400000  # 2026-11-24T00:00:00Z at bench time 0
 
 
+def text(payload):
+    """A published payload's bytes: as they are, or a body that writes itself
+    (api_text.JsonBody: every reply and state report) written out."""
+    if hasattr(payload, "write_to"):
+        out = io.BytesIO()
+        payload.write_to(out)
+        return out.getvalue()
+    return bytes(payload)
+
+
 class Rig:
     """Bench stepping shared by both rigs; subclasses run the firmware's tick."""
 
     def __init__(self, state_dir, voltage=230, phases=1, max_current=32, device_id="charger-1",
-                 cable_current=None, default_kw=None, metered=True, site=None, meters=None,
-                 meter_period_ms=None):
+                 cable_current=None, default_kw=None, metered=True, site=None,
+                 clock_ms=UNIX_BASE_MS, meters=None, meter_period_ms=None):
         """meters: {"ev": model, "mains": model}, the Modbus meters on the board's bus (the
         bench's pymodbus peers); the mains meter reads `household` (A per site phase) plus
         this charger's own draw on its site phases."""
         self.state_dir = state_dir
+        # The board's wall clock: Unix ms at bench time 0, or None for a board whose clock
+        # was never set (an ESP32 whose NTP failed). A site's chargers may each differ.
+        self.clock_ms = clock_ms
         self.config = {"device_id": device_id, "supply_voltage": voltage, "phases": phases,
                        "max_current": max_current, "state_dir": state_dir, "meter": metered}
         if site:
@@ -119,10 +132,7 @@ class Rig:
             self._deliver(topic, bytes(payload))
 
     def _record(self, topic, payload, retain):
-        if hasattr(payload, "write_to"):  # a reply in pieces (api_text.JsonBody)
-            out = io.BytesIO()
-            payload.write_to(out)
-            payload = out.getvalue()
+        payload = text(payload)
         if self.on_publish:
             self.on_publish(topic, bytes(payload), retain)
         try:
@@ -148,7 +158,7 @@ class InProcessRig(Rig):
             self.prefix + topic, payload, retain)
         self.board.publish_to = lambda topic, payload, retain=False, qos=1: self._record(
             topic, payload, retain)
-        self.board.unix_base_ms = UNIX_BASE_MS
+        self.board.unix_base_ms = self.clock_ms
         self.board.now = self.bench.t
         self.powered = True
         self.bench.drive_outputs(self.board.pilot_counts, self.board.contactor_drive)
@@ -200,7 +210,7 @@ class ProcessRig(Rig):
         self.boot()
 
     def boot(self):
-        self.agent = AgentProcess(self.config, self.build, UNIX_BASE_MS, self.heapsize,
+        self.agent = AgentProcess(self.config, self.build, self.clock_ms, self.heapsize,
                                   on_publish=self._record)
         self.powered = True
         self.bench.drive_outputs(*self.agent.outputs)
