@@ -232,3 +232,36 @@ def test_the_fuse_holds_through_a_network_outage(network, broker, tmp_path, agen
             agent_broker.stop()
         code, out = stop(proc)
     assert code == 0 and "sim: stopped" in out, out
+
+
+def test_the_http_front_reads_the_meters_and_their_faults(broker, tmp_path, agent_build):
+    # The device read through the HTTP front is the MQTT read (one agent.read): the meter's
+    # reading, its counts and its loss come through it as they do over MQTT.
+    from e2e import HttpApi, InProcessSim, online, wait_for
+    from tools.bench.broker import free_port
+    token = "meters-test-token-0123456789"
+    sim = InProcessSim(["--broker", broker.address, "--state-dir", str(tmp_path / "flash"),
+                        "--device-id", "m-1", "--no-page", "--http-port", str(free_port()),
+                        "--api-token", token, "--phases", "3", "--ev-meter", "B23",
+                        *agent_build])
+    api = HttpApi(sim.sim.http_port, token, "m-1")
+    c = Charger(broker.address, "m-1")
+
+    def ev_meter(status, currents=None):
+        ev = api.read()["meters"]["ev"]
+        return ev if ev["status"] == status and ev.get("currents") == currents else None
+
+    try:
+        online(c)
+        with sim.sim.lock:
+            sim.bench.set_ev({"connected": True, "request": True, "maxCurrent": 10})
+        ev = wait_for(lambda: ev_meter("ok", [10.0, 10.0, 10.0]), 30)
+        assert (ev["model"], ev["address"]) == ("B23", 11)
+        assert c.read()["meters"]["ev"]["model"] == "B23"  # the same read over MQTT
+        with sim.sim.lock:
+            sim.bench.set_meter_fault("ev", "silent")
+        ev = wait_for(lambda: ev_meter("lost"), 15)
+        assert ev["lastError"] == "timeout" and ev["counts"]["timeout"] >= 1
+    finally:
+        c.close()
+        sim.close()
