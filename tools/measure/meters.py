@@ -29,7 +29,7 @@ def poll_cost():
 
 def tick_cost(build="unix32", turn_s=TICK_TURN_S, turns=TICK_TURNS):
     """meter_tick_probe.py's figures with an EV and a mains meter (SDM630s at the bench's
-    addresses) on one bus, or None."""
+    addresses) on one bus, at an ESP32's 56K heap, or None."""
     peers = [MeterPeer("SDM630", METER_ADDRESSES[role]).start() for role in ("ev", "mains")]
     try:
         for p in peers:
@@ -38,7 +38,8 @@ def tick_cost(build="unix32", turn_s=TICK_TURN_S, turns=TICK_TURNS):
             for name in ("first", "plain", "metered"):
                 os.makedirs(os.path.join(state, name))
             return probe(build, "meter_tick_probe.py", ",".join(str(p.port) for p in peers),
-                         str(TICK_PERIOD_MS), str(turn_s), str(turns), state, timeout=120)
+                         str(TICK_PERIOD_MS), str(turn_s), str(turns), state, heapsize="56K",
+                         timeout=120)
     finally:
         for p in peers:
             p.close()

@@ -4,7 +4,8 @@
 # without the poll thread (meter_poll.Poller.run, as runner.threaded starts it) reading the
 # bench's meters (tools/bench/meter_peer.py at TCP_PORTS: an EV meter and a mains meter on
 # one bus) every PERIOD_MS. Each tick's lateness (its deadline to its start) and its own
-# time are kept, and whether a poll was under way. Run by make bench (tools/measure/meters.py).
+# time are kept (in histograms: the heap is an ESP32's), and whether a poll was under way.
+# Run by make bench (tools/measure/meters.py).
 #   micropython meter_tick_probe.py PORT,PORT PERIOD_MS TURN_S TURNS STATE_DIR
 # Prints one JSON line.
 import gc
@@ -12,6 +13,7 @@ import json
 import sys
 import time
 import _thread
+from array import array
 import sim_board as sim
 import runner
 from agent import Agent
@@ -74,8 +76,44 @@ def poll_thread():
         poller.run()
 
 
-def turn(seconds, stats):
-    late, spent = stats
+class Figures:
+    # One figure's distribution in a fixed histogram (the heap is an ESP32's: no list per
+    # tick) of BUCKETS buckets bucket_us wide, the last one open; exact count, sum, maximum.
+    BUCKETS = 500
+
+    def __init__(self, bucket_us):
+        self.bucket_us = bucket_us
+        self.counts = array("H", bytes(2 * self.BUCKETS))
+        self.n = self.total = self.top = 0
+
+    def add(self, us):
+        self.counts[min(self.BUCKETS - 1, us // self.bucket_us)] += 1
+        self.n += 1
+        self.total += us
+        if us > self.top:
+            self.top = us
+
+    def at(self, share):
+        # The upper edge of the bucket holding that share of the values (capped at the max).
+        want, seen = self.n * share, 0
+        for i in range(self.BUCKETS):
+            seen += self.counts[i]
+            if seen >= want:
+                return min(self.top, (i + 1) * self.bucket_us)
+        return self.top
+
+    def summary(self):
+        if not self.n:
+            return None
+        return {"ticks": self.n, "p50_us": self.at(0.5), "p99_us": self.at(0.99),
+                "max_us": self.top, "mean_us": self.total // self.n}
+
+
+def figures():
+    return {"late": Figures(20), "tick": Figures(10)}  # 20 us up to 10 ms; 10 us up to 5 ms
+
+
+def turn(seconds, polled, during):
     deadline = time.ticks_add(time.ticks_us(), 10000)
     end = time.ticks_add(time.ticks_ms(), int(seconds * 1000))
     while time.ticks_diff(end, time.ticks_ms()) > 0:
@@ -83,49 +121,39 @@ def turn(seconds, stats):
         if wait > 0:
             time.sleep_us(wait)
         t0 = time.ticks_us()
-        during = polling[0]
+        under_way = polling[0]
         board.now = time.ticks_ms() & 0x3FFFFFFF
         agent.tick(board.now)
         t1 = time.ticks_us()
-        during = during or polling[0]
-        key = "during" if during else "between"
-        late[key].append(time.ticks_diff(t0, deadline))
-        spent[key].append(time.ticks_diff(t1, t0))
+        late, spent = time.ticks_diff(t0, deadline), time.ticks_diff(t1, t0)
+        polled["late"].add(late)
+        polled["tick"].add(spent)
+        if under_way or polling[0]:
+            during["late"].add(late)
+            during["tick"].add(spent)
         deadline = time.ticks_add(deadline, 10000)
         if time.ticks_diff(t1, deadline) > 0:
             deadline = time.ticks_add(t1, 10000)  # overran: do not race to catch up
 
 
-def summary(values):
-    if not values:
-        return None
-    values.sort()
-    n = len(values)
-    return {"ticks": n, "p50_us": values[n // 2], "p99_us": values[min(n - 1, n * 99 // 100)],
-            "max_us": values[-1], "mean_us": sum(values) // n}
-
-
-results = {}
-for polled in (False, True):
-    results[polled] = ({"during": [], "between": []}, {"during": [], "between": []})
+results = {False: figures(), True: figures()}
+during = figures()
 board.high_mv = board.low_mv = 9000  # a vehicle in B: the pilot offers current
 for i in range(turns):
     on = i % 2 == 1
     if on:
         _thread.start_new_thread(poll_thread, ())
         time.sleep_ms(5)
-    turn(turn_s, results[on])
+    turn(turn_s, results[on], during if on else figures())
     if on:
         poller.stop()
         with ended:  # the thread has left run(): the next turn is without it
             pass
-off, on = results[False], results[True]
 ev = agent.meters.ev
 print(json.dumps({
     "imported": imported, "wired": wired, "agent_without_meters": without,
     "period_ms": period_ms, "polls": poller.polls, "counts": list(ev.counts),
-    "ev_status": ev.status(board.now), "pwm": board.pilot_counts,
-    "without": {"late": summary(off[0]["between"]), "tick": summary(off[1]["between"])},
-    "with": {"late": summary(on[0]["between"] + on[0]["during"]),
-             "tick": summary(on[1]["between"] + on[1]["during"])},
-    "during_poll": {"late": summary(on[0]["during"]), "tick": summary(on[1]["during"])}}))
+    "ev_status": ev.status(board.now),
+    "without": {k: f.summary() for k, f in results[False].items()},
+    "with": {k: f.summary() for k, f in results[True].items()},
+    "during_poll": {k: f.summary() for k, f in during.items()}}))
