@@ -87,6 +87,7 @@ def threaded(agent, board, uplinks, webhooks=None):
         _thread.start_new_thread(agent.meters.poller.run, ())
     if not uplinks:
         worker_loop(agent, board)  # no network: the charger's own duties are all there is
+        return  # (never reached: the worker runs for ever)
     _thread.start_new_thread(worker_loop, (agent, board))
     if webhooks:
         _thread.start_new_thread(webhooks.run, ())
