@@ -26,7 +26,8 @@ from sim_board import RESTART_EXIT, Board  # noqa: E402
 
 TICK_MS = Board.TICK_MS
 READINGS_EVERY_MS = 1000
-_UPLINKS = {"mqtt": ["mqtt"], "ocpp": ["ocpp"], "both": ["mqtt", "ocpp"]}  # by --uplink
+_UPLINKS = {"mqtt": ["mqtt"], "ocpp": ["ocpp"], "both": ["mqtt", "ocpp"],  # by --uplink
+            "none": []}
 HTTP_WAIT_S = 20  # for the agent's HTTP front to listen, after it is powered on
 
 
@@ -44,19 +45,24 @@ def run_paced(stop, step):
 
 
 class Sim:
-    def __init__(self, args):
+    def __init__(self, args, meters=None):
+        """meters: {role: model} of the board's Modbus meters (default: --ev-meter's)."""
         self.args = args
         self.stop = threading.Event()
         self.lock = threading.Lock()
-        self.bench = Bench(voltage=args.voltage, phases=args.phases)
+        if meters is None:
+            meters = {"ev": args.ev_meter} if getattr(args, "ev_meter", None) else {}
+        self.bench = Bench(voltage=args.voltage, phases=args.phases, meters=meters)
         self.broker = None
         self.client = None
         self.agent = None
         self.power = True
         self.unix_base_ms = int(time.time() * 1000)
         self.bench_topic = "bench/%s/" % args.device_id
-        # The agent's HTTP front on loopback (0: none, --no-http)
+        # The agent's HTTP front on loopback (0: none, --no-http; none with no network)
         self.http_port = free_port() if args.http_port is None else args.http_port
+        if getattr(args, "uplink", None) == "none":
+            self.http_port = 0
         self._last_key = None
         self._last_readings = 0
 
@@ -68,6 +74,7 @@ class Sim:
                "model": "bench-sim"}
         if a.default_kw is not None:
             cfg["default_max_charge_rate"] = a.default_kw
+        cfg.update(self.bench.meters_config(getattr(a, "meter_baud", 9600)))
         if a.webhook_url:
             cfg.update(webhook_url=a.webhook_url, webhook_secret=a.webhook_secret or "")
         if a.ca:
@@ -75,6 +82,8 @@ class Sim:
         if a.username:
             cfg.update(username=a.username, password=a.password or "")
         cfg["uplinks"] = _UPLINKS[a.uplink or ("ocpp" if a.ocpp else "mqtt")]
+        if not cfg["uplinks"]:
+            del cfg["broker"]  # no network: the broker is the bench's alone
         if self.http_port:
             cfg["uplinks"] = cfg["uplinks"] + ["http"]
             cfg["http"] = {"host": "127.0.0.1", "port": self.http_port, "token": a.api_token}
@@ -153,7 +162,7 @@ class Sim:
         say("sim: agent power cut")
 
     def _on_connect(self, client, userdata, flags, reason, props):
-        for name in ("ev", "fault", "power"):
+        for name in ("ev", "fault", "power", "meter"):
             client.subscribe(self.bench_topic + name)
 
     def _on_message(self, client, userdata, msg):
@@ -167,6 +176,8 @@ class Sim:
                     self.bench.set_ev(body)
                 elif name == "fault":
                     self.bench.set_fault(body.get("fault", "none"))
+                elif name == "meter":
+                    self.bench.set_meter_fault(body.get("meter"), body.get("fault"))
                 elif name == "power":
                     if body.get("on") is False and self.power:
                         self._power_off()
@@ -210,6 +221,7 @@ class Sim:
     def shutdown(self):
         self.stop.set()
         self._power_off()
+        self.bench.close()
         if self.client:
             self.client.disconnect()  # before loop_stop(), or the DISCONNECT waits ~1 s
             self.client.loop_stop()
