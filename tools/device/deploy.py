@@ -115,6 +115,17 @@ def load_config(path, board):
     return cfg
 
 
+def links(cfg):
+    """", broker A, B" and ", OCPP URL": where a checked config's uplinks connect."""
+    out = ""
+    broker = cfg.get("broker")
+    if broker:
+        out += ", broker " + (broker if isinstance(broker, str) else ", ".join(broker))
+    if isinstance(cfg.get("ocpp"), dict):
+        out += ", OCPP " + cfg["ocpp"]["url"]
+    return out
+
+
 def named_files(cfg, config_path):
     """{path on the board: file here} for every `*_file` key (at the top or in a block such as
     `ocpp`): found beside the config; a CA (`ca_file`) must hold a certificate."""
@@ -321,8 +332,8 @@ def main(argv=None):
         if a.config:
             cfg = load_config(a.config, a.board)
             files = named_files(cfg, a.config)
-            print("deploy: config %s: device %s, broker %s%s" % (
-                a.config, cfg["device_id"], cfg["broker"],
+            print("deploy: config %s: device %s%s%s" % (
+                a.config, cfg["device_id"], links(cfg),
                 ", TLS with %s" % cfg["ca_file"] if cfg.get("ca_file") else ""))
         if a.dry_run:
             written = write_dry_run(a.dry_run, a.board, a.config, a.march, files, a.force)
