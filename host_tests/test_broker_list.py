@@ -80,6 +80,9 @@ def test_the_first_broker_dies_mid_session_and_the_charger_goes_on_on_the_second
         finally:
             late.close()
         assert sim.sim.agent.proc.poll() is None
+        # Its last will went with its connection to the second: a power cut shows there.
+        second_c.power(False)
+        second_c.wait(lambda: second_c.availability == "offline", 10)
     finally:
         first_c.close()
         second_c.close()
