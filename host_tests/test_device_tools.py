@@ -202,16 +202,17 @@ def test_the_tree_has_the_config_and_every_file_it_names(tmp_path, good, pki):
 
 
 def test_the_config_line_names_each_broker_or_the_csms(tmp_path, good):
-    # Before, an OCPP-only config (no "broker") stopped deploy with KeyError: 'broker'.
+    # Before, a config without MQTT (no "broker") stopped deploy with KeyError: 'broker'.
     path, cfg = good
     nodes = ["mqtt-a.example.net:8883", "mqtt-b.example.net:8883"]
     listed = write(tmp_path, dict(cfg, broker=nodes), "listed.json")
     ocpp = {k: v for k, v in cfg.items() if k != "broker"}
-    ocpp.update(uplinks=["ocpp"], ocpp={"url": "ws://csms.example:8180/ocpp"})
+    ocpp.update(uplinks=["ocpp", "http"], ocpp={"url": "ws://csms.example:8180/ocpp"},
+                http={"token": "0123456789abcdef", "port": 8080})
     for config, named in ((listed, "broker mqtt-a.example.net:8883, mqtt-b.example.net:8883, "
                                     "TLS with ca.der"),
                           (write(tmp_path, ocpp, "ocpp.json"),
-                           "OCPP ws://csms.example:8180/ocpp, TLS with ca.der")):
+                           "OCPP ws://csms.example:8180/ocpp, HTTP port 8080, TLS with ca.der")):
         out = tmp_path / ("tree-" + os.path.basename(config))
         r = run("tools.device.deploy", "--dry-run", str(out), "--config", config)
         assert r.returncode == 0, r.stderr

@@ -116,13 +116,17 @@ def load_config(path, board):
 
 
 def links(cfg):
-    """", broker A, B" and ", OCPP URL": where a checked config's uplinks connect."""
+    """", broker A, B", ", OCPP URL", ", HTTP port N": each uplink of a checked config."""
+    firmware_config = _load("_deploy_firmware_config", firmware_sources()["config"])
     out = ""
-    broker = cfg.get("broker")
-    if broker:
-        out += ", broker " + (broker if isinstance(broker, str) else ", ".join(broker))
-    if isinstance(cfg.get("ocpp"), dict):
-        out += ", OCPP " + cfg["ocpp"]["url"]
+    for name in firmware_config.uplinks(cfg):
+        if name == "mqtt":
+            broker = cfg["broker"]
+            out += ", broker " + (broker if isinstance(broker, str) else ", ".join(broker))
+        elif name == "ocpp":
+            out += ", OCPP " + cfg["ocpp"]["url"]
+        elif name == "http":
+            out += ", HTTP port %d" % cfg["http"].get("port", firmware_config.HTTP_PORT)
     return out
 
 
