@@ -144,6 +144,35 @@ def test_a_mains_meter_needs_a_site_it_can_measure():
     assert errors == ["meters.mains: a SDM120 measures 1 phase(s), site.phases names more"]
 
 
+def test_broker_is_one_address_or_a_list_tried_in_order():
+    # docs/uplinks.md, "Several brokers": the uplink dials the list in order.
+    assert config.brokers(dict(GOOD)) == [("mqtt.local", 1883)]
+    nodes = ["mqtt-a.lan:1883", "mqtt-b.lan:8883", "10.0.0.7:1883"]
+    assert config.check(dict(GOOD, broker=nodes)) == []
+    assert config.brokers(dict(GOOD, broker=nodes)) == [
+        ("mqtt-a.lan", 1883), ("mqtt-b.lan", 8883), ("10.0.0.7", 1883)]
+    assert config.brokers(dict(GOOD, broker=["mqtt.local:1883"])) == [("mqtt.local", 1883)]
+
+
+@pytest.mark.parametrize("broker,message", [
+    ("mqtt.local", 'broker must be HOST:PORT (a port 1-65535), not "mqtt.local"'),
+    ("mqtt.local:0", 'broker must be HOST:PORT (a port 1-65535), not "mqtt.local:0"'),
+    ("mqtt://mqtt.local:1883", "broker must be HOST:PORT"),
+    (["a.lan:1883", "b.lan"], 'broker entry 2 must be HOST:PORT (a port 1-65535), not "b.lan"'),
+    (["a.lan:1883", "b.lan:70000"], "broker entry 2 must be HOST:PORT"),
+    (["a.lan:1883", 1883], "broker entry 2 must be HOST:PORT (a port 1-65535), not 1883"),
+    (["a.lan:1883", "b.lan :1883"], "broker entry 2 must be HOST:PORT"),
+    (["a.lan:1883", None], "broker entry 2 must be HOST:PORT (a port 1-65535), not null"),
+    (["a.lan:1883", "a.lan:1883"], "broker entry 2 repeats a.lan:1883"),
+    ([], "broker must be HOST:PORT or a list of 1-8 of them"),
+    (["n%d.lan:1883" % k for k in range(9)], "broker must be HOST:PORT or a list of 1-8"),
+    ({"host": "a.lan"}, "broker has the wrong type"),
+])
+def test_each_broker_mistake_is_named(broker, message):
+    errors = config.check(dict(GOOD, broker=broker))
+    assert len(errors) == 1 and message in errors[0], errors
+
+
 TOKEN = "0123456789abcdef"  # 16 characters: the shortest token http.md allows
 
 

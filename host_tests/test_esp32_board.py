@@ -162,6 +162,8 @@ def test_watchdog_can_be_switched_off_for_debugging(tmp_path, mpy_dir):
     ({"max_current": None}, "missing max_current"),
     ({"phases": 2}, "phases must be 1 or 3"),
     ({"pins": dict(PINS, pilot_adc=4)}, "pins.pilot_adc must be on ADC1"),
+    ({"broker": ["127.0.0.1:1883", "mqtt-b.lan"]},
+     'broker entry 2 must be HOST:PORT (a port 1-65535), not "mqtt-b.lan"'),
 ])
 def test_bad_config_leaves_the_charger_safe_with_a_clear_message(tmp_path, change, message):
     cfg = config("127.0.0.1:1")

@@ -11,6 +11,7 @@ UPLINKS = (("mqtt", "mqtt_uplink", "MqttUplink"), ("ocpp", "ocpp_uplink", "OcppU
 HTTP_PORT = 80  # the HTTP front's port when http.port is not given
 TOKEN_MIN = 16  # characters of http.token, at least (http.md)
 _OLDER = (("mqtt", ("mqtt",)), ("ocpp", ("ocpp",)), ("both", ("mqtt", "ocpp")))  # older
+_MAX_BROKERS = 8  # "broker": a list of at most this many (the nodes of one cluster)
 
 
 class ConfigError(Exception):
@@ -25,7 +26,7 @@ def check(cfg):
     names = uplinks(cfg)
     if type(names) is str:
         return [names]
-    for key, kind in _NEEDED + ((("broker", str),) if "mqtt" in names else ()):
+    for key, kind in _NEEDED + ((("broker", (str, list)),) if "mqtt" in names else ()):
         if key not in cfg:
             errors.append("missing " + key)
         elif not isinstance(cfg[key], kind) or type(cfg[key]) is bool:
@@ -44,10 +45,9 @@ def check(cfg):
     if "cable_current" in cfg and not (type(cfg["cable_current"]) is int and
                                        6 <= cfg["cable_current"] <= 80):
         errors.append("cable_current must be 6-80 A")
-    if "mqtt" in names:
-        host, _, port = cfg["broker"].rpartition(":")
-        if not host or not port.isdigit():
-            errors.append("broker must be HOST:PORT")
+    found = brokers(cfg) if "mqtt" in names else None
+    if type(found) is str:
+        errors.append(found)
     if "ocpp" in names:
         errors.extend(_check_ocpp(cfg.get("ocpp")))
     if "http" in names:
@@ -98,6 +98,43 @@ def uplinks(cfg):
         if old == name:
             return list(names)
     return "uplink must be mqtt, ocpp or both"
+
+
+def brokers(cfg):
+    # The MQTT brokers, [(host, port), ...] in the order the uplink dials them (docs/uplinks.md,
+    # "Several brokers"): "broker" is one "HOST:PORT" or a list of them; a sentence instead
+    # if it is not.
+    given = cfg["broker"]
+    entries = given if type(given) is list else [given]
+    if not 0 < len(entries) <= _MAX_BROKERS:
+        return "broker must be HOST:PORT or a list of 1-%d of them" % _MAX_BROKERS
+    found = []
+    for n, entry in enumerate(entries):
+        host, port = _address(entry)
+        name = "broker" if given is entry else "broker entry %d" % (n + 1)
+        if host is None:
+            return "%s must be HOST:PORT (a port 1-65535), not %s" % (name, _shown(entry))
+        if (host, port) in found:
+            return "%s repeats %s" % (name, entry)
+        found.append((host, port))
+    return found
+
+
+def _address(entry):
+    # (host, port) of a "HOST:PORT" string, else (None, None).
+    if type(entry) is not str:
+        return None, None
+    host, _, port = entry.rpartition(":")
+    if not host or any(ch in host for ch in " /") or not port.isdigit() or \
+            not 0 < int(port) < 65536:
+        return None, None
+    return host, int(port)
+
+
+def _shown(value):
+    # A value from the config file in an error message, as JSON writes it.
+    import json
+    return json.dumps(value)
 
 
 def uplink(name):

@@ -23,7 +23,7 @@ from tools.device import unix32
 from tools.paths import BUILDS, ROOT, cpython_paths
 
 cpython_paths()
-import config as firmware_config  # noqa: E402  (the HTTP front's token rule, defined once)
+import config as firmware_config  # noqa: E402  (the broker list, the HTTP token: defined once)
 import topics  # noqa: E402  (the firmware's topic prefix, defined once)
 
 METER_MODELS = sorted(MODELS)
@@ -31,8 +31,10 @@ METER_MODELS = sorted(MODELS)
 
 def parse(argv):
     p = argparse.ArgumentParser(prog="make sim ARGS=...", description=__doc__.split("\n")[0])
-    p.add_argument("--broker", help="HOST:PORT of an existing broker (default: start one, "
-                   "Mosquitto where installed, else amqtt)")
+    p.add_argument("--broker", action="extend", type=_addresses, metavar="HOST:PORT[,...]",
+                   help="an existing broker (default: start one, Mosquitto where installed, "
+                   "else amqtt); several, comma-separated or repeated: the agent's broker list, "
+                   "tried in order (docs/uplinks.md), and the bench's own client follows it")
     p.add_argument("--device-id", default="charger-1")
     p.add_argument("--state-dir", default=os.path.join(ROOT, "state"),
                    help="simulated flash; a later start with the same dir finds what was saved")
@@ -42,7 +44,8 @@ def parse(argv):
     p.add_argument("--default-kw", type=float,
                    help="default_max_charge_rate: the cap after a factory reset (default 50)")
     p.add_argument("--prefix", default=topics.PREFIX, help="topic prefix of the agent")
-    p.add_argument("--agent-broker", help="HOST:PORT for the agent only, when it must differ "
+    p.add_argument("--agent-broker", action="extend", type=_addresses,
+                   metavar="HOST:PORT[,...]", help="for the agent only, when it must differ "
                    "from the bench's broker (fault tests: a broker that never answers); "
                    "--ca and --username are then the agent's only")
     p.add_argument("--ocpp", metavar="ws://HOST:PORT/PATH", help="an OCPP 1.6J central system: "
@@ -126,6 +129,15 @@ def parse(argv):
     if site_bench.wanted(a):
         site_bench.check(p, a)
     return a
+
+
+def _addresses(text):
+    """--broker's HOST:PORT, or several comma-separated, checked as the agent's config is."""
+    found = text.split(",")
+    why = firmware_config.brokers({"broker": found})
+    if type(why) is str:
+        raise argparse.ArgumentTypeError(why.replace("broker entry", "entry"))
+    return found
 
 
 def _port(text):

@@ -70,7 +70,8 @@ class Sim:
         a = self.args
         cfg = {"device_id": a.device_id, "supply_voltage": a.voltage, "phases": a.phases,
                "max_current": a.max_current, "state_dir": os.path.abspath(a.state_dir),
-               "broker": a.agent_broker or self.address, "topic_prefix": a.prefix,
+               "broker": agent_brokers(a.agent_broker or a.broker or [self.address]),
+               "topic_prefix": a.prefix,
                "model": "bench-sim"}
         if a.default_kw is not None:
             cfg["default_max_charge_rate"] = a.default_kw
@@ -97,19 +98,16 @@ class Sim:
         """before_power_on(address): with the broker there, before the agent boots (the page
         starts there, so it sees the boot's events)."""
         os.makedirs(self.args.state_dir, exist_ok=True)
-        if self.args.broker:
-            self.address = self.args.broker
-        else:
+        if not self.args.broker:
             self.broker = Broker(Broker.preferred()).start()
-            self.address = self.broker.address
+        addresses = self.args.broker or [self.broker.address]
         say("sim: broker %s%s, device %s, state in %s" % (
-            self.address, " (%s)" % self.broker.kind if self.broker else "",
+            ", ".join(addresses), " (%s)" % self.broker.kind if self.broker else "",
             self.args.device_id, os.path.abspath(self.args.state_dir)))
         if self.broker and self.broker.kind == "amqtt":
             say("sim: Mosquitto is not installed, so this is amqtt, which can drop a QoS 0 "
                 "request from a client that disconnects at once: publish with QoS 1 "
                 "(mosquitto_pub -q 1), or apt-get install mosquitto")
-        host, _, port = self.address.rpartition(":")
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id="bench-" + self.args.device_id)
         self.client.on_connect = self._on_connect
@@ -118,10 +116,7 @@ class Sim:
             self.client.tls_set_context(tls_context(self.args.ca))
         if self.args.username and not self.args.agent_broker:
             self.client.username_pw_set(self.args.username, self.args.password)
-        try:
-            self.client.connect(host, int(port), keepalive=30)
-        except (OSError, ValueError) as e:
-            raise OSError("cannot reach the broker at %s: %s" % (self.address, e))
+        self.address = connect_bench(self.client, addresses)
         self.client.loop_start()
         if before_power_on:
             before_power_on(self.address)
@@ -228,6 +223,43 @@ class Sim:
         if self.broker:
             self.broker.stop()
         say("sim: stopped")
+
+
+def agent_brokers(addresses):
+    """The agent's "broker" for make sim's list of HOST:PORT: the one, or the list."""
+    return addresses[0] if len(addresses) == 1 else list(addresses)
+
+
+def connect_bench(client, addresses):
+    """Connect a bench's own paho client to the first of `addresses` that answers, and keep
+    it moving along them as the agent does (docs/uplinks.md, "Several brokers"): after a lost
+    connection or a failed reconnect, paho's next attempt goes to the next address. Returns
+    the address it reached."""
+    at = [0]
+
+    def move(*_):
+        at[0] = (at[0] + 1) % len(addresses)
+        host, _, port = addresses[at[0]].rpartition(":")
+        client.connect_async(host, int(port), keepalive=30)  # paho's loop dials it next
+
+    def lost(client, userdata, flags, reason, props):
+        if reason.is_failure:  # not the disconnect we asked for at shutdown
+            move()
+
+    errors = []
+    for k, address in enumerate(addresses):
+        host, _, port = address.rpartition(":")
+        try:
+            client.connect(host, int(port), keepalive=30)
+        except (OSError, ValueError) as e:
+            errors.append("%s: %s" % (address, e))
+            continue
+        at[0] = k
+        if len(addresses) > 1:
+            client.on_disconnect = lost
+            client.on_connect_fail = move
+        return address
+    raise OSError("cannot reach the broker at %s" % "; ".join(errors))
 
 
 def say(text):

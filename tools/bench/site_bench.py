@@ -22,7 +22,7 @@ from tools.bench import cloud_bench
 from tools.bench.bench import meters_block
 from tools.bench.broker import Broker
 from tools.bench.page.server import PageServer
-from tools.bench.sim_charger import Sim, next_steps, run_paced, say
+from tools.bench.sim_charger import Sim, connect_bench, next_steps, run_paced, say
 from tools.bench.site import METER_PERIOD_MS, Schedule, Site, bench_topic, default_lines, load_day
 from tools.bench.site_rig import offered
 from tools.json_input import loads
@@ -79,7 +79,7 @@ def check(p, a):
         p.error(str(e))
     # The firmware's own checks of the config charger-1 will boot with (a timeout of 0, a
     # fuse of 2 A ...), so a mistake is one line here and not a firmware that fails to start.
-    ch = SiteCharger(charger_args(a, 0, "127.0.0.1:1"), site_block(a, 0), 0, meters={})
+    ch = SiteCharger(charger_args(a, 0, ["127.0.0.1:1"]), site_block(a, 0), 0, meters={})
     ch.address = "127.0.0.1:1"
     cfg = ch.config()
     if meters(a, 0):
@@ -122,11 +122,11 @@ def meters(a, k):
     return out
 
 
-def charger_args(a, k, address):
+def charger_args(a, k, addresses):
     c = copy.copy(a)
     c.device_id = "charger-%d" % (k + 1)
     c.state_dir = os.path.join(a.state_dir, c.device_id)
-    c.broker = address
+    c.broker = addresses
     c.http_port = a.http_port + k if a.http_port else a.http_port  # one port each (0: none)
     return c
 
@@ -166,23 +166,17 @@ class SiteSim:
 
     def start(self):
         a = self.args
-        if a.broker:
-            self.address = a.broker
-        else:
+        if not a.broker:
             self.broker = Broker(Broker.preferred()).start()
-            self.address = self.broker.address
+        addresses = a.broker or [self.broker.address]
         say("sim: broker %s%s, site %s: %g A x %d phase(s), %d chargers, meter on %s" % (
-            self.address, " (%s)" % self.broker.kind if self.broker else "", self.site.id,
+            ", ".join(addresses), " (%s)" % self.broker.kind if self.broker else "", self.site.id,
             self.site.fuse, self.site.phases, a.chargers, self.site.meter_topic))
-        host, _, port = self.address.rpartition(":")
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id="bench-site-" + self.site.id)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        try:
-            self.client.connect(host, int(port), keepalive=30)
-        except (OSError, ValueError) as e:
-            raise OSError("cannot reach the broker at %s: %s" % (self.address, e))
+        self.address = connect_bench(self.client, addresses)
         self.client.loop_start()
         if a.page_port != 0:  # one page: the site and a tab per charger; before they boot
             ids = ["charger-%d" % (k + 1) for k in range(a.chargers)]
@@ -192,7 +186,7 @@ class SiteSim:
                 % self.page.url)
         base = int(time.time() * 1000)
         for k in range(a.chargers):
-            ch = SiteCharger(charger_args(a, k, self.address), site_block(a, k), base,
+            ch = SiteCharger(charger_args(a, k, addresses), site_block(a, k), base,
                              meters(a, k))
             if "mains" in ch.bench.peers:  # the meter at the supply sees the whole site
                 ch.bench.mains_currents = self.currents
