@@ -17,12 +17,14 @@ from tools.paths import FIRMWARE, firmware_sources
 # runner.SITE: data, checked below), so that a new uplink is a folder and a registry entry.
 MAY_IMPORT = {
     "core": {"core"},
-    "charger": {"core", "charger"},
-    "uplink": {"core", "charger", "uplink"},
+    "charger": {"core", "charger", "ota"},
+    "uplink": {"core", "charger", "uplink", "ota"},
     "mqtt": {"core", "charger", "uplink", "mqtt"},
     "ocpp16": {"core", "charger", "uplink", "ocpp16"},
     "balancing": {"core", "charger", "balancing"},
     # The folders main has from the OTA and Modbus work (issues 27, 28): each on the core.
+    # The charger reads the OTA keys of its config with ota/ (config.py), and updater.py,
+    # in uplink/, runs an update with it.
     "ota": {"core", "ota"},
     "meters": {"core", "meters"},
 }

@@ -13,7 +13,8 @@ MAX_PAYLOAD = 2048  # bytes; larger requests are refused unparsed
 # The fields each request kind takes, in the order of topics.REQUESTS (a tuple of constants:
 # in flash when frozen).
 _REQUEST_KEYS = (("requestId", "action", "onConflict", "actionId"), ("requestId", "settings"),
-                 ("requestId",), ("requestId", "limit", "ttl", "source"))
+                 ("requestId",), ("requestId", "limit", "ttl", "source"),
+                 ("requestId", "url", "manifest", "signature", "duringSession"))
 _ACTION_KEYS = ("command", "parameters", "start", "end", "execution")
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:"
 
@@ -86,6 +87,7 @@ class Api:
                     status, body = self._route(kind, req, payload, now)
                 except Exception as e:  # a bug must not take the agent down with it
                     print("api: request failed:", repr(e))
+                    self.agent.faults += 1
                     status, body = 500, error("INTERNAL_ERROR", "request not processed")
         return self.reply(kind, rid, status, body, now)
 
@@ -125,6 +127,8 @@ class Api:
             return self._settings(req.get("settings"), payload, now)
         if kind == "limit":
             return self.agent.limits.request(req, now)
+        if kind == "update":
+            return self.agent.update(req, now)
         return self._command(req, now)
 
     def _settings(self, changes, payload, now):

@@ -2,12 +2,15 @@
 # back, the path a reply names (the cloud API's, which an HTTP front serves as they are)
 # and the MQTT topics they make. The agent, every uplink, the bench and the tools use these.
 PREFIX = "ev-charger"
-REQUESTS = ("commands", "settings", "read", "limit")  # request kinds, in the bench link's numbering
+REQUESTS = ("commands", "settings", "read", "limit", "update")  # request kinds, in the bench
+# link's numbering
 RESPONSES = "responses"  # a reply to each request
 STATE = "state"  # the device read, whenever it changes (retained)
 EVENTS = "events"  # what happened, at least once
 AVAILABILITY = "availability"  # MQTT: "online", or "offline" (the last will), retained
-_OWN_PATH = ("settings", "limit")  # the rest are answered at /ev-charger/{id} itself
+# The path after /ev-charger/{id} of each request kind that has one of its own: (kind, path).
+# The rest are answered at /ev-charger/{id} itself. An update is POST .../firmware.
+_OWN_PATH = (("settings", "settings"), ("limit", "limit"), ("update", "firmware"))
 SITE_METER = "meter"  # after site(): the site meter's readings
 SITE_CHARGERS = "chargers/"  # after site(): each charger's record, then its id
 
@@ -19,7 +22,10 @@ def base(prefix, device_id):
 
 def path(device_id, kind):
     # The API path a reply to a request of `kind` names: "/ev-charger/charger-1/settings".
-    return "/" + PREFIX + "/" + device_id + ("/" + kind if kind in _OWN_PATH else "")
+    for k, own in _OWN_PATH:
+        if k == kind:
+            return "/" + PREFIX + "/" + device_id + "/" + own
+    return "/" + PREFIX + "/" + device_id
 
 
 def site(site_id):

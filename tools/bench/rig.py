@@ -13,10 +13,12 @@ from .agent_process import AgentProcess
 from .bench import Bench
 
 cpython_paths()
+import ota_boot  # noqa: E402
 import runner  # noqa: E402
 import sim_board  # noqa: E402
 import topics  # noqa: E402
 from sim_link import INPUTS  # noqa: E402
+from sim_main import RESTART_EXIT  # noqa: E402
 
 TICK_MS = sim_board.Board.TICK_MS
 UNIX_BASE_MS = 1795478400000  # 2026-11-24T00:00:00Z at bench time 0
@@ -26,12 +28,14 @@ class Rig:
     """Bench stepping shared by both rigs; subclasses run the firmware's tick."""
 
     def __init__(self, state_dir, voltage=230, phases=1, max_current=32, device_id="charger-1",
-                 cable_current=None, default_kw=None, metered=True, site=None):
+                 cable_current=None, default_kw=None, metered=True, site=None, ota=None):
         self.state_dir = state_dir
         self.config = {"device_id": device_id, "supply_voltage": voltage, "phases": phases,
                        "max_current": max_current, "state_dir": state_dir, "meter": metered}
         if site:
             self.config["site"] = site
+        if ota:  # updates over the air: {"keys": [...]} (docs/ota.md)
+            self.config["ota"] = ota
         if cable_current:
             self.config["cable_current"] = cable_current
         if default_kw is not None:
@@ -41,6 +45,7 @@ class Rig:
         self.published = []  # (topic, payload dict or str, retain)
         self.on_publish = None  # f(topic, payload bytes, retain): a site's bus (site_rig.py)
         self.powered = False
+        self.restarts = 0  # the board restarted itself (an update, a reset, a crash at boot)
 
     # -- scenario calls
     def run(self, ms):
@@ -126,6 +131,8 @@ class InProcessRig(Rig):
 
     def boot(self):
         from agent import Agent
+        # sim_main's boot layer, but for the path: this process runs its own modules.
+        ota_boot.app_path(self.state_dir)
         store = self.store_factory() if self.store_factory else sim_board.FileStore(self.state_dir)
         self.board = sim_board.Board(dict(self.config), store)
         self.board.publish = lambda topic, payload, retain=False: self._record(
@@ -149,6 +156,9 @@ class InProcessRig(Rig):
         self.pump()
 
     def _tick(self, now, inputs):
+        if self.board.restarting:  # it restarted itself (a thread of its asked): power on
+            self.restarts += 1
+            self.boot()
         bd = self.board
         for name, value in zip(INPUTS, inputs):
             setattr(bd, name, value)
@@ -190,7 +200,14 @@ class ProcessRig(Rig):
         self.bench.drive_outputs(*self.agent.outputs)
 
     def _tick(self, now, inputs):
-        return self.agent.tick(inputs)
+        try:
+            return self.agent.tick(inputs)
+        except RuntimeError:
+            if self.agent.exit_status() != RESTART_EXIT:
+                raise
+        self.restarts += 1  # it restarted itself: a board comes back on after its reset
+        self.boot()
+        return self.agent.outputs
 
     def _request(self, kind, payload):
         # The reply comes during the next exchange: step one tick to collect it.

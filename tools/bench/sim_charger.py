@@ -20,7 +20,8 @@ from tools.json_input import loads
 from tools.paths import cpython_paths
 
 cpython_paths()
-from sim_board import RESTART_EXIT, Board  # noqa: E402
+from sim_board import Board  # noqa: E402
+from sim_main import RESTART_EXIT  # noqa: E402
 
 TICK_MS = Board.TICK_MS
 READINGS_EVERY_MS = 1000
