@@ -183,7 +183,7 @@ def trigger_message(up, st, p, now):
 def update_firmware(up, st, p, now):
     # location: the release file's URL (OCPP 1.6 carries no signature; the release file
     # holds the signed manifest, and the file is beside it: docs/ota.md, "OCPP").
-    from updater import url_ok
+    from update_job import url_ok
     location = need(p, "location", "str")
     at = isotime.parse(need(p, "retrieveDate", "str"))
     need(p, "retries", "int", False)  # one attempt: a failure is reported (DownloadFailed)

@@ -3,15 +3,15 @@
   python -m tools.device.deploy --port /dev/ttyUSB0 --config garage.local.json
   python -m tools.device.deploy --dry-run build/deploy --config garage.local.json
 
-The tree: main.py (the boot layer of updates, then "import esp32_main": MAIN), lib/*.mpy (what boards/esp32/manifest.py names, the
-list an image with the agent frozen in freezes: the agent and the pinned micropython-lib
-packages it uses, umqtt.simple 1.7.0, requests 0.10.2 and ntptime, and the board's modules,
-compiled by mpy-cross), config.json, and every file the config names
-(keys ending in _file, such as ca_file), taken from beside the config file and put at the
-same path on the board, as they are (a CA in PEM or DER: the agent reads both). The official
-v1.28.0 image freezes the same library versions, and a frozen module is imported before /lib:
-the copies in lib/ serve an image that lacks them. Only files whose SHA-256 differs from the
-board's copy are sent.
+The tree: main.py (MAIN: the boot layer of updates, then "import esp32_main"), lib/*.mpy
+(what boards/esp32/manifest.py names, the list an image with the agent frozen in freezes:
+the agent and the pinned micropython-lib packages it uses, umqtt.simple 1.7.0, requests
+0.10.2 and ntptime, and the board's modules, compiled by mpy-cross), config.json, and every
+file the config names (keys ending in _file, such as ca_file), taken from beside the config
+file and put at the same path on the board, as they are (a CA in PEM or DER: the agent reads
+both). The official v1.28.0 image freezes the same library versions, and a frozen module is
+imported before /lib: the copies in lib/ serve an image that lacks them. Only files whose
+SHA-256 differs from the board's copy are sent.
 
 Nothing is written anywhere until the config has passed the firmware's own checks (the ones
 the board runs at boot) and the board's pin checks, has no template placeholder left, and
