@@ -35,7 +35,7 @@ def main(path):
         # bench link closed, the control loop died, or a restart was asked for) and then
         # returns, which ends the process with every thread in it: no orphaned agent goes
         # on answering MQTT or OCPP.
-        _thread.start_new_thread(runner.serve, (agent, board))
+        _thread.start_new_thread(_serve, (runner, agent, board))
         board.halted.acquire()
     else:
         loop = runner.Lockstep(agent, board)
@@ -43,6 +43,16 @@ def main(path):
         loop.run()  # returns when the board restarts; raises when the bench goes
     if board.restarting:
         sys.exit(RESTART_EXIT)
+
+
+def _serve(runner, agent, board):
+    # As esp32_main's: what runner.serve raises (an uplink that cannot be built, a bug at
+    # boot) restarts the board.
+    try:
+        runner.serve(agent, board)
+    except Exception as e:
+        sys.print_exception(e)
+        board.restart()
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ class Updater:
         self.rec = None  # the record as last read or written
         self.restarting = False  # a restart waits for the contactor to open
         self._told = None  # (event id, state) of the report the uplink is publishing
+        self._begun = False  # the trial's clock starts at the worker's first pass
         self._faults = agent.faults
         self._boot(board.now_ms())
         agent.updater = self
@@ -146,6 +147,9 @@ class Updater:
         trial = self.trial
         if trial is not None:
             import ota_valid
+            if not self._begun:  # the loops run: the 60 s and the 10 minutes count from now
+                self._begun = True
+                trial.rule = ota_valid.Validity(now)
             with self.lock:
                 try:
                     verdict = trial.step(now, fault, self._uplinks_reached())
