@@ -2,15 +2,12 @@
 download server for them: a folder served over HTTP/1.0 on loopback that logs every GET and
 may serve a file other than the one signed (a hash or size the manifest does not say) or
 serve it slowly (to cut the power in the middle of a download)."""
-import functools
-import http.server
 import json
 import os
 import subprocess
-import threading
-import time
 
 from tools import ota
+from tools.bench.update_server import UpdateServer
 
 
 def compiled(folder, modules):
@@ -121,48 +118,8 @@ class Releases:
         return os.path.basename(path)
 
 
-class Server:
-    """The folder over HTTP/1.0 on 127.0.0.1; gets: the paths asked for, in order.
-    slow(path, bytes_per_s): that file trickles out."""
+class Server(UpdateServer):
+    """The folder over HTTP/1.0 on a free loopback port (make sim's server)."""
 
     def __init__(self, folder):
-        server = self
-        self.gets = []
-        self.rates = {}
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def do_GET(self):
-                server.gets.append(self.path)
-                rate = server.rates.get(self.path)
-                if rate is None:
-                    return super().do_GET()
-                data = open(os.path.join(folder, self.path.lstrip("/")), "rb").read()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                for i in range(0, len(data), 256):
-                    try:
-                        self.wfile.write(data[i:i + 256])
-                        self.wfile.flush()
-                    except OSError:  # the charger's power was cut
-                        return
-                    time.sleep(256 / rate)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(Handler, directory=folder))
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def url(self, name):
-        return "http://127.0.0.1:%d/%s" % (self.port, name)
-
-    def slow(self, name, bytes_per_s):
-        self.rates["/" + name] = bytes_per_s
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(folder, port=0)

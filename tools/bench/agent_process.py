@@ -15,7 +15,10 @@ from tools.paths import cpython_paths, micropython
 cpython_paths()
 from sim_link import (BUTTON, CLOCK, INPUTS, MESSAGE, OUTPUTS, PUBLISH, REQUEST,  # noqa: E402
                       TICK)
+from sim_main import RESTART_EXIT  # noqa: E402
 from topics import REQUESTS  # noqa: E402
+
+MAX_BOOT_RESETS = 10  # more than an update's 3 trial boots and the boot that rolls it back
 
 
 class AgentProcess:
@@ -31,30 +34,47 @@ class AgentProcess:
         with open(self.config_path, "w") as f:
             json.dump(config, f)
         exe, env = micropython(build)
+        self.resets = 0  # resets before its link came up (a version that fails at import)
         out = subprocess.DEVNULL if quiet else None
-        # Its own session: a Ctrl-C at the terminal reaches the bench, which then cuts the
-        # agent's power itself, instead of interrupting it mid-sentence.
-        self.proc = subprocess.Popen(exe + ["-X", "heapsize=" + heapsize, "-m", "sim_main",
-                                            self.config_path], env=env, stdout=out,
-                                     start_new_session=True)
         self.conn = None
-        srv.settimeout(0.2)
-        deadline = time.monotonic() + 30
-        try:
-            while self.conn is None:
-                try:
-                    self.conn, _ = srv.accept()
-                except socket.timeout:
-                    if self.proc.poll() is not None or time.monotonic() > deadline:
-                        self.kill()
-                        raise RuntimeError("firmware did not start (exit %r)" % self.proc.poll())
-        finally:
-            srv.close()
+        while True:
+            # Its own session: a Ctrl-C at the terminal reaches the bench, which then cuts
+            # the agent's power itself, instead of interrupting it mid-sentence.
+            self.proc = subprocess.Popen(exe + ["-X", "heapsize=" + heapsize, "-m", "sim_main",
+                                                self.config_path], env=env, stdout=out,
+                                         start_new_session=True)
+            self.conn = self._accept(srv)
+            if self.conn is not None:
+                break
+            # It reset at boot (sim_main's RESTART_EXIT), as a board does on anything raised
+            # there: it powers on again, as a board does after its reset, and its boot layer
+            # counts the boot (an update's trial, docs/ota.md).
+            self.resets += 1
+            if self.resets > MAX_BOOT_RESETS:
+                srv.close()
+                raise RuntimeError("firmware reset at each of %d boots" % self.resets)
+        srv.close()
         self.conn.settimeout(None)
         self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.rfile = self.conn.makefile("rb")
         self.conn.sendall(struct.pack("<Bq", CLOCK, unix_base_ms))
         self.outputs = self.read_outputs()  # the boot state, before any tick
+
+    def _accept(self, srv):
+        """The link, or None when the process reset before it came up."""
+        srv.settimeout(0.2)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return srv.accept()[0]
+            except socket.timeout:
+                status = self.proc.poll()
+                if status == RESTART_EXIT:
+                    return None
+                if status is not None or time.monotonic() > deadline:
+                    self.kill()
+                    srv.close()
+                    raise RuntimeError("firmware did not start (exit %r)" % status)
 
     def read_outputs(self):
         while True:

@@ -196,6 +196,7 @@ class ProcessRig(Rig):
     def boot(self):
         self.agent = AgentProcess(self.config, self.build, UNIX_BASE_MS, self.heapsize,
                                   on_publish=self._record)
+        self.restarts += self.agent.resets  # it reset at boot (a version failing at import)
         self.powered = True
         self.bench.drive_outputs(*self.agent.outputs)
 

@@ -13,10 +13,11 @@ import os
 import signal
 import sys
 
-from tools import ca
+from tools import ca, ota
 from tools.bench import cloud_bench, site_bench
 from tools.bench.page.server import DEFAULT_PORT, PageServer
 from tools.bench.sim_charger import Sim, next_steps, say
+from tools.bench.update_server import DEFAULT_PORT as UPDATES_PORT
 from tools.device import unix32
 from tools.paths import BUILDS, ROOT, cpython_paths
 
@@ -66,10 +67,22 @@ def parse(argv):
                    "over TLS and check the broker's certificate against it")
     p.add_argument("--username")
     p.add_argument("--password")
+    p.add_argument("--updates", metavar="DIR", help="serve the releases in DIR over HTTP on "
+                   "loopback (port %d, or a free one), for evctl update (docs/ota.md)"
+                   % UPDATES_PORT)
+    p.add_argument("--update-key", metavar="PEM", action="append", default=[],
+                   help="the charger trusts updates signed by this key (python -m tools.ota "
+                   "keygen's; only its public half goes to the charger); again for another")
     site_bench.add_arguments(p)
     cloud_bench.add_arguments(p)
     a = p.parse_args(argv)
     cloud_bench.check(p, a)
+    try:  # the config's ota.keys: each key's public half, as tools.ota pubkey prints it
+        a.ota_keys = [ota.public_text(ota.load_key(path)) for path in a.update_key]
+    except ota.OtaError as e:
+        p.error(str(e))
+    if a.updates and not os.path.isdir(a.updates):
+        p.error("--updates %s is not a folder" % a.updates)
     if a.ca and not (a.broker or a.agent_broker):
         p.error("--ca needs --broker HOST:PORT (the embedded broker has no TLS)")
     for path in (a.ca, a.ocpp_ca):  # PEM or DER; anything else is refused here, once
