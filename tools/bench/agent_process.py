@@ -34,7 +34,7 @@ class AgentProcess:
         with open(self.config_path, "w") as f:
             json.dump(config, f)
         exe, env = micropython(build)
-        self.resets = 0  # resets before its link came up (a version that fails at import)
+        self.resets = 0  # resets at boot, before its first outputs (a version failing there)
         out = subprocess.DEVNULL if quiet else None
         self.conn = None
         while True:
@@ -45,15 +45,23 @@ class AgentProcess:
                                          start_new_session=True)
             self.conn = self._accept(srv)
             if self.conn is not None:
-                break
-            # It reset at boot (sim_main's RESTART_EXIT), as a board does on anything raised
-            # there: it powers on again, as a board does after its reset, and its boot layer
-            # counts the boot (an update's trial, docs/ota.md).
+                try:
+                    self._handshake(unix_base_ms)
+                    break
+                except (RuntimeError, OSError):  # the link closed in the handshake
+                    if self.exit_status() != RESTART_EXIT:
+                        raise
+                self.conn.close()
+            # It reset at boot (sim_main's RESTART_EXIT) before its first outputs, as a
+            # board does on anything raised there: it powers on again, as a board does after
+            # its reset, and its boot layer counts the boot (an update's trial, docs/ota.md).
             self.resets += 1
             if self.resets > MAX_BOOT_RESETS:
                 srv.close()
                 raise RuntimeError("firmware reset at each of %d boots" % self.resets)
         srv.close()
+
+    def _handshake(self, unix_base_ms):
         self.conn.settimeout(None)
         self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.rfile = self.conn.makefile("rb")
