@@ -5,15 +5,17 @@ releases served by make sim's own download server. One fails at import, one cras
 (its uplink cannot be built), one runs but never reaches its broker: the first two are back
 on the old version after 3 boots, the third after its 10 minutes (the bench stepped faster
 than real time: the trial counts board time). The old version then says so once, and the
-same update may be asked for again. (A good version marked valid, and the refusals, in
+same update may be asked for again. And the contactor's timings with an update asked for
+during a session and while it downloads. (A good version marked valid, and the refusals, in
 virtual time under both interpreters: test_update.py; the walk: test_update_walk.py.)"""
 import threading
 import time
 
 import pytest
 
-from e2e import online
+from e2e import InProcessSim, online
 from ota_releases import Releases
+from tools.bench.agent_process import AgentProcess
 from tools.bench.poll import wait_for
 from tools.bench.sim import parse
 from tools.bench.sim_charger import Sim
@@ -86,3 +88,80 @@ def test_a_version_that_fails_is_rolled_back_and_says_so(broker, tmp_path, mpy_d
     finally:
         c.close()
         sim.close()
+
+
+def test_an_update_leaves_the_contactor_timings_unchanged(broker, tmp_path, mpy_dir, releases,
+                                                          monkeypatch):
+    # make sim's charger in real time, its threads real: the time from unplug, and from
+    # C->B, to the contactor open (bench time), and each tick's round trip to the control
+    # thread (wall time), in a quiet session and in one during which an update was asked
+    # for (its manifest verified by the uplink's thread, its thread waiting); then the
+    # download itself, with a car plugged in meanwhile: the control thread answers as fast.
+    rtts = {"quiet": [], "update": [], "download": []}
+    phase = ["quiet"]
+    tick = AgentProcess.tick
+
+    def timed(agent, inputs):
+        t = time.perf_counter()
+        out = tick(agent, inputs)
+        rtts[phase[0]].append((time.perf_counter() - t) * 1000)
+        return out
+
+    monkeypatch.setattr(AgentProcess, "tick", timed)
+    sim = InProcessSim(["--broker", broker.address, "--state-dir", str(tmp_path / "flash"),
+                        "--no-page", "--updates", releases.folder],
+                       config={"ota": {"keys": releases.keys}})
+    c = Charger(broker.address, "charger-1")
+    bench = sim.bench
+
+    def ev(**fields):
+        with sim.sim.lock:
+            bench.set_ev(fields)
+            return bench.t
+
+    def opened_after(t0):
+        wait_for(lambda: not bench.contactor and bench.contactor_log[-1][0] >= t0, 5)
+        return bench.contactor_log[-1][0] - t0
+
+    def session():
+        ev(connected=True, request=True)
+        wait_for(lambda: bench.contactor, 10)
+        time.sleep(2)
+
+    try:
+        online(c)
+        latency = {}
+        session()
+        latency["quiet", "C->B"] = opened_after(ev(request=False))
+        ev(request=True)
+        wait_for(lambda: bench.contactor, 10)
+        time.sleep(1)
+        latency["quiet", "unplug"] = opened_after(ev(connected=False))
+        phase[0] = "update"  # asked for during a session: verified, waiting for it to end
+        session()
+        body = dict(releases.release("note.tar"), url=sim.sim.updates.url("note.tar"))
+        reply = c.request("update", body)
+        assert reply["data"]["state"] == "waiting", reply
+        time.sleep(2)
+        assert not sim.sim.updates.gets
+        sim.sim.updates.slow("note.tar", 4096)
+        latency["update", "C->B"] = opened_after(ev(request=False))
+        wait_for(lambda: sim.sim.updates.gets, 5)  # the contactor opened: the download
+        ev(request=True)  # the car asks again: the update holds it at 0 A
+        phase[0] = "download"  # with the car asking for current all along
+        t0 = bench.t
+        wait_for(lambda: [e for e in c.events if e["type"] == "update.verified"], 20)
+        assert not [t for t, closed in bench.contactor_log if t > t0]  # open throughout
+    finally:
+        c.close()
+        sim.close()
+    print("contactor open (bench ms): %s" % latency)
+    for p in rtts:
+        r = sorted(rtts[p])
+        print("%s: tick round trip median %.2f ms, p99 %.2f ms, max %.2f ms over %d ticks"
+              % (p, r[len(r) // 2], r[len(r) * 99 // 100], r[-1], len(r)))
+    assert latency["update", "C->B"] <= latency["quiet", "C->B"], latency
+    quiet = sorted(rtts["quiet"])[len(rtts["quiet"]) // 2]
+    for p in ("update", "download"):
+        during = sorted(rtts[p])[len(rtts[p]) // 2]
+        assert during <= 2 * quiet + 1, (p, quiet, during)
