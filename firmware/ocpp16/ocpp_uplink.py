@@ -75,7 +75,7 @@ class OcppUplink:
         self._firmware_lock = _thread.allocate_lock()  # the update's thread adds to it
         self._firmware_status = "Idle"
         if agent.updater:
-            agent.updater.listeners.append(self._firmware_stage)
+            agent.updater.listeners.append(self)
         self.ws = None
         self.accepted = False  # the CSMS accepted this power-up's BootNotification
         self.rejected = False  # its last answer to one was Rejected: silence (_booted)
@@ -309,7 +309,12 @@ class OcppUplink:
         st.sample(self.board.now_ms(), "Trigger")  # MeterValues: into the queue, sent in turn
         return None
 
-    def _firmware_stage(self, stage, version):
+    def firmware_pending(self):
+        # The update's thread, before its restart: a stage not yet answered by the CSMS.
+        aw = self._awaiting
+        return bool(self._firmware) or (aw is not None and aw[1] == "FirmwareStatusNotification")
+
+    def firmware_stage(self, stage, version):
         # The update's thread, or this one: "download_failed" -> "DownloadFailed". After an
         # end (installed, or failed), a TriggerMessage hears Idle.
         status = "".join(w[0].upper() + w[1:] for w in stage.split("_"))

@@ -152,7 +152,7 @@ def _run(u, job):
         with u.lock:
             inst.activate(ag.firmware)  # the switch
         u.restarting = True
-        _drain(ag)
+        _drain(u)
         print("update: %s installed, restarting" % m.version)
         u.board.restart()
         return
@@ -223,10 +223,11 @@ def _install(u, m):
     return BundleInstall(m, u.root)
 
 
-def _drain(agent):
-    # The events the uplink has yet to publish, before the restart loses them.
+def _drain(u):
+    # The events the uplinks have yet to publish, and their own reports of the update
+    # (OCPP's FirmwareStatusNotifications), before the restart loses them.
     waited = 0
-    while len(agent.outbox) and waited < _DRAIN_MS:
+    while (len(u.agent.outbox) or u.reports_pending()) and waited < _DRAIN_MS:
         nap(100)
         waited += 100
 

@@ -34,7 +34,9 @@ class Updater:
         self.partition = board.ota_partition if self.form == ota_boot.IMAGE else None
         self.uplinks = uplinks
         self.reached = []
-        self.listeners = []  # f(stage, version): an uplink's own report (OCPP), STAGES
+        # Uplinks that report an update their own way (OCPP): firmware_stage(stage, version)
+        # with one of update_job.STAGES, and firmware_pending() while one is unsent.
+        self.listeners = []
         self.lock = _thread.allocate_lock()  # the record's writers
         self.job = None  # the update in progress (update_job.Job), one at a time
         self.failure = None  # the last update refused or failed since boot
@@ -128,8 +130,14 @@ class Updater:
                 pass  # told again after the next boot
 
     def stage(self, stage, version):
-        for f in self.listeners:
-            f(stage, version)
+        for up in self.listeners:
+            up.firmware_stage(stage, version)
+
+    def reports_pending(self):
+        for up in self.listeners:
+            if up.firmware_pending():
+                return True
+        return False
 
     def _uplinks_reached(self):
         for name in self.uplinks:
@@ -167,7 +175,9 @@ class Updater:
                                                           self.rec["reason"]))
                     self.restarting = True
                     ag.limits.set_updating(True)  # the vehicle lets go first
-        if self.restarting and not c.contactor_closed:
+        # A rollback's restart, once the vehicle has let go (an update's job restarts the
+        # board itself, once the uplinks have sent what it said).
+        if self.restarting and self.job is None and not c.contactor_closed:
             self.board.restart()
 
     # -- requests (an uplink's thread): the update itself is update_job.py
