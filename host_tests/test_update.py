@@ -11,6 +11,8 @@ import pytest
 
 from conftest import plug
 from ota_releases import Releases, Server
+from pki import Pki
+from tools.bench.update_server import UpdateServer
 
 UNIX_MS = 1795478400000  # the rig's Unix time at bench time 0 (rig.UNIX_BASE_MS)
 
@@ -294,3 +296,34 @@ def test_a_power_cut_during_the_trial_keeps_it_going_and_it_is_marked_valid(
     assert read["settings"]["max_charge_rate"]["value"] == 7.4
     assert read["lastAction"]["command"] == "idle"
     assert len(events(rig, "update.installed")) == 1
+
+
+def test_an_https_download_is_checked_against_the_installations_ca(make_rig, releases):
+    # The installation's CA (ca_file) checks the download server: an impostor's certificate
+    # (another CA's) fails the download before a byte is written; the real server's passes.
+    pki = Pki()
+    good = UpdateServer(releases.folder, port=0, tls=pki.server("ca")[1:])
+    rogue = UpdateServer(releases.folder, port=0, tls=pki.server("rogue")[1:])
+    try:
+        rig = charger(make_rig, releases)
+        rig.config["ca_file"] = pki.path("ca.pem")
+        rig.power_cut()
+        rig.boot()
+        rig.run(1000)
+        for i, server in enumerate((rogue, good)):
+            body = dict(releases.release("note.tar"), requestId="u%d" % i,
+                        url=server.url("note.tar"))
+            assert body["url"].startswith("https://")
+            assert rig.request("update", body)["meta"]["status"] == 202
+            if server is rogue:  # failed, and nothing written: then the real server
+                run_until(rig, lambda: rig.events("update.failed"))
+                failed = events(rig, "update.failed")[0]
+                assert failed["reason"] == "download_failed", failed
+                assert rogue.gets == [] and record(rig) is None
+        run_until(rig, lambda: rig.restarts == 1)
+        rig.run(1000)
+        assert good.gets == ["/note.tar"] and rig.read()["metadata"]["firmware"] == "0.3.0"
+    finally:
+        good.stop()
+        rogue.stop()
+        pki.close()

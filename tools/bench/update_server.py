@@ -1,11 +1,13 @@
 """make sim's download server for updates (docs/ota.md, "The walk"): a folder of releases
-served over HTTP/1.0 on loopback, each file as it is, so that the simulated charger can be
-updated the way a real one is, from a URL. Threads: the server's own (daemon) and one per
-request. It logs the paths asked for (gets) and can serve a file slowly (slow), for the tests
-that cut the power or plug a car in during a download."""
+served over HTTP/1.0 (HTTPS for the tests of a download's trust) on loopback, each file as
+it is, so that the simulated charger is updated the way a real one is, from a URL. Threads:
+the server's own (daemon) and one per request. It logs the paths asked for (gets) and can
+serve a file slowly (slow), for the tests that cut the power or plug a car in during a
+download."""
 import functools
 import http.server
 import os
+import ssl
 import threading
 import time
 
@@ -14,8 +16,9 @@ SLOW_CHUNK = 256  # bytes a slow file is written in
 
 
 class UpdateServer:
-    def __init__(self, folder, port=None):
-        """port None: DEFAULT_PORT, or a free one when that is taken (a second make sim)."""
+    def __init__(self, folder, port=None, tls=None):
+        """port None: DEFAULT_PORT, or a free one when that is taken (a second make sim).
+        tls: (certificate, key) PEM files: HTTPS (the tests of a download's trust)."""
         server = self
         self.folder = os.path.abspath(folder)
         self.gets = []
@@ -52,11 +55,17 @@ class UpdateServer:
                 if p != DEFAULT_PORT:
                     raise
         self.httpd.daemon_threads = True
+        self.scheme = "http"
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.port = self.httpd.server_address[1]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def url(self, name=""):
-        return "http://127.0.0.1:%d/%s" % (self.port, name)
+        return "%s://127.0.0.1:%d/%s" % (self.scheme, self.port, name)
 
     def slow(self, name, bytes_per_s):
         """name trickles out at bytes_per_s from now on."""
