@@ -1,6 +1,7 @@
 # The charger API's names (docs/protocol.md), defined once: the request kinds, what comes
-# back, the path a reply names (the cloud API's, which an HTTP front serves as they are)
-# and the MQTT topics they make. The agent, every uplink, the bench and the tools use these.
+# back, the HTTP paths that ask for them (http.md: the cloud API's, which the HTTP front
+# serves as they are, and which every reply names) and the MQTT topics they make. The agent,
+# every uplink, the bench and the tools use these.
 PREFIX = "ev-charger"
 REQUESTS = ("commands", "settings", "read", "limit", "update")  # request kinds, in the bench
 # link's numbering
@@ -8,9 +9,14 @@ RESPONSES = "responses"  # a reply to each request
 STATE = "state"  # the device read, whenever it changes (retained)
 EVENTS = "events"  # what happened, at least once
 AVAILABILITY = "availability"  # MQTT: "online", or "offline" (the last will), retained
-# The path after /ev-charger/{id} of each request kind that has one of its own: (kind, path).
-# The rest are answered at /ev-charger/{id} itself. An update is POST .../firmware.
-_OWN_PATH = (("settings", "settings"), ("limit", "limit"), ("update", "firmware"))
+# The paths under /ev-charger/{id}, each a request kind: (method, the path after the id, the
+# kind, the field of the request the body fills: None where the body is the request itself,
+# without its requestId). The HTTP front routes by it and path() names a reply's path from
+# it, so a kind added to REQUESTS is served over HTTP by one row here.
+ROUTES = (("GET", "", "read", None), ("POST", "", "commands", None),
+          ("POST", "/settings", "settings", "settings"), ("POST", "/limit", "limit", None),
+          ("POST", "/firmware", "update", None))
+ACTIONS = "/actions/"  # GET /actions/{actionId}: an action as the charger still remembers it
 SITE_METER = "meter"  # after site(): the site meter's readings
 SITE_CHARGERS = "chargers/"  # after site(): each charger's record, then its id
 
@@ -22,10 +28,12 @@ def base(prefix, device_id):
 
 def path(device_id, kind):
     # The API path a reply to a request of `kind` names: "/ev-charger/charger-1/settings".
-    for k, own in _OWN_PATH:
-        if k == kind:
-            return "/" + PREFIX + "/" + device_id + "/" + own
-    return "/" + PREFIX + "/" + device_id
+    tail = ""
+    for route in ROUTES:
+        if route[2] == kind:
+            tail = route[1]
+            break
+    return "/" + PREFIX + "/" + device_id + tail
 
 
 def site(site_id):

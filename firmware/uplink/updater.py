@@ -18,8 +18,8 @@ _STALL_MS = const(2000)  # a control loop this late is a fault of the firmware's
 
 class Updater:
     def __init__(self, agent, uplinks):
-        # uplinks: the names of the configured uplinks, each of which a new version must
-        # reach before it is valid (uplink_reached()).
+        # uplinks: the names of the configured uplinks (uplink_reached() says which one a
+        # version has reached).
         board = agent.board
         cfg = board.config
         o = cfg.get("ota") or {}
@@ -32,7 +32,10 @@ class Updater:
         self.ca_file = cfg.get("ca_file") or (cfg.get("ocpp") or {}).get("ca_file")
         self.root = board.ota_root
         self.partition = board.ota_partition if self.form == ota_boot.IMAGE else None
-        self.uplinks = uplinks
+        # What a new version must reach before it is valid (docs/ota.md): every uplink that
+        # dials out; the HTTP front, which waits to be asked, only on a charger that has no
+        # other (its first authorised request).
+        self.uplinks = [n for n in uplinks if n != "http"] or uplinks
         self.reached = []
         # Uplinks that report an update their own way (OCPP): firmware_stage(stage, version)
         # with one of update_job.STAGES, and firmware_pending() while one is unsent.

@@ -24,7 +24,8 @@ MAX_BOOT_RESETS = 10  # more than an update's 3 trial boots and the boot that ro
 class AgentProcess:
     def __init__(self, config, build, unix_base_ms, heapsize="256K", on_publish=None,
                  quiet=False):
-        """build: one of tools.paths.BUILDS (which interpreter, agent frozen or .mpy)."""
+        """build: one of tools.paths.BUILDS (which interpreter, agent frozen or .mpy);
+        unix_base_ms: the board's Unix time at bench time 0 (None: never set)."""
         self.on_publish = on_publish or (lambda topic, payload, retain: None)
         srv = socket.socket()
         srv.bind(("127.0.0.1", 0))
@@ -65,7 +66,8 @@ class AgentProcess:
         self.conn.settimeout(None)
         self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.rfile = self.conn.makefile("rb")
-        self.conn.sendall(struct.pack("<Bq", CLOCK, unix_base_ms))
+        if unix_base_ms is not None:  # None: a board whose clock is never set
+            self.conn.sendall(struct.pack("<Bq", CLOCK, unix_base_ms))
         self.outputs = self.read_outputs()  # the boot state, before any tick
 
     def _accept(self, srv):
