@@ -8,20 +8,24 @@ than real time: the trial counts board time). The old version then says so once,
 same update may be asked for again. And the contactor's timings with an update asked for
 during a session and while it downloads. (A good version marked valid, and the refusals, in
 virtual time under both interpreters: test_update.py; the walk: test_update_walk.py.)"""
+import json
+import os
 import threading
 import time
 
 import pytest
 
-from e2e import InProcessSim, online
+from e2e import HttpApi, InProcessSim, online
 from ota_releases import Releases
 from tools.bench.agent_process import AgentProcess
+from tools.bench.broker import free_port
 from tools.bench.poll import wait_for
 from tools.bench.sim import parse
 from tools.bench.sim_charger import Sim
 from tools.client import Charger
 
 pytestmark = pytest.mark.brokers("mosquitto")
+TOKEN = "update-token-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +37,14 @@ class FastSim:
     """make sim's charger with its download server, its bench stepped flat out in a thread
     of this process (board time runs several times faster than the wall clock)."""
 
-    def __init__(self, broker, state_dir, releases):
+    def __init__(self, broker, state_dir, releases, *extra, config=None):
         args = parse(["--broker", broker.address, "--state-dir", str(state_dir), "--no-page",
-                      "--updates", releases.folder])
+                      "--updates", releases.folder, *extra])
         args.ota_keys = releases.keys  # as --update-key gives them, without a key file
         self.sim = Sim(args)
+        if config:  # what the launcher has no option for
+            made = self.sim.config
+            self.sim.config = lambda: dict(made(), **config)
         self.sim.start()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -165,3 +172,50 @@ def test_an_update_leaves_the_contactor_timings_unchanged(broker, tmp_path, mpy_
     for p in ("update", "download"):
         during = sorted(rtts[p])[len(rtts[p]) // 2]
         assert during <= 2 * quiet + 1, (p, quiet, during)
+
+
+def test_an_update_over_the_http_front_of_an_http_only_charger(broker, tmp_path, mpy_dir,
+                                                                releases):
+    # POST /ev-charger/{id}/firmware (topics.ROUTES) on a charger whose only uplink is its
+    # HTTP front: the new version is valid once it has run 60 s and been asked something
+    # with the token (ota.md: an HTTP-only charger's first authorised request); the next
+    # one, asked nothing for its 10 minutes, goes back by itself.
+    port = free_port()
+    sim = FastSim(broker, tmp_path / "flash", releases, "--http-port", str(port),
+                  "--api-token", TOKEN, config={"uplinks": ["http"]})
+    api = HttpApi(port, TOKEN)
+    rec = os.path.join(str(tmp_path / "flash"), "ota.json")
+
+    def record():
+        try:
+            with open(rec) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def read():
+        try:
+            return api.read()
+        except (OSError, AssertionError):  # restarting
+            return None
+
+    try:
+        wait_for(read, 20)
+        for name in ("note.tar", "note-040.tar"):
+            body = dict(releases.release(name), url=sim.sim.updates.url("note.tar"))
+            status, _, reply = api.call("POST", api.path + "/firmware", body)
+            assert status == 202 and reply["meta"]["path"] == api.path + "/firmware", reply
+            version = reply["data"]["version"]
+            wait_for(lambda: (record() or {}).get("version") == version and
+                     record()["boots"] >= 1, 60)
+            if name == "note.tar":  # asked: on trial, then valid
+                assert wait_for(read, 20)["update"]["state"] == "trial"
+                wait_for(lambda: record()["state"] == "valid", 120)
+            else:  # asked nothing: back by itself, and says so when asked
+                wait_for(lambda: record()["state"] == "rolled_back", 120)
+                update = wait_for(lambda: (read() or {}).get("update"), 30)
+                assert update["state"] == "rolled_back", update
+                assert update["reason"] == "uplink_not_reached", update
+        assert wait_for(read, 20)["metadata"]["firmware"] == "0.3.0"
+    finally:
+        sim.close()
