@@ -334,27 +334,39 @@ def _run_watch(c, a):
 
 
 def _release(a):
-    """{manifest, signature} of the release file: --release, else URL.ota.json."""
+    """{manifest, signature} of the release file: --release, else URL.ota.json. ValueError
+    for a file that is not there or not a release file (a bad argument), Unreachable where
+    the server cannot give it."""
     where = a.release or a.url + ".ota.json"
     try:
         if a.release:
             with open(a.release, "rb") as f:
-                text = f.read()
+                text = f.read(RELEASE_BYTES + 1)
         else:
             with urllib.request.urlopen(where, timeout=a.timeout) as r:
                 text = r.read(RELEASE_BYTES + 1)
+    except OSError as e:
+        if a.release:
+            raise ValueError("cannot read the release file %s: %s" % (where, e))
+        raise Unreachable("cannot fetch the release file %s: %s (or give --release FILE)"
+                          % (where, e))
+    try:
         body = loads(text) if len(text) <= RELEASE_BYTES else None
-    except (OSError, ValueError) as e:
-        raise Unreachable("cannot read the release file %s: %s" % (where, e))
+    except ValueError:
+        body = None
     if not isinstance(body, dict) or not all(isinstance(body.get(k), str)
                                              for k in ("manifest", "signature")):
-        raise Unreachable("%s is not a release file (python -m tools.ota sign writes one)"
-                          % where)
+        raise ValueError("%s is not a release file (python -m tools.ota sign writes one)"
+                         % where)
     return {"manifest": body["manifest"], "signature": body["signature"]}
 
 
 def _run_update(c, a):
-    body = dict(_release(a), url=a.url,
+    try:
+        release = _release(a)
+    except ValueError as e:
+        return _fail(USAGE, e)
+    body = dict(release, url=a.url,
                 duringSession="refuse" if a.refuse_during_session else "wait")
     seen = len(c.events)
     reply = _reply(c, a, "update", body)

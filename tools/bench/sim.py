@@ -67,9 +67,9 @@ def parse(argv):
                    "as --http-port 0)")
     p.add_argument("--api-token", metavar="T", help="the HTTP front's token, at least %d "
                    "characters (default: a new one, printed)" % firmware_config.TOKEN_MIN)
-    p.add_argument("--heapsize", default="256K", help="micropython heap: the 64-bit wheel "
-                   "holds the .mpy bytecode in it (about 85 KB); the ESP32 model is "
-                   "--build unix32 --heapsize 56K")
+    p.add_argument("--heapsize", default="512K", help="micropython heap: the 64-bit wheel "
+                   "holds the .mpy bytecode in it (about 85 KB) and doubles every object; "
+                   "the ESP32 model is --build unix32 --heapsize 56K")
     p.add_argument("--build", choices=BUILDS, default="wheel",
                    help="interpreter: the pip wheel's micropython (64-bit, agent as .mpy), or "
                    "make unix32's (32-bit, agent frozen as on an ESP32 image; -mpy: as .mpy)")
