@@ -18,6 +18,7 @@ from sim_link import (BUTTON, CLOCK, INPUTS, MESSAGE, OUTPUTS, PUBLISH, REQUEST,
 from sim_main import RESTART_EXIT  # noqa: E402
 from topics import REQUESTS  # noqa: E402
 
+BOOT_S = 60  # from the link's accept to the boot state (the wheel at load 20: under 10 s)
 MAX_BOOT_RESETS = 10  # more than an update's 3 trial boots and the boot that rolls it back
 
 
@@ -38,37 +39,50 @@ class AgentProcess:
         self.resets = 0  # resets at boot, before its first outputs (a version failing there)
         out = subprocess.DEVNULL if quiet else None
         self.conn = None
-        while True:
-            # Its own session: a Ctrl-C at the terminal reaches the bench, which then cuts
-            # the agent's power itself, instead of interrupting it mid-sentence.
-            self.proc = subprocess.Popen(exe + ["-X", "heapsize=" + heapsize, "-m", "sim_main",
-                                                self.config_path], env=env, stdout=out,
-                                         start_new_session=True)
-            self.conn = self._accept(srv)
-            if self.conn is not None:
-                try:
-                    self._handshake(unix_base_ms)
-                    break
-                except (RuntimeError, OSError):  # the link closed in the handshake
-                    if self.exit_status() != RESTART_EXIT:
-                        raise
-                self.conn.close()
-            # It reset at boot (sim_main's RESTART_EXIT) before its first outputs, as a
-            # board does on anything raised there: it powers on again, as a board does after
-            # its reset, and its boot layer counts the boot (an update's trial, docs/ota.md).
-            self.resets += 1
-            if self.resets > MAX_BOOT_RESETS:
-                srv.close()
-                raise RuntimeError("firmware reset at each of %d boots" % self.resets)
-        srv.close()
+        try:
+            while True:
+                # Its own session: a Ctrl-C at the terminal reaches the bench, which then
+                # cuts the agent's power itself, instead of interrupting it mid-sentence.
+                self.proc = subprocess.Popen(exe + ["-X", "heapsize=" + heapsize, "-m",
+                                                    "sim_main", self.config_path], env=env,
+                                             stdout=out, start_new_session=True)
+                self.conn = self._accept(srv)
+                if self.conn is not None:
+                    try:
+                        self._handshake(unix_base_ms)
+                        break
+                    except (RuntimeError, OSError):  # the link closed in the handshake
+                        if self.exit_status() != RESTART_EXIT:
+                            self.kill()
+                            raise
+                    self.conn.close()
+                # It reset at boot (sim_main's RESTART_EXIT) before its first outputs, as a
+                # board does on anything raised there: it powers on again, as a board does
+                # after its reset, and its boot layer counts the boot (an update's trial,
+                # docs/ota.md).
+                self.resets += 1
+                if self.resets > MAX_BOOT_RESETS:
+                    raise RuntimeError("firmware reset at each of %d boots" % self.resets)
+        finally:
+            srv.close()
 
     def _handshake(self, unix_base_ms):
-        self.conn.settimeout(None)
+        # The boot state comes before any tick, from the control loop's first pass: a
+        # firmware that never gets there (its wiring raised in a thread, and nothing ended
+        # the process) is killed and reported, never waited for.
+        self.conn.settimeout(BOOT_S)
         self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.rfile = self.conn.makefile("rb")
         if unix_base_ms is not None:  # None: a board whose clock is never set
             self.conn.sendall(struct.pack("<Bq", CLOCK, unix_base_ms))
-        self.outputs = self.read_outputs()  # the boot state, before any tick
+        try:
+            self.outputs = self.read_outputs()
+        except RuntimeError:
+            if self.exit_status() is not None:  # it ended: its own exit says why (a reset)
+                raise
+            self.kill()
+            raise RuntimeError("firmware gave no outputs within %d s of its link" % BOOT_S)
+        self.conn.settimeout(None)
 
     def _accept(self, srv):
         """The link, or None when the process reset before it came up."""
@@ -83,7 +97,6 @@ class AgentProcess:
                     return None
                 if status is not None or time.monotonic() > deadline:
                     self.kill()
-                    srv.close()
                     raise RuntimeError("firmware did not start (exit %r)" % status)
 
     def read_outputs(self):
