@@ -5,7 +5,21 @@ paho-mqtt's network thread receives; everything else runs in the service's event
 callback only hands a message over (call_soon_threadsafe). The session is persistent
 (clean_session false, a stable client id) and QoS 1 messages are acknowledged by hand only
 once what they say is committed, so an event published while the service is down or dying is
-delivered again when it reconnects. A batch of messages is one database transaction.
+delivered again when it reconnects; while the database is unreachable nothing is
+acknowledged and the batch is tried again until it is back. A batch of messages is one
+database transaction, its writes in charger order so that replicas writing the same batch
+take their row locks in the same order.
+
+Several brokers (a cluster's nodes, "h1:1883,h2:1883"): it connects to one and moves to the
+next whenever the connection drops or cannot be made (docs/deployment.md). State reports are
+subscribed at QoS 0: current-value data, never queued for the service while it is away (a
+queued one would look live when it is not); availability, events and replies at QoS 1.
+
+A charger is online by its `availability`, and also by any state report it publishes live.
+A broker node that dies publishes no last will for its clients (RabbitMQ 3.x:
+docs/deployment.md): so a charger the service has heard nothing from for `stale_s` (2.5
+heartbeats of mqtt.md's 60 s) while it claims to be online is taken offline by the sweep,
+as its will would have.
 """
 import asyncio
 import json
@@ -17,6 +31,7 @@ import paho.mqtt.client as mqtt
 
 from tools.cloud import intake
 from tools.cloud.contract import ApiError, iso, new_id, parse_iso
+from tools.cloud.store import unavailable as store_unavailable
 
 log = logging.getLogger("cloud.bridge")
 KINDS = ("state", "availability", "events", "responses")
@@ -26,6 +41,21 @@ WEBHOOK_EVENTS = ("push.completed", "push.failed", "device.connected", "device.d
 TERMINAL_EVENTS = ("push.completed", "push.failed", "action.cancelled")
 EVENTS_PER_S = 20  # a charger sends a few events a minute; a flood is cut here
 EVENT_BURST = 200
+HEARTBEAT_S = 60  # mqtt.md: a state report at least this often (firmware/agent.py)
+STALE_S = 2.5 * HEARTBEAT_S
+RETRY_MAX_S = 5.0  # between tries of a batch while the database is away
+POISON_TRIES = 5  # a batch failing this often for another reason is dropped (and logged)
+
+
+def addresses(text):
+    """[(host, port), ...] of "host:port[,host:port ...]"; ValueError if one is not."""
+    out = []
+    for part in text.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("%r is not HOST:PORT" % part.strip())
+        out.append((host, int(port)))
+    return out
 
 
 class Bucket:
@@ -44,25 +74,31 @@ class Bucket:
 
 class Bridge:
     def __init__(self, broker, prefix, client_id, store, cache, on_enqueued=None,
-                 username=None, password=None, tls=None):
-        self.host, _, port = broker.rpartition(":")
-        self.port = int(port)
+                 username=None, password=None, tls=None, stale_s=STALE_S):
+        self.brokers = addresses(broker)
+        self.at = 0  # the index of the broker in use
+        self.stale_s = stale_s
         self.prefix = prefix
         self.store = store
         self.cache = cache
         self.on_enqueued = on_enqueued or (lambda: None)
         self.connected = False
+        self.connected_since = None  # time.monotonic() of the connection now up
+        self.connects = 0
         self.pending = {}  # requestId -> (device id, future)
-        self.counts = {"rejected": 0, "flooded": 0, "dropped": 0, "stored": 0}
+        self.counts = {"rejected": 0, "flooded": 0, "dropped": 0, "stored": 0, "stale": 0,
+                       "retried": 0}
         self.bucket = Bucket()
         self.loop = None
         self.queue = None
         self.task = None
+        self.sweeper = None
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   clean_session=False, manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_connect_fail = self._next_broker
         self.client.reconnect_delay_set(0.2, 5)
         if username:
             self.client.username_pw_set(username, password)
@@ -77,11 +113,20 @@ class Bridge:
         sock = client.socket()
         if sock is not None:  # a request goes out at once, not behind a delayed ACK
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.subscribe([("%s/+/%s" % (self.prefix, k), 1) for k in KINDS])
+        client.subscribe([("%s/+/%s" % (self.prefix, k), 0 if k == "state" else 1)
+                          for k in KINDS])
         self.loop.call_soon_threadsafe(self._set_connected, True)
 
     def _on_disconnect(self, client, userdata, flags, reason, props):
         self.loop.call_soon_threadsafe(self._set_connected, False)
+        self._next_broker(client, userdata)
+
+    def _next_broker(self, client, userdata):
+        """The next broker of the list for paho's next (re)connect: the socket is closed
+        here, so paho lets its address change."""
+        if len(self.brokers) > 1:
+            self.at = (self.at + 1) % len(self.brokers)
+            client.host, client.port = self.brokers[self.at]
 
     def _on_message(self, client, userdata, msg):
         self.loop.call_soon_threadsafe(self._put, msg)
@@ -89,8 +134,15 @@ class Bridge:
     # -- the event loop
     def _set_connected(self, up):
         if up != self.connected:
-            log.info("broker %s:%d %s", self.host, self.port, "connected" if up else "lost")
+            log.info("broker %s %s", self.broker, "connected" if up else "lost")
+            self.connected_since = time.monotonic() if up else None
+            self.connects += up
         self.connected = up
+
+    @property
+    def broker(self):
+        """host:port of the broker in use (or being tried)."""
+        return "%s:%d" % self.brokers[self.at]
 
     def _put(self, msg):
         try:
@@ -107,13 +159,15 @@ class Bridge:
     async def start(self):
         self.loop = asyncio.get_running_loop()
         self.queue = asyncio.Queue(QUEUE_MAX)
-        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.connect_async(*self.brokers[self.at], keepalive=30)
         self.client.loop_start()
         self.task = asyncio.create_task(self._consume())
+        self.sweeper = asyncio.create_task(self._sweep_forever())
 
     async def stop(self):
-        if self.task:
-            self.task.cancel()
+        for task in (self.task, self.sweeper):
+            if task:
+                task.cancel()
         self.client.disconnect()
         await asyncio.to_thread(self.client.loop_stop)
 
@@ -160,15 +214,34 @@ class Bridge:
             batch = [await self.queue.get()]
             while len(batch) < BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
-            for attempt in range(5):
-                try:
-                    await self.take(batch)
-                    break
-                except Exception:  # the database away or a bug: say so, try again, go on
-                    log.exception("storing %d broker messages failed (attempt %d)",
-                                  len(batch), attempt + 1)
-                    await asyncio.sleep(0.5 * 2 ** attempt)
+            await self._store_batch(batch)
             self._ack(batch)
+
+    async def _store_batch(self, batch):
+        """Until the batch is stored: tried again for as long as the database is unreachable
+        (nothing is acknowledged meanwhile, so the broker keeps the QoS 1 messages); a batch
+        that fails POISON_TRIES times for another reason (a bug) is logged and given up."""
+        failures, wait_s = 0, 0.1
+        while True:
+            try:
+                await self.take(batch)
+                if failures:
+                    log.warning("stored %d broker messages after %d failed tries",
+                                len(batch), failures)
+                return
+            except Exception as e:
+                failures += 1
+                self.counts["retried"] += 1
+                if not store_unavailable(e):
+                    log.exception("storing %d broker messages failed (try %d)", len(batch),
+                                  failures)
+                    if failures >= POISON_TRIES:
+                        return
+                elif failures == 1:
+                    log.warning("the database is unreachable (%s: %s); holding %d broker "
+                                "messages until it is back", type(e).__name__, e, len(batch))
+            await asyncio.sleep(wait_s)
+            wait_s = min(wait_s * 2, RETRY_MAX_S)
 
     async def take(self, batch):
         """What a batch of broker messages says: into this replica's cache at once, into the
@@ -184,16 +257,52 @@ class Bridge:
             done = getattr(self, "_" + kind)(device_id, msg, now, reads, ops)
             if not done:
                 self.counts["rejected"] += 1
-        if not reads and not ops:
-            return
+        if reads or ops:
+            await self.commit(reads, ops, now)
+
+    async def commit(self, reads, ops, now):
+        """reads {device id: (read, pulled_at)} and ops [(op, device id, value)] in one
+        transaction, charger by charger in id order (each charger's ops in their order)."""
+        by_device = {}
+        for op in ops:
+            by_device.setdefault(op[1], []).append(op)
         queued = False
         async with self.store.begin() as conn:
-            await self.store.save_states(conn, reads)
-            for op, device_id, value in ops:
-                queued |= await getattr(self, "_store_" + op)(conn, device_id, value, now)
+            for device_id in sorted(set(reads) | set(by_device)):
+                if device_id in reads:
+                    await self.store.save_states(conn, {device_id: reads[device_id]})
+                for op, _, value in by_device.get(device_id, ()):
+                    queued |= await getattr(self, "_store_" + op)(conn, device_id, value, now)
         self.counts["stored"] += len(ops) + len(reads)
         if queued:
             self.on_enqueued()
+
+    async def _sweep_forever(self):
+        while True:
+            await asyncio.sleep(min(5.0, self.stale_s / 4))
+            try:
+                await self.sweep()
+            except Exception as e:  # the database away: the next sweep tries again
+                log.warning("the stale-charger sweep failed: %s: %s", type(e).__name__, e)
+
+    async def sweep(self):
+        """Take offline every charger the database says is online that this replica has
+        heard nothing from for stale_s, counted from when its connection came up (a replica
+        cut off from the broker judges no one)."""
+        if not self.connected or time.monotonic() - self.connected_since < self.stale_s:
+            return
+        now_mono, now = time.monotonic(), time.time()
+        ops = []
+        for device_id in await self.store.online_ids():
+            e = self.cache.get(device_id)
+            heard = e.heard_at if e is not None else None
+            if heard is None or now_mono - heard >= self.stale_s:
+                self.cache.put_online(device_id, False)
+                ops.append(("online", device_id, False))
+        if ops:
+            self.counts["stale"] += len(ops)
+            log.info("%d chargers silent for %g s taken offline", len(ops), self.stale_s)
+            await self.commit({}, ops, now)
 
     # Each kind: True if the message was taken (memory now, `reads` / `ops` for the database).
     def _availability(self, device_id, msg, now, reads, ops):
@@ -201,6 +310,8 @@ class Bridge:
             return False
         online = msg.payload == b"online"
         self.cache.put_online(device_id, online)
+        if online and not msg.retain:
+            self.cache.heard(device_id)
         ops.append(("online", device_id, online))
         return True
 
@@ -216,6 +327,11 @@ class Bridge:
             pulled = min(now, parse_iso(meta.get("timestamp")) or now)
         self.cache.put_read(device_id, read, pulled, not msg.retain, stamp)
         reads[device_id] = (read, pulled)
+        if not msg.retain:  # published now: the charger is connected, whatever was said
+            self.cache.heard(device_id)
+            if not self.cache.get(device_id).online:
+                self.cache.put_online(device_id, True)
+                ops.append(("online", device_id, True))
         last = intake.action(device_id, read.get("lastAction"))
         if last is not None:
             ops.append(("action", device_id, last))
@@ -228,6 +344,7 @@ class Bridge:
         evt = intake.event(device_id, intake.parse(msg.payload, intake.MAX_EVENT))
         if evt is None:
             return False
+        self.cache.heard(device_id)
         ops.append(("event", device_id, evt))
         return True
 
@@ -236,6 +353,7 @@ class Bridge:
         if got is None:
             return False
         rid, status, ok, body = got
+        self.cache.heard(device_id)
         waiting = self.pending.get(rid)
         if ok:
             read = intake.device_read(device_id, body)

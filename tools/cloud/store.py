@@ -7,7 +7,9 @@ there", an action only moves forward, a charger's online flag changes in one con
 UPDATE whose winner alone emits device.connected / device.disconnected. Runs in the
 service's event loop; migrate() is synchronous and runs before it.
 """
+import asyncio
 import os
+import sqlite3
 import time
 
 from alembic import command
@@ -20,6 +22,38 @@ from tools.cloud.schema import actions, api_keys, deliveries, devices, events, k
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 TERMINAL = ("completed", "failed", "cancelled")
+# PostgreSQL's bounds (docs/deployment.md, "Failover"): a connection that does not open in
+# CONNECT_S, a query that does not end in QUERY_S, a pool with no free connection in
+# POOL_WAIT_S are errors, so no request waits on a dead database for longer.
+CONNECT_S = 5.0
+QUERY_S = 10.0
+POOL_WAIT_S = 5.0
+# SQLSTATE classes that say "the database, not the query": connection exceptions (08),
+# operator intervention (57P: shutdown, crash, starting up), insufficient resources (53),
+# and the transaction conflicts that succeed when tried again (40001, 40P01: deadlock).
+_TRANSIENT_STATES = ("08", "57P", "53", "40001", "40P01")
+
+
+def unavailable(exc):
+    """True if `exc` (from any query) says the database cannot serve now (down, restarting,
+    a cut connection, a deadlock to retry), not that the query is wrong: worth trying again."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (OSError, asyncio.TimeoutError)):
+            return True
+        if getattr(exc, "connection_invalidated", False):
+            return True
+        state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+        if isinstance(state, str) and state.startswith(_TRANSIENT_STATES):
+            return True
+        if type(exc).__name__ in ("ConnectionDoesNotExistError", "InterfaceError",
+                                  "CannotConnectNowError", "PostgresConnectionError"):
+            return True
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            return True
+        exc = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__
+    return False
 
 
 def url_of(text):
@@ -53,7 +87,9 @@ def engine_for(url):
                 cur.execute("PRAGMA " + pragma)
             cur.close()
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True,
+                               pool_timeout=POOL_WAIT_S, connect_args={
+                                   "timeout": CONNECT_S, "command_timeout": QUERY_S})
 
 
 def _insert(conn, table):
@@ -122,6 +158,12 @@ class Store:
             q = q.where(devices.c.id.in_(sorted(scope)))
         async with self.engine.connect() as conn:
             return (await conn.execute(q)).all()
+
+    async def online_ids(self):
+        """The ids of the chargers the database says are online."""
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(devices.c.id).where(devices.c.online))).scalars(
+                ).all()
 
     async def save_states(self, conn, reads):
         """reads: {device id: (device read, pulled_at)}; the newer read wins."""
