@@ -103,6 +103,8 @@ class Node:
                     "mqtt.listeners.tcp.1 = 127.0.0.1:%d\n"
                     "mqtt.allow_anonymous = true\n"
                     "mqtt.durable_queue_type = quorum\n"
+                    "mqtt.tcp_listen_options.backlog = 4096\n"
+                    "mqtt.tcp_listen_options.nodelay = true\n"
                     "loopback_users = none\n"
                     "log.file.level = warning\n" % (self.amqp_port, self.mqtt_port))
             f.write(self.cluster.extra_conf)

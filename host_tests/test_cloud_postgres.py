@@ -1,0 +1,111 @@
+"""The cloud's database on PostgreSQL (issue 26, item 1; docs/deployment.md): Debian's server,
+started by the test in a directory of its own (tools/bench/postgres.py), the same migrations
+building the same schema as on SQLite, the same store rules, outbox claims that never
+overlap however many replicas claim at once (FOR UPDATE SKIP LOCKED), and what the service
+counts as "the database is away" (store.unavailable), within its bounded waits."""
+import asyncio
+import signal
+import time
+
+from sqlalchemy import text
+
+from scale_kit import pg, pg_url  # noqa: F401 (fixtures)
+from test_cloud_store import each_fact_once, migrations_are_the_schema
+from tools.cloud import store
+from tools.cloud.schema import api_keys, deliveries, webhooks
+
+
+def test_the_migrations_and_the_store_rules_on_postgres(pg):
+    migrations_are_the_schema(store.url_of(pg.create_db("schema")))
+    each_fact_once(store.url_of(pg.create_db("facts")))
+
+
+def test_concurrent_claims_never_overlap(pg_url):
+    """16 senders (4 replicas' engines, 4 tasks each) claim 400 due deliveries in batches of
+    8 at once: every row is claimed exactly once."""
+    url = store.url_of(pg_url)
+    store.migrate(url)
+
+    async def job():
+        stores = [store.Store(url) for _ in range(4)]
+        try:
+            async with stores[0].begin() as conn:
+                await conn.execute(api_keys.insert().values(
+                    id="k", name="", hash="h", all_devices=True, created_at=0))
+                await conn.execute(webhooks.insert().values(
+                    id="w", key_id="k", url="http://x/", events=[], secret="s", created_at=0))
+                await conn.execute(deliveries.insert(), [
+                    {"webhook_id": "w", "event_id": "evt_%d" % i, "body": "{}", "attempts": 0,
+                     "next_at": 0} for i in range(400)])
+            claimed = []
+
+            async def sender(s):
+                while True:
+                    rows = await s.claim(8, time.time(), 60)
+                    if not rows:
+                        return
+                    claimed.extend(r.event_id for r in rows)
+                    await asyncio.sleep(0)
+            await asyncio.gather(*(sender(s) for s in stores for _ in range(4)))
+            return claimed
+        finally:
+            for s in stores:
+                await s.close()
+
+    claimed = asyncio.run(job())
+    assert len(claimed) == 400 and len(set(claimed)) == 400
+
+
+def _attempt(s, sql):
+    async def go():
+        try:
+            async with s.begin() as conn:
+                await conn.execute(text(sql))
+        except Exception as e:  # what the service would see
+            return e
+        return None
+    return go()
+
+
+def test_what_counts_as_the_database_away(pg, pg_url):
+    """A wrong query is a bug, not an outage; a server that is down, crashed mid-query, or
+    hangs (SIGSTOP) is an outage, reported within store.CONNECT_S, never a hang."""
+    url = store.url_of(pg_url)
+    store.migrate(url)
+
+    async def job():
+        s = store.Store(url)
+        out = {"syntax": await _attempt(s, "SELEC 1"),
+               "constraint": await _attempt(s, "INSERT INTO api_keys VALUES "
+                                               "('a', '', 'h', true, 0, NULL), "
+                                               "('b', '', 'h', true, 0, NULL)")}
+        slow = asyncio.ensure_future(_attempt(s, "SELECT pg_sleep(10)"))
+        await asyncio.sleep(0.5)
+        pg.kill()  # a crash in the middle of a query
+        out["cut"] = await slow
+        t0 = time.monotonic()
+        out["down"] = await _attempt(s, "SELECT 1")
+        out["down_s"] = time.monotonic() - t0
+        await s.close()
+        pg.start()
+        s = store.Store(url)
+        out["back"] = await _attempt(s, "SELECT 1")
+        pg.proc.send_signal(signal.SIGSTOP)  # accepts nothing, answers nothing
+        try:
+            t0 = time.monotonic()
+            fresh = store.Store(url)
+            out["hung"] = await _attempt(fresh, "SELECT 1")
+            out["hung_s"] = time.monotonic() - t0
+            await fresh.close()
+        finally:
+            pg.proc.send_signal(signal.SIGCONT)
+        await s.close()
+        return out
+
+    out = asyncio.run(job())
+    assert out["syntax"] is not None and not store.unavailable(out["syntax"])
+    assert out["constraint"] is not None and not store.unavailable(out["constraint"])
+    for case in ("cut", "down", "hung"):
+        assert out[case] is not None and store.unavailable(out[case]), (case, repr(out[case]))
+    assert out["down_s"] < 1 and out["back"] is None
+    assert store.CONNECT_S - 0.5 < out["hung_s"] < store.CONNECT_S + 2
