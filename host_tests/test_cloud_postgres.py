@@ -5,19 +5,50 @@ overlap however many replicas claim at once (FOR UPDATE SKIP LOCKED), and what t
 counts as "the database is away" (store.unavailable), within its bounded waits."""
 import asyncio
 import signal
+import subprocess
+import sys
 import time
 
 from sqlalchemy import text
 
 from scale_kit import pg, pg_url  # noqa: F401 (fixtures)
 from test_cloud_store import each_fact_once, migrations_are_the_schema
-from tools.cloud import store
+from tools.cloud import cli, store
 from tools.cloud.schema import api_keys, deliveries, webhooks
+from tools.paths import ROOT
 
 
 def test_the_migrations_and_the_store_rules_on_postgres(pg):
     migrations_are_the_schema(store.url_of(pg.create_db("schema")))
     each_fact_once(store.url_of(pg.create_db("facts")))
+
+
+def test_replicas_starting_together_migrate_once(pg_url):
+    """Four replicas run the migrations at the same moment (`migrate` is what `serve` does
+    first): none fails, the schema is whole."""
+    procs = [subprocess.Popen([sys.executable, "-m", "tools.cloud", "migrate", "--db", pg_url],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=60)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, outs
+    migrations_are_the_schema(store.url_of(pg_url))
+
+
+def test_replicas_starting_together_with_one_key_make_it_once(pg_url):
+    """`serve --api-key K` on four replicas at once: one adds K, the others find it."""
+    url = store.url_of(pg_url)
+    store.migrate(url)
+
+    async def job():
+        stores = [store.Store(url) for _ in range(4)]
+        try:
+            return await asyncio.gather(*(cli.ensure_key(s, "the-same-key-0123456789")
+                                          for s in stores), return_exceptions=True)
+        finally:
+            for s in stores:
+                await s.close()
+    ids = asyncio.run(job())
+    assert len(set(ids)) == 1 and str(ids[0]).startswith("key_"), ids
 
 
 def test_concurrent_claims_never_overlap(pg_url):

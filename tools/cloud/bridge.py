@@ -35,7 +35,7 @@ from tools.cloud.store import unavailable as store_unavailable
 
 log = logging.getLogger("cloud.bridge")
 KINDS = ("state", "availability", "events", "responses")
-QUEUE_MAX = 20000  # messages waiting for the loop; beyond it QoS 0 ones are dropped
+QUEUE_MAX = 20000  # messages waiting for the database; beyond it QoS 0 ones are not stored
 BATCH = 500
 WEBHOOK_EVENTS = ("push.completed", "push.failed", "device.connected", "device.disconnected")
 TERMINAL_EVENTS = ("push.completed", "push.failed", "action.cancelled")
@@ -145,20 +145,32 @@ class Bridge:
         return "%s:%d" % self.brokers[self.at]
 
     def _put(self, msg):
-        try:
-            self.queue.put_nowait(msg)
-        except asyncio.QueueFull:
-            self.counts["dropped"] += 1
-            self._ack([msg])
+        """A message, in the loop: what it says goes into this replica's memory at once (the
+        cache, a waiting request's reply: these never wait for the database), and what is to
+        be stored into the queue, with every QoS 1 message, acknowledged once stored."""
+        now = time.time()
+        reads, ops = {}, []
+        where = self._topic(msg.topic)
+        if where is None or not getattr(self, "_" + where[1])(where[0], msg, now, reads, ops):
+            self.counts["rejected"] += 1
+        if not (reads or ops or msg.qos):
+            return
+        if not msg.qos and self.queue.qsize() >= QUEUE_MAX:
+            self.counts["dropped"] += 1  # memory has it; the next report will be stored
+            return
+        self.queue.put_nowait((msg, reads, ops, self.connects))
 
-    def _ack(self, msgs):
-        for m in msgs:
-            if m.qos:
-                self.client.ack(m.mid, m.qos)
+    def _ack(self, batch):
+        """PUBACK, in order, for the QoS 1 messages of this connection; one that came on an
+        earlier connection is delivered again by the broker (a persistent session), and its
+        id may now be another message's."""
+        for msg, _, _, connection in batch:
+            if msg.qos and connection == self.connects and self.connected:
+                self.client.ack(msg.mid, msg.qos)
 
     async def start(self):
         self.loop = asyncio.get_running_loop()
-        self.queue = asyncio.Queue(QUEUE_MAX)
+        self.queue = asyncio.Queue()  # QoS 1 ones are few: the broker's in-flight window
         self.client.connect_async(*self.brokers[self.at], keepalive=30)
         self.client.loop_start()
         self.task = asyncio.create_task(self._consume())
@@ -214,54 +226,42 @@ class Bridge:
             batch = [await self.queue.get()]
             while len(batch) < BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
-            await self._store_batch(batch)
+            reads, ops = {}, []
+            for _, r, o, _ in batch:
+                reads.update(r)
+                ops.extend(o)
+            if reads or ops:
+                await self._store_batch(reads, ops)
             self._ack(batch)
 
-    async def _store_batch(self, batch):
+    async def _store_batch(self, reads, ops):
         """Until the batch is stored: tried again for as long as the database is unreachable
         (nothing is acknowledged meanwhile, so the broker keeps the QoS 1 messages); a batch
         that fails POISON_TRIES times for another reason (a bug) is logged and given up."""
         failures, wait_s = 0, 0.1
         while True:
             try:
-                await self.take(batch)
+                await self.commit(reads, ops)
                 if failures:
                     log.warning("stored %d broker messages after %d failed tries",
-                                len(batch), failures)
+                                len(reads) + len(ops), failures)
                 return
             except Exception as e:
                 failures += 1
                 self.counts["retried"] += 1
                 if not store_unavailable(e):
-                    log.exception("storing %d broker messages failed (try %d)", len(batch),
-                                  failures)
+                    log.exception("storing %d broker messages failed (try %d)",
+                                  len(reads) + len(ops), failures)
                     if failures >= POISON_TRIES:
                         return
                 elif failures == 1:
-                    log.warning("the database is unreachable (%s: %s); holding %d broker "
-                                "messages until it is back", type(e).__name__, e, len(batch))
+                    log.warning("the database is unreachable (%s: %s); holding broker "
+                                "messages until it is back", type(e).__name__, e)
             await asyncio.sleep(wait_s)
             wait_s = min(wait_s * 2, RETRY_MAX_S)
 
-    async def take(self, batch):
-        """What a batch of broker messages says: into this replica's cache at once, into the
-        database in one transaction."""
-        now = time.time()
-        reads, ops = {}, []
-        for msg in batch:
-            where = self._topic(msg.topic)
-            if where is None:
-                self.counts["rejected"] += 1
-                continue
-            device_id, kind = where
-            done = getattr(self, "_" + kind)(device_id, msg, now, reads, ops)
-            if not done:
-                self.counts["rejected"] += 1
-        if reads or ops:
-            await self.commit(reads, ops, now)
-
-    async def commit(self, reads, ops, now):
-        """reads {device id: (read, pulled_at)} and ops [(op, device id, value)] in one
+    async def commit(self, reads, ops):
+        """reads {device id: (read, pulled_at)} and ops [(op, device id, value, when)] in one
         transaction, charger by charger in id order (each charger's ops in their order)."""
         by_device = {}
         for op in ops:
@@ -271,8 +271,8 @@ class Bridge:
             for device_id in sorted(set(reads) | set(by_device)):
                 if device_id in reads:
                     await self.store.save_states(conn, {device_id: reads[device_id]})
-                for op, _, value in by_device.get(device_id, ()):
-                    queued |= await getattr(self, "_store_" + op)(conn, device_id, value, now)
+                for op, _, value, when in by_device.get(device_id, ()):
+                    queued |= await getattr(self, "_store_" + op)(conn, device_id, value, when)
         self.counts["stored"] += len(ops) + len(reads)
         if queued:
             self.on_enqueued()
@@ -286,23 +286,27 @@ class Bridge:
                 log.warning("the stale-charger sweep failed: %s: %s", type(e).__name__, e)
 
     async def sweep(self):
-        """Take offline every charger the database says is online that this replica has
-        heard nothing from for stale_s, counted from when its connection came up (a replica
-        cut off from the broker judges no one)."""
+        """Take offline every charger said to be online (by the database, or by this
+        replica's cache: another replica may have swept the database already) that this
+        replica has heard nothing from for stale_s, counted from when its connection came up
+        (a replica cut off from the broker judges no one)."""
         if not self.connected or time.monotonic() - self.connected_since < self.stale_s:
             return
         now_mono, now = time.monotonic(), time.time()
+        since = self.connected_since
+        claimed = set(await self.store.online_ids())
+        claimed.update(d for d, e in self.cache.entries.items() if e.online)
         ops = []
-        for device_id in await self.store.online_ids():
+        for device_id in sorted(claimed):
             e = self.cache.get(device_id)
-            heard = e.heard_at if e is not None else None
-            if heard is None or now_mono - heard >= self.stale_s:
+            heard = max(since, e.heard_at or since) if e is not None else since
+            if now_mono - heard >= self.stale_s:
                 self.cache.put_online(device_id, False)
-                ops.append(("online", device_id, False))
+                ops.append(("online", device_id, False, now))
         if ops:
             self.counts["stale"] += len(ops)
             log.info("%d chargers silent for %g s taken offline", len(ops), self.stale_s)
-            await self.commit({}, ops, now)
+            await self.commit({}, ops)
 
     # Each kind: True if the message was taken (memory now, `reads` / `ops` for the database).
     def _availability(self, device_id, msg, now, reads, ops):
@@ -312,7 +316,7 @@ class Bridge:
         self.cache.put_online(device_id, online)
         if online and not msg.retain:
             self.cache.heard(device_id)
-        ops.append(("online", device_id, online))
+        ops.append(("online", device_id, online, now))
         return True
 
     def _state(self, device_id, msg, now, reads, ops):
@@ -331,10 +335,10 @@ class Bridge:
             self.cache.heard(device_id)
             if not self.cache.get(device_id).online:
                 self.cache.put_online(device_id, True)
-                ops.append(("online", device_id, True))
+                ops.append(("online", device_id, True, now))
         last = intake.action(device_id, read.get("lastAction"))
         if last is not None:
-            ops.append(("action", device_id, last))
+            ops.append(("action", device_id, last, now))
         return True
 
     def _events(self, device_id, msg, now, reads, ops):
@@ -345,7 +349,7 @@ class Bridge:
         if evt is None:
             return False
         self.cache.heard(device_id)
-        ops.append(("event", device_id, evt))
+        ops.append(("event", device_id, evt, now))
         return True
 
     def _responses(self, device_id, msg, now, reads, ops):
@@ -364,7 +368,7 @@ class Bridge:
             elif status == 202:  # an accepted command, also when its sender gave up waiting
                 act = intake.action(device_id, body)
                 if act is not None:
-                    ops.append(("action", device_id, act))
+                    ops.append(("action", device_id, act, now))
         if waiting is not None and waiting[0] == device_id and not waiting[1].done():
             waiting[1].set_result((status, ok, body))
         return True

@@ -16,6 +16,8 @@ import logging
 import socket
 import sys
 
+from sqlalchemy.exc import IntegrityError
+
 from tools.cloud import keys as api_keys
 from tools.cloud import bridge, sender, store, tiers
 from tools.cloud.app import WRITE_WAIT_S
@@ -109,11 +111,18 @@ async def _with_store(url, job):
 
 
 async def ensure_key(s, key):
-    """The key's id; made (for every charger) if the database does not hold it yet."""
+    """The key's id; made (for every charger) if the database does not hold it yet. Replicas
+    starting together with the same key: one adds it, the others find it."""
     found = await s.key_by_hash(api_keys.digest(key))
     if found:
         return found[0]
-    return (await api_keys.add(s, "serve --api-key", None, key))[0]
+    try:
+        return (await api_keys.add(s, "serve --api-key", None, key))[0]
+    except IntegrityError:  # another replica added it since
+        found = await s.key_by_hash(api_keys.digest(key))
+        if not found:
+            raise
+        return found[0]
 
 
 def serve(a, url):
