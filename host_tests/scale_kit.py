@@ -15,6 +15,7 @@ import pytest
 
 from cloud_kit import Cloud, Receiver
 from tools.bench import children, postgres, rabbit
+from tools.bench.broker import free_port
 from tools.paths import ROOT
 
 
@@ -55,7 +56,22 @@ class Replica(Cloud):
 
     def __init__(self, broker, url, log_dir, *extra):
         super().__init__(broker, url, *extra)
-        self.log = os.path.join(str(log_dir), "replica-%d.log" % self.port)
+        self.log_dir = str(log_dir)
+        self.log = os.path.join(self.log_dir, "replica-%d.log" % self.port)
+
+    def start(self):
+        """As Cloud.start; a port taken between free_port() and the bind (parallel tests
+        start many servers) is given up for another, once."""
+        try:
+            return super().start()
+        except RuntimeError:
+            if "address already in use" not in self.output():
+                raise
+        self.stop()
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.log = os.path.join(self.log_dir, "replica-%d.log" % self.port)
+        return super().start()
 
 
 class Brokers:

@@ -85,6 +85,7 @@ class Bridge:
         self.connected = False
         self.connected_since = None  # time.monotonic() of the connection now up
         self.connects = 0
+        self.attempts = 0  # connection attempts made
         self.pending = {}  # requestId -> (device id, future)
         self.counts = {"rejected": 0, "flooded": 0, "dropped": 0, "stored": 0, "stale": 0,
                        "retried": 0}
@@ -98,7 +99,7 @@ class Bridge:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self.client.on_connect_fail = self._next_broker
+        self.client.on_pre_connect = self._next_broker
         self.client.reconnect_delay_set(0.2, 5)
         if username:
             self.client.username_pw_set(username, password)
@@ -119,14 +120,17 @@ class Bridge:
 
     def _on_disconnect(self, client, userdata, flags, reason, props):
         self.loop.call_soon_threadsafe(self._set_connected, False)
-        self._next_broker(client, userdata)
 
     def _next_broker(self, client, userdata):
-        """The next broker of the list for paho's next (re)connect: the socket is closed
-        here, so paho lets its address change."""
-        if len(self.brokers) > 1:
+        """Before each connection attempt but the first: the next broker of the list (the
+        last one was lost or could not be reached). paho's own reconnect loop goes back to
+        the same address, and its public `host` refuses a change while it is reconnecting;
+        the old socket is closed here and the new one is made from _host and _port next
+        (paho-mqtt 2.x, requirements.txt), so those are set."""
+        if self.attempts and len(self.brokers) > 1:
             self.at = (self.at + 1) % len(self.brokers)
-            client.host, client.port = self.brokers[self.at]
+            client._host, client._port = self.brokers[self.at]
+        self.attempts += 1
 
     def _on_message(self, client, userdata, msg):
         self.loop.call_soon_threadsafe(self._put, msg)
@@ -134,7 +138,8 @@ class Bridge:
     # -- the event loop
     def _set_connected(self, up):
         if up != self.connected:
-            log.info("broker %s %s", self.broker, "connected" if up else "lost")
+            log.info("broker %s %s", self.broker if up else "connection", "connected" if up
+                     else "lost")
             self.connected_since = time.monotonic() if up else None
             self.connects += up
         self.connected = up
