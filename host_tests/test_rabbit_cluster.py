@@ -63,9 +63,11 @@ def test_retained_messages_stay_on_their_node_and_wills_go_live_everywhere(clust
     pub = Eyes(a, "ret-pub")
     pub.client.publish("probe/retained", b"r1", qos=1, retain=True).wait_for_publish(5)
     on_a, on_b = Eyes(a, "ret-a", ["probe/retained"]), Eyes(b, "ret-b", ["probe/retained"])
+    wild_a = Eyes(a, "ret-wild-a", ["probe/+"])
     time.sleep(1)
     assert on_a.payloads("probe/retained") == [(b"r1", True)]
     assert on_b.payloads("probe/retained") == []  # 3.x: the retained store is per node
+    assert wild_a.got == []  # and a filter with a wildcard gets no retained message at all
     live_b = Eyes(b, "will-b", ["probe/will"])
     dying = Eyes(a, "will-a", will="probe/will")
     dying.vanish()
@@ -81,7 +83,7 @@ def test_retained_messages_stay_on_their_node_and_wills_go_live_everywhere(clust
         pub.client.publish("probe/shared", b"%d" % i, qos=1).wait_for_publish(5)
     time.sleep(1)
     assert first.got == second.got == []  # no shared subscriptions in 3.10
-    for e in (pub, on_a, on_b, live_b, late_a, late_b, first, second):
+    for e in (pub, on_a, on_b, wild_a, live_b, late_a, late_b, first, second):
         e.close()
 
 

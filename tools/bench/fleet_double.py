@@ -27,7 +27,6 @@ saying `offline` first.
 import argparse
 import asyncio
 import json
-import os
 import random
 import signal
 import sys

@@ -127,18 +127,38 @@ class Node:
                 raise RuntimeError("RabbitMQ node %s did not start:\n%s" % (
                     self.name, self.output()))
             time.sleep(0.3)
-        self.cluster.ctl(self, "await_startup", "--timeout", str(int(timeout_s)),
-                         timeout_s=timeout_s + 10)
+        try:
+            self.cluster.ctl(self, "await_startup", "--timeout", str(int(timeout_s)),
+                             timeout_s=timeout_s + 10)
+        except RuntimeError as e:
+            raise RuntimeError("%s\n%s" % (e, self.output()))
         wait_port(self.mqtt_port, max(1, deadline - time.monotonic()), self.proc)
 
     def output(self):
-        with open(os.path.join(self.cluster.dir, "node%d.out" % self.index),
-                  errors="replace") as f:
-            return f.read()[-3000:]
+        """The tail of the node's console and of its log: why it did not start."""
+        out = []
+        for path in (os.path.join(self.cluster.dir, "node%d.out" % self.index),
+                     os.path.join(self.cluster.dir, "log%d" % self.index, self.name + ".log")):
+            try:
+                with open(path, errors="replace") as f:
+                    out.append(f.read()[-1500:])
+            except OSError:
+                pass
+        return "\n".join(out)
+
+    def wait_or_relaunch(self):
+        """wait(); a node that fails to boot (Erlang's timeouts on a loaded machine) is
+        killed and started once more."""
+        try:
+            self.wait()
+        except (RuntimeError, subprocess.SubprocessError):
+            self.kill()
+            self.launch()
+            self.wait()
 
     def start(self):
         self.launch()
-        self.wait()
+        self.wait_or_relaunch()
         return self
 
     def kill(self):
@@ -227,7 +247,7 @@ class Cluster:
         children.adopt(self, self.stop)
         for n in self.nodes:
             n.launch()
-        _each(lambda n: n.wait(), self.nodes)
+        _each(lambda n: n.wait_or_relaunch(), self.nodes)
         first = self.nodes[0]
 
         def join(n):

@@ -32,7 +32,7 @@ from tools.evctl import Charger
 from tools.bench.sim import Sim, parse
 from tools.device import manifest, unix32
 from tools.device.deploy import build_tree, sources as deploy_sources
-from tools.measure import cloud, site_day, wear
+from tools.measure import cloud, fleet, site_day, wear
 from tools.paths import AGENT_MANIFEST, BOARDS, BUILD, MPY_LIB, ROOT, micropython
 
 # (build, what it is, what to compare its peak and its smallest heap with): the rows of
@@ -540,6 +540,9 @@ def main(argv=None):
     print("bench: a site day (3 chargers, %d bench minutes) ..." % (site_day.DAY_MS // 60000),
           flush=True)
     site, site_rows, _ = site_day.run(quiet=True)
+    print("bench: the cloud at scale (tools/measure/fleet.py: 10,000 chargers, 1-3 replicas, "
+          "failover; a few minutes) ...", flush=True)
+    fleet_rows, fleet_raw = fleet.run(sub("fleet"))
     ours, ocpp_code, theirs = footprint()
     full = mem["wheel"]["heap"]
     steady = [r for r in mem["wheel"]["alloc"] if r["state"] != "calibration"]
@@ -595,7 +598,7 @@ def main(argv=None):
          "process, never on the bench's lock" % pushes),
     ] + wear_rows + [("site: " + r[0], r[1], r[2] + ("" if r[3] else ": MISSED"))
                      for r in site_rows] + [
-        (r[0], r[1], r[2] + ("" if r[3] else ": MISSED")) for r in cloud_rows]
+        (r[0], r[1], r[2] + ("" if r[3] else ": MISSED")) for r in cloud_rows] + fleet_rows
     info = machine()
     info["broker"] = broker.kind
     print("\nmachine: %s (%d cores), Python %s; micropython: wheel %s, unix32 %s; broker: %s"
@@ -616,7 +619,7 @@ def main(argv=None):
             "flash_writes": writes, "flash_changes": changes,
             "footprint_bytes": {"agent_and_board": ours, "ocpp": ocpp_code,
                                 "micropython_lib": theirs}, "site_day": site,
-            "cloud": cloud_raw}}, f, indent=1)
+            "cloud": cloud_raw, "fleet": fleet_raw}}, f, indent=1)
     print("\nwritten to %s" % os.path.relpath(a.out, ROOT))
     return 0
 
