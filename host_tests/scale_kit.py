@@ -106,13 +106,15 @@ def replicas(n, broker, url, log_dir, *extra):
 class Doubles:
     """tools/bench/fleet_double.py as a process: `count` light chargers on `brokers`."""
 
-    def __init__(self, brokers, count, first=0, heartbeat_s=60, id_format="fleet-%05d"):
+    def __init__(self, brokers, count, first=0, heartbeat_s=60, id_format="fleet-%05d",
+                 complete_s=0.05):
         self.ids = [id_format % i for i in range(first, first + count)]
         self.count = count
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tools.bench.fleet_double", "--brokers", brokers,
              "--first", str(first), "--count", str(count), "--heartbeat", str(heartbeat_s),
-             "--id-format", id_format], cwd=ROOT, stdin=subprocess.PIPE,
+             "--id-format", id_format, "--complete", str(complete_s)], cwd=ROOT,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True)
         children.adopt(self, self.stop)
         self.stats = {}

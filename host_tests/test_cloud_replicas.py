@@ -215,3 +215,23 @@ def test_a_database_crash_loses_no_action_and_no_event(running, broker, pg, pg_u
     for i, action_id in enumerate(acked):  # through the other replica than it was sent to
         wait_for(lambda: get((b, a)[i % 2], "/actions/" + action_id).json().get(
             "data", {}).get("state") == "completed", 10)
+
+
+def test_an_action_acknowledged_while_the_database_is_down_is_kept(running, broker, pg,
+                                                                   pg_url, tmp_path):
+    """One replica, and a charger that acknowledges but completes only a minute later: the
+    action exists only in the 202, which the replica keeps until the database is back."""
+    (a,) = start(running, 1, broker, pg_url, tmp_path)
+    slow = Doubles(broker.address, 1, id_format="slow-%d", complete_s=60).wait_ready()
+    running.append(slow)
+    wait_for(lambda: get(a, "/ev-charger/slow-0").status_code == 200, 10)
+    time.sleep(2.1)  # the key's lookup is older than keys.CACHE_S
+    pg.kill()
+    try:
+        r = post(a, "/ev-charger/slow-0", {"action": {"command": "charge"},
+                                           "actionId": "act_kept"})
+        assert r.status_code == 202 and r.json()["data"]["state"] == "acknowledged", r.text
+    finally:
+        pg.start()
+    wait_for(lambda: get(a, "/actions/act_kept").json().get("data", {}).get("state") ==
+             "acknowledged", 15)

@@ -198,11 +198,10 @@ def create(service, lifespan=None):
                 try:
                     async with service.store.begin() as conn:
                         await service.store.save_action(conn, device_id, act)
-                except Exception as e:  # the charger has it: so will the database, from the
-                    if not unavailable(e):  # reply the bridge holds until it is back
+                except Exception as e:  # the charger has it: so will the database, once
+                    if not unavailable(e):  # it is back (the bridge's queue tries until then)
                         raise
-                    log.warning("action %s acknowledged while the database is away: stored "
-                                "when it is back", act["id"])
+                    service.bridge.keep_action(device_id, act)
                 data = act
             return ok(data, meta, status)
         details = data.get("details") if isinstance(data.get("details"), dict) else {}

@@ -165,12 +165,18 @@ class Bridge:
             return
         self.queue.put_nowait((msg, reads, ops, self.connects))
 
+    def keep_action(self, device_id, act):
+        """An acknowledged action the request could not store (the database away): stored
+        with the next batch, tried until the database is back."""
+        self.queue.put_nowait((None, {}, [("action", device_id, act, time.time())],
+                               self.connects))
+
     def _ack(self, batch):
         """PUBACK, in order, for the QoS 1 messages of this connection; one that came on an
         earlier connection is delivered again by the broker (a persistent session), and its
         id may now be another message's."""
         for msg, _, _, connection in batch:
-            if msg.qos and connection == self.connects and self.connected:
+            if msg and msg.qos and connection == self.connects and self.connected:
                 self.client.ack(msg.mid, msg.qos)
 
     async def start(self):
@@ -370,7 +376,11 @@ class Bridge:
                 # cache; the database has it from the state report the charger publishes
                 # on every change anyway, so a live read costs no write.
                 self.cache.put_read(device_id, read, now, True)
-            elif status == 202:  # an accepted command, also when its sender gave up waiting
+            elif status == 202 and not (waiting and waiting[0] == device_id):
+                # An accepted command this replica is not waiting for (another replica's,
+                # or one whose sender gave up): stored here. One it is waiting for is
+                # stored by the request itself, before its 202 (app._relay), and not twice
+                # from here, where it would wait on that request's row lock.
                 act = intake.action(device_id, body)
                 if act is not None:
                     ops.append(("action", device_id, act, now))

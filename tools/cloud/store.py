@@ -15,6 +15,7 @@ import time
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import and_, event, func, or_, select, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -40,8 +41,8 @@ def unavailable(exc):
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, (OSError, asyncio.TimeoutError)):
-            return True
+        if isinstance(exc, (OSError, asyncio.TimeoutError, sa_exc.TimeoutError)):
+            return True  # sa_exc.TimeoutError: no pooled connection free within POOL_WAIT_S
         if getattr(exc, "connection_invalidated", False):
             return True
         state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
