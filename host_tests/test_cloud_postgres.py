@@ -14,6 +14,8 @@ from sqlalchemy import text
 from scale_kit import pg, pg_url  # noqa: F401 (fixtures)
 from test_cloud_store import each_fact_once, migrations_are_the_schema
 from tools.cloud import cli, store
+from tools.cloud.bridge import Bridge
+from tools.cloud.cache import Cache
 from tools.cloud.schema import api_keys, deliveries, webhooks
 from tools.paths import ROOT
 
@@ -140,3 +142,83 @@ def test_what_counts_as_the_database_away(pg, pg_url):
         assert out[case] is not None and store.unavailable(out[case]), (case, repr(out[case]))
     assert out["down_s"] < 1 and out["back"] is None
     assert store.CONNECT_S - 0.5 < out["hung_s"] < store.CONNECT_S + 2
+
+
+def test_a_state_row_another_replica_is_writing_is_left_to_it(pg_url):
+    """Replica A is in the middle of a batch holding charger x's row; replica B's batch with
+    x and y writes y at once and leaves x to A (the same report, or one of the same moment),
+    instead of waiting for A's whole batch."""
+    url = store.url_of(pg_url)
+    store.migrate(url)
+
+    async def job():
+        a, b = store.Store(url), store.Store(url)
+        try:
+            async with a.begin() as conn:
+                await a.save_states(conn, {"x": ({"v": 0}, 1.0), "y": ({"v": 0}, 1.0)})
+            async with a.begin() as held:
+                await a.save_states(held, {"x": ({"v": 1}, 2.0)})
+                t0 = time.monotonic()
+                async with b.begin() as conn:
+                    await asyncio.wait_for(b.save_states(
+                        conn, {"x": ({"v": 1}, 2.0), "y": ({"v": 1}, 2.0)}), 3)
+                took = time.monotonic() - t0
+            async with a.engine.connect() as conn:
+                rows = dict((await conn.execute(text(
+                    "SELECT id, pulled_at FROM devices ORDER BY id"))).all())
+            return took, rows
+        finally:
+            await a.close()
+            await b.close()
+
+    took, rows = asyncio.run(job())
+    assert took < 1 and rows == {"x": 2.0, "y": 2.0}
+
+
+def test_crossing_batches_of_two_replicas_do_not_deadlock(pg_url):
+    """Replica A's batch has x's report and y coming online; B's has x's and y's reports and
+    x coming online. A has taken its first row when B commits; then A goes on. The online
+    changes wait on row locks in charger order; if a report took its row first (out of that
+    order) A would hold x and wait for y while B held y and waited for x: a deadlock, one
+    batch aborted by PostgreSQL a second later."""
+    url = store.url_of(pg_url)
+    store.migrate(url)
+
+    async def job():
+        a, b = store.Store(url), store.Store(url)
+        first_done, go_on = asyncio.Event(), asyncio.Event()
+
+        def pausing(method):
+            async def call(*args):
+                out = await method(*args)
+                if not first_done.is_set():
+                    first_done.set()
+                    await go_on.wait()
+                return out
+            return call
+
+        a.save_states, a.set_online = pausing(a.save_states), pausing(a.set_online)
+        bridges = [Bridge("127.0.0.1:1", "ev-charger", name, s, Cache())
+                   for name, s in (("a", a), ("b", b))]
+        try:
+            async with a.begin() as conn:
+                await b.save_states(conn, {"x": ({"v": 0}, 1.0), "y": ({"v": 0}, 1.0)})
+            in_a = asyncio.create_task(bridges[0].commit(
+                {"x": ({"v": 1}, 2.0)}, [("online", "y", True, 2.0)]))
+            await first_done.wait()
+            in_b = asyncio.create_task(bridges[1].commit(
+                {"x": ({"v": 1}, 2.0), "y": ({"v": 1}, 2.0)}, [("online", "x", True, 2.0)]))
+            await asyncio.sleep(0.5)  # B has taken what it can and waits, or is done
+            go_on.set()
+            out = await asyncio.gather(in_a, in_b, return_exceptions=True)
+            async with a.engine.connect() as conn:
+                rows = (await conn.execute(text(
+                    "SELECT id, online FROM devices ORDER BY id"))).all()
+            return out, [tuple(r) for r in rows]
+        finally:
+            await a.close()
+            await b.close()
+
+    out, rows = asyncio.run(job())
+    assert out == [None, None], out
+    assert rows == [("x", True), ("y", True)]  # (y's report: left to A, which takes it too)

@@ -8,7 +8,8 @@ once what they say is committed, so an event published while the service is down
 delivered again when it reconnects; while the database is unreachable nothing is
 acknowledged and the batch is tried again until it is back. A batch of messages is one
 database transaction, its writes in charger order so that replicas writing the same batch
-take their row locks in the same order.
+take their row locks in the same order, and a state row another replica is writing at that
+moment is left to it (docs/cloud.md, "How it scales").
 
 Several brokers (a cluster's nodes, "h1:1883,h2:1883"): it connects to one and moves to the
 next whenever the connection drops or cannot be made (docs/deployment.md). State reports are
@@ -36,7 +37,7 @@ from tools.cloud.store import unavailable as store_unavailable
 log = logging.getLogger("cloud.bridge")
 KINDS = ("state", "availability", "events", "responses")
 QUEUE_MAX = 20000  # messages waiting for the database; beyond it QoS 0 ones are not stored
-BATCH = 500
+BATCH = 200  # messages per transaction: short enough that other replicas seldom wait on it
 WEBHOOK_EVENTS = ("push.completed", "push.failed", "device.connected", "device.disconnected")
 TERMINAL_EVENTS = ("push.completed", "push.failed", "action.cancelled")
 EVENTS_PER_S = 20  # a charger sends a few events a minute; a flood is cut here
@@ -273,17 +274,19 @@ class Bridge:
 
     async def commit(self, reads, ops):
         """reads {device id: (read, pulled_at)} and ops [(op, device id, value, when)] in one
-        transaction, charger by charger in id order (each charger's ops in their order)."""
+        transaction: the ops charger by charger in id order (each charger's in their order),
+        so that replicas writing the same messages wait on each other's row locks in the
+        same order, then the reads, which wait on no one (Store.save_states): a read taking
+        its rows first would hold them out of that order, and two replicas would deadlock."""
         by_device = {}
         for op in ops:
             by_device.setdefault(op[1], []).append(op)
         queued = False
         async with self.store.begin() as conn:
-            for device_id in sorted(set(reads) | set(by_device)):
-                if device_id in reads:
-                    await self.store.save_states(conn, {device_id: reads[device_id]})
-                for op, _, value, when in by_device.get(device_id, ()):
+            for device_id in sorted(by_device):
+                for op, _, value, when in by_device[device_id]:
                     queued |= await getattr(self, "_store_" + op)(conn, device_id, value, when)
+            await self.store.save_states(conn, reads)
         self.counts["stored"] += len(ops) + len(reads)
         if queued:
             self.on_enqueued()

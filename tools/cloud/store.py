@@ -14,7 +14,7 @@ import time
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import and_, event, func, or_, select, update
+from sqlalchemy import and_, bindparam, event, func, or_, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -167,15 +167,36 @@ class Store:
                 ).all()
 
     async def save_states(self, conn, reads):
-        """reads: {device id: (device read, pulled_at)}; the newer read wins."""
+        """reads: {device id: (device read, pulled_at)}; the newer read wins. A charger's row
+        that another replica is writing at this moment (it took in the same reports) is left
+        to it (FOR UPDATE SKIP LOCKED): replicas waiting on each other's row locks queued
+        up behind one another's whole batches (docs/cloud.md, "How it scales"). A row this
+        transaction holds already is written. SQLite has one writer and no row locks: every
+        row is written."""
+        ids = sorted(reads)
+        if not ids:
+            return
         now = time.time()
-        for device_id, (read, pulled_at) in reads.items():
-            stmt = _insert(conn, devices).values(id=device_id, state=read, pulled_at=pulled_at,
-                                                 online=False, first_seen_at=now)
-            newer = or_(devices.c.pulled_at.is_(None), devices.c.pulled_at <= pulled_at)
-            await conn.execute(stmt.on_conflict_do_update(
-                index_elements=[devices.c.id], set_={"state": read, "pulled_at": pulled_at},
-                where=newer))
+        known = set((await conn.execute(select(devices.c.id).where(
+            devices.c.id.in_(ids)))).scalars())
+        for device_id in ids:
+            if device_id not in known:  # first sight: inserted (or updated if it just was)
+                read, pulled_at = reads[device_id]
+                stmt = _insert(conn, devices).values(id=device_id, state=read,
+                                                     pulled_at=pulled_at, online=False,
+                                                     first_seen_at=now)
+                await conn.execute(stmt.on_conflict_do_update(
+                    index_elements=[devices.c.id], set_={"state": read, "pulled_at": pulled_at},
+                    where=or_(devices.c.pulled_at.is_(None), devices.c.pulled_at <= pulled_at)))
+        free = (await conn.execute(select(devices.c.id).where(
+            devices.c.id.in_(sorted(known))).order_by(devices.c.id).with_for_update(
+            skip_locked=True))).scalars().all()
+        if free:
+            await conn.execute(update(devices).where(
+                devices.c.id == bindparam("b_id"),
+                or_(devices.c.pulled_at.is_(None), devices.c.pulled_at <= bindparam("b_at"))
+            ).values(state=bindparam("b_state"), pulled_at=bindparam("b_at")),
+                [{"b_id": d, "b_state": reads[d][0], "b_at": reads[d][1]} for d in free])
 
     async def set_online(self, conn, device_id, online, at):
         """True if this call changed the charger's online flag (exactly one caller wins). A
