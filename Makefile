@@ -29,11 +29,12 @@ help:
 	@echo 'make evctl ARGS="status"   drive it: status, read, cap 7.4, limit 10, charge, idle,'
 	@echo '               watch, ev connected=true, fault pilot_short, power off (ARGS=--help for all;'
 	@echo '               the same CLI is .venv/bin/evctl, usable from anywhere)'
-	@echo 'make test      set up .venv (first time: about a minute), compile, run host_tests/'
+	@echo 'make test      set up .venv (first time: about a minute), lint (ruff), compile, run'
+	@echo '               host_tests/'
 	@echo 'make bench     measure the charger against the physical limits (a table)'
 	@echo 'make fuzz      many more seeded scenario timelines than make test plays, a summary'
 	@echo '               (SEEDS=500, INTERP=cpython|micropython|both; SEED=n replays one,'
-	@echo '               ARGS=--shrink shortens a failing one)'
+	@echo '               ARGS=--shrink shortens a failing one; ARGS=--site: sites of chargers)'
 	@echo 'make page-screenshot   the browser test of make sim'"'"'s page, then its screenshot'
 	@echo '               to docs/bench-page.png (the README'"'"'s picture)'
 	@echo 'make unix32    build/unix32/micropython: v1.28.0, 32-bit, the agent frozen in'
@@ -67,7 +68,9 @@ compile: $(BIN)/pytest
 unix32: $(BIN)/pytest
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m tools.device.unix32 $(ARGS)
 
+# ruff first (ruff.toml): a finding fails make test before any test runs.
 test: $(BIN)/pytest $(BIN)/evctl
+	$(BIN)/ruff check .
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -n $(JOBS) --dist worksteal --durations=15 host_tests
 
 # exec: the launcher takes the terminal's Ctrl-C and stops cleanly (make prints no

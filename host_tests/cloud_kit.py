@@ -19,31 +19,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import paho.mqtt.client as mqtt
-import pytest
 import standardwebhooks
 import svix.webhooks
 
 from tools.bench import children
-from tools.bench.broker import Broker, free_port
+from tools.bench.broker import free_port
 from tools.bench.rig import InProcessRig
 from tools.paths import ROOT
 
 KEY = "test-key-0123456789abcdef"
-
-
-# Fixtures a test module takes by importing them: a broker for the module, and an API client
-# on the module's `cloud` fixture.
-@pytest.fixture(scope="module")
-def broker():
-    b = Broker(Broker.preferred()).start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def api(cloud):
-    with cloud.client() as client:
-        yield client
 
 
 class Cloud:
@@ -178,17 +162,6 @@ def raw_client(broker, client_id):
     c.connect(host, int(port))
     c.loop_start()
     return c
-
-
-def wait_for(predicate, timeout=10.0, every=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = predicate()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met within %.1f s" % timeout)
-        time.sleep(every)
 
 
 class Receiver:

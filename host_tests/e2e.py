@@ -1,4 +1,6 @@
-"""Helpers for the end-to-end tests: a broker, the make-sim launcher, an MQTT client."""
+"""Helpers for the end-to-end tests: a broker, the make-sim launcher, an MQTT client, polling.
+(The fixtures built on them, `broker` among them, are in conftest.py.)"""
+import contextlib
 import json
 import signal
 import subprocess
@@ -10,9 +12,11 @@ import pytest
 
 from tools.bench import children
 from tools.bench.broker import Broker
+from tools.bench.poll import wait_for  # noqa: F401 (the tests take it from here)
 from tools.paths import ROOT
-from tools.evctl import Charger  # noqa: F401 (the tests take it from here)
-from tools.bench.sim import Sim, parse
+from tools.client import Charger
+from tools.bench.sim import parse
+from tools.bench.sim_charger import Sim
 import standardwebhooks
 import svix.webhooks
 
@@ -32,6 +36,21 @@ def stop(proc):
     out, _ = proc.communicate(timeout=20)
     children.release(proc)
     return proc.returncode, out
+
+
+@contextlib.contextmanager
+def launched(broker, state_dir, *extra, device_id="charger-1"):
+    """make sim's launcher (launch) on broker and a Charger client of device_id, online; at
+    the end the client closes and Ctrl-C must stop the launcher cleanly."""
+    proc = launch(broker, state_dir, "--device-id", device_id, *extra)
+    c = Charger(broker.address, device_id)
+    try:
+        online(c)
+        yield c
+    finally:
+        c.close()
+        code, out = stop(proc)
+        assert code == 0 and "sim: stopped" in out, out  # a clean exit on Ctrl-C
 
 
 class InProcessSim:
@@ -73,6 +92,12 @@ def _merge(cfg, extra):
 
 def online(charger, timeout=20):
     charger.wait(lambda: charger.availability == "online" and charger.states, timeout)
+
+
+def reported_duty(charger):
+    """The pilot's duty in percent in the bench's last readings over MQTT (None before
+    any)."""
+    return charger.readings and charger.readings["pilot"]["dutyPercent"]
 
 
 BROKERS = ["amqtt", "mosquitto"]  # each broker make sim may start

@@ -1,4 +1,4 @@
-# The MQTT client layer (firmware/mqtt_client.py on micropython-lib's umqtt.simple), byte for
+# The MQTT client layer (firmware/mqtt/mqtt_client.py on micropython-lib's umqtt.simple), byte for
 # byte against a fake socket, the way micropython-lib's own test_umqtt_simple.py tests
 # umqtt.simple. Runs under CPython (host_tests/test_mqtt_client.py imports it) and as a
 # script under micropython, where it prints "ok <case>" for each case that passes.
@@ -293,6 +293,70 @@ def case_callback_publishing_at_qos1_waits_through_the_same_bounds():
     expect(sock.sent(), b"\x32\x09\x00\x01r\x00\x01done")
     assert c.sock is sock
 
+
+
+def case_retained_flag_is_told_to_the_callback():
+    # A retained message (RETAIN set: sent for a new subscription), then a live one.
+    c, sock, got, too_large = connected(b"\x31\x07\x00\x03a/b" b"r1" b"\x30\x07\x00\x03a/b" b"l1")
+    seen = []
+    c.set_callback(lambda topic, msg: seen.append((msg, c.retained)))
+    c.check_msg()
+    c.check_msg()
+    expect(seen, [(b"r1", True), (b"l1", False)])
+
+
+def case_retained_flag_of_a_qos1_message_and_an_oversized_one():
+    body = b"x" * 3000
+    size = 2 + 3 + 2 + len(body)
+    big = b"\x33" + bytes((size & 0x7F | 0x80, size >> 7)) + b"\x00\x03a/b\x00\x07" + body
+    c, sock, got, too_large = connected(b"\x33\x09\x00\x03a/b\x00\x05" b"q1" + big)
+    seen = []
+    c.set_callback(lambda topic, msg: seen.append((msg, c.retained)))
+    c.on_oversize = lambda topic, n: seen.append((n, c.retained))
+    c.check_msg()
+    c.check_msg()
+    expect(seen, [(b"q1", True), (3000, True)])
+    expect(sock.sent(), b"\x40\x02\x00\x05" b"\x40\x02\x00\x07")
+
+
+def case_retained_flag_inside_a_callback_publishing_at_qos1():
+    # A live message whose callback publishes at QoS 1; a retained message arrives while it
+    # waits for the PUBACK: each callback sees its own message's flag.
+    c, sock, got, _ = connected(b"\x30\x07\x00\x03a/b" b"go" b"\x31\x07\x00\x03a/c" b"rx"
+                                b"\x40\x02\x00\x01" b"\x30\x07\x00\x03a/d" b"l2")
+    seen = []
+
+    def on_message(topic, msg):
+        seen.append((msg, c.retained))
+        if msg == b"go":
+            c.publish(b"r", b"done", False, 1)
+
+    c.set_callback(on_message)
+    c.check_msg()
+    c.check_msg()
+    expect(seen, [(b"go", False), (b"rx", True), (b"l2", False)])
+
+
+def case_a_json_body_is_published_in_pieces():
+    # api_text.JsonBody through publish(): the same bytes as json.dumps, and no write of
+    # more than 256 bytes, so the text is never held whole (issue 22, item 4).
+    import json
+    from api_text import JsonBody
+    rows = [{"at": "2026-12-07T12:00:%02d.000Z" % i, "from": "ready", "to": "supplying",
+             "cause": "start"} for i in range(16)]
+    doc = {"success": True, "data": {"id": "c-1", "rows": rows, "empty": {}, "none": [],
+                                     "x": [1.5, None, "caf\u00e9"]}, "meta": {"seq": 7}}
+    text = json.dumps(doc).encode()
+    c, sock, got, _ = connected()
+    writes = []
+    write = sock.write
+    sock.write = lambda buf, length=None: writes.append(len(buf)) or write(buf, length)
+    c.publish(b"t/state", JsonBody(doc), True)
+    size = 2 + 7 + len(text)
+    expect(sock.sent(), b"\x31" + bytes((size & 0x7F | 0x80, size >> 7)) + b"\x00\x07t/state"
+           + text)
+    assert max(writes) <= 256 and len(text) > 1500, (max(writes), len(text))
+    assert c.sock is sock
 
 CASES = [(name, f) for name, f in sorted(globals().items()) if name.startswith("case_")]
 

@@ -1,7 +1,7 @@
 """Helpers for the tests of the cloud at scale (test_cloud_postgres.py, test_cloud_replicas.py,
-test_rabbit_cluster.py; docs/deployment.md): PostgreSQL and a RabbitMQ cluster as fixtures,
-skipped saying exactly what is missing when they cannot start; replicas of the service on
-them; and whose socket a webhook attempt came from.
+test_rabbit_cluster.py; docs/deployment.md): replicas of the service, light chargers as a
+process, and whose socket a webhook attempt came from. PostgreSQL and the RabbitMQ cluster
+they run on are conftest.py's fixtures (pg, pg_url, cluster).
 """
 import json
 import os
@@ -11,44 +11,10 @@ import sys
 import threading
 import time
 
-import pytest
-
 from cloud_kit import Cloud, Receiver
-from tools.bench import children, postgres, rabbit
+from tools.bench import children
 from tools.bench.broker import free_port
 from tools.paths import ROOT
-
-
-@pytest.fixture(scope="module")
-def pg():
-    why = postgres.missing()
-    if why:
-        pytest.skip(why)
-    server = postgres.Postgres(durable=False).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def pg_url(pg, request):
-    """A fresh database of the module's server, for one test."""
-    name = "t_" + "".join(ch if ch.isalnum() else "_" for ch in request.node.name)[:50]
-    return pg.create_db(name.lower())
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    why = rabbit.missing()
-    if why:
-        pytest.skip(why)
-    c = rabbit.Cluster(3)
-    try:
-        c.start()
-    except Exception:
-        c.stop()
-        raise
-    yield c
-    c.stop()
 
 
 class Replica(Cloud):

@@ -3,7 +3,8 @@
 One launcher and one page for the whole file, and the tests in order tell one bench session:
 plug in, cap, a refused cap, idle and charge, a power cut, a dynamic limit (then one page for
 two chargers, and a site bench's page). The dynamic limit's test leaves the screenshot the
-README shows in build/bench-page.png (`make page-screenshot` copies it to docs/). Skips, saying why, where Playwright or Chromium is not installed.
+README shows in build/bench-page.png (`make page-screenshot` copies it to docs/). Skips, saying
+why, where Playwright or Chromium is not installed.
 """
 import json
 import os
@@ -16,7 +17,7 @@ import urllib.request
 import paho.mqtt.client as mqtt
 import pytest
 
-from e2e import Broker, launch, stop
+from e2e import launch, stop
 from tools.bench.broker import free_port
 from tools.bench.page.server import PageServer
 from tools.paths import BUILD
@@ -39,9 +40,9 @@ FUSE_RED, L1_BROWN, L2_BLACK = (0xC0, 0x39, 0x2B), (0x8B, 0x5A, 0x2B), (0x1D, 0x
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory, mpy_dir):
+def sim(module_broker, tmp_path_factory, mpy_dir):
     """make sim's launcher with its page on a free port; the page's address."""
-    broker = Broker(Broker.preferred()).start()
+    broker = module_broker
     port = free_port()
     proc = launch(broker, tmp_path_factory.mktemp("flash"), "--page-port", str(port))
     url = "http://127.0.0.1:%d/" % port
@@ -53,12 +54,10 @@ def sim(tmp_path_factory, mpy_dir):
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 code, out = stop(proc)
-                broker.stop()
                 pytest.fail("the page did not come up (exit %s):\n%s" % (code, out))
             time.sleep(0.2)
     yield url
     code, out = stop(proc)
-    broker.stop()
     assert code == 0 and "sim: page %s" % url in out and "sim: stopped" in out, out
 
 
@@ -200,9 +199,8 @@ def test_a_dynamic_limit_from_the_page_and_the_screenshot(page):
     assert page.problems == []
 
 
-def test_several_chargers_on_one_page_a_tab_each(page, tmp_path):
+def test_several_chargers_on_one_page_a_tab_each(page, broker, tmp_path):
     # Two launchers on one broker and one page server for both (a site bench's page).
-    broker = Broker(Broker.preferred()).start()
     ids = ["bay-1", "bay-2"]
     procs = [launch(broker, tmp_path / d, "--device-id", d, "--no-page") for d in ids]
     server = PageServer(broker.address, ids, port=free_port()).start()
@@ -228,7 +226,6 @@ def test_several_chargers_on_one_page_a_tab_each(page, tmp_path):
         server.stop()
         for proc in procs:
             stop(proc)
-        broker.stop()
 
 
 def drawn(page, canvas, rgb):
@@ -287,9 +284,9 @@ def near(a, b, tol=0.4):  # 0.4 A is 3 pixels on a 29 A scale: a line drawn wher
     return a is not None and b is not None and abs(a - b) <= tol
 
 
-def test_a_site_bench_shows_the_site_against_the_fuse_and_every_charger(page, tmp_path):
+def test_a_site_bench_shows_the_site_against_the_fuse_and_every_charger(page, broker,
+                                                                         tmp_path):
     # make sim with a site, as a user starts it: its page opens on the site.
-    broker = Broker(Broker.preferred()).start()
     port = free_port()
     proc = launch(broker, tmp_path / "flash", "--chargers", "2", "--site-fuse", "25",
                   "--site-phases", "3", "--page-port", str(port))
@@ -349,5 +346,4 @@ def test_a_site_bench_shows_the_site_against_the_fuse_and_every_charger(page, tm
             tab.close()
         bench.close()
         code, out = stop(proc)
-        broker.stop()
     assert code == 0 and "sim: stopped" in out, out

@@ -10,23 +10,16 @@ from types import SimpleNamespace
 import paho.mqtt.client as mqtt
 import pytest
 
-from e2e import Broker, Charger, launch, online, stop
+from e2e import Charger, launch, online, stop
 from tools.bench.broker import free_port
 from tools.bench.page.server import PageServer, ceilings
 
 
 @pytest.fixture(scope="module")
-def broker():
-    b = Broker(Broker.preferred()).start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture(scope="module")
-def page(broker, tmp_path_factory, mpy_dir):
+def page(module_broker, tmp_path_factory, mpy_dir):
     port = free_port()
-    proc = launch(broker, tmp_path_factory.mktemp("flash"), "--page-port", str(port))
-    c = Charger(broker.address)
+    proc = launch(module_broker, tmp_path_factory.mktemp("flash"), "--page-port", str(port))
+    c = Charger(module_broker.address)
     try:
         online(c)
     finally:
@@ -51,7 +44,8 @@ def test_a_request_gets_the_chargers_matching_reply(page):
     code, answer = post(page + "/api/charger-1/settings",
                         {"settings": {"max_charge_rate": {"value": 60, "unit": "kw"}}})
     assert code == 200 and answer["ok"] is False
-    assert answer["message"] == "422 SETTING_OUT_OF_RANGE: max_charge_rate: value outside [0, 50] kw"
+    assert answer["message"] == ("422 SETTING_OUT_OF_RANGE: max_charge_rate: value outside "
+                                 "[0, 50] kw")
     assert answer["reply"]["meta"]["requestId"].startswith("page-")
     code, answer = post(page + "/api/charger-1/read", {"requestId": "mine"})
     assert answer["ok"] and answer["message"] == "200 OK"
@@ -84,11 +78,12 @@ def test_what_is_not_the_pages_own_request_is_refused_with_one_message(page, pat
     assert got == code and answer["ok"] is False and words in answer["message"], answer
 
 
-def test_json_nested_too_deep_on_any_topic_stops_neither_the_page_nor_the_bench(page, broker):
+def test_json_nested_too_deep_on_any_topic_stops_neither_the_page_nor_the_bench(page,
+                                                                               module_broker):
     # json.loads raises RecursionError (no ValueError) for 4,000 "[": before, each such
     # message ended the page's or the bench's MQTT thread, and the page's next control
     # waited for readings that never came.
-    host, port = broker.address.rsplit(":", 1)
+    host, port = module_broker.address.rsplit(":", 1)
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     c.connect(host, int(port))
     c.loop_start()
@@ -176,17 +171,18 @@ def test_ceilings_are_read_in_amps_at_the_installations_voltage():
     assert ceilings(None)["cap"] is None
 
 
-def test_a_page_port_in_use_is_one_clear_line_and_no_page_serves_none(broker, tmp_path):
+def test_a_page_port_in_use_is_one_clear_line_and_no_page_serves_none(module_broker, tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        proc = launch(broker, tmp_path / "a", "--device-id", "page-a", "--page-port", str(port))
+        proc = launch(module_broker, tmp_path / "a", "--device-id", "page-a", "--page-port",
+                      str(port))
         code, out = stop_after(proc, "sim: error")
     assert code == 1 and "Traceback" not in out, out
     assert ("sim: error: cannot serve the page on 127.0.0.1:%d (Address already in use): "
             "choose another with --page-port N" % port) in out
-    proc = launch(broker, tmp_path / "b", "--device-id", "page-b", "--no-page")
+    proc = launch(module_broker, tmp_path / "b", "--device-id", "page-b", "--no-page")
     code, out = stop_after(proc, "# plug in a car")
     assert code == 0 and "sim: page" not in out, out
 
@@ -293,9 +289,10 @@ def test_a_bad_site_control_is_refused_before_it_reaches_the_bench(name, body, w
         "ok": False, "message": "no site on this bench (make sim --site-fuse A)"}
 
 
-def test_a_site_control_is_answered_with_the_readings_that_show_it(broker, tmp_path, mpy_dir):
+def test_a_site_control_is_answered_with_the_readings_that_show_it(module_broker, tmp_path,
+                                                                   mpy_dir):
     port = free_port()
-    proc = launch(broker, tmp_path / "flash", "--chargers", "2", "--site-fuse", "25",
+    proc = launch(module_broker, tmp_path / "flash", "--chargers", "2", "--site-fuse", "25",
                   "--site-phases", "3", "--page-port", str(port))
     url = "http://127.0.0.1:%d" % port
     try:

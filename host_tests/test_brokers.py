@@ -1,6 +1,5 @@
 """Requests from clients that publish and disconnect at once (mosquitto_pub, scripts) reach
 the agent on both brokers make sim may start (docs/protocol.md, "Brokers")."""
-import contextlib
 import socket
 import threading
 import time
@@ -8,7 +7,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from e2e import Broker, Charger, launch, online, stop
+from e2e import BROKERS, launched
 
 
 def connect_packet(client_id):
@@ -17,12 +16,13 @@ def connect_packet(client_id):
     return bytes([0x10, len(body)]) + body
 
 
-def test_amqtt_sends_a_new_client_retained_messages_it_never_subscribed_to():
+@pytest.mark.brokers("amqtt")
+def test_amqtt_sends_a_new_client_retained_messages_it_never_subscribed_to(broker):
     """Why amqtt loses QoS 0 requests: the client that never asked for these messages
     leaves them unread and closes; its kernel answers with a reset, and amqtt drops the
     PUBLISH it had not read yet. When this fails, amqtt has stopped doing it: the QoS 1
     advice in docs/protocol.md may then be relaxed."""
-    b = Broker("amqtt").start()
+    b = broker
     watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     subscribed = threading.Event()
     watcher.on_connect = lambda *a: watcher.subscribe("ev-charger/charger-1/#")
@@ -50,38 +50,14 @@ def test_amqtt_sends_a_new_client_retained_messages_it_never_subscribed_to():
     finally:
         watcher.disconnect()
         watcher.loop_stop()
-        b.stop()
-
-
-@contextlib.contextmanager
-def running(kind, tmp_path):
-    """make sim's launcher on a broker of this kind, and a watcher on the charger's topics
-    (as `mosquitto_sub -t 'ev-charger/charger-1/#'` would be)."""
-    if kind == "mosquitto" and not Broker.mosquitto_available():
-        pytest.skip("mosquitto is not installed here")
-    b = Broker(kind).start()
-    proc = launch(b, tmp_path / "flash")
-    watcher = Charger(b.address)
-    try:
-        online(watcher)
-        yield b, watcher
-    finally:
-        watcher.close()
-        code, out = stop(proc)
-        b.stop()
-        assert code == 0, out
-
-
-@pytest.fixture(params=["amqtt", "mosquitto"])
-def charger(request, tmp_path, mpy_dir):
-    with running(request.param, tmp_path) as both:
-        yield both
 
 
 @pytest.fixture
-def on_mosquitto(tmp_path, mpy_dir):
-    with running("mosquitto", tmp_path) as both:
-        yield both
+def charger(broker, tmp_path, mpy_dir):
+    """make sim's launcher on the broker, and a watcher on the charger's topics (as
+    `mosquitto_sub -t 'ev-charger/charger-1/#'` would be)."""
+    with launched(broker, tmp_path / "flash") as watcher:
+        yield broker, watcher
 
 
 def publish_and_go(port, topic, payload, qos):
@@ -100,6 +76,7 @@ def publish_and_go(port, topic, payload, qos):
     c.loop_stop()
 
 
+@pytest.mark.brokers(*BROKERS)
 def test_publish_and_go_requests_at_qos_1_all_get_replies(charger):
     broker, watcher = charger
     ids = ["q1-%d" % i for i in range(20)]
@@ -111,9 +88,10 @@ def test_publish_and_go_requests_at_qos_1_all_get_replies(charger):
     assert [rid for rid in ids if rid not in watcher.replies] == []
 
 
-def test_mosquitto_loses_no_publish_and_go_request_at_qos_0(on_mosquitto):
+@pytest.mark.brokers("mosquitto")
+def test_mosquitto_loses_no_publish_and_go_request_at_qos_0(charger):
     # (amqtt drops some of these: the first test above says why)
-    broker, watcher = on_mosquitto
+    broker, watcher = charger
     ids = ["q0-%d" % i for i in range(20)]
     for rid in ids:
         publish_and_go(broker.port, watcher.base + "read", '{"requestId": "%s"}' % rid, 0)

@@ -12,7 +12,8 @@ import time
 import httpx
 import pytest
 
-from cloud_kit import Cloud, RigCharger, api, broker, raw_client, wait_for  # noqa: F401 (fixtures)
+from cloud_kit import Cloud, RigCharger, raw_client
+from e2e import wait_for
 from tools.cloud.keys import CACHE_S
 from tools.paths import ROOT
 
@@ -20,20 +21,20 @@ WAIT = ["--live-wait", "1", "--write-wait", "1", "--cache-ttl", "4", "--expedite
 
 
 @pytest.fixture(scope="module")
-def cloud(broker, tmp_path_factory):
-    c = Cloud(broker, tmp_path_factory.mktemp("cloud") / "cloud.db", *WAIT).start()
+def cloud(module_broker, tmp_path_factory):
+    c = Cloud(module_broker, tmp_path_factory.mktemp("cloud") / "cloud.db", *WAIT).start()
     yield c
     c.stop()
 
 
 @pytest.fixture
-def charger(broker, tmp_path, request):
+def charger(module_broker, tmp_path, request):
     made = []
 
     def make(device_id=None, state_dir=None):
         device_id = device_id or "rig-%s-%d" % (request.node.name[:20].replace("[", "-")
                                                 .replace("]", ""), len(made))
-        ch = RigCharger(broker, device_id, state_dir or tmp_path / device_id)
+        ch = RigCharger(module_broker, device_id, state_dir or tmp_path / device_id)
         made.append(ch)
         return ch
 
@@ -293,7 +294,8 @@ def test_a_huge_streamed_body_is_cut_off(cloud, api):
     assert api.get("/health").status_code == 200
 
 
-def test_a_hostile_charger_changes_nothing_and_the_service_keeps_serving(api, charger, broker):
+def test_a_hostile_charger_changes_nothing_and_the_service_keeps_serving(api, charger,
+                                                                         module_broker):
     good = charger()
     seen(api, good.device_id)
     plugged(api, good)
@@ -301,7 +303,7 @@ def test_a_hostile_charger_changes_nothing_and_the_service_keeps_serving(api, ch
     victim_action = r.json()["data"]["id"]
     wait_for(lambda: api.get("/actions/" + victim_action).json()["data"]["state"] == "completed")
     before = tier(api, good.device_id)[1]
-    evil = raw_client(broker, "evil")
+    evil = raw_client(module_broker, "evil")
     read_of = dict(before, id="evil-1")
     for topic, payload in [
         ("ev-charger/evil-1/state", b"{not json"),

@@ -10,8 +10,8 @@ import sys
 import httpx
 import pytest
 
-from cloud_kit import Cloud, RigCharger, wait_for
-from tools.bench.broker import Broker
+from cloud_kit import Cloud, RigCharger
+from e2e import wait_for
 
 CONFIG = """
 [checks.not_a_server_error]
@@ -24,9 +24,9 @@ CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
+def live(module_broker, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("openapi")
-    b = Broker(Broker.preferred()).start()
+    b = module_broker
     cloud = Cloud(b, tmp_path / "cloud.db", "--live-wait", "1", "--write-wait", "1").start()
     ch = RigCharger(b, "charger-1", tmp_path / "charger-1")
     try:
@@ -36,7 +36,6 @@ def live(tmp_path_factory):
     finally:
         ch.close()
         cloud.stop()
-        b.stop()
 
 
 def test_the_document_describes_every_path_and_error(live):

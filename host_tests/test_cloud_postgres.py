@@ -11,7 +11,6 @@ import time
 
 from sqlalchemy import text
 
-from scale_kit import pg, pg_url  # noqa: F401 (fixtures)
 from test_cloud_store import each_fact_once, migrations_are_the_schema
 from tools.cloud import cli, store
 from tools.cloud.bridge import Bridge

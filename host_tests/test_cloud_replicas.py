@@ -14,8 +14,9 @@ import time
 import httpx
 import pytest
 
-from cloud_kit import RigCharger, broker, wait_for  # noqa: F401 (fixtures)
-from scale_kit import Doubles, SenderReceiver, pg, pg_url, replicas  # noqa: F401 (fixtures)
+from cloud_kit import RigCharger
+from e2e import wait_for
+from scale_kit import Doubles, SenderReceiver, replicas
 
 WAIT = ["--live-wait", "1", "--write-wait", "2", "--expedite-ttl", "1", "--retry-first", "0.3",
         "--webhook-timeout", "1"]
@@ -68,9 +69,9 @@ def of(receiver, kind, devices=None):
             (devices is None or e["data"].get("deviceId") in devices)]
 
 
-def test_any_replica_answers_and_reads_what_another_wrote(running, broker, pg_url, tmp_path):
-    a, b, c = start(running, 3, broker, pg_url, tmp_path)
-    ch = RigCharger(broker, "rep-1", tmp_path / "rep-1")
+def test_any_replica_answers_and_reads_what_another_wrote(running, module_broker, pg_url, tmp_path):
+    a, b, c = start(running, 3, module_broker, pg_url, tmp_path)
+    ch = RigCharger(module_broker, "rep-1", tmp_path / "rep-1")
     running.append(ch)
     for r in (a, b, c):  # each replica's own cache, from the broker
         wait_for(lambda: get(r, "/ev-charger/rep-1").status_code == 200, 10)
@@ -92,11 +93,11 @@ def test_any_replica_answers_and_reads_what_another_wrote(running, broker, pg_ur
     assert [d["id"] for d in get(c, "/ev-charger").json()["data"]] == ["rep-1"]
 
 
-def test_each_webhook_attempt_is_made_once_whichever_replicas_run(running, broker, pg_url,
+def test_each_webhook_attempt_is_made_once_whichever_replicas_run(running, module_broker, pg_url,
                                                                      tmp_path, receiver):
-    reps = start(running, 3, broker, pg_url, tmp_path)
+    reps = start(running, 3, module_broker, pg_url, tmp_path)
     register(reps[0], receiver)
-    fleet = Doubles(broker.address, 20, id_format="once-%02d").wait_ready()
+    fleet = Doubles(module_broker.address, 20, id_format="once-%02d").wait_ready()
     running.append(fleet)
     mine = set(fleet.ids)
     wait_for(lambda: len(of(receiver, "device.connected", mine)) == 20, 15)
@@ -117,13 +118,13 @@ def test_each_webhook_attempt_is_made_once_whichever_replicas_run(running, broke
         "act_once_%d" % i for i in range(30))
 
 
-def test_a_replica_killed_mid_delivery_leaves_it_to_another(running, broker, pg_url, tmp_path,
-                                                             receiver):
-    reps = start(running, 2, broker, pg_url, tmp_path)
+def test_a_replica_killed_mid_delivery_leaves_it_to_another(running, module_broker, pg_url,
+                                                             tmp_path, receiver):
+    reps = start(running, 2, module_broker, pg_url, tmp_path)
     register(reps[0], receiver, ["device.connected"])
     receiver.pids = [r.proc.pid for r in reps]
     receiver.hold = threading.Event()  # the first attempt hangs in the receiver
-    running.append(Doubles(broker.address, 1, id_format="mid-%d").wait_ready())
+    running.append(Doubles(module_broker.address, 1, id_format="mid-%d").wait_ready())
     wait_for(lambda: receiver.attempts, 10)
     dead = next(r for r in reps if r.proc.pid == receiver.senders[0])
     killed_at = time.monotonic()
@@ -138,16 +139,16 @@ def test_a_replica_killed_mid_delivery_leaves_it_to_another(running, broker, pg_
     assert again < 1 + 5 + 2  # the lease: the 1 s attempt bound plus its 5 s margin
 
 
-def test_a_charger_silent_without_a_will_is_taken_offline_once_and_back(running, broker,
+def test_a_charger_silent_without_a_will_is_taken_offline_once_and_back(running, module_broker,
                                                                          pg_url, tmp_path,
                                                                          receiver):
     """A broker node that dies publishes no last will for its clients (RabbitMQ 3.x,
     test_rabbit_cluster.py); here a double is frozen (SIGSTOP), its connection open: no will
     for 45 s. Taken offline after --stale-after; thawed, its next report brings it back."""
-    reps = start(running, 2, broker, pg_url, tmp_path, "--stale-after", "3")
+    reps = start(running, 2, module_broker, pg_url, tmp_path, "--stale-after", "3")
     register(reps[0], receiver, ["device.connected", "device.disconnected"])
-    quiet = Doubles(broker.address, 1, heartbeat_s=0.5, id_format="quiet-%d").wait_ready()
-    chatty = Doubles(broker.address, 1, heartbeat_s=0.5, id_format="chatty-%d").wait_ready()
+    quiet = Doubles(module_broker.address, 1, heartbeat_s=0.5, id_format="quiet-%d").wait_ready()
+    chatty = Doubles(module_broker.address, 1, heartbeat_s=0.5, id_format="chatty-%d").wait_ready()
     running.extend([quiet, chatty])
     mine = ("quiet-0", "chatty-0")
     wait_for(lambda: len(of(receiver, "device.connected", mine)) == 2, 10)
@@ -172,15 +173,15 @@ def test_a_charger_silent_without_a_will_is_taken_offline_once_and_back(running,
                  "cache", 10)
 
 
-def test_a_database_crash_loses_no_action_and_no_event(running, broker, pg, pg_url, tmp_path,
+def test_a_database_crash_loses_no_action_and_no_event(running, module_broker, pg, pg_url, tmp_path,
                                                        receiver):
     """PostgreSQL crashes (immediate shutdown) under requests: cached reads go on, what needs
     the database is refused at once (503 DATABASE_UNAVAILABLE), commands the chargers accept
     are 202; once it is back every acknowledged action is stored and every push.completed
     delivered (the replicas held the events unacknowledged meanwhile)."""
-    a, b = start(running, 2, broker, pg_url, tmp_path)
+    a, b = start(running, 2, module_broker, pg_url, tmp_path)
     register(a, receiver, ["push.completed"])
-    fleet = Doubles(broker.address, 3, id_format="crash-%d").wait_ready()
+    fleet = Doubles(module_broker.address, 3, id_format="crash-%d").wait_ready()
     running.append(fleet)
     for r in (a, b):
         for d in fleet.ids:
@@ -217,12 +218,12 @@ def test_a_database_crash_loses_no_action_and_no_event(running, broker, pg, pg_u
             "data", {}).get("state") == "completed", 10)
 
 
-def test_an_action_acknowledged_while_the_database_is_down_is_kept(running, broker, pg,
+def test_an_action_acknowledged_while_the_database_is_down_is_kept(running, module_broker, pg,
                                                                    pg_url, tmp_path):
     """One replica, and a charger that acknowledges but completes only a minute later: the
     action exists only in the 202, which the replica keeps until the database is back."""
-    (a,) = start(running, 1, broker, pg_url, tmp_path)
-    slow = Doubles(broker.address, 1, id_format="slow-%d", complete_s=60).wait_ready()
+    (a,) = start(running, 1, module_broker, pg_url, tmp_path)
+    slow = Doubles(module_broker.address, 1, id_format="slow-%d", complete_s=60).wait_ready()
     running.append(slow)
     wait_for(lambda: get(a, "/ev-charger/slow-0").status_code == 200, 10)
     time.sleep(2.1)  # the key's lookup is older than keys.CACHE_S

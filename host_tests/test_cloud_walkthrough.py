@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from e2e import Broker, launch
+from e2e import launch
 from tools.bench.broker import free_port
 from tools.paths import ROOT
 
@@ -40,10 +40,10 @@ def script(lines, broker_port, cloud_port):
 
 
 @pytest.fixture
-def sim(tmp_path, mpy_dir):
+def sim(broker, tmp_path, mpy_dir):
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed here (apt-get install curl)")
-    b = Broker(Broker.preferred()).start()
+    b = broker
     port = free_port()
     proc = launch(b, tmp_path / "flash", "--cloud-port", str(port), "--api-key", KEY,
                   "--no-page")
@@ -60,7 +60,6 @@ def sim(tmp_path, mpy_dir):
     finally:
         proc.send_signal(2)
         proc.wait(20)
-        b.stop()
 
 
 def test_the_cloud_walkthrough_runs_as_written(sim):

@@ -7,15 +7,16 @@ import time
 
 import pytest
 
-from cloud_kit import Cloud, Receiver, RigCharger, api, broker, raw_client, wait_for  # noqa: F401
+from cloud_kit import Cloud, Receiver, RigCharger, raw_client
+from e2e import wait_for
 from test_cloud_api import plugged
 
 ALL = ["push.completed", "push.failed", "device.connected", "device.disconnected"]
 
 
 @pytest.fixture(scope="module")
-def cloud(broker, tmp_path_factory):
-    c = Cloud(broker, tmp_path_factory.mktemp("hooks") / "cloud.db", "--retry-first", "0.3",
+def cloud(module_broker, tmp_path_factory):
+    c = Cloud(module_broker, tmp_path_factory.mktemp("hooks") / "cloud.db", "--retry-first", "0.3",
               "--webhook-timeout", "1", "--live-wait", "1", "--write-wait", "2").start()
     yield c
     c.stop()
@@ -56,11 +57,11 @@ def test_registration(api):
     assert r.status_code == 404 and r.json()["error"]["code"] == "WEBHOOK_NOT_FOUND"
 
 
-def test_events_verified_by_both_libraries_and_retried_under_one_id(api, broker, receiver,
+def test_events_verified_by_both_libraries_and_retried_under_one_id(api, module_broker, receiver,
                                                                      tmp_path):
     hook = register(api, receiver.url)
     receiver.secret = hook["secret"]
-    ch = RigCharger(broker, "hook-1", tmp_path / "hook-1")
+    ch = RigCharger(module_broker, "hook-1", tmp_path / "hook-1")
     try:
         wait_for(lambda: of(receiver, "device.connected", "hook-1"), 10)
         plugged(api, ch)
@@ -76,7 +77,9 @@ def test_events_verified_by_both_libraries_and_retried_under_one_id(api, broker,
         at = [t for (h, body, _), t in zip(receiver.attempts, receiver.times)
               if json.loads(body)["id"] == done["id"]]
         first_gap, second_gap = at[1] - at[0], at[2] - at[1]
-        assert 0.28 < first_gap < 1.5 and second_gap > 1.6 * first_gap  # 0.3 s, then 0.6 s
+        # 0.3 s, then 0.6 s: each retry waits at least its doubled delay (a loaded machine
+        # may add to either, so no ratio between them is asked for)
+        assert 0.28 < first_gap < 1.5 and 0.57 < second_gap < 3
         assert {h["webhook-id"] for h, _ in tries} == {h["svix-id"] for h, _ in tries} == \
             {done["id"]}  # one id for every attempt, in both header sets
         stamps = [int(h["webhook-timestamp"]) for h, _ in tries]
@@ -101,7 +104,7 @@ def test_events_verified_by_both_libraries_and_retried_under_one_id(api, broker,
         "webhook-signature": "v1,AAAA", "svix-signature": "v1,AAAA"}))
 
 
-def test_a_key_gets_only_its_chargers_events(api, cloud, broker, receiver, tmp_path):
+def test_a_key_gets_only_its_chargers_events(api, cloud, module_broker, receiver, tmp_path):
     import subprocess
     import sys
     from tools.paths import ROOT
@@ -111,7 +114,7 @@ def test_a_key_gets_only_its_chargers_events(api, cloud, broker, receiver, tmp_p
     key = out.stdout.split()[2]
     with cloud.client(key) as scoped:
         receiver.secret = register(scoped, receiver.url, ["device.connected"])["secret"]
-    chargers = [RigCharger(broker, d, tmp_path / d) for d in ("other-1", "mine-1")]
+    chargers = [RigCharger(module_broker, d, tmp_path / d) for d in ("other-1", "mine-1")]
     try:
         wait_for(lambda: of(receiver, "device.connected", "mine-1"), 10)
         time.sleep(0.5)
@@ -121,11 +124,11 @@ def test_a_key_gets_only_its_chargers_events(api, cloud, broker, receiver, tmp_p
             ch.close()
 
 
-def test_kill_mid_delivery_then_restart_delivers_the_same_id(api, cloud, broker, receiver,
+def test_kill_mid_delivery_then_restart_delivers_the_same_id(api, cloud, module_broker, receiver,
                                                              tmp_path):
     hook = register(api, receiver.url, ["push.completed"])
     receiver.secret = hook["secret"]
-    ch = RigCharger(broker, "crash-1", tmp_path / "crash-1")
+    ch = RigCharger(module_broker, "crash-1", tmp_path / "crash-1")
     try:
         plugged(api, ch)
         receiver.hold = __import__("threading").Event()  # the receiver hangs
@@ -147,17 +150,17 @@ def test_kill_mid_delivery_then_restart_delivers_the_same_id(api, cloud, broker,
         ch.close()
 
 
-def test_events_while_the_service_is_down_are_delivered_after(api, cloud, broker, receiver,
+def test_events_while_the_service_is_down_are_delivered_after(api, cloud, module_broker, receiver,
                                                               tmp_path):
     hook = register(api, receiver.url, ["push.completed"])
     receiver.secret = hook["secret"]
-    ch = RigCharger(broker, "down-1", tmp_path / "down-1")
+    ch = RigCharger(module_broker, "down-1", tmp_path / "down-1")
     try:
         plugged(api, ch)
         cloud.kill()
         # A command from another client while the service is down: the charger's
         # push.completed waits in the broker for the service's persistent session.
-        mqtt = raw_client(broker, "operator")
+        mqtt = raw_client(module_broker, "operator")
         mqtt.publish("ev-charger/down-1/commands", json.dumps(
             {"requestId": "op-1", "action": {"command": "idle"}, "actionId": "act_down_1"}),
             qos=1).wait_for_publish(5)

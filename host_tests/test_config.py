@@ -1,4 +1,5 @@
-"""The installation config's checks (firmware/config.py): each mistake named, none let through."""
+"""The installation config's checks (firmware/charger/config.py): each mistake named, none let
+through."""
 import pytest
 
 import config
@@ -53,3 +54,32 @@ def test_an_ocpp_config_needs_no_broker_and_both_needs_both():
 def test_each_ocpp_mistake_is_named(change, message):
     errors = config.check(dict(OCPP, **change))
     assert any(message in e for e in errors), errors
+
+
+def test_uplinks_is_a_list_and_the_older_uplink_is_still_read():
+    # `"uplinks": [...]` names the uplinks in the order the runner builds them (the last runs
+    # in the calling thread); `"uplink": "mqtt" | "ocpp" | "both"` means the same lists.
+    mqtt_ocpp = dict(GOOD, ocpp=OCPP["ocpp"])
+    assert config.uplinks(dict(GOOD)) == ["mqtt"]
+    assert config.uplinks(dict(OCPP)) == ["ocpp"]
+    assert config.uplinks(dict(mqtt_ocpp, uplink="both")) == ["mqtt", "ocpp"]
+    assert config.uplinks(dict(mqtt_ocpp, uplinks=["ocpp", "mqtt"])) == ["ocpp", "mqtt"]
+    assert config.check(dict(mqtt_ocpp, uplinks=["ocpp", "mqtt"])) == []
+    assert config.check(dict(GOOD, uplinks=["mqtt"])) == []
+    ocpp_only = {k: v for k, v in OCPP.items() if k != "uplink"}
+    assert config.check(dict(ocpp_only, uplinks=["ocpp"])) == []
+    assert config.check(dict(ocpp_only, uplinks=["ocpp", "mqtt"])) == ["missing broker"]
+    assert [u[0] for u in config.UPLINKS] == ["mqtt", "ocpp"]  # test_layers.py: each one's module
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"uplinks": "mqtt"}, "uplinks must list one or more of mqtt, ocpp, each once"),
+    ({"uplinks": []}, "uplinks must list one or more of mqtt, ocpp, each once"),
+    ({"uplinks": ["mqtt", "mqtt"]}, "uplinks must list one or more of mqtt, ocpp, each once"),
+    ({"uplinks": ["http"]}, "uplinks must list one or more of mqtt, ocpp, each once"),
+    ({"uplinks": [["mqtt"]]}, "uplinks must list one or more of mqtt, ocpp, each once"),
+    ({"uplinks": ["mqtt"], "uplink": "mqtt"}, "give uplinks or the older uplink, not both"),
+    ({"uplink": ["mqtt"]}, "uplink must be mqtt, ocpp or both"),
+])
+def test_each_uplinks_mistake_is_named(change, message):
+    assert config.check(dict(GOOD, **change)) == [message]

@@ -123,7 +123,7 @@ BAD_CONFIGS = [
     ("adc2", lambda c: c["pins"].update(pilot_adc=4), "pins.pilot_adc must be on ADC1"),
     ("placeholder", lambda c: c["wifi"].update(password="CHANGE-ME"),
      "wifi.password is still CHANGE-ME"),
-    ("phases", lambda c: c.update(phases=2), "phases must be 1 or 3"),  # firmware/config.py
+    ("phases", lambda c: c.update(phases=2), "phases must be 1 or 3"),  # firmware/charger/config.py
     ("input-only", lambda c: c["pins"].update(contactor=35), "pins.contactor must be an output"),
     ("same pin", lambda c: c["pins"].update(led=26), "are both GPIO26"),
     ("no ca file", lambda c: c.update(ca_file="missing.der"), "not beside the config"),

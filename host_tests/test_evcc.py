@@ -10,13 +10,12 @@ does and runs its jq in a real jq, against the agent.
 import json
 import os
 import re
-import time
 from datetime import datetime, timezone
 
 import pytest
 
 from clients.evcc import Evcc, go_duration, read_once, read_recipe
-from e2e import Broker, Charger, launch, online, stop
+from e2e import launched, reported_duty as duty, wait_for
 from tools.paths import ROOT
 
 DOC = os.path.join(ROOT, "docs", "evcc.md")
@@ -103,37 +102,11 @@ def test_every_status_of_the_agent_maps_as_the_contract_says(rig, recipe):
 # -- the session, against make sim's launcher
 
 @pytest.fixture
-def broker():
-    # Mosquitto, what evcc installations run, where it is installed; amqtt otherwise.
-    b = Broker("mosquitto" if Broker.mosquitto_available() else "amqtt").start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
 def charger(broker, tmp_path, mpy_dir):
-    proc = launch(broker, tmp_path / "flash", "--device-id", DEVICE)
-    c = Charger(broker.address, DEVICE)
-    try:
-        online(c)
+    # On the broker make sim starts: Mosquitto, what evcc installations run, where it is
+    # installed; amqtt otherwise.
+    with launched(broker, tmp_path / "flash", device_id=DEVICE) as c:
         yield c
-    finally:
-        c.close()
-        code, out = stop(proc)
-        assert code == 0 and "sim: stopped" in out, out
-
-
-def until(predicate, timeout):
-    """Poll a condition on evcc's side (its loop runs in its own thread)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met within %.1f s" % timeout)
-        time.sleep(0.05)
-
-
-def duty(c):
-    return c.readings and c.readings["pilot"]["dutyPercent"]
 
 
 def iso_ms(stamp):
@@ -162,7 +135,7 @@ def test_evcc_runs_a_session_and_a_dead_evcc_leaves_the_failsafe(broker, charger
 
     def wait_seen(status, enabled, updates=1, timeout=20):
         # `updates` consecutive evcc loops that read this status and enabled
-        until(lambda: lp.seen[-updates:] == [(status, enabled)] * updates, timeout)
+        wait_for(lambda: lp.seen[-updates:] == [(status, enabled)] * updates, timeout)
 
     assert c.request("settings", {"settings": {"failsafe_charge_rate": {
         "value": FAILSAFE_KW, "unit": "kw"}}})["meta"]["status"] == 200
@@ -177,8 +150,8 @@ def test_evcc_runs_a_session_and_a_dead_evcc_leaves_the_failsafe(broker, charger
         # enabled and sets its current: 8 A, as the dynamic limit.
         c.ev(connected=True, request=False)
         wait_seen("B", True)
-        until(lambda: any(t.endswith("/limit") for _, t, _ in evcc.sent), 10)
-        until(lambda: c.read()["state"]["limitedBy"] == "dynamic_limit", 10)
+        wait_for(lambda: any(t.endswith("/limit") for _, t, _ in evcc.sent), 10)
+        wait_for(lambda: c.read()["state"]["limitedBy"] == "dynamic_limit", 10)
         # It asks: C, drawing 8 A (13.33 % duty).
         c.ev(request=True)
         wait_seen("C", True)
@@ -189,7 +162,7 @@ def test_evcc_runs_a_session_and_a_dead_evcc_leaves_the_failsafe(broker, charger
         dyn = s["limits"]["dynamic"]
         assert (dyn["value"], dyn["unit"], dyn["source"]) == (8, "a", "evcc")
         # evcc's meter: the charger's power in W (8 A at 230 V) and its lifetime register.
-        until(lambda: lp.readings and abs(lp.readings[-1][0] - 1840) <= 200, 15)
+        wait_for(lambda: lp.readings and abs(lp.readings[-1][0] - 1840) <= 200, 15)
         with c.cond:
             powers = {st["data"]["state"]["currentPower"] * 1000 for st in c.states}
             energies = {st["data"]["state"]["lifetimeEnergy"] for st in c.states}
@@ -201,7 +174,7 @@ def test_evcc_runs_a_session_and_a_dead_evcc_leaves_the_failsafe(broker, charger
             return {k: n for k, n in by_key.items() if k not in ("session", "energy")}
 
         before, renewals = flash_writes(), len(evcc.sent)
-        until(lambda: len(evcc.sent) >= renewals + 2, 4 * period)
+        wait_for(lambda: len(evcc.sent) >= renewals + 2, 4 * period)
         assert flash_writes() == before
 
         # evcc pauses: the idle command; the charger reads idle, B and disabled to evcc.
@@ -209,7 +182,7 @@ def test_evcc_runs_a_session_and_a_dead_evcc_leaves_the_failsafe(broker, charger
         wait_seen("B", False, timeout=15)
         c.wait(lambda: c.readings["contactor"] == "open" and duty(c) == 100.0, 10)
         assert c.read()["state"]["status"] == "idle"
-        until(lambda: lp.readings[-1][0] == 0, 15)
+        wait_for(lambda: lp.readings[-1][0] == 0, 15)
         # ... and resumes: the charge command, at the same 8 A.
         lp.target = 8
         wait_seen("C", True, timeout=20)

@@ -11,7 +11,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from e2e import Broker, Charger, launch, online, stop
+from e2e import Charger, launched
 from tools.bench.broker import free_port
 from tools.evctl import WatchLine
 from tools.paths import ROOT
@@ -39,19 +39,10 @@ def one_error(r, code, *words):
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory, mpy_dir):
+def sim(module_broker, tmp_path_factory, mpy_dir):
     """make sim's launcher on the broker make sim would pick, charger-1 online."""
-    broker = Broker(Broker.preferred()).start()
-    proc = launch(broker, tmp_path_factory.mktemp("flash"))
-    c = Charger(broker.address)
-    try:
-        online(c)
-    finally:
-        c.close()
-    yield broker.address
-    code, out = stop(proc)
-    broker.stop()
-    assert code == 0 and "sim: stopped" in out, out
+    with launched(module_broker, tmp_path_factory.mktemp("flash")):
+        yield module_broker.address
 
 
 @pytest.mark.parametrize("args,words", [

@@ -13,7 +13,9 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from clients.homeassistant import HomeAssistant, HomeAssistantError, installed_or_skip
-from e2e import BROKERS, started
+from e2e import BROKERS
+
+pytestmark = pytest.mark.brokers(*BROKERS)
 
 DEVICE = "ha-harness-1"
 BASE = "ev-charger/" + DEVICE
@@ -95,13 +97,6 @@ def ha_install(request):
     return installed_or_skip(request.config)
 
 
-@pytest.fixture(params=BROKERS)
-def broker(request):
-    b = started(request.param)
-    yield b
-    b.stop()
-
-
 @pytest.fixture
 def ha(ha_install, broker, tmp_path):
     with HomeAssistant(ha_install, broker.port, tmp_path / "ha") as running:
@@ -161,7 +156,8 @@ def test_discovery_states_device_commands_and_stop(ha, wire):
     assert '"value": 11,' in sent  # a whole number arrives as an integer, not 11.0
     assert json.loads(sent) == {"settings": {"max_charge_rate": {"value": 11, "unit": "kw"}}}
     ha.call_service("number", "set_value", {"entity_id": ids["max_charge_rate"], "value": 3.7})
-    assert json.loads(wire.next_on(BASE + "/settings"))["settings"]["max_charge_rate"]["value"] == 3.7
+    sent = json.loads(wire.next_on(BASE + "/settings"))
+    assert sent["settings"]["max_charge_rate"]["value"] == 3.7
 
     # Outside the number's range Home Assistant refuses the call and publishes nothing.
     with pytest.raises(HomeAssistantError) as refused:

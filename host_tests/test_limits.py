@@ -1,7 +1,8 @@
-"""The dynamic limit, the failsafe and lowest-wins (docs/protocol.md, the dynamic limit), on both interpreters."""
+"""The dynamic limit, the failsafe and lowest-wins (docs/protocol.md, the dynamic limit), on both
+interpreters."""
 import pytest
 
-from conftest import plug
+from conftest import duty, plug
 
 PATH = "/ev-charger/charger-1/limit"
 
@@ -16,10 +17,6 @@ def limit(rig, value=None, unit="a", ttl=None, source="evcc", rid="l-1", raw=Non
     reply = rig.request("limit", body)
     assert reply["meta"]["path"] == PATH
     return reply
-
-
-def duty(rig):
-    return rig.bench.readings()["pilot"]["dutyPercent"]
 
 
 def state(rig):

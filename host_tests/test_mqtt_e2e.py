@@ -2,33 +2,19 @@
 import json
 import time
 
+import paho.mqtt.client as mqtt
 import pytest
 
-from e2e import BROKERS, Charger, launch, online, started, stop
+from e2e import BROKERS, Charger, launch, launched, online, reported_duty as duty, stop
+from tools.bench.gate import Gate
 
-
-@pytest.fixture(params=BROKERS)
-def broker(request):
-    b = started(request.param)
-    yield b
-    b.stop()
+pytestmark = pytest.mark.brokers(*BROKERS)
 
 
 @pytest.fixture
 def charger(broker, tmp_path, agent_build):
-    proc = launch(broker, tmp_path / "flash", "--device-id", "e2e-1", *agent_build)
-    c = Charger(broker.address, "e2e-1")
-    try:
-        online(c)
+    with launched(broker, tmp_path / "flash", *agent_build, device_id="e2e-1") as c:
         yield c
-    finally:
-        c.close()
-        code, out = stop(proc)
-        assert code == 0 and "sim: stopped" in out, out  # clean exit on Ctrl-C
-
-
-def duty(c):
-    return c.readings and c.readings["pilot"]["dutyPercent"]
 
 
 def test_read_cap_charge_idle_over_mqtt(charger):
@@ -178,3 +164,79 @@ def test_a_cap_raised_once_survives_a_power_cut_a_second_later(charger):
     c.power(True)
     online(c)
     assert c.read()["settings"]["max_charge_rate"]["value"] == 5
+
+
+def kept_on_broker(broker, topic):
+    """The retained message the broker holds on `topic` (a fresh subscriber's view; amqtt
+    also sends it those of other clients' subscriptions: docs/protocol.md, "Brokers")."""
+    got = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.on_message = lambda cl, u, m: got.append(m.payload) if m.topic == topic else 0
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        client.subscribe(topic)
+        time.sleep(1)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return got
+
+
+def test_a_retained_request_is_never_run_on_a_reconnect(broker, tmp_path, agent_build):
+    # Issue 22, item 3: a `charge` left retained on the commands topic came again on every
+    # (re)connect, got 202 and closed the contactor after an acknowledged idle.
+    gate = Gate(broker.port)  # the agent's way to the broker: a test can cut it
+    proc = launch(broker, tmp_path / "flash", "--device-id", "e2e-1",
+                  "--agent-broker", "127.0.0.1:%d" % gate.port, *agent_build)
+    c = Charger(broker.address, "e2e-1")
+    topic = c.base + "commands"
+
+    def leave_retained(rid):
+        body = {"requestId": rid, "action": {"command": "charge"}}
+        c.client.publish(topic, json.dumps(body), qos=1, retain=True).wait_for_publish(5)
+
+    def holds_idle():
+        time.sleep(2)  # a replayed charge would close the contactor within a tick of its reply
+        read = c.read()
+        assert read["state"]["status"] == "idle" and c.readings["contactor"] == "open"
+        assert kept_on_broker(broker, topic) == []  # cleared
+        return read["diagnostics"]["retainedRequests"]
+
+    try:
+        online(c)
+        c.ev(connected=True, request=True)
+        c.wait(lambda: c.readings and c.readings["contactor"] == "closed", 10)
+        leave_retained("ret-1")  # live, it is a request like any other
+        c.wait(lambda: "ret-1" in c.replies, 5)
+        assert c.replies["ret-1"][0]["meta"]["status"] == 202
+        done = c.replies["ret-1"][0]["data"]["id"]
+        c.wait(lambda: any(e["type"] == "push.completed" and e["data"]["actionId"] == done
+                           for e in c.events), 10)
+        reply = c.command("idle", actionId="act_ret_idle")
+        assert reply["meta"]["status"] == 202 and reply["data"]["state"] == "acknowledged"
+        c.wait(lambda: c.readings["contactor"] == "open", 10)
+        assert kept_on_broker(broker, topic)  # the broker kept it
+
+        c.availability = None  # a power cycle: the broker sends it again on subscribe
+        c.power(False)
+        c.wait(lambda: c.readings["power_on"] is False, 5)
+        c.power(True)
+        online(c)
+        assert holds_idle() >= 1
+        assert len(c.replies["ret-1"]) == 1  # answered once, when it came live
+
+        gate.open = False  # a forced reconnect, with a charge left meanwhile
+        gate.cut()
+        c.wait(lambda: c.availability == "offline", 10)
+        leave_retained("ret-2")
+        c.availability = None
+        gate.open = True
+        online(c, timeout=30)
+        assert holds_idle() >= 2
+        assert "ret-2" not in c.replies
+    finally:
+        c.close()
+        code, out = stop(proc)
+        gate.close()
+        assert code == 0 and "sim: stopped" in out, out

@@ -9,17 +9,14 @@ import pytest
 from ocpp.v16 import call
 
 from tools.bench.csms import Csms, wait
-from e2e import Broker, Charger, InProcessSim, launch, stop
+from conftest import duty
+from e2e import Charger, InProcessSim, launch, stop
+
+# module_broker: the bench's own controls (plug, power) travel over MQTT, whatever the agent
+# speaks.
+pytestmark = pytest.mark.brokers("amqtt")
 
 TAG = "TAG-1"
-
-
-@pytest.fixture(scope="module")
-def broker():
-    # The bench's own controls (plug, power) travel over MQTT, whatever the agent speaks.
-    b = Broker("amqtt").start()
-    yield b
-    b.stop()
 
 
 @pytest.fixture
@@ -57,7 +54,7 @@ class Sim:
         wait(lambda: self.bench.t >= t + 50, 5)  # the bench has seen it (the contactor drops)
 
     def duty(self):
-        return self.bench.readings()["pilot"]["dutyPercent"]
+        return duty(self)
 
     def board_unix_s(self):
         return (self.sim.sim.unix_base_ms + self.bench.t) / 1000
@@ -67,11 +64,11 @@ class Sim:
 
 
 @pytest.fixture
-def make_sim(broker, csms, tmp_path, mpy_dir):
+def make_sim(module_broker, csms, tmp_path, mpy_dir):
     made = []
 
     def make(*args, **kw):
-        s = Sim(broker, csms, tmp_path, *args, **kw)
+        s = Sim(module_broker, csms, tmp_path, *args, **kw)
         made.append(s)
         return s
     yield make
@@ -213,10 +210,10 @@ def test_a_rejected_boot_answers_nothing_and_says_nothing_until_the_interval(mak
     assert csms.call(call.GetConfiguration(key=["NumberOfConnectors"])).configuration_key
 
 
-def test_charge_point_max_profile_is_max_charge_rate(make_sim, csms, broker):
+def test_charge_point_max_profile_is_max_charge_rate(make_sim, csms, module_broker):
     sim = make_sim("--id-tag", TAG, "--uplink", "both")
     booted(csms)
-    mqtt = Charger(broker.address, "cp-1")
+    mqtt = Charger(module_broker.address, "cp-1")
     try:
         charging(sim, csms)
         assert sim.duty() == 53.33  # 32 A
@@ -451,14 +448,14 @@ def test_a_silent_csms_is_dropped_and_redialled_and_never_delays_the_contactor(m
     csms.wait(lambda: len(csms.actions("StopTransaction")) == 4, 30)  # nothing was lost
 
 
-def test_security_profile_1_basic_auth(broker, tmp_path, mpy_dir):
+def test_security_profile_1_basic_auth(module_broker, tmp_path, mpy_dir):
     c = Csms(password="s3cret-Pa55").start()
     try:
-        bad = Sim(broker, c, tmp_path, "--ocpp-password", "wrong")
+        bad = Sim(module_broker, c, tmp_path, "--ocpp-password", "wrong")
         time.sleep(3)
         assert not c.log and not c.connections  # refused at the handshake (HTTP 401)
         bad.close()
-        good = Sim(broker, c, tmp_path, "--ocpp-password", "s3cret-Pa55")
+        good = Sim(module_broker, c, tmp_path, "--ocpp-password", "s3cret-Pa55")
         try:
             booted(c)
             assert c.connections == ["cp-1"]
@@ -468,8 +465,8 @@ def test_security_profile_1_basic_auth(broker, tmp_path, mpy_dir):
         c.close()
 
 
-def test_make_sim_connects_to_a_csms(broker, csms, tmp_path, mpy_dir):
-    proc = launch(broker, tmp_path / "flash", "--device-id", "cp-9", "--ocpp", csms.url,
+def test_make_sim_connects_to_a_csms(module_broker, csms, tmp_path, mpy_dir):
+    proc = launch(module_broker, tmp_path / "flash", "--device-id", "cp-9", "--ocpp", csms.url,
                   "--id-tag", TAG)
     try:
         booted(csms)
@@ -693,7 +690,7 @@ def test_faults_are_notified_with_their_ocpp_error_codes(make_sim, csms):
     assert not csms.actions("StopTransaction") and not sim.bench.contactor
 
 
-def test_security_profile_2_wss_basic_auth_and_a_ca_made_here(broker, tmp_path, mpy_dir):
+def test_security_profile_2_wss_basic_auth_and_a_ca_made_here(module_broker, tmp_path, mpy_dir):
     import ssl
     from pki import Pki
     pki = Pki()
@@ -704,12 +701,12 @@ def test_security_profile_2_wss_basic_auth_and_a_ca_made_here(broker, tmp_path, 
     try:
         assert c.url.startswith("wss://localhost:")
         # A CSMS whose certificate another CA signed is not talked to.
-        rogue = Sim(broker, c, tmp_path, "--ocpp-password", "s3cret-Pa55",
+        rogue = Sim(module_broker, c, tmp_path, "--ocpp-password", "s3cret-Pa55",
                     "--ocpp-ca", pki.path("rogue.der"), "--device-id", "cp-1")
         time.sleep(4)
         assert not c.connections
         rogue.close()
-        good = Sim(broker, c, tmp_path / "good", "--ocpp-password", "s3cret-Pa55",
+        good = Sim(module_broker, c, tmp_path / "good", "--ocpp-password", "s3cret-Pa55",
                    "--ocpp-ca", pki.path("ca.pem"), "--id-tag", TAG)  # PEM or DER
         try:
             booted(c)

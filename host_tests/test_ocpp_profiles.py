@@ -1,4 +1,4 @@
-"""Charging profiles, checked and evaluated (firmware/ocpp_profiles.py), and what the station
+"""Charging profiles, checked and evaluated (firmware/ocpp16/ocpp_profiles.py), and what the station
 makes of them (the cap, the dynamic limit, GetCompositeSchedule); the station's operations,
 configuration and power cuts; in process and fast (CPython). The same code under
 micropython is what test_ocpp.py drives end to end."""

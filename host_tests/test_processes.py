@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 
-from e2e import Broker, Charger, launch
+from e2e import Charger, launch
+from tools.bench.broker import free_port
 from tools.paths import ROOT
 
 
@@ -51,8 +52,11 @@ def read_until(proc, text, seconds=60):
 def test_sighup_stops_make_sim_cleanly_and_leaves_nothing(tmp_path, mpy_dir):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
+    # A page port of its own: the default (8377) may be another worker's make sim's a moment
+    # after this one lets it go, and the test asks that this one's is closed.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tools.bench.sim", "--state-dir", str(tmp_path / "flash")],
+        [sys.executable, "-m", "tools.bench.sim", "--state-dir", str(tmp_path / "flash"),
+         "--page-port", str(free_port())],
         cwd=ROOT, env=dict(os.environ, TMPDIR=str(tmp)), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     out = read_until(proc, "# plug in a car")
@@ -88,8 +92,7 @@ def test_make_sim_stops_on_ctrl_c_without_interrupt_noise(tmp_path, mpy_dir):
     assert gone(agent)
 
 
-def test_the_agent_ends_when_its_bench_is_killed(tmp_path, mpy_dir):
-    broker = Broker(Broker.preferred()).start()
+def test_the_agent_ends_when_its_bench_is_killed(broker, tmp_path, mpy_dir):
     proc = launch(broker, tmp_path / "flash")
     c = Charger(broker.address)
     try:
@@ -102,7 +105,6 @@ def test_the_agent_ends_when_its_bench_is_killed(tmp_path, mpy_dir):
         c.wait(lambda: c.availability == "offline", 10)  # its last will
     finally:
         c.close()
-        broker.stop()
 
 
 SCRIPT = """

@@ -18,9 +18,9 @@ import time
 import httpx
 import paho.mqtt.client as mqtt
 
-from cloud_kit import Receiver, wait_for
-from e2e import launch, stop
-from scale_kit import Brokers, Doubles, Replica, cluster, pg, pg_url  # noqa: F401 (fixtures)
+from cloud_kit import Receiver
+from e2e import launch, stop, wait_for
+from scale_kit import Brokers, Doubles, Replica
 
 WAIT = ["--live-wait", "2", "--write-wait", "3", "--expedite-ttl", "1", "--retry-first", "0.3",
         "--webhook-timeout", "2"]

@@ -1,4 +1,4 @@
-"""A CA file as a person has it: firmware/trust.py loads PEM (one certificate or several) or
+"""A CA file as a person has it: firmware/uplink/trust.py loads PEM (one certificate or several) or
 DER under both interpreters, and refuses anything else with one line; tools/ca.py refuses
 it once, at start, in make sim, evctl and make deploy (test_device_tools.py for deploy).
 Before, a PEM CA failed on every connection attempt, for ever, under MicroPython (whose

@@ -7,8 +7,10 @@ import subprocess
 
 import pytest
 
-from e2e import Broker, Charger, launch, online, stop
+from e2e import BROKERS, launched
 from tools.paths import ROOT
+
+pytestmark = pytest.mark.brokers(*BROKERS)
 
 DOC = os.path.join(ROOT, "docs", "protocol.md")
 PAUSE_S = 1  # a person's pause between commands
@@ -41,21 +43,10 @@ def script(commands, port):
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture(params=["amqtt", "mosquitto"])
-def sim(request, tmp_path, mpy_dir):
-    if request.param == "mosquitto" and not Broker.mosquitto_available():
-        pytest.skip("mosquitto is not installed here")
-    b = Broker(request.param).start()
-    proc = launch(b, tmp_path / "flash")
-    c = Charger(b.address)
-    try:
-        online(c)
-        yield b, c
-    finally:
-        c.close()
-        code, out = stop(proc)
-        b.stop()
-        assert code == 0, out
+@pytest.fixture
+def sim(broker, tmp_path, mpy_dir):
+    with launched(broker, tmp_path / "flash") as c:
+        yield broker, c
 
 
 def run(text, tmp_path):

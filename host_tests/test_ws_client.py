@@ -1,4 +1,4 @@
-"""firmware/ws_client.py under micropython against servers that misbehave on purpose: each
+"""firmware/ocpp16/ws_client.py under micropython against servers that misbehave on purpose: each
 scripted server below speaks raw TCP, so it can send what no WebSocket library would."""
 import base64
 import hashlib
@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from tools.paths import FIRMWARE
+from tools.paths import FIRMWARE_DIRS
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -159,7 +159,7 @@ def test_ws_client_against_misbehaving_servers(tmp_path):
     ports = {name: serve_once(behaviour) for name, (behaviour, _) in SERVERS.items()}
     script = tmp_path / "client.py"
     script.write_text(CLIENT)
-    env = dict(os.environ, MICROPYPATH=".frozen:" + FIRMWARE)
+    env = dict(os.environ, MICROPYPATH=":".join([".frozen"] + FIRMWARE_DIRS))
     res = subprocess.run(["micropython", str(script)] + [str(p) for p in ports.values()],
                          capture_output=True, text=True, timeout=120, env=env)
     assert res.returncode == 0, res.stderr

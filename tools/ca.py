@@ -1,6 +1,6 @@
 """A CA certificate a person hands the project (make sim --ca and --ocpp-ca, evctl --ca,
 make deploy's ca_file and ocpp.ca_file), checked once, at start: PEM or DER, as the agent
-takes it (firmware/trust.py finds the certificates, cryptography parses each one).
+takes it (firmware/uplink/trust.py finds the certificates, cryptography parses each one).
 
 A file that is no certificate is one line before anything starts, not an agent that
 retries its connection for ever with the same complaint.

@@ -10,6 +10,13 @@ import sys
 _HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # as it was reached
 ROOT = os.path.realpath(_HERE)
 FIRMWARE = os.path.join(ROOT, "firmware")
+# The firmware's folders, one per layer (docs/design.md): each has a manifest.py, which
+# firmware/manifest.py includes. Frozen flat (a module's name is global, no package), so
+# each folder is a directory on the path wherever the sources run (cpython_paths, the
+# micropython tests) and the .mpy tree (MPY_DIR) is one flat folder. firmware/ itself is
+# not: its folders would be importable as packages there.
+FIRMWARE_DIRS = sorted(os.path.join(FIRMWARE, d) for d in os.listdir(FIRMWARE)
+                       if os.path.isfile(os.path.join(FIRMWARE, d, "manifest.py")))
 BOARDS = os.path.join(ROOT, "boards")
 BUILD = os.path.join(ROOT, "build")
 MPY_DIR = os.path.join(BUILD, "mpy")  # firmware, boards and their libraries compiled by mpy-cross
@@ -68,8 +75,14 @@ def board_manifest(name):
     return os.path.join(BOARDS, name, "manifest.py")
 
 
+def firmware_sources():
+    """{module name: its source} for every module of the firmware's folders."""
+    return {name[:-3]: os.path.join(d, name) for d in FIRMWARE_DIRS
+            for name in sorted(os.listdir(d)) if name.endswith(".py") and name != "manifest.py"}
+
+
 def cpython_paths():
     """Make the firmware importable in this CPython process (the in-process rig, unit tests)."""
-    for p in (SHIMS, FIRMWARE, board_dir("sim")):
+    for p in [SHIMS] + FIRMWARE_DIRS + [board_dir("sim")]:
         if p not in sys.path:
             sys.path.insert(0, p)

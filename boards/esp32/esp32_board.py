@@ -79,6 +79,11 @@ class Board:
     SIMULATED = False
     PWM_FULL = _PWM_FULL
     TICK_MS = _TICK_MS
+    # Updates (docs/ota.md): the image form writes the other OTA app partition and boots it
+    # with the bootloader's rollback (the OTA variant of ESP32_GENERIC, docs/esp32.md); the
+    # update record and a bundle's folders live in the root of the file system.
+    ota_partition = esp32.Partition
+    ota_root = "/"
 
     def __init__(self, config, store=None):
         self.config = config

@@ -7,7 +7,8 @@ _OUTPUTS = ("pilot_pwm", "contactor", "rcd_test", "led")
 
 
 def check_pins(cfg):
-    # Board-specific config problems, as sentences (firmware/config.py checks the installation).
+    # Board-specific config problems, as sentences (firmware/charger/config.py checks the
+    # installation).
     pins = cfg.get("pins")
     if type(pins) is not dict:
         return ["missing pins"]

@@ -1,6 +1,7 @@
 # The simulated board's wire to the bench process: fixed binary frames over a loopback
 # socket, read into preallocated buffers so a tick costs no allocation. The frame layout is
-# defined here and nowhere else (the bench imports INPUTS and the frame letters).
+# defined here and nowhere else (the bench, tools/bench/agent_process.py, imports INPUTS and
+# the frame kinds below).
 #   bench -> board  b"T" + int32 LE per name in INPUTS  (one tick's inputs)
 #                   b"R" + kind + u16 len + JSON     (a request; kind: index in topics.REQUESTS)
 #                   b"U" + int64 LE                  (Unix ms at bench time 0)
@@ -10,8 +11,18 @@
 #   board -> bench  b"O" + int32 duty counts + int32 contactor   (outputs after a tick)
 #                   b"M" + retain + u16 len + topic + u32 len + payload  (a publish; the
 #                                                    whole topic, the board's prefix included)
+from micropython import const
 import socket
 from topics import REQUESTS
+
+# Frame kinds: a frame's first byte, the letter the layout above gives it.
+TICK = const(0x54)  # T
+REQUEST = const(0x52)  # R
+CLOCK = const(0x55)  # U
+BUTTON = const(0x46)  # F
+MESSAGE = const(0x53)  # S
+OUTPUTS = const(0x4F)  # O
+PUBLISH = const(0x4D)  # M
 
 # The board attributes a T frame sets, in order.
 INPUTS = ("now", "high_mv", "low_mv", "feedback", "current_da", "power_w", "energy_wh",
@@ -39,7 +50,8 @@ class Link:
         self.on_message = None  # f(topic, payload) for S frames (runner.Lockstep's)
         self._kind = bytearray(1)
         self._in = bytearray(4 * len(INPUTS))
-        self._out = bytearray(b"O" + bytes(8))
+        self._out = bytearray(9)
+        self._out[0] = OUTPUTS
 
     def _fill(self, buf, n):
         got = self.sock.readinto(buf, n)
@@ -59,27 +71,27 @@ class Link:
         while True:
             self._fill(self._kind, 1)
             kind = self._kind[0]
-            if kind == 84:  # T
+            if kind == TICK:
                 b = self._in
                 self._fill(b, len(b))
                 for i in range(len(INPUTS)):
                     setattr(board, INPUTS[i], _i32(b, 4 * i))
                 return
-            if kind == 82:  # R
+            if kind == REQUEST:
                 head = bytearray(3)
                 self._fill(head, 3)
                 payload = bytearray(head[1] | head[2] << 8)
                 if payload:
                     self._fill(payload, len(payload))
                 on_request(REQUESTS[head[0] % len(REQUESTS)], bytes(payload))
-            elif kind == 83:  # S
+            elif kind == MESSAGE:
                 topic = self._chunk().decode()
                 payload = self._chunk()
                 if self.on_message:
                     self.on_message(topic, payload)
-            elif kind == 70:  # F
+            elif kind == BUTTON:
                 board.reset_requested = True
-            elif kind == 85:  # U
+            elif kind == CLOCK:
                 head = bytearray(8)
                 self._fill(head, 8)
                 board.unix_base_ms = int.from_bytes(head, "little")
@@ -99,8 +111,9 @@ class Link:
         self.publish_to(self.prefix + topic, payload, retain)
 
     def publish_to(self, topic, payload, retain):
+        # payload: bytes, or a body that writes itself (api_text.JsonBody: a reply)
         head = bytearray(4)
-        head[0] = 77  # M
+        head[0] = PUBLISH
         head[1] = 1 if retain else 0
         head[2] = len(topic) & 0xFF
         head[3] = len(topic) >> 8
@@ -109,4 +122,7 @@ class Link:
         self.sock.write(head)
         self.sock.write(topic)
         self.sock.write(size)
-        self.sock.write(payload)
+        if hasattr(payload, "write_to"):
+            payload.write_to(self.sock)
+        else:
+            self.sock.write(payload)

@@ -48,3 +48,20 @@ class NVS:
             json.dump(self.saved, f)
         import os
         os.rename(_FILE + ".tmp", _FILE)
+
+
+# esp32.Partition over the bench's flash model (tools/bench/flash_model.py): the flash in
+# MicroPython's OTA layout, kept in flash.bin so that a process restart is a reboot (the
+# bootloader model picks the running partition when first asked). App partitions of
+# STANDIN_APP_KB (the OTA table's 0x180000 by default); the test writes the first image.
+def _partition_class():
+    import os
+    import sys
+    sys.path.append(__file__.rsplit("/", 1)[0] + "/../../tools/bench")
+    import flash_model
+    app = int(os.getenv("STANDIN_APP_KB") or "1536") * 1024
+    medium = flash_model.FileMedium("flash.bin", flash_model.EspFlash.size_for(app))
+    return flash_model.partition_class(flash_model.EspFlash(medium, app))
+
+
+Partition = _partition_class()

@@ -16,8 +16,7 @@ def reset_cause():
 
 def reset():
     # The board restarts: here the process ends (it never returns on the ESP32 either).
-    _world.log("reset")
-    _world.stopped[0] = True
+    _world.log("reset", last=True)
     raise SystemExit(75)
 
 

@@ -13,14 +13,16 @@ import time
 from tools.paths import cpython_paths, micropython
 
 cpython_paths()
-from sim_link import INPUTS  # noqa: E402
+from sim_link import (BUTTON, CLOCK, INPUTS, MESSAGE, OUTPUTS, PUBLISH, REQUEST,  # noqa: E402
+                      TICK)
 from topics import REQUESTS  # noqa: E402
 
 
 class AgentProcess:
     def __init__(self, config, build, unix_base_ms, heapsize="256K", on_publish=None,
                  quiet=False):
-        """build: one of tools.paths.BUILDS (which interpreter, agent frozen or .mpy)."""
+        """build: one of tools.paths.BUILDS (which interpreter, agent frozen or .mpy);
+        unix_base_ms: the board's Unix time at bench time 0 (None: never set)."""
         self.on_publish = on_publish or (lambda topic, payload, retain: None)
         srv = socket.socket()
         srv.bind(("127.0.0.1", 0))
@@ -52,17 +54,18 @@ class AgentProcess:
         self.conn.settimeout(None)
         self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.rfile = self.conn.makefile("rb")
-        self.conn.sendall(b"U" + struct.pack("<q", unix_base_ms))
+        if unix_base_ms is not None:  # None: a board whose clock is never set
+            self.conn.sendall(struct.pack("<Bq", CLOCK, unix_base_ms))
         self.outputs = self.read_outputs()  # the boot state, before any tick
 
     def read_outputs(self):
         while True:
-            kind = self._read(1)
-            if kind == b"O":
+            kind = self._read(1)[0]
+            if kind == OUTPUTS:
                 counts, drive = struct.unpack("<ii", self._read(8))
                 return counts, bool(drive)
-            if kind != b"M":
-                raise RuntimeError("bad frame %r from the firmware" % kind)
+            if kind != PUBLISH:
+                raise RuntimeError("bad frame %r from the firmware" % chr(kind))
             retain, tlen = struct.unpack("<BH", self._read(3))
             topic = self._read(tlen).decode()
             (plen,) = struct.unpack("<I", self._read(4))
@@ -80,23 +83,24 @@ class AgentProcess:
     def tick(self, inputs):
         """inputs: the board's inputs in the order of sim_link.INPUTS."""
         try:
-            self.conn.sendall(b"T" + struct.pack("<%di" % len(INPUTS), *inputs))
+            self.conn.sendall(struct.pack("<B%di" % len(INPUTS), TICK, *inputs))
         except OSError:
             raise RuntimeError("firmware closed the link (exit %r)" % self.proc.poll())
         self.outputs = self.read_outputs()
         return self.outputs
 
     def send_request(self, kind, payload):
-        self.conn.sendall(b"R" + struct.pack("<BH", REQUESTS.index(kind), len(payload)) + payload)
+        self.conn.sendall(struct.pack("<BBH", REQUEST, REQUESTS.index(kind), len(payload)) +
+                          payload)
 
     def send_message(self, topic, payload):
         """A message on a topic the agent subscribes to beyond its own (a site's)."""
         t = topic.encode()
-        self.conn.sendall(b"S" + struct.pack("<H", len(t)) + t +
+        self.conn.sendall(struct.pack("<BH", MESSAGE, len(t)) + t +
                           struct.pack("<H", len(payload)) + payload)
 
     def factory_reset(self):
-        self.conn.sendall(b"F")
+        self.conn.sendall(bytes((BUTTON,)))
 
     def exit_status(self, wait_s=2):
         """The process's exit status once it has ended (None if it is still running)."""

@@ -4,6 +4,7 @@ amqtt 0.12 drops some QoS 0 requests (docs/protocol.md, "Brokers"): make sim and
 take Mosquitto where it is installed (preferred()) and fall back to amqtt.
 """
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -15,8 +16,29 @@ from tools.bench import children
 from tools.paths import ROOT
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default range starts here
+
+
 def free_port():
-    with socket.socket() as s:
+    """A loopback port free now, for a server that a child process will bind. Taken below
+    the kernel's ephemeral range: a port from bind(0) comes from that range, where any
+    outgoing connection (make test's workers make thousands) may take it before the child
+    binds it; below it only another server can, and the pick is random."""
+    low = _ephemeral_low()
+    for _ in range(50):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded range: the kernel's choice
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

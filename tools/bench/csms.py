@@ -9,7 +9,6 @@ import datetime
 import itertools
 import json
 import threading
-import time
 
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
@@ -17,18 +16,7 @@ from ocpp.v16.enums import Action
 from websockets.asyncio.server import basic_auth, serve
 
 from tools.bench.broker import free_port
-
-
-def wait(predicate, timeout):
-    """predicate()'s first true value, polled every 20 ms; TimeoutError after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met within %s s" % timeout)
-        time.sleep(0.02)
+from tools.bench.poll import wait_for as wait  # (Csms.wait, and the OCPP tests' name)
 
 
 def now_iso():

@@ -108,7 +108,7 @@ class Double:
             sock.close()
         c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.id,
                                       clean_session=True)
-        c.will_set(self.base + "availability", b"offline", qos=0, retain=True)
+        c.will_set(self.base + topics.AVAILABILITY, b"offline", qos=0, retain=True)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_subscribe = self._on_subscribe
@@ -127,7 +127,7 @@ class Double:
         if client is not self.client or reason.is_failure:
             return  # the broker closes the connection: _on_disconnect moves on
         client.subscribe([(self.base + k, 0) for k in topics.REQUESTS])
-        client.publish(self.base + "availability", b"online", qos=0, retain=True)
+        client.publish(self.base + topics.AVAILABILITY, b"online", qos=0, retain=True)
         self.report()
 
     def _on_subscribe(self, client, userdata, mid, reasons, props):
@@ -163,7 +163,7 @@ class Double:
         body = self.fleet.body("state", self.id)
         body["meta"]["timestamp"] = iso(time.time())
         body["meta"]["seq"] = self.seq
-        self.client.publish(self.base + "state", json.dumps(body, separators=(",", ":")),
+        self.client.publish(self.base + topics.STATE, json.dumps(body, separators=(",", ":")),
                             qos=0, retain=True)
 
     def _on_message(self, client, userdata, msg):
@@ -183,7 +183,7 @@ class Double:
                                  updatedAt=iso(time.time()))
             self.fleet.loop.call_later(self.fleet.complete_s, self._completed, action_id,
                                        command)
-        client.publish(self.base + "responses", json.dumps(reply, separators=(",", ":")),
+        client.publish(self.base + topics.RESPONSES, json.dumps(reply, separators=(",", ":")),
                        qos=0)
         self.fleet.answered += 1
 
@@ -192,7 +192,8 @@ class Double:
         evt["id"] = new_id("evt_")
         evt["timestamp"] = iso(time.time())
         evt["data"].update(actionId=action_id, command=command, completedAt=iso(time.time()))
-        self.client.publish(self.base + "events", json.dumps(evt, separators=(",", ":")), qos=1)
+        self.client.publish(self.base + topics.EVENTS, json.dumps(evt, separators=(",", ":")),
+                            qos=1)
         self.fleet.events += 1
 
 
@@ -238,7 +239,7 @@ class Fleet:
         for t in tasks:
             t.cancel()
         for d in self.doubles:  # an orderly end: `offline` said, no retained `online` left
-            d.client.publish(d.base + "availability", b"offline", qos=0, retain=True)
+            d.client.publish(d.base + topics.AVAILABILITY, b"offline", qos=0, retain=True)
             d.client.disconnect()
         await asyncio.sleep(0.5)
 

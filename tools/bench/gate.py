@@ -53,6 +53,17 @@ class Gate:
             except OSError:
                 pass
 
+    def cut(self):
+        """Drop every link through the gate, as a network outage would (set open = False
+        first to keep the agent out until the test lets it back)."""
+        links, self.links = self.links, []
+        for pair in links:
+            for s in pair:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
     def close(self):
         self.open = False
         self.srv.close()

@@ -4,6 +4,7 @@ InProcessRig runs the firmware in this CPython process (fast unit tests); Proces
 under the micropython binary and talks to it over the simulated board's link, so the real
 interpreter is exercised. Both expose the same calls, so one scenario suite runs on both.
 """
+import io
 import json
 
 from tools.paths import cpython_paths
@@ -25,8 +26,12 @@ class Rig:
     """Bench stepping shared by both rigs; subclasses run the firmware's tick."""
 
     def __init__(self, state_dir, voltage=230, phases=1, max_current=32, device_id="charger-1",
-                 cable_current=None, default_kw=None, metered=True, site=None):
+                 cable_current=None, default_kw=None, metered=True, site=None,
+                 clock_ms=UNIX_BASE_MS):
         self.state_dir = state_dir
+        # The board's wall clock: Unix ms at bench time 0, or None for a board whose clock
+        # was never set (an ESP32 whose NTP failed). A site's chargers may each differ.
+        self.clock_ms = clock_ms
         self.config = {"device_id": device_id, "supply_voltage": voltage, "phases": phases,
                        "max_current": max_current, "state_dir": state_dir, "meter": metered}
         if site:
@@ -88,11 +93,11 @@ class Rig:
 
     def events(self, kind=None):
         return [p for t, p, _ in self.published
-                if t == self.prefix + "events" and (kind is None or p["type"] == kind)]
+                if t == self.prefix + topics.EVENTS and (kind is None or p["type"] == kind)]
 
     def last_state(self):
         for t, p, _ in reversed(self.published):
-            if t == self.prefix + "state":
+            if t == self.prefix + topics.STATE:
                 return p
         return None
 
@@ -102,6 +107,10 @@ class Rig:
             self._deliver(topic, bytes(payload))
 
     def _record(self, topic, payload, retain):
+        if hasattr(payload, "write_to"):  # a reply in pieces (api_text.JsonBody)
+            out = io.BytesIO()
+            payload.write_to(out)
+            payload = out.getvalue()
         if self.on_publish:
             self.on_publish(topic, bytes(payload), retain)
         try:
@@ -127,7 +136,7 @@ class InProcessRig(Rig):
             self.prefix + topic, payload, retain)
         self.board.publish_to = lambda topic, payload, retain=False, qos=1: self._record(
             topic, payload, retain)
-        self.board.unix_base_ms = UNIX_BASE_MS
+        self.board.unix_base_ms = self.clock_ms
         self.board.now = self.bench.t
         self.powered = True
         self.bench.drive_outputs(self.board.pilot_counts, self.board.contactor_drive)
@@ -160,7 +169,7 @@ class InProcessRig(Rig):
         before = len(self.published)
         self.loop.on_request(kind, payload)
         for topic, body, _ in self.published[before:]:
-            if topic == self.prefix + "responses":
+            if topic == self.prefix + topics.RESPONSES:
                 return json.dumps(body).encode() if not isinstance(body, str) else body
         raise RuntimeError("no reply to %s request" % kind)
 
@@ -179,7 +188,7 @@ class ProcessRig(Rig):
         self.boot()
 
     def boot(self):
-        self.agent = AgentProcess(self.config, self.build, UNIX_BASE_MS, self.heapsize,
+        self.agent = AgentProcess(self.config, self.build, self.clock_ms, self.heapsize,
                                   on_publish=self._record)
         self.powered = True
         self.bench.drive_outputs(*self.agent.outputs)
@@ -193,7 +202,7 @@ class ProcessRig(Rig):
         before = len(self.published)
         self.step()
         for topic, body, _ in self.published[before:]:
-            if topic == self.prefix + "responses":
+            if topic == self.prefix + topics.RESPONSES:
                 return json.dumps(body).encode() if not isinstance(body, str) else body
         raise RuntimeError("no reply to %s request" % kind)
 

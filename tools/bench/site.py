@@ -90,7 +90,7 @@ class Site:
         self.household = [0.0] * phases
         self.meter_on = True
         self.prefix = topics.site(site_id)  # the site's own topics: site/{id}/...
-        self.meter_topic = self.prefix + "meter"
+        self.meter_topic = self.prefix + topics.SITE_METER
 
     def set_household(self, currents):
         """Sparse: a shorter list leaves the later phases, null leaves that phase."""

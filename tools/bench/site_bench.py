@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 from tools.bench import cloud_bench
 from tools.bench.broker import Broker
 from tools.bench.page.server import PageServer
-from tools.bench.sim import TICK_MS, Sim, next_steps, say
+from tools.bench.sim_charger import Sim, next_steps, run_paced, say
 from tools.bench.site import METER_PERIOD_MS, Schedule, Site, bench_topic, default_lines, load_day
 from tools.bench.site_rig import offered
 from tools.json_input import loads
@@ -126,10 +126,6 @@ class SiteCharger(Sim):
     def config(self):
         return dict(super().config(), site=self.block)
 
-    def step(self):
-        with self.lock:
-            self._tick()
-
     def status(self):
         with self.lock:
             b = self.bench
@@ -207,17 +203,12 @@ class SiteSim:
             say("sim: ignored %s: %s" % (msg.topic, e))
 
     def run(self):
-        next_at = time.monotonic()
-        while not self.stop.is_set():
-            for ch in self.chargers:
-                ch.step()
-            self._site_step(self.chargers[0].bench.t)
-            next_at += TICK_MS / 1000
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            elif delay < -0.5:
-                next_at = time.monotonic()  # fell far behind (a stall): do not race to catch up
+        run_paced(self.stop, self._step)
+
+    def _step(self):
+        for ch in self.chargers:
+            ch.step()
+        self._site_step(self.chargers[0].bench.t)
 
     def _site_step(self, t):
         with self.lock:

@@ -33,9 +33,13 @@ import paho.mqtt.client as mqtt
 from tools.cloud import intake
 from tools.cloud.contract import ApiError, iso, new_id, parse_iso
 from tools.cloud.store import unavailable as store_unavailable
+from tools.paths import cpython_paths
+
+cpython_paths()
+import topics  # noqa: E402  (the firmware's: a charger's topics, defined once)
 
 log = logging.getLogger("cloud.bridge")
-KINDS = ("state", "availability", "events", "responses")
+KINDS = (topics.STATE, topics.AVAILABILITY, topics.EVENTS, topics.RESPONSES)
 QUEUE_MAX = 20000  # messages waiting for the database; beyond it QoS 0 ones are not stored
 BATCH = 200  # messages per transaction: short enough that other replicas seldom wait on it
 WEBHOOK_EVENTS = ("push.completed", "push.failed", "device.connected", "device.disconnected")
@@ -115,7 +119,7 @@ class Bridge:
         sock = client.socket()
         if sock is not None:  # a request goes out at once, not behind a delayed ACK
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.subscribe([("%s/+/%s" % (self.prefix, k), 0 if k == "state" else 1)
+        client.subscribe([("%s/+/%s" % (self.prefix, k), 0 if k == topics.STATE else 1)
                           for k in KINDS])
         self.loop.call_soon_threadsafe(self._set_connected, True)
 

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from tools.cloud import keys as api_keys
 from tools.cloud import bridge, sender, store, tiers
 from tools.cloud.app import WRITE_WAIT_S
-from tools.evctl import tls_context
+from tools.client import tls_context
 from tools.paths import cpython_paths
 
 cpython_paths()

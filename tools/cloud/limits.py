@@ -1,8 +1,9 @@
 """Every request's start and bounds: an ASGI middleware that starts the request's meta (its
 latencyMs counts from here) and refuses a body above MAX_BODY with 413 in the API's envelope
-before the app reads it (docs/cloud.md, "Hostile input"). The charger takes at most api.MAX_PAYLOAD (2 KB) per request, and so does the
-service: it never holds more of a body. Headers and connection counts are uvicorn's
-(h11 / httptools bound the header size; --limit-concurrency bounds connections). Runs in the
+before the app reads it (docs/cloud.md, "Hostile input"). The charger takes at most
+api.MAX_PAYLOAD (2 KB) per request, and so does the service: it never holds more of a body.
+Headers and connection counts are uvicorn's (h11 / httptools bound the header size;
+--limit-concurrency bounds connections). Runs in the
 service's event loop.
 """
 from tools.cloud.contract import Meta, failure

@@ -8,9 +8,10 @@ list an image with the agent frozen in freezes: the agent and the pinned micropy
 packages it uses, umqtt.simple 1.7.0, requests 0.10.2 and ntptime, and the board's modules,
 compiled by mpy-cross), config.json, and every file the config names
 (keys ending in _file, such as ca_file), taken from beside the config file and put at the
-same path on the board, as they are (a CA in PEM or DER: the agent reads both). The official v1.28.0 image freezes the same library versions, and a
-frozen module is imported before /lib: the copies in lib/ serve an image that lacks them.
-Only files whose SHA-256 differs from the board's copy are sent.
+same path on the board, as they are (a CA in PEM or DER: the agent reads both). The official
+v1.28.0 image freezes the same library versions, and a frozen module is imported before /lib:
+the copies in lib/ serve an image that lacks them. Only files whose SHA-256 differs from the
+board's copy are sent.
 
 Nothing is written anywhere until the config has passed the firmware's own checks (the ones
 the board runs at boot) and the board's pin checks, has no template placeholder left, and
@@ -33,7 +34,7 @@ from tools import ca
 from tools.device import manifest
 from tools.device.ports import port_problem
 from tools.json_input import loads
-from tools.paths import FIRMWARE, board_dir, board_manifest
+from tools.paths import board_dir, board_manifest, firmware_sources
 
 # Per board: the module whose check_pins() holds the board's config checks (importable
 # without hardware). What goes into lib/ is the board's manifest (sources()).
@@ -77,7 +78,7 @@ def _load(name, path):
 
 def board_checks(board):
     """The firmware's config check and the board's pin check: the very code the board runs."""
-    firmware_config = _load("_deploy_firmware_config", os.path.join(FIRMWARE, "config.py"))
+    firmware_config = _load("_deploy_firmware_config", firmware_sources()["config"])
     name = BOARDS[board]
     pins = _load("_deploy_" + name, os.path.join(board_dir(board), name + ".py"))
     return firmware_config.check, pins.check_pins

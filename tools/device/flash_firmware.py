@@ -34,6 +34,23 @@ class FlashError(Exception):
 
 def check_image(path, chip):
     """Refuse an image that cannot be the full firmware for `chip`; say what it is instead."""
+    image = load_image(path, chip)
+    if is_application(image):
+        raise FlashError("%s is an application image (as micropython.bin, for 0x10000), not "
+                         "the full firmware: use the ESP32_GENERIC-*.bin download"
+                         % os.path.basename(path))
+    return image
+
+
+def is_application(image):
+    # The full firmware starts with the second-stage bootloader, which runs from RAM; an
+    # application image (micropython.bin, for 0x10000; what an OTA update writes) has
+    # segments mapped from flash.
+    return any(image.is_flash_addr(s.addr) for s in image.segments)
+
+
+def load_image(path, chip):
+    """esptool's reading of the ESP image at `path`, built for `chip`, else FlashError."""
     name = os.path.basename(path)
     try:
         with open(path, "rb") as f:
@@ -55,11 +72,6 @@ def check_image(path, chip):
         raise FlashError("%s is built for %s, not %s: pick the image for this board's chip"
                          % (name, built_for[0] if built_for else "chip id %d" % image.chip_id,
                             chip))
-    # The full firmware starts with the second-stage bootloader, which runs from RAM; an
-    # application image (micropython.bin, for 0x10000) has segments mapped from flash.
-    if any(image.is_flash_addr(s.addr) for s in image.segments):
-        raise FlashError("%s is an application image (as micropython.bin, for 0x10000), not "
-                         "the full firmware: use the ESP32_GENERIC-*.bin download" % name)
     return image
 
 

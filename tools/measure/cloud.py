@@ -28,18 +28,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tools.bench import children
 from tools.bench.broker import Broker, free_port
-from tools.bench.sim import Sim, parse
-from tools.evctl import Charger
+from tools.bench.sim import parse
+from tools.bench.sim_charger import Sim
+from tools.client import Charger
+from tools.measure.latency import broker_round_trip, pct
 from tools.paths import ROOT
 
 KEY = "bench-key-0123456789abcdef"
 RATE = 1000  # reads/s
 READ_S = 5
-
-
-def pct(values, p):
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
 def start_service(broker, db, *extra, port=None):
@@ -232,7 +229,6 @@ def run(broker, state_dir, rtt_ms, n=100):
 
 
 def main():
-    from tools.measure.perf import broker_round_trip
     tmp = tempfile.mkdtemp(prefix="bench-cloud-")
     children.adopt(tmp, lambda: shutil.rmtree(tmp, ignore_errors=True))
     broker = Broker(Broker.preferred()).start()

@@ -329,8 +329,9 @@ def scale_half(state_dir, chargers, pg, rows, raw):
                      "%.0f ms median, %.0f ms p99 (%d of %d; the double completes after "
                      "50 ms)" % (med(hook_ms), pct(hook_ms, 99), len(hook_ms), SAMPLES),
                      "target p99 <= 1,050 ms (1 s plus the charger's own)"))
-        raw.update(commit_ms=commit, rtt_ms=rtt, live_ms=live, agent_live_ms=agent_live, direct_read_ms=direct_read,
-                   command_ms=command, direct_command_ms=direct_command, webhook_ms=hook_ms)
+        raw.update(commit_ms=commit, rtt_ms=rtt, live_ms=live, agent_live_ms=agent_live,
+                   direct_read_ms=direct_read, command_ms=command,
+                   direct_command_ms=direct_command, webhook_ms=hook_ms)
 
         _say("fleet: failover: a replica killed under load ...")
         mix = ids + [a.id for a in agents]  # reads of the real agents too; commands: doubles

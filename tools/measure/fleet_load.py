@@ -19,6 +19,11 @@ import urllib.request
 import paho.mqtt.client as mqtt
 
 from tools.measure.cloud import KEY
+from tools.measure.latency import pct
+from tools.paths import cpython_paths
+
+cpython_paths()
+import topics  # noqa: E402  (the firmware's: a charger's topics, defined once)
 
 CLOSED_S = 4  # each closed-loop read run
 CLOSED_CONNECTIONS = 16  # per replica
@@ -29,13 +34,6 @@ LOAD_READS_PER_S = 50
 LOAD_COMMANDS_PER_S = 5
 REQUEST_BOUND_S = 10.0  # longer than any documented wait (5 s write, 5 s connect): a hang
 LATENCY = re.compile(rb'"latencyMs":([0-9.]+)')  # contract.Meta: the time inside the replica
-
-
-def pct(values, p):
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
 # -- HTTP: raw keep-alive connections, so that the load costs less than what it measures
@@ -236,7 +234,7 @@ def direct(address, device_id, kind, body, n):
     host, port = address.rsplit(":", 1)
     c.connect(host, int(port))
     c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    c.subscribe("ev-charger/%s/responses" % device_id)
+    c.subscribe(topics.base(None, device_id) + topics.RESPONSES)
     c.loop_start()
     time.sleep(0.5)
     out = []
@@ -245,7 +243,7 @@ def direct(address, device_id, kind, body, n):
         got.clear()
         time.sleep(random.random() * 0.01)
         t0 = time.perf_counter()
-        c.publish("ev-charger/%s/%s" % (device_id, kind), json.dumps(dict(body, requestId=rid)))
+        c.publish(topics.base(None, device_id) + kind, json.dumps(dict(body, requestId=rid)))
         deadline = time.monotonic() + 5
         while rid not in replies and time.monotonic() < deadline:
             got.wait(0.1)

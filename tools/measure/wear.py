@@ -4,11 +4,16 @@ The agent runs in this process (CPython) on the simulated board with a store tha
 the NVS model; requests go through its real API and its worker runs every 100 ms of virtual
 time. The control loop is not ticked: it never writes flash. Each scenario gives the erase
 cycles of the most-erased sector per day and the years to 100,000 cycles.
+
+flash_writes() counts the flash writes of the agent under micropython on the file store
+(make sim's), against the real changes it was sent.
 """
 import json
+import os
 import random
 
 from tools.bench.nvs_model import CYCLES, ENTRIES, NvsModel, WearStore
+from tools.bench.rig import ProcessRig
 from tools.paths import cpython_paths
 
 cpython_paths()
@@ -186,6 +191,32 @@ def table():
                                  c["years"]),
                  "reported (2 journal writes each)"))
     return rows
+
+
+def flash_writes(n, state_dir):
+    """Cap writes through the firmware under micropython, the value changing every 10th; a
+    flash write is a new inode of the cap's record (each write is a temp file renamed)."""
+    rig = ProcessRig(state_dir)
+    record = os.path.join(state_dir, "cap")
+    writes, changes, value, last = 0, 0, 7.0, None
+    try:
+        for i in range(n):
+            if i % 10 == 0:
+                value = 7.0 if value != 7.0 else 7.5
+                changes += 1
+            assert rig.settings(max_charge_rate=value)["success"]
+            ino = os.stat(record).st_ino if os.path.exists(record) else None
+            writes += ino is not None and ino != last
+            last = ino
+    finally:
+        rig.close()
+    return writes, changes
+
+
+def flash_writes_row(writes, changes):
+    return ("flash writes per 1000 cap writes, 100 ms apart", "%d (%d real changes)"
+            % (writes, changes), "target: at most the changes (the first 10 before their "
+            "replies, then a burst: a raise once it has stood 5 s, so a flapping cap costs less)")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import threading
 import websockets
 
 from tools.bench.broker import free_port
-from tools.paths import FIRMWARE, ROOT
+from tools.paths import ROOT, firmware_sources
 
 AIOHTTP = os.path.join(os.path.dirname(ROOT), "shared", "third_party", "micropython-lib",
                        "python-ecosys", "aiohttp", "aiohttp")
@@ -43,7 +43,7 @@ def compile_to(out):
     """Both clients as .mpy, and their sizes: {name: (source bytes, .mpy bytes)}."""
     sizes = {}
     os.makedirs(os.path.join(out, "aiohttp"))
-    for name, sources in (("ws_client.py", [os.path.join(FIRMWARE, "ws_client.py")]),
+    for name, sources in (("ws_client.py", [firmware_sources()["ws_client"]]),
                           ("aiohttp 0.0.7", [os.path.join(AIOHTTP, f)
                                              for f in ("__init__.py", "aiohttp_ws.py")])):
         src = mpy = 0

@@ -26,7 +26,7 @@ import paho.mqtt.client as mqtt
 
 from tools.bench.bench import EV_FIELDS, FAULTS, ev_field_problem  # (and the firmware's path)
 from tools.bench.page import site as site_view
-from tools.evctl import BENCH_ANSWER_S
+from tools.client import BENCH_ANSWER_S
 from tools.json_input import loads
 import topics  # the agent's topics, defined there
 from topics import REQUESTS as AGENT_REQUESTS
@@ -212,7 +212,7 @@ class PageServer:
         mids = set()
         for d in self.chargers:
             base = topics.base(self.prefix, d)
-            for name in ("state", "events", "responses", "availability"):
+            for name in (topics.STATE, topics.EVENTS, topics.RESPONSES, topics.AVAILABILITY):
                 mids.add(client.subscribe(base + name, qos=1)[1])
             mids.add(client.subscribe("bench/%s/readings" % d)[1])
         if self.site:
@@ -232,7 +232,7 @@ class PageServer:
         if device is None:
             return
         text = msg.payload.decode(errors="replace")
-        if kind == "availability":
+        if kind == topics.AVAILABILITY:
             body = text
         else:
             try:
@@ -244,17 +244,17 @@ class PageServer:
         c = self.chargers[device]
         push = {"type": kind, "device": device}
         with self.lock:
-            if kind == "responses":
+            if kind == topics.RESPONSES:
                 slot = self.pending.get((body.get("meta") or {}).get("requestId"))
                 if slot is not None:
                     slot.append(body)
                     self.lock.notify_all()
                 return
-            if kind == "availability":
+            if kind == topics.AVAILABILITY:
                 c.availability = push["body"] = body
-            elif kind == "state":
+            elif kind == topics.STATE:
                 c.state = push["body"] = body.get("data")
-            elif kind == "events":
+            elif kind == topics.EVENTS:
                 if any(e.get("id") == body.get("id") for e in c.events):
                     return  # at-least-once delivery: a resend after a power cut
                 c.events.append(body)

@@ -59,7 +59,8 @@ def measure(name, high, low, current, leak=False, ticks=TICKS):
 results = [measure("no_vehicle", 12000, 12000, 0),
            measure("connected", 9000, -12000, 0),
            measure("charging", 6000, -12000, 320)]
-agent.settings.write({"max_charge_rate": {"value": 1.0}}, 0)  # below 6 A: the session is held, pilot x1
+# below 6 A: the session is held, pilot x1
+agent.settings.write({"max_charge_rate": {"value": 1.0}}, 0)
 results.append(measure("suspended", 9000, 9000, 0))
 results.append(measure("calibration", 9000, 9000, 0, leak=True, ticks=500))
 print(json.dumps(results))

@@ -7,7 +7,7 @@
 import gc
 
 # Before anything else: the interpreter and this script's own bytecode, which a board does
-# not hold (its main is frozen with the agent); perf.session takes the script's part out.
+# not hold (its main is frozen with the agent); memory.session takes the script's part out.
 gc.collect()
 script = gc.mem_alloc()
 import json
@@ -17,9 +17,8 @@ import _thread
 import sim_board as sim
 import runner
 import topics
-from agent import Agent, VERSION
-from discovery import Discovery
-from uplink import Uplink
+from agent import Agent
+from mqtt_uplink import MqttUplink
 from umqtt.simple import MQTTClient
 
 
@@ -35,11 +34,10 @@ cfg = {"device_id": "heap-probe", "supply_voltage": 230, "phases": 1, "max_curre
 board = sim.Board(cfg, sim.FileStore(state_dir))
 board.unix_base_ms = 1795478400000
 agent = Agent(board)
-uplink = Uplink(cfg, board, [Discovery(cfg, topics.base(None, cfg["device_id"]), agent.model,
-                                       VERSION)])
+uplink = MqttUplink(cfg, board, agent)  # with Home Assistant discovery, as configured
 stages["wired"] = live()
 _thread.start_new_thread(runner.worker_loop, (agent, board))
-_thread.start_new_thread(uplink.run, (agent,))
+_thread.start_new_thread(uplink.run, ())
 t0 = time.ticks_ms()
 while uplink.connects < 1:
     time.sleep(0.05)
@@ -49,7 +47,7 @@ host, port = broker.split(":")
 stages["connected"] = live()
 pub = MQTTClient("heap-probe-writer", host, int(port))
 pub.connect()
-topic = b"ev-charger/heap-probe/settings"
+topic = (topics.base(None, cfg["device_id"]) + "settings").encode()
 caps = (b"3.68", b"7.36", b"1.0", b"5.5", b"11")
 
 now = 0

@@ -13,8 +13,8 @@ import _thread
 url, state_dir, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
 gc.collect()
 base = gc.mem_alloc()
-import sim_board as sim  # noqa: E402
-from agent import Agent  # noqa: E402
+import sim_board as sim
+from agent import Agent
 
 cfg = {"device_id": "ocpp-probe", "supply_voltage": 230, "phases": 1, "max_current": 32,
        "uplink": "ocpp", "ocpp": {"url": url, "id_tag": "PROBE"}}
@@ -23,13 +23,13 @@ board.unix_base_ms = 1795478400000
 agent = Agent(board)
 gc.collect()
 agent_heap = gc.mem_alloc() - base
-import ocpp_uplink  # noqa: E402
+import ocpp_uplink
 gc.collect()
 imported = gc.mem_alloc() - base - agent_heap
 uplink = ocpp_uplink.OcppUplink(cfg, board, agent)
 gc.collect()
 built = gc.mem_alloc() - base - agent_heap
-_thread.start_new_thread(uplink.run, (agent,))
+_thread.start_new_thread(uplink.run, ())
 
 peak_alloc = peak_live = 0
 start = time.ticks_ms()

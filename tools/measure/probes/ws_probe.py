@@ -1,7 +1,7 @@
 # What a WebSocket client costs in the heap under micropython, and what it does with an
 # oversized message: imports it, connects to URL with subprotocol ocpp1.6, sends a Heartbeat
 # CALL, reads the answer, then reads one more message (the server may send a huge one).
-# MODE "own": firmware/ws_client.py, blocking; "aiohttp": micropython-lib aiohttp's
+# MODE "own": firmware/ocpp16/ws_client.py, blocking; "aiohttp": micropython-lib aiohttp's
 # ws_connect, in an asyncio loop of its own thread (as the agent would have to run it).
 #   micropython -X heapsize=56K ws_probe.py MODE URL
 import gc

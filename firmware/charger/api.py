@@ -1,0 +1,198 @@
+# Requests from the network, answered in the {success, data, meta} envelope. Everything
+# here is hostile input: it is checked completely before anything changes, and nothing it
+# holds is echoed back unless it is plain printable text (a reply is always valid UTF-8).
+import json
+import pilot
+import settings as st
+import topics
+import slot as sl
+from actions import STRATEGY
+from api_text import error, invalid, json_body, refused_settings, shallow, text
+
+MAX_PAYLOAD = 2048  # bytes; larger requests are refused unparsed
+# The fields each request kind takes, in the order of topics.REQUESTS (a tuple of constants:
+# in flash when frozen).
+_REQUEST_KEYS = (("requestId", "action", "onConflict", "actionId"), ("requestId", "settings"),
+                 ("requestId",), ("requestId", "limit", "ttl", "source"))
+_ACTION_KEYS = ("command", "parameters", "start", "end", "execution")
+_ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:"
+
+
+def _echo(value, depth=2):
+    # A request value made safe to put in a reply: text as text(), containers small and
+    # shallow, anything else None.
+    if value is None or type(value) in (bool, int, float):
+        return value
+    if type(value) is str:
+        return text(value)
+    if depth and type(value) is list and len(value) <= 8:
+        return [_echo(v, depth - 1) for v in value]
+    if depth and type(value) is dict and len(value) <= 8:
+        out = {}
+        for k in value:
+            if text(k, 32):
+                out[k] = _echo(value[k], depth - 1)
+        return out
+    return None
+
+
+def _id_ok(value):
+    if type(value) is not str or not 0 < len(value) <= 64:
+        return False
+    for ch in value:
+        if ch not in _ID_CHARS:
+            return False
+    return True
+
+
+def _position(payload, key, start):
+    at = payload.find(b'"' + key.encode() + b'"', start)
+    return at if at >= 0 else len(payload)
+
+
+def _parse(payload):
+    # The request, or None if it is not JSON or would take a heap's worth of objects.
+    if not shallow(payload):
+        return None
+    try:
+        return json.loads(payload)
+    except Exception:  # any parser complaint: not JSON
+        return None
+
+
+class Api:
+    def __init__(self, agent):
+        self.agent = agent
+
+    def handle(self, kind, payload, now):
+        # One reply for one request on topic `kind`: JSON bytes, or a body that writes
+        # itself where the heap has no room for the text (api_text.json_body).
+        if len(payload) > MAX_PAYLOAD:
+            return self.too_large(kind, now)
+        rid = None
+        req = _parse(payload)
+        if type(req) is not dict:
+            status, body = 400, invalid("payload must be a JSON object" if shallow(payload)
+                                        else "payload holds more than 32 objects and arrays, "
+                                        "or nests them more than 8 deep")
+        elif "requestId" not in req:
+            status, body = 400, invalid("requestId is required")
+        else:
+            rid = text(req["requestId"], 128)
+            if rid is None:
+                status, body = 400, invalid("requestId must be 1-128 printable ASCII characters")
+            else:
+                try:
+                    status, body = self._route(kind, req, payload, now)
+                except Exception as e:  # a bug must not take the agent down with it
+                    print("api: request failed:", repr(e))
+                    status, body = 500, error("INTERNAL_ERROR", "request not processed")
+        return self.reply(kind, rid, status, body, now)
+
+    def too_large(self, kind, now):
+        return self.reply(kind, None, 400, error("INVALID_REQUEST", "payload too large",
+                                                 {"maxBytes": MAX_PAYLOAD}), now)
+
+    def busy(self, kind, payload, now):
+        # Too many requests at once: refused without acting on them, so the sender can
+        # try again; the requestId is read so the refusal can be matched to the request.
+        req = _parse(payload)
+        rid = text(req.get("requestId"), 128) if type(req) is dict else None
+        return self.reply(kind, rid, 429, error("TOO_MANY_REQUESTS", "requests arrive faster "
+                                                "than they are handled; nothing was changed"),
+                          now)
+
+    def reply(self, kind, rid, status, body, now):
+        meta = {"requestId": rid, "status": status,
+                "path": topics.path(self.agent.device_id, kind),
+                "timestamp": self.agent.stamp(now)}
+        if status < 300:
+            out = {"success": True, "data": body, "meta": meta}
+        else:
+            out = {"success": False, "error": body, "meta": meta}
+        return json_body(out)
+
+    def _route(self, kind, req, payload, now):
+        if kind not in topics.REQUESTS:
+            return 400, invalid("unknown request topic")
+        allowed = _REQUEST_KEYS[topics.REQUESTS.index(kind)]
+        for key in req:
+            if key not in allowed:
+                return 400, invalid("unknown field: " + (text(key, 32) or "(not printable)"))
+        if kind == "read":
+            return 200, self.agent.device_read(now, diagnostics=True)
+        if kind == "settings":
+            return self._settings(req.get("settings"), payload, now)
+        if kind == "limit":
+            return self.agent.limits.request(req, now)
+        return self._command(req, now)
+
+    def _settings(self, changes, payload, now):
+        if type(changes) is not dict or not changes:
+            return 400, invalid("settings must be a non-empty object")
+        errors = []  # (status, setting_error)
+        for key in changes:
+            bad = st.check(key, changes[key])
+            if bad:
+                e = bad[1]
+                e["setting"] = text(key, 64) or "(not printable)"
+                if "providedUnit" in e["details"]:
+                    e["details"]["providedUnit"] = _echo(e["details"]["providedUnit"])
+                errors.append(bad)
+        if errors:
+            # MicroPython's dicts forget the request's key order: recover it from the text,
+            # so "the first failing key" means the same on every interpreter.
+            after = payload.find(b'"settings"')
+            errors.sort(key=lambda b: (_position(payload, b[1]["setting"], after),
+                                       b[1]["setting"]))
+            return errors[0][0], refused_settings([b[1] for b in errors])
+        if not self.agent.settings.write(changes, now):
+            return 500, self.agent.storage_error(
+                "flash refused the write: a lower value applies until the next restart, "
+                "anything else is unchanged")
+        data = {"deviceId": self.agent.device_id,
+                "updated": [k for k in st.WRITABLE if k in changes]}
+        s = self.agent.settings
+        if st.CAP in changes and s.per_phase_da(s.cap_w) < pilot.MIN_CURRENT:
+            # Accepted, but a person would wonder why nothing charges: say so.
+            data["note"] = ("max_charge_rate is below the 6 A the pilot can signal: the session "
+                            "is held suspended until it rises")
+        return 200, data
+
+    def _command(self, req, now):
+        action = req.get("action")
+        if type(action) is not dict:
+            return 400, invalid("action must be an object")
+        for key in action:
+            if key not in _ACTION_KEYS:
+                return 400, invalid("unknown action field: " + (text(key, 32) or "(not printable)"))
+        name = action.get("command")
+        if type(name) is not str:
+            return 400, invalid("action.command must be a string")
+        if name not in sl.COMMANDS:
+            return 422, error("UNSUPPORTED_MODE", "unknown command",
+                              {"requested": text(name), "supported": list(sl.COMMANDS[1:])})
+        command = sl.COMMANDS.index(name)
+        params = action.get("parameters")
+        if params is not None and params != {}:
+            return 422, error("UNSUPPORTED_PARAMETER", "commands take no parameters",
+                              {"parameters": _echo(params) if type(params) is dict else None})
+        execution = action.get("execution", "immediate")
+        if action.get("start") is not None or action.get("end") is not None or \
+                execution not in ("immediate", ["immediate"]):
+            return 422, error("EXECUTION_NOT_SUPPORTED", "commands run immediately",
+                              {"supported": ["immediate"]})
+        action_id = req.get("actionId")
+        if action_id is not None and not _id_ok(action_id):
+            return 400, invalid("actionId must be 1-64 letters, digits or _-.:")
+        strategy = req.get("onConflict")
+        if strategy is not None and strategy != STRATEGY:
+            return 422, error("STRATEGY_NOT_SUPPORTED", "unsupported conflict strategy",
+                              {"requested": _echo(strategy), "supported": [STRATEGY]})
+        actions = self.agent.actions
+        if action_id is not None:
+            actions.sync()
+            known = actions.find(action_id)
+            if known is not None:
+                return 202, actions.public(known)
+        return actions.submit(command, action_id, strategy, now)

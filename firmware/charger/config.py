@@ -1,0 +1,168 @@
+# The installation's local config file (written by the installer, never by the network):
+# checked completely at boot, so a mistake is reported at once and the charger stays safe.
+
+_NEEDED = (("device_id", str), ("supply_voltage", (int, float)), ("phases", int),
+           ("max_current", (int, float)))
+# The uplinks by the name the config gives them (`"uplinks": ["mqtt", "ocpp"]`): the module
+# and class runner.serve builds for each (docs/uplinks.md). A new uplink is its module and
+# one entry here. (Tuples of constants: a frozen image keeps them in flash, not the heap.)
+UPLINKS = (("mqtt", "mqtt_uplink", "MqttUplink"), ("ocpp", "ocpp_uplink", "OcppUplink"))
+_OLDER = (("mqtt", ("mqtt",)), ("ocpp", ("ocpp",)), ("both", ("mqtt", "ocpp")))  # older
+
+
+class ConfigError(Exception):
+    pass
+
+
+def check(cfg):
+    # Every problem with an installation config, as sentences; [] if it is usable.
+    if type(cfg) is not dict:
+        return ["the config must be a JSON object"]
+    errors = []
+    names = uplinks(cfg)
+    if type(names) is str:
+        return [names]
+    for key, kind in _NEEDED + ((("broker", str),) if "mqtt" in names else ()):
+        if key not in cfg:
+            errors.append("missing " + key)
+        elif not isinstance(cfg[key], kind) or type(cfg[key]) is bool:
+            errors.append(key + " has the wrong type")
+    if errors:
+        return errors
+    if not 0 < len(cfg["device_id"]) <= 64 or "/" in cfg["device_id"] or "+" in cfg["device_id"] \
+            or "#" in cfg["device_id"]:
+        errors.append("device_id must be 1-64 characters without / + #")
+    if not 100 <= cfg["supply_voltage"] <= 480:
+        errors.append("supply_voltage must be 100-480 V (phase to neutral)")
+    if cfg["phases"] not in (1, 3):
+        errors.append("phases must be 1 or 3")
+    if not 6 <= cfg["max_current"] <= 80:
+        errors.append("max_current must be 6-80 A")
+    if "cable_current" in cfg and not (type(cfg["cable_current"]) is int and
+                                       6 <= cfg["cable_current"] <= 80):
+        errors.append("cable_current must be 6-80 A")
+    if "mqtt" in names:
+        host, _, port = cfg["broker"].rpartition(":")
+        if not host or not port.isdigit():
+            errors.append("broker must be HOST:PORT")
+    if "ocpp" in names:
+        errors.extend(_check_ocpp(cfg.get("ocpp")))
+    if cfg.get("webhook_url") and not cfg.get("webhook_secret"):
+        errors.append("webhook_url needs webhook_secret")
+    if "site" in cfg:
+        errors.extend(_check_site(cfg["site"], cfg["phases"]))
+    if "discovery" in cfg and type(cfg["discovery"]) is not bool:
+        errors.append("discovery must be true or false")
+    prefix = cfg.get("discovery_prefix")
+    if prefix is not None and (type(prefix) is not str or not 0 < len(prefix) <= 64 or
+                               any(ch in prefix for ch in "+#") or prefix.startswith("/")):
+        errors.append("discovery_prefix must be a topic prefix without + or #")
+    for key in ("ca_file", "username", "password", "webhook_url"):
+        if key in cfg and type(cfg[key]) is not str:
+            errors.append(key + " must be a string")
+    if cfg.get("username") and "password" not in cfg:
+        errors.append("username needs password")
+    if str(cfg.get("webhook_url")).startswith("https://") and not cfg.get("ca_file"):
+        errors.append("an https:// webhook_url needs ca_file (the receiver's certificate "
+                      "is checked against it)")
+    return errors
+
+
+def uplinks(cfg):
+    # The names of the uplinks the config asks for, in order (runner.threaded runs the last
+    # in the calling thread), from "uplinks" or the older "uplink" ("mqtt", "ocpp" or
+    # "both"; neither: MQTT); a sentence instead if neither form is right.
+    if "uplinks" in cfg:
+        names = cfg["uplinks"]
+        if "uplink" in cfg:
+            return "give uplinks or the older uplink, not both"
+        if type(names) is not list or not names or \
+                any(uplink(n) is None for n in names) or len(set(names)) != len(names):
+            return "uplinks must list one or more of %s, each once" % ", ".join(
+                u[0] for u in UPLINKS)
+        return names
+    old = cfg.get("uplink", "mqtt")
+    for name, names in _OLDER:
+        if old == name:
+            return list(names)
+    return "uplink must be mqtt, ocpp or both"
+
+
+def uplink(name):
+    # (module, class) of the uplink the config calls `name`, or None.
+    for u in UPLINKS:
+        if u[0] == name:
+            return u[1:]
+    return None
+
+
+def _check_ocpp(o):
+    # The OCPP uplink's block (docs/ocpp.md).
+    if type(o) is not dict:
+        return ["ocpp must be an object with at least url"]
+    errors = []
+    url = o.get("url")
+    if type(url) is not str or not (url.startswith("ws://") or url.startswith("wss://")):
+        errors.append("ocpp.url must be a ws:// or wss:// URL")
+    elif url.startswith("wss://") and not o.get("ca_file"):
+        errors.append("a wss:// ocpp.url needs ocpp.ca_file (the CSMS's certificate is "
+                      "checked against it)")
+    for key, limit in (("password", 40), ("id_tag", 20), ("ca_file", 128)):
+        v = o.get(key)
+        if v is not None and (type(v) is not str or not 0 < len(v) <= limit):
+            errors.append("ocpp.%s must be a string of 1-%d characters" % (key, limit))
+    t = o.get("timeout", 30)
+    if type(t) is not int or not 1 <= t <= 300:
+        errors.append("ocpp.timeout must be 1-300 s")
+    return errors
+
+
+def _check_site(site, charger_phases):
+    # docs/site.md's configuration (the installer's; read-only over the network).
+    if type(site) is not dict:
+        return ["site must be an object"]
+    errors = []
+    if type(site.get("id")) is not str or not 0 < len(site["id"]) <= 32 or \
+            any(ch in site["id"] for ch in "/+#"):
+        errors.append("site.id must be 1-32 characters without / + #")
+    for key, lo, hi, needed in (("fuse_current", 6, 1000, True), ("margin_current", 0, 100, False),
+                                ("fallback_current", 0, 80, False),
+                                ("meter_timeout_s", 1, 3600, False)):
+        v = site.get(key)
+        if v is None and not needed:
+            continue
+        if type(v) not in (int, float) or not lo <= v <= hi:
+            errors.append("site.%s must be a number %s-%s" % (key, lo, hi))
+    phases = site.get("phases", [1])
+    if type(phases) is not list or len(phases) != charger_phases or \
+            any(p not in (1, 2, 3) for p in phases) or len(set(phases)) != len(phases):
+        errors.append("site.phases must list the site phase (1-3) of each of the charger's "
+                      "%d phase(s)" % charger_phases)
+    return errors
+
+
+def read(path):
+    # The raw config, or None if there is none to read (for a fail-safe with what is known).
+    import json
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def load(path, extra_check=None):
+    import json
+    try:
+        with open(path) as f:
+            cfg = json.load(f)
+    except OSError:
+        raise ConfigError(path + " not found: copy config.example.json, fill it in, deploy")
+    except ValueError:
+        raise ConfigError(path + " is not valid JSON")
+    errors = check(cfg)
+    if not errors and extra_check:
+        errors = extra_check(cfg)
+    if errors:
+        raise ConfigError(path + ": " + "; ".join(errors))
+    return cfg

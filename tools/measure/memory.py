@@ -1,0 +1,233 @@
+"""make bench: the agent's memory and flash footprint (docs/performance.md), for each way the
+agent runs here (tools/paths.py BUILDS): the heap its imports take, module by module; its live
+heap after wiring and connecting and at the peak of a long session; the smallest -X heapsize
+a session passes at; its allocations per control tick; and the .mpy bytes make deploy puts on
+an ESP32. The figures come from the on-device probes (tools/measure/probes/) run under each
+micropython; rows() and its neighbours turn them into make bench's table rows.
+"""
+import glob
+import json
+import os
+import re
+import subprocess
+import tempfile
+
+from tools.device import manifest, unix32
+from tools.device.deploy import build_tree, sources as deploy_sources
+from tools.paths import AGENT_MANIFEST, BOARDS, MPY_LIB, ROOT, micropython
+
+# (build, what it is, what to compare its peak and its smallest heap with): the rows of
+# the memory figures. The wheel cannot have the agent frozen (it is a prebuilt binary).
+MEMORY_BUILDS = (
+    ("wheel", "64-bit wheel, .mpy in heap",
+     "64-bit objects (twice an ESP32's) and the bytecode in the heap", "the old figures"),
+    ("unix32-mpy", "32-bit v1.28.0, .mpy in heap",
+     "an ESP32 running make deploy's .mpy", "an ESP32 heap starts at 56K"),
+    ("unix32", "32-bit v1.28.0, frozen",
+     "an ESP32 image with the agent frozen: target <= 24 KB", "target: passes at 40K"))
+
+
+HEAP_SIZES = list(range(16, 129, 4))  # KB: the smallest passing heap is searched in these
+
+
+TARGET_HEAP = ("unix32", "40K")  # the long session runs again at this heap, no growth
+
+
+def module_names():
+    """The modules the simulated agent imports (ssl only with TLS), each after the modules
+    it imports, so that the import probe charges each module with its own cost."""
+    entries = manifest.files(AGENT_MANIFEST) + [
+        manifest.Entry(os.path.join(BOARDS, "sim", n + ".py"), n + ".py", None, None)
+        for n in ("sim_board", "sim_link")]
+    deps = {}
+    for e in entries:
+        name = os.path.splitext(e.target)[0].replace("/__init__", "").replace("/", ".")
+        with open(e.source) as f:
+            deps[name] = set(re.findall(r"^\s*(?:import|from)\s+([\w.]+)", f.read(), re.M))
+    deps.pop("ssl")
+    order = []
+    while len(order) < len(deps):
+        ready = sorted(n for n in deps if n not in order and deps[n] & set(deps) <= set(order))
+        order += ready or sorted(set(deps) - set(order))[:1]  # a cycle: break it anywhere
+    return order
+
+
+def probe(build, script, *args, heapsize="256K", timeout=900):
+    exe, env = micropython(build)
+    out = subprocess.run(exe + ["-X", "heapsize=" + heapsize,
+                                os.path.join(ROOT, "tools", "measure", "probes", script), *args],
+                         env=env, capture_output=True, text=True, timeout=timeout)
+    if out.returncode:
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def session(build, broker, size, hours, log=None):
+    """The heap probe's figures if its session passed (no MemoryError, one MQTT connection
+    throughout, the last cap applied), else None; `log` gets (size, why) for every session."""
+    exe, env = micropython(build)
+    with tempfile.TemporaryDirectory(prefix="bench-heap-") as state:
+        out = subprocess.run(exe + ["-X", "heapsize=" + size, os.path.join(
+            ROOT, "tools", "measure", "probes", "heap_probe.py"), broker.address, str(hours),
+            state], env=env, capture_output=True, text=True, timeout=900)
+    lines = (out.stdout + out.stderr).strip().splitlines()
+    r = json.loads(lines[-1]) if out.returncode == 0 and lines else None
+    if r is not None:
+        # The live figures count the interpreter and the agent, not the probe's bytecode
+        # (2.3 KB on the 32-bit build): a board runs a frozen main, not a script in RAM.
+        # The probe's own part: its live heap at its first line less a one-line script's.
+        bare = subprocess.run(exe + ["-X", "heapsize=" + size, "-c",
+                                     "import gc;gc.collect();print(gc.mem_alloc())"],
+                              env=env, capture_output=True, text=True, timeout=60)
+        r["probe_code"] = r["script"] - int(bare.stdout)
+        for figures in (r, r["stages"]):
+            for k in ("peak_live", "imported", "wired", "connected"):
+                if k in figures:
+                    figures[k] -= r["probe_code"]
+    if r is None:
+        why = lines[-1] if lines else "exit %d" % out.returncode  # e.g. MemoryError
+    elif r["connects"] != 1:
+        why = "%d MQTT connections" % r["connects"]
+    elif r["final_cap_w"] != r["expected_cap_w"]:
+        why = "last cap %d W, not %d W" % (r["final_cap_w"], r["expected_cap_w"])
+    else:
+        why = "passed"
+    if log is not None:
+        log.append((size, why))
+    return r if why == "passed" else None
+
+
+def heap(build, broker, hours, search_hours, log):
+    """The long session at 256K, and the smallest -X heapsize (KB) that passes shorter ones."""
+    full = session(build, broker, "256K", hours, log)
+    lo, hi = 0, len(HEAP_SIZES) - 1
+    while lo < hi:  # smallest passing size, by bisection
+        mid = (lo + hi) // 2
+        if session(build, broker, "%dK" % HEAP_SIZES[mid], search_hours, log):
+            hi = mid
+        else:
+            lo = mid + 1
+    smallest = (HEAP_SIZES[lo] if session(build, broker, "%dK" % HEAP_SIZES[lo], search_hours,
+                                          log) else None)
+    return full, smallest
+
+
+def memory(broker, hours, search_hours):
+    """{build: figures} for MEMORY_BUILDS, or {build: {"skipped": why}}."""
+    out = {}
+    for build, what, _, _ in MEMORY_BUILDS:
+        if build != "wheel":
+            try:
+                unix32.build()
+            except (unix32.Unavailable, unix32.BuildError) as e:
+                out[build] = {"skipped": str(e)}
+                continue
+        print("bench: heap and allocations, %s (%g h session, size search) ..." % (what, hours),
+              flush=True)
+        alloc = probe(build, "alloc_probe.py", "-", "5000", heapsize="256K")
+        imports = probe(build, "import_probe.py", *module_names())
+        log = []  # every heap session: (size, "passed" or why not)
+        full, smallest = heap(build, broker, hours, search_hours, log)
+        out[build] = {"alloc": alloc, "imports": imports, "heap": full,
+                      "smallest_heap_k": smallest, "sessions": log}
+        if build == TARGET_HEAP[0]:
+            out[build]["at_target"] = session(build, broker, TARGET_HEAP[1], hours, log)
+    return out
+
+
+def rows(mem, hours, search_hours):
+    rows = []
+    for build, what, live_vs, smallest_vs in MEMORY_BUILDS:
+        m = mem[build]
+        if "skipped" in m:
+            rows.append(("heap and allocations, %s" % what, "skipped: " + m["skipped"], ""))
+            continue
+        full, smallest = m["heap"], m["smallest_heap_k"]
+        steady = [r for r in m["alloc"] if r["state"] != "calibration"] if m["alloc"] else []
+        top = sorted(m["imports"] or [], key=lambda r: -r[1])[:3]
+        rows += [
+            ("heap, %s: importing the agent" % what,
+             "%.1f KB (largest: %s)" % (sum(r[1] for r in m["imports"]) / 1024, ", ".join(
+                 "%s %.1f" % ("+".join(r[2]), r[1] / 1024) for r in top))
+             if m["imports"] else "FAILED", "modules and what they loaded, in KB"),
+            ("heap, %s: live after imports / wiring / connect" % what,
+             "%.1f / %.1f / %.1f KB" % tuple(full["stages"][k] / 1024 for k in (
+                 "imported", "wired", "connected")) if full else "FAILED",
+             "the code, the agent's objects, the MQTT session (not the probe's bytecode)"),
+            ("heap, %s: peak live, %g h session" % (what, hours),
+             "%.1f KB live after collect (%.1f KB sampled with garbage)" % (
+                 full["peak_live"] / 1024, full["peak_alloc"] / 1024) if full else "FAILED",
+             live_vs),
+            ("heap, %s: smallest -X heapsize passing" % what,
+             "%sK (%g h sessions)" % (smallest, search_hours) if smallest
+             else "none up to %dK" % HEAP_SIZES[-1], smallest_vs),
+        ] + ([("heap, %s: %g h session at -X heapsize=%s" % (what, hours, TARGET_HEAP[1]),
+               "passes, %.1f KB live peak" % (m["at_target"]["peak_live"] / 1024)
+               if m["at_target"] else "FAILED",
+               "the target heap, no growth")] if "at_target" in m else []) + [
+            ("allocations per control tick, %s" % what,
+             "%g bytes (%d bytes over %d ticks in %d states)" % (
+                 sum(r["bytes"] for r in steady) / (steady[0]["ticks"] * len(steady)),
+                 sum(r["bytes"] for r in steady), steady[0]["ticks"], len(steady))
+             if steady else "FAILED", "target 0"),
+        ]
+    return rows
+
+
+def tick_row(mem):
+    """The control tick's cost on the wheel's micropython, from its allocation probe."""
+    steady = [r for r in mem["wheel"]["alloc"] if r["state"] != "calibration"]
+    return ("control tick cost (unix port)", "%.1f us mean (worst state %.1f us)" % (
+        sum(r["us_per_tick"] for r in steady) / len(steady),
+        max(r["us_per_tick"] for r in steady)), "tick period 10 000 us")
+
+
+OCPP_MODULES = ("ocpp_", "ws_client", "isotime")  # the OCPP uplink's modules, by name
+
+
+def footprint():
+    """(agent and board, of which the OCPP uplink, micropython-lib) bytes of .mpy in the
+    ESP32 deploy tree."""
+    libs = {os.path.splitext(e.target)[0] + ".mpy" for e in deploy_sources("esp32")
+            if e.source.startswith(MPY_LIB)}
+    ours = ocpp = theirs = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        build_tree(tmp, "esp32", None, "xtensawin")
+        lib = os.path.join(tmp, "lib")
+        for f in glob.glob(os.path.join(lib, "**", "*.mpy"), recursive=True):
+            size = os.path.getsize(f)
+            if os.path.relpath(f, lib) in libs:
+                theirs += size
+            else:
+                ours += size
+                ocpp += size if os.path.basename(f).startswith(OCPP_MODULES) else 0
+    return ours, ocpp, theirs
+
+
+def footprint_row(ours, ocpp_code, theirs):
+    return ("flash footprint (.mpy of make deploy)", "%.1f KB agent and board (%.1f KB without "
+            "the OCPP uplink's %.1f KB), %.1f KB micropython-lib" % (
+                ours / 1024, (ours - ocpp_code) / 1024, ocpp_code / 1024, theirs / 1024),
+            "target < 64 KB, set before OCPP (docs/performance.md); the v1.28.0 image freezes "
+            "the same micropython-lib (imported first)")
+
+
+def meter_poll_cost():
+    """The Modbus meter poll on make unix32's build (probes/meter_probe.py) against the
+    bench's meter, an SDM630 (floats: its energy is the one value that costs a big integer)."""
+    from tools.bench.meter_peer import MeterPeer
+    peer = MeterPeer("SDM630", 11).start()
+    try:
+        peer.set([160, 158, 161], 11040, 1234500)
+        return probe("unix32", "meter_probe.py", str(peer.port), "SDM630", "11", "100")
+    finally:
+        peer.close()
+
+
+def meter_row(meter):
+    return ("meters: Modbus poll, 32-bit v1.28.0, frozen (SDM630, 3 reads)",
+            "%.1f KB imported, %.1f KB a bus and its meter; %d B garbage per poll; %.1f ms per "
+            "poll on the bench (%.2f ms of its own work)" % (
+                meter["imported"] / 1024, meter["built"] / 1024, meter["poll_garbage"],
+                meter["poll_ms"], meter["poll_cpu_ms"]) if meter else "FAILED",
+            "off the control tick; 9600 baud adds ~70 ms on the wire (docs/meters.md)")
