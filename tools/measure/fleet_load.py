@@ -161,7 +161,11 @@ class Hooks:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
-                evt = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                try:
+                    evt = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                except ValueError:  # cut off: its sender was killed mid-request (the
+                    self.close_connection = True  # failover run); another sends it again
+                    return
                 with outer.lock:
                     outer.ids.append(evt["id"])
                     outer.done.setdefault(evt["data"].get("actionId"), time.perf_counter())
