@@ -20,6 +20,10 @@ from tools.paths import ROOT
 class Replica(Cloud):
     """One replica of the service (cloud_kit.Cloud) on a database URL; its log in log_dir."""
 
+    # Two or three start at once (replicas() below), each importing the service and
+    # migrating: on 2 shared cores under load that took over 30 s.
+    START_S = 90
+
     def __init__(self, broker, url, log_dir, *extra):
         super().__init__(broker, url, *extra)
         self.log_dir = str(log_dir)
