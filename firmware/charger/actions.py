@@ -84,6 +84,13 @@ class Actions:
                 return a
         return None
 
+    def get(self, action_id):
+        # The action as it stands (public fields), or None: GET /actions/{id}. Under the
+        # slot's lock, which the worker holds while it ends an action.
+        with self.slot.lock:
+            a = self.find(action_id)
+            return None if a is None else self.public(a)
+
     def submit(self, command, action_id, strategy, now):
         # (status, action) or (status, error) per the one-slot rules. The action is in
         # flash before this returns 202; if flash refuses it, nothing changes.
@@ -117,11 +124,14 @@ class Actions:
                 self._emit_terminal(cur)
             s.start(command, now, s.control.paused)
             self.current = action
+            # Still under the lock: a command from another uplink (OCPP's remote start
+            # beside an MQTT or HTTP command) journals this one with its own.
+            self.recent.append(action)
+            if len(self.recent) > _REMEMBERED:
+                self.recent.pop(0)
+            reply = self.public(action)
         ag.persist_pause()  # the journal already holds the pause; this is the quick copy
-        self.recent.append(action)
-        if len(self.recent) > _REMEMBERED:
-            self.recent.pop(0)
-        return 202, self.public(action)
+        return 202, reply
 
     # -- the worker
     def sync(self):

@@ -17,7 +17,7 @@ import slot as sl
 from actions import Actions, STRATEGY
 from energy import Energy
 from api import Api
-from api_text import error, json_bytes
+from api_text import JsonBody, error, json_bytes
 from outbox import Outbox
 from isotime import iso
 import topics
@@ -108,6 +108,12 @@ class Agent:
     def handle(self, kind, payload, now):
         return self.api.handle(kind, payload, now)
 
+    def request(self, kind, body, rid, now):
+        return self.api.request(kind, body, rid, now)
+
+    def action(self, action_id):
+        return self.api.action(action_id)
+
     def too_large(self, kind, now):
         return self.api.too_large(kind, now)
 
@@ -153,9 +159,10 @@ class Agent:
         self._reported = None
 
     def state_report(self, now):
+        # A JsonBody: the uplink writes its text as it is produced, never whole.
         self.seq += 1
-        return json_bytes({"success": True, "data": self.device_read(now),
-                           "meta": {"timestamp": self.stamp(now), "seq": self.seq}})
+        return JsonBody({"success": True, "data": self.device_read(now),
+                         "meta": {"timestamp": self.stamp(now), "seq": self.seq}})
 
     # -- events
     def settings_reverted(self, reason):
@@ -261,7 +268,7 @@ class Agent:
                 "eventsDropped": self.outbox.dropped + self.ring.dropped,
                 "retainedRequests": self.retained_requests,
                 "flashWrites": self.persist.writes,
-                "flashWritesByKey": self.persist.by_key}
+                "flashWritesByKey": dict(self.persist.by_key)}  # a copy: a snapshot
 
 
 def _cause(code):

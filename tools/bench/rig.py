@@ -22,6 +22,16 @@ TICK_MS = sim_board.Board.TICK_MS
 UNIX_BASE_MS = 1795478400000  # 2026-11-24T00:00:00Z at bench time 0
 
 
+def text(payload):
+    """A published payload's bytes: as they are, or a body that writes itself
+    (api_text.JsonBody: every reply and state report) written out."""
+    if hasattr(payload, "write_to"):
+        out = io.BytesIO()
+        payload.write_to(out)
+        return out.getvalue()
+    return bytes(payload)
+
+
 class Rig:
     """Bench stepping shared by both rigs; subclasses run the firmware's tick."""
 
@@ -107,10 +117,7 @@ class Rig:
             self._deliver(topic, bytes(payload))
 
     def _record(self, topic, payload, retain):
-        if hasattr(payload, "write_to"):  # a reply in pieces (api_text.JsonBody)
-            out = io.BytesIO()
-            payload.write_to(out)
-            payload = out.getvalue()
+        payload = text(payload)
         if self.on_publish:
             self.on_publish(topic, bytes(payload), retain)
         try:
