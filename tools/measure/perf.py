@@ -20,7 +20,8 @@ import tempfile
 
 from tools.bench import children
 from tools.bench.broker import Broker
-from tools.measure import cloud, latency, memory, meters, ocpp_heap, ota, site_day, wear
+from tools.measure import (cloud, fleet, latency, memory, meters, ocpp_heap, ota, site_day,
+                           wear)
 from tools.paths import BUILD, ROOT, micropython
 
 
@@ -93,6 +94,9 @@ def main(argv=None):
     print("bench: a site day (3 chargers, %d bench minutes) ..." % (site_day.DAY_MS // 60000),
           flush=True)
     site, site_rows, _ = site_day.run(quiet=True)
+    print("bench: the cloud at scale (tools/measure/fleet.py: 10,000 chargers, 1-3 replicas, "
+          "failover; a few minutes) ...", flush=True)
+    fleet_rows, fleet_raw = fleet.run(sub("fleet"))
     print("bench: OTA manifest verification ...", flush=True)
     verify = ota.verify_cost()
     print("bench: a whole OTA update, 32-bit frozen; its flash wear ...", flush=True)
@@ -116,7 +120,7 @@ def main(argv=None):
             ota.wear_row(update_wear),
         ] + meters.rows(meter_poll, meter_tick) + wear_rows + [
             ("site: " + r[0], r[1], r[2] + ("" if r[3] else ": MISSED")) for r in site_rows] + [
-            (r[0], r[1], r[2] + ("" if r[3] else ": MISSED")) for r in cloud_rows]
+            (r[0], r[1], r[2] + ("" if r[3] else ": MISSED")) for r in cloud_rows] + fleet_rows
     info = machine()
     info["broker"] = broker.kind
     print("\nmachine: %s (%d cores), Python %s; micropython: wheel %s, unix32 %s; broker: %s"
@@ -139,8 +143,8 @@ def main(argv=None):
                                 "micropython_lib": theirs}, "site_day": site,
             "cloud": cloud_raw, "ota_verify": verify,
             "ota_update": {str(k): v for k, v in update.items()},
-            "ota_wear": update_wear, "meter_poll": meter_poll, "meter_tick": meter_tick}},
-                  f, indent=1)
+            "ota_wear": update_wear, "meter_poll": meter_poll, "meter_tick": meter_tick,
+            "fleet": fleet_raw}}, f, indent=1)
     print("\nwritten to %s" % os.path.relpath(a.out, ROOT))
     return 0
 
