@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from conftest import plug as plug_rig
 from e2e import Charger, HttpApi, InProcessSim, online, wait_for
 from tools.bench.broker import free_port
 
@@ -297,3 +298,23 @@ def test_a_write_naming_hundreds_of_settings_is_refused_without_a_heap_of_errors
     after = api.read()
     assert after["settings"] == before["settings"]
     assert sim.sim.agent.proc.poll() is None
+
+
+@pytest.mark.parametrize("uplinks", [["http"], ["mqtt", "http"]])
+def test_a_charger_without_a_broker_takes_every_command(make_rig, uplinks):
+    # A charger on HTTP (or OCPP) alone has no uplink that publishes events. Each action's
+    # end still waited in the outbox for a publisher that never came, so after the fourth
+    # the slot's gate said 429 TOO_MANY_REQUESTS to every command, for good (a restart
+    # kept them in the journal). Without a publisher nothing waits; with MQTT the events
+    # are published as before.
+    rig = make_rig(uplinks=uplinks)
+    plug_rig(rig)
+    for i in range(5):  # the fifth was the first refused
+        reply = rig.command(("idle", "charge")[i % 2], actionId="act_%d" % i)
+        assert reply["meta"]["status"] == 202, (i, reply)
+        rig.run(3000)  # it ends (the vehicle follows the pilot)
+    rig.power_cut()
+    rig.boot()
+    assert rig.command("idle")["meta"]["status"] == 202
+    ended = [e for e in rig.events() if e["type"].startswith("push.")]
+    assert len(ended) == (5 if "mqtt" in uplinks else 0), ended

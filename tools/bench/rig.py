@@ -37,7 +37,7 @@ class Rig:
 
     def __init__(self, state_dir, voltage=230, phases=1, max_current=32, device_id="charger-1",
                  cable_current=None, default_kw=None, metered=True, site=None,
-                 clock_ms=UNIX_BASE_MS):
+                 clock_ms=UNIX_BASE_MS, uplinks=None):
         self.state_dir = state_dir
         # The board's wall clock: Unix ms at bench time 0, or None for a board whose clock
         # was never set (an ESP32 whose NTP failed). A site's chargers may each differ.
@@ -50,6 +50,8 @@ class Rig:
             self.config["cable_current"] = cable_current
         if default_kw is not None:
             self.config["default_max_charge_rate"] = default_kw
+        if uplinks:  # the config's names (config.uplinks: MQTT where none are given)
+            self.config["uplinks"] = uplinks
         self.bench = Bench(voltage=voltage, phases=phases)
         self.prefix = topics.base(None, device_id)
         self.published = []  # (topic, payload dict or str, retain)
