@@ -318,3 +318,33 @@ def test_a_charger_without_a_broker_takes_every_command(make_rig, uplinks):
     assert rig.command("idle")["meta"]["status"] == 202
     ended = [e for e in rig.events() if e["type"].startswith("push.")]
     assert len(ended) == (5 if "mqtt" in uplinks else 0), ended
+
+
+def test_the_esp32_board_on_http_alone_takes_every_command(tmp_path, mpy_dir):
+    # The same on the ESP32 board module (its main, runner and threads, with the stand-ins
+    # of test_esp32_board), the HTTP front its only uplink: before, commands 1-4 were 202
+    # and every one after them 429 TOO_MANY_REQUESTS.
+    from test_esp32_board import boot, config, stop
+    port = free_port()
+    cfg = config(None, uplinks=["http"], http={"token": TOKEN, "port": port,
+                                               "host": "127.0.0.1"})
+    del cfg["broker"]
+    proc, _ = boot(tmp_path, cfg, ev="B")
+    api = HttpApi(port, TOKEN, "esp-1")
+    try:
+        wait_for(lambda: _answers(api), 30)
+        for i in range(6):
+            status, _, body = api.call("POST", api.path, {
+                "action": {"command": ("idle", "charge")[i % 2]},
+                "onConflict": "cancel_and_replace"})
+            assert status == 202, (i, body)
+            time.sleep(1)  # it ends
+    finally:
+        stop(proc)
+
+
+def _answers(api):
+    try:
+        return api.call("GET", api.path, timeout=2)[0] == 200
+    except OSError:
+        return False
