@@ -50,7 +50,8 @@ class Rig:
             self.config["cable_current"] = cable_current
         if default_kw is not None:
             self.config["default_max_charge_rate"] = default_kw
-        if uplinks:  # the config's names (config.uplinks: MQTT where none are given)
+        if uplinks:  # config.uplinks' names (MQTT where none are given); a ProcessRig's
+            # sim_main.py then runs them, in threads, from the config's blocks
             self.config["uplinks"] = uplinks
         self.bench = Bench(voltage=voltage, phases=phases)
         self.prefix = topics.base(None, device_id)
