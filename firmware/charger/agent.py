@@ -5,6 +5,7 @@
 import os
 import _thread
 from micropython import const
+import config
 import control as ctl
 import persist as ps
 import pilot
@@ -48,6 +49,10 @@ class Agent:
         self.energy = Energy(self.persist, self.control)
         self.api = Api(self)
         self.outbox = Outbox()
+        # Without an uplink that publishes events (a charger on HTTP or OCPP alone) none is
+        # queued: an action's end, never published, held the slot's gate shut (429 for
+        # every command after the fourth, for good).
+        self.carried = config.carries_events(cfg)
         self.meters = None  # the Modbus meters (meter_watch.py), where the config has them
         if cfg.get("meters"):
             from meter_watch import MeterWatch
@@ -231,7 +236,10 @@ class Agent:
     def emit(self, kind, data, event_id=None, action_id=None):
         evt = {"id": event_id or self.new_id("evt_"), "type": kind,
                "timestamp": self.stamp(self.board.now_ms()), "data": data}
-        self.outbox.put(json_bytes(evt), action_id)
+        if self.carried:
+            self.outbox.put(json_bytes(evt), action_id)
+        elif action_id:  # its end has no one to wait for
+            self.actions.published(action_id)
         if self.on_event:
             self.on_event(evt)
 

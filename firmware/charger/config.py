@@ -8,6 +8,9 @@ _NEEDED = (("device_id", str), ("supply_voltage", (int, float)), ("phases", int)
 # one entry here. (Tuples of constants: a frozen image keeps them in flash, not the heap.)
 UPLINKS = (("mqtt", "mqtt_uplink", "MqttUplink"), ("ocpp", "ocpp_uplink", "OcppUplink"),
            ("http", "http_uplink", "HttpUplink"))
+# The uplinks that publish the agent's events (agent.flush): without one of them an event
+# has no one to wait for (HTTP and OCPP carry none of the API's events).
+EVENTS = ("mqtt",)
 HTTP_PORT = 80  # the HTTP front's port when http.port is not given
 TOKEN_MIN = 16  # characters of http.token, at least (http.md)
 _OLDER = (("mqtt", ("mqtt",)), ("ocpp", ("ocpp",)), ("both", ("mqtt", "ocpp")))  # older
@@ -100,6 +103,14 @@ def uplinks(cfg):
         if old == name:
             return list(names)
     return "uplink must be mqtt, ocpp or both"
+
+
+def carries_events(cfg):
+    # Whether an uplink the (checked) config names publishes the agent's events.
+    for name in uplinks(cfg):
+        if name in EVENTS:
+            return True
+    return False
 
 
 def brokers(cfg):

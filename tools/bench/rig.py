@@ -39,7 +39,8 @@ class Rig:
 
     def __init__(self, state_dir, voltage=230, phases=1, max_current=32, device_id="charger-1",
                  cable_current=None, default_kw=None, metered=True, site=None,
-                 clock_ms=UNIX_BASE_MS, ota=None, meters=None, meter_period_ms=None):
+                 clock_ms=UNIX_BASE_MS, ota=None, meters=None, meter_period_ms=None,
+                 uplinks=None):
         """ota: updates over the air, {"keys": [...]} (docs/ota.md); meters: {"ev": model,
         "mains": model}, the Modbus meters on the board's bus (the bench's pymodbus peers);
         the mains meter reads `household` (A per site phase) plus this charger's own draw on
@@ -58,6 +59,9 @@ class Rig:
             self.config["cable_current"] = cable_current
         if default_kw is not None:
             self.config["default_max_charge_rate"] = default_kw
+        if uplinks:  # config.uplinks' names (MQTT where none are given); a ProcessRig's
+            # sim_main.py then runs them, in threads, from the config's blocks
+            self.config["uplinks"] = uplinks
         self.bench = Bench(voltage=voltage, phases=phases, meters=meters)
         self.config.update(self.bench.meters_config())
         if meter_period_ms:
