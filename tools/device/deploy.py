@@ -115,6 +115,22 @@ def load_config(path, board):
     return cfg
 
 
+def fronts(cfg):
+    """What the checked config connects the charger to, in a few words: each uplink it
+    names (MQTT's broker, OCPP's central system, the HTTP front's port)."""
+    conf = _load("_deploy_firmware_config", firmware_sources()["config"])
+    words = []
+    for name in conf.uplinks(cfg):
+        if name == "mqtt":
+            words.append("broker %s%s" % (cfg["broker"], ", TLS with %s" % cfg["ca_file"]
+                                          if cfg.get("ca_file") else ""))
+        elif name == "ocpp":
+            words.append("OCPP %s" % cfg["ocpp"]["url"])
+        elif name == "http":
+            words.append("HTTP front on port %d" % cfg["http"].get("port", conf.HTTP_PORT))
+    return "; ".join(words)
+
+
 def named_files(cfg, config_path):
     """{path on the board: file here} for every `*_file` key (at the top or in a block such as
     `ocpp`): found beside the config; a CA (`ca_file`) must hold a certificate."""
@@ -321,9 +337,8 @@ def main(argv=None):
         if a.config:
             cfg = load_config(a.config, a.board)
             files = named_files(cfg, a.config)
-            print("deploy: config %s: device %s, broker %s%s" % (
-                a.config, cfg["device_id"], cfg["broker"],
-                ", TLS with %s" % cfg["ca_file"] if cfg.get("ca_file") else ""))
+            print("deploy: config %s: device %s, %s" % (a.config, cfg["device_id"],
+                                                         fronts(cfg)))
         if a.dry_run:
             written = write_dry_run(a.dry_run, a.board, a.config, a.march, files, a.force)
             print("deploy: tree written to %s: %s" % (a.dry_run, describe(written, a.config,
