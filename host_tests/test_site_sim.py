@@ -7,18 +7,11 @@ import threading
 import paho.mqtt.client as mqtt
 import pytest
 
-from e2e import Broker, Charger, HttpApi, launch, online, stop
+from e2e import Charger, HttpApi, launch, online, stop
 from tools.bench.broker import free_port
 from tools.bench.sim import parse
 
 TOKEN = "site-test-token-0123456789"
-
-
-@pytest.fixture
-def broker():
-    b = Broker(Broker.preferred()).start()
-    yield b
-    b.stop()
 
 
 class Site:
