@@ -47,7 +47,7 @@ class Agent:
         self.actions = Actions(self, self.slot, self.persist)
         self.energy = Energy(self.persist, self.control)
         self.api = Api(self)
-        self.outbox = Outbox()
+        self.outbox = Outbox()  # None once no uplink publishes events (events_carried)
         self.on_event = None  # f(event dict): the webhook queue, where one is configured
         self.duties = []  # f(now): an uplink's local work, run by the worker after ours
         self.seq = 0
@@ -206,9 +206,30 @@ class Agent:
     def emit(self, kind, data, event_id=None, action_id=None):
         evt = {"id": event_id or self.new_id("evt_"), "type": kind,
                "timestamp": self.stamp(self.board.now_ms()), "data": data}
-        self.outbox.put(json_bytes(evt), action_id)
+        if self.outbox is not None:
+            self.outbox.put(json_bytes(evt), action_id)
+        elif action_id:  # no uplink to wait for: the action's end is delivered as it is
+            self.actions.published(action_id)
         if self.on_event:
             self.on_event(evt)
+
+    def events_carried(self, carried):
+        # Whether an uplink publishes events (MQTT does; the HTTP front and OCPP have no
+        # way to). Without one nothing is kept for it: an event goes to the webhooks, if
+        # any, and an action's end counts as delivered at once, what is waiting included.
+        # Before, a charger with no broker kept 16 events in its heap for good and its
+        # journal every command's end: at 56K the fourth command over HTTP found no heap
+        # for the journal (500 STORAGE_FAILED), and past three a command got 429.
+        if carried or self.outbox is None:
+            return
+        while True:
+            item = self.outbox.first()
+            if item is None:
+                break
+            self.outbox.done(item)
+            if item[1]:
+                self.actions.published(item[1])
+        self.outbox = None
 
     def new_id(self, prefix):
         self._ids += 1
@@ -265,7 +286,8 @@ class Agent:
                          "to": ctl.MODE_NAMES[to], "cause": _cause(cause)})
         return {"mode": ctl.MODE_NAMES[self.control.mode], "transitions": rows,
                 "maxTickGapMs": self.control.max_gap_ms,
-                "eventsDropped": self.outbox.dropped + self.ring.dropped,
+                "eventsDropped": self.ring.dropped + (
+                    0 if self.outbox is None else self.outbox.dropped),
                 "retainedRequests": self.retained_requests,
                 "flashWrites": self.persist.writes,
                 "flashWritesByKey": dict(self.persist.by_key)}  # a copy: a snapshot

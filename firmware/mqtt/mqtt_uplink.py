@@ -39,6 +39,8 @@ def _no_delay(sock):
 
 
 class MqttUplink:
+    carries_events = True  # it publishes the agent's events (runner.carry_events)
+
     def __init__(self, cfg, board, agent):
         host, _, port = cfg["broker"].rpartition(":")
         self.host = host

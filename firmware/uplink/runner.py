@@ -98,6 +98,7 @@ def serve(agent, board):
     for name in config.uplinks(cfg):  # all built before the loops start: OCPP holds
         module, cls = config.uplink(name)  # current until a transaction is authorized
         uplinks.append(getattr(__import__(module), cls)(cfg, board, agent))
+    carry_events(agent, uplinks)
     hooks = None
     if cfg.get("webhook_url"):
         from webhook import Webhooks
@@ -105,6 +106,12 @@ def serve(agent, board):
                          ca_file=cfg.get("ca_file"))
         agent.on_event = hooks.offer
     threaded(agent, board, uplinks, hooks)
+
+
+def carry_events(agent, uplinks):
+    # Events are kept for publishing only where an uplink publishes them (`carries_events`:
+    # MQTT); Agent.events_carried says what happens without one.
+    agent.events_carried(any(getattr(u, "carries_events", False) for u in uplinks))
 
 
 def site_balancer(agent, cfg):

@@ -109,6 +109,7 @@ if "mqtt" in names:
     mqtt = MqttUplink(cfg, board, agent)  # with Home Assistant discovery, as configured
 if "http" in names:
     http = HttpUplink(cfg, board, agent)
+runner.carry_events(agent, [u for u in (mqtt, http) if u])
 stages["wired"] = live()
 _thread.start_new_thread(runner.worker_loop, (agent, board))
 for uplink in (mqtt, http):
