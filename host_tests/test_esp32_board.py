@@ -144,6 +144,8 @@ def test_an_image_serves_the_http_front_with_no_broker(tmp_path, esp32_image):
         assert status == 200 and body["data"]["updated"] == ["max_charge_rate"], body
         time.sleep(0.5)
         assert api.read()["settings"]["max_charge_rate"]["value"] == 2.3
+        duties = [int(e[2]) for e in read_log(log) if e[0] == "pwm" and e[1] == "25"]
+        assert duties[-1] == 10922, duties  # 2.3 kW -> 10 A -> 16.666 % of 65535
         # Commands, more than the journal's three unpublished ends: with no broker nothing
         # will ever publish their events, so none waits for it. Before, the fourth got 429
         # TOO_MANY_REQUESTS for good, and 16 events nobody could take filled the heap.
@@ -157,8 +159,6 @@ def test_an_image_serves_the_http_front_with_no_broker(tmp_path, esp32_image):
     finally:
         out = stop(proc)
     assert "evse: esp-1 up" in out and "http: listening on 127.0.0.1:%d" % port in out, out
-    duties = [int(e[2]) for e in read_log(log) if e[0] == "pwm" and e[1] == "25"]
-    assert duties[-1] == 10922, duties  # 2.3 kW -> 10 A -> 16.666 % of 65535
 
 
 def test_boot_safe_cap_first_duty_and_nvs_commits(tmp_path, broker, mpy_dir):
