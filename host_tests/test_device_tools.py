@@ -143,6 +143,8 @@ BAD_CONFIGS = [
         "token": "a-long-random-secret-0123", "port": "80"}), "http.port must be 1-65535"),
     ("http token placeholder", lambda c: c.update(uplinks=["http"], http={
         "token": "CHANGE-ME-CHANGE-ME"}), "http.token is still CHANGE-ME"),
+    ("broker list", lambda c: c.update(broker=["mqtt-a.example.net:8883", "mqtt-b"]),
+     'broker entry 2 must be HOST:PORT (a port 1-65535), not "mqtt-b"'),
 ]
 
 
@@ -188,12 +190,12 @@ def test_a_ca_file_that_holds_no_certificate_is_refused_before_anything_is_writt
 
 
 @pytest.mark.parametrize("fronts,said", [
-    (["http"], "device garage-1, HTTP front on port 8080"),
-    (["mqtt", "http"], "device garage-1, broker mqtt.example.net:8883, TLS with ca.der; "
-                       "HTTP front on port 8080")])
+    (["http"], "device garage-1, HTTP port 8080, TLS with ca.der"),
+    (["mqtt", "http"], "device garage-1, broker mqtt.example.net:8883, HTTP port 8080, "
+                       "TLS with ca.der")])
 def test_a_config_with_the_http_front_goes_into_the_tree(tmp_path, good, fronts, said):
-    # A charger with no broker (uplinks ["http"]) and one with both. Before, deploy said
-    # which broker the config named, and a config without one was a KeyError traceback.
+    # A charger with no broker (uplinks ["http"]) and one with both: the tree carries the
+    # HTTP front's modules, and deploy names the front.
     path, cfg = good
     cfg.update(uplinks=fronts, http={"token": "a-long-random-secret-0123", "port": 8080})
     if "mqtt" not in fronts:
@@ -231,6 +233,25 @@ def test_the_tree_has_the_config_and_every_file_it_names(tmp_path, good, pki):
     assert (out / "certs" / "client.der").read_bytes() == b"client certificate"
     assert (out / "csms.pem").read_bytes() == pem  # a block's file too (ocpp)
     assert "ca.der <- " in r.stdout and "certs/client.der <- " in r.stdout
+
+
+def test_the_config_line_names_each_broker_or_the_csms(tmp_path, good):
+    # Before, a config without MQTT (no "broker") stopped deploy with KeyError: 'broker'.
+    path, cfg = good
+    nodes = ["mqtt-a.example.net:8883", "mqtt-b.example.net:8883"]
+    listed = write(tmp_path, dict(cfg, broker=nodes), "listed.json")
+    ocpp = {k: v for k, v in cfg.items() if k != "broker"}
+    ocpp.update(uplinks=["ocpp", "http"], ocpp={"url": "ws://csms.example:8180/ocpp"},
+                http={"token": "0123456789abcdef", "port": 8080})
+    for config, named in ((listed, "broker mqtt-a.example.net:8883, mqtt-b.example.net:8883, "
+                                    "TLS with ca.der"),
+                          (write(tmp_path, ocpp, "ocpp.json"),
+                           "OCPP ws://csms.example:8180/ocpp, HTTP port 8080, TLS with ca.der")):
+        out = tmp_path / ("tree-" + os.path.basename(config))
+        r = run("tools.device.deploy", "--dry-run", str(out), "--config", config)
+        assert r.returncode == 0, r.stderr
+        assert "device garage-1, %s\n" % named in r.stdout, r.stdout
+        assert (out / "config.json").read_bytes() == open(config, "rb").read()
 
 
 def test_the_tree_compiles_for_xtensawin(tmp_path):

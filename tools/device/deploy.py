@@ -115,20 +115,19 @@ def load_config(path, board):
     return cfg
 
 
-def fronts(cfg):
-    """What the checked config connects the charger to, in a few words: each uplink it
-    names (MQTT's broker, OCPP's central system, the HTTP front's port)."""
-    conf = _load("_deploy_firmware_config", firmware_sources()["config"])
-    words = []
-    for name in conf.uplinks(cfg):
+def links(cfg):
+    """", broker A, B", ", OCPP URL", ", HTTP port N": each uplink of a checked config."""
+    firmware_config = _load("_deploy_firmware_config", firmware_sources()["config"])
+    out = ""
+    for name in firmware_config.uplinks(cfg):
         if name == "mqtt":
-            words.append("broker %s%s" % (cfg["broker"], ", TLS with %s" % cfg["ca_file"]
-                                          if cfg.get("ca_file") else ""))
+            broker = cfg["broker"]
+            out += ", broker " + (broker if isinstance(broker, str) else ", ".join(broker))
         elif name == "ocpp":
-            words.append("OCPP %s" % cfg["ocpp"]["url"])
+            out += ", OCPP " + cfg["ocpp"]["url"]
         elif name == "http":
-            words.append("HTTP front on port %d" % cfg["http"].get("port", conf.HTTP_PORT))
-    return "; ".join(words)
+            out += ", HTTP port %d" % cfg["http"].get("port", firmware_config.HTTP_PORT)
+    return out
 
 
 def named_files(cfg, config_path):
@@ -337,8 +336,9 @@ def main(argv=None):
         if a.config:
             cfg = load_config(a.config, a.board)
             files = named_files(cfg, a.config)
-            print("deploy: config %s: device %s, %s" % (a.config, cfg["device_id"],
-                                                         fronts(cfg)))
+            print("deploy: config %s: device %s%s%s" % (
+                a.config, cfg["device_id"], links(cfg),
+                ", TLS with %s" % cfg["ca_file"] if cfg.get("ca_file") else ""))
         if a.dry_run:
             written = write_dry_run(a.dry_run, a.board, a.config, a.march, files, a.force)
             print("deploy: tree written to %s: %s" % (a.dry_run, describe(written, a.config,

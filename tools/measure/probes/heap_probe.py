@@ -8,7 +8,9 @@
 #              every 10 s (as a home energy manager polls it)
 #   http       the HTTP front alone (a charger with no broker): a read and a cap write over
 #              HTTP in turn, every 10 s
-#   micropython -X heapsize=64K heap_probe.py HOST:PORT|- HOURS STATE_DIR [FRONTS HTTP_PORT]
+#   micropython -X heapsize=64K heap_probe.py HOST:PORT[,HOST:PORT...]|- HOURS STATE_DIR \
+#       [FRONTS HTTP_PORT]
+# (several brokers: the agent's broker list, as a config gives it; the session is on the first)
 import gc
 import select
 import socket
@@ -98,7 +100,7 @@ stages = {"imported": live()}  # where the live heap goes: the code, the objects
 cfg = {"device_id": "heap-probe", "supply_voltage": 230, "phases": 1, "max_current": 32,
        "uplinks": names, "keepalive": 30}
 if "mqtt" in names:
-    cfg["broker"] = broker
+    cfg["broker"] = broker.split(",") if "," in broker else broker
 if "http" in names:
     cfg["http"] = {"token": TOKEN, "port": int(sys.argv[5]), "host": "127.0.0.1"}
 board = sim.Board(cfg, sim.FileStore(state_dir))
@@ -127,7 +129,7 @@ if mqtt:  # the first state report out: the session as it stands between request
 stages["connected"] = live()
 pub = client = None
 if mqtt:
-    host, port = broker.split(":")
+    host, port = broker.split(",")[0].split(":")
     pub = MQTTClient("heap-probe-writer", host, int(port))
     pub.connect()
     topic = (topics.base(None, cfg["device_id"]) + "settings").encode()
