@@ -9,7 +9,8 @@ import time
 import pytest
 
 import record
-from e2e import Charger
+from e2e import Charger, HttpApi
+from tools.bench.broker import free_port
 from tools.device import unix32 as unix32_build
 from tools.device.deploy import MAIN, board_checks, build_tree
 from tools.paths import ROOT
@@ -17,6 +18,7 @@ from tools.paths import ROOT
 pytestmark = pytest.mark.brokers("amqtt")
 
 STANDINS = os.path.join(ROOT, "host_tests", "esp32_standins")
+TOKEN = "esp32-front-token-0123456789"
 PINS = {"pilot_pwm": 25, "pilot_adc": 36, "contactor": 26, "contactor_feedback": 27,
         "rcd": 34, "led": 2, "button": 0}
 
@@ -108,6 +110,55 @@ def test_an_image_boots_from_exactly_what_its_manifest_freezes(tmp_path, broker,
     assert c.availability == "online" and "evse: esp-1 up" in out, out
     duties = [int(e[2]) for e in read_log(log) if e[0] == "pwm" and e[1] == "25"]
     assert duties[-1] == 10922, duties  # 2.3 kW -> 10 A -> 16.666 % of 65535
+
+
+def test_an_image_serves_the_http_front_with_no_broker(tmp_path, esp32_image):
+    # The board's manifest frozen (as above) at 56K, its config with the HTTP front alone:
+    # a charger with no broker is read and capped with the API page's requests, behind its
+    # token (docs/http.md).
+    port = free_port()
+    cfg = config(None, uplinks=["http"], http={"token": TOKEN, "port": port,
+                                               "host": "127.0.0.1"})
+    del cfg["broker"]
+    (tmp_path / "main.py").write_bytes(MAIN)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    log = tmp_path / "pins.log"
+    e = dict(os.environ, STANDIN_LOG=str(log), STANDIN_EV="B",
+             MICROPYPATH=":".join([STANDINS, ".frozen"]))
+    proc = subprocess.Popen([esp32_image, "-X", "heapsize=56K", "main.py"], cwd=str(tmp_path),
+                            env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    api = HttpApi(port, TOKEN, "esp-1")
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                read = api.read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the HTTP front never answered"
+                time.sleep(0.2)
+        assert read["id"] == "esp-1" and read["metadata"]["source"] == "live", read
+        assert api.call("GET", api.path, token="not-the-token-0123456")[0] == 401
+        status, _, body = api.call("POST", api.path + "/settings",
+                                   {"max_charge_rate": {"value": 2.3, "unit": "kw"}})
+        assert status == 200 and body["data"]["updated"] == ["max_charge_rate"], body
+        time.sleep(0.5)
+        assert api.read()["settings"]["max_charge_rate"]["value"] == 2.3
+        duties = [int(e[2]) for e in read_log(log) if e[0] == "pwm" and e[1] == "25"]
+        assert duties[-1] == 10922, duties  # 2.3 kW -> 10 A -> 16.666 % of 65535
+        # Commands, more than the journal's three unpublished ends: with no broker nothing
+        # will ever publish their events, so none waits for it. Before, the fourth got 429
+        # TOO_MANY_REQUESTS for good, and 16 events nobody could take filled the heap.
+        answers = []
+        for i in range(8):
+            answers.append(api.call("POST", api.path, {"action": {"command": (
+                "idle", "charge")[i % 2]}, "onConflict": "cancel_and_replace"})[0])
+            time.sleep(0.3)
+        assert answers == [202] * 8, answers
+        assert api.read()["diagnostics"]["eventsDropped"] == 0
+    finally:
+        out = stop(proc)
+    assert "evse: esp-1 up" in out and "http: listening on 127.0.0.1:%d" % port in out, out
 
 
 def test_boot_safe_cap_first_duty_and_nvs_commits(tmp_path, broker, mpy_dir):

@@ -40,10 +40,17 @@ and what each piece here follows:
   charger's enabled is not adopted.
 - util/decoder.go: a key a plugin does not know is an error (mapstructure ErrorUnused,
   keys matched case-insensitively).
+- plugin/http.go, util/request/helper.go: the `http` plugin (read at 04d67a7e, 2026-12).
+  `method` defaults to GET, and a `body` makes a GET a POST; a getter sends the request
+  with `uri` as it is and runs the pipeline on the body; a setter renders `uri` and
+  `body` with setFormattedValue, as the mqtt plugin renders its payload, and sends them;
+  `headers` go as given; an answer other than 2xx, or none within `timeout` (10 s), is an
+  error. Its response cache (`cache`) is not emulated: without it, evcc's cache layer keeps
+  nothing the charger marks `no-store`, and the charger marks every answer so.
 
 What is not emulated: evcc's decision of the current (site meters, PV, modes, plans: the
-test sets `loadpoint.target`), vehicles, phases, circuits, and every plugin but `mqtt` and
-`watchdog`. Durations that belong to evcc (its interval, the watchdog's timeout,
+test sets `loadpoint.target`), vehicles, phases, circuits, and every plugin but `mqtt`,
+`http` and `watchdog`. Durations that belong to evcc (its interval, the watchdog's timeout,
 chargerSwitchDuration) are multiplied by `time_factor` so a test can run faster than real
 time; the getters' `timeout` is not, because it is measured against the charger's own
 heartbeat, which the test does not speed up.
@@ -52,6 +59,8 @@ import json
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 from decimal import Decimal
 
 import jq
@@ -66,14 +75,18 @@ class ConfigError(Exception):
     """The YAML asks for something evcc would refuse, or this emulation does not implement."""
 
 
-def read_recipe(markdown_path):
-    """The evcc.yaml of a Markdown page: its one fenced ```yaml block, parsed."""
+def read_recipe(markdown_path, source="mqtt"):
+    """The evcc.yaml of a Markdown page whose charger reads its status through the plugin
+    `source`: the one fenced ```yaml block that does, parsed."""
     with open(markdown_path, encoding="utf-8") as f:
-        blocks = re.findall(r"^```yaml\n(.*?)^```", f.read(), re.S | re.M)
-    if len(blocks) != 1:
-        raise ConfigError("%s: expected one ```yaml block, found %d" % (markdown_path,
-                                                                        len(blocks)))
-    return yaml.safe_load(blocks[0])
+        blocks = [yaml.safe_load(b) for b in re.findall(r"^```yaml\n(.*?)^```", f.read(),
+                                                        re.S | re.M)]
+    found = [b for b in blocks if isinstance(b, dict) and
+             [c.get("status", {}).get("source") for c in b.get("chargers") or []] == [source]]
+    if len(found) != 1:
+        raise ConfigError("%s: expected one ```yaml block with a %s charger, found %d" % (
+            markdown_path, source, len(found)))
+    return found[0]
 
 
 # --- Go's formatting -----------------------------------------------------------------------
@@ -346,6 +359,8 @@ class MqttPlugin:
         c = _decode(cfg, _MQTT_KEYS, _MQTT_EMULATED, "mqtt")
         if "topic" not in c:
             raise ConfigError("mqtt: missing topic")
+        if evcc.client is None:
+            raise ConfigError("mqtt: no broker")
         self.client = evcc.client
         self.topic = c["topic"]
         self.payload = c.get("payload") or ""
@@ -407,6 +422,73 @@ class MqttPlugin:
         return write
 
 
+# plugin/http.go's keys (pipeline.Settings squashed in), and the emulated ones.
+_HTTP_KEYS = {"uri", "method", "headers", "body", "scale", "insecure", "auth", "timeout",
+              "cache", "regex", "default", "jq", "unpack", "decode", "quote"}
+_HTTP_EMULATED = {"uri", "method", "headers", "body", "scale", "timeout", "jq"}
+
+
+class HttpPlugin:
+    def __init__(self, cfg, evcc):
+        c = _decode(cfg, _HTTP_KEYS, _HTTP_EMULATED, "http")
+        if not c.get("uri"):
+            raise ConfigError("http: missing uri")
+        self.uri = evcc.rewrite(c["uri"])
+        self.method = str(c.get("method") or "GET").upper()
+        self.headers = {str(k): str(v) for k, v in (c.get("headers") or {}).items()}
+        self.body = c.get("body") or ""
+        if self.body and self.method == "GET":  # WithBody
+            self.method = "POST"
+        self.scale = float(c.get("scale", 1))
+        self.timeout = go_duration(c["timeout"]) if "timeout" in c else 10.0
+        self.jq = jq.compile(c["jq"]) if c.get("jq") else None
+        self.sent = evcc.sent
+
+    def request(self, uri, body):
+        # request(): the body only with a method other than GET; DoBody: an answer other
+        # than 2xx is an error. Every exchange is kept for the test: (time, uri, body,
+        # status, answer).
+        data = body.encode() if self.method != "GET" else None
+        req = urllib.request.Request(uri, data=data, method=self.method, headers=self.headers)
+        entry = [time.monotonic(), uri, body, None, None]
+        self.sent.append(entry)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                entry[3], raw = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            entry[3], raw = e.code, e.read()
+        entry[4] = raw.decode("utf-8", errors="replace")
+        if not 200 <= entry[3] < 300:
+            raise ValueError("unexpected status: %d (%s)" % (entry[3], entry[4][:200]))
+        return entry[4]
+
+    # -- reading
+    def string_getter(self):
+        def get():
+            payload = self.request(set_formatted_value(self.uri, "", ""), self.body)
+            if payload in _KNOWN_ERRORS:
+                raise ValueError(payload)
+            if self.jq is None:
+                return payload
+            results = self.jq.input_text(payload).all()
+            if not results:
+                raise ValueError("jq: empty result")
+            if len(results) > 1:
+                raise ValueError("jq: too many results")
+            return go_value(results[0])
+        return get
+
+    float_getter = MqttPlugin.float_getter
+    bool_getter = MqttPlugin.bool_getter
+
+    # -- writing
+    def setter(self, param):
+        def write(value):
+            self.request(set_formatted_value(self.uri, param, value),
+                         set_formatted_value(self.body, param, value))
+        return write
+
+
 class WatchdogPlugin:
     """plugin/watchdog.go without `reset`, `initial` and `defer`."""
 
@@ -450,7 +532,7 @@ class WatchdogPlugin:
         return set_value
 
 
-_PLUGINS = {"mqtt": MqttPlugin, "watchdog": WatchdogPlugin}
+_PLUGINS = {"mqtt": MqttPlugin, "http": HttpPlugin, "watchdog": WatchdogPlugin}
 
 
 def make_plugin(cfg, evcc):
@@ -651,16 +733,21 @@ def read_once(charger_config, payload):
 
 
 class Evcc:
-    """An evcc with one loadpoint on the recipe's charger, its loop in a thread."""
+    """An evcc with one loadpoint on the recipe's charger, its loop in a thread. `broker`:
+    its MQTT connection's (None: no mqtt plugin may be used); `rewrite(uri)`: an http
+    plugin's address as the test reaches the charger (the recipe's own host and port)."""
 
-    def __init__(self, config, broker, time_factor=1.0):
+    def __init__(self, config, broker, time_factor=1.0, rewrite=None):
         self.config = config
         self.time_factor = time_factor
         self.interval = go_duration(config.get("interval", "30s")) * time_factor
         self.stopped = threading.Event()
-        self.sent = []  # (monotonic time, topic, payload) of every publish
+        # Of every request: (monotonic time, topic, payload) published over MQTT, or
+        # [monotonic time, uri, body, status, answer] sent over HTTP.
+        self.sent = []
         self.messages = []  # (level, text): evcc's log
-        self.client = Client(broker)
+        self.rewrite = rewrite or (lambda uri: uri)
+        self.client = Client(broker) if broker else None
         chargers = config.get("chargers") or []
         loadpoints = config.get("loadpoints") or []
         if len(chargers) != 1 or len(loadpoints) != 1:
@@ -700,4 +787,5 @@ class Evcc:
         """evcc's process ends: its loop and watchdogs stop, its connection drops."""
         self.stopped.set()
         self.thread.join(5)
-        self.client.close()
+        if self.client:
+            self.client.close()
