@@ -1,5 +1,6 @@
 # The ESP32 charger controller (reference wiring: docs/esp32.md). Everything board-specific
-# lives here: pins from the config, the pilot PWM and ADC, contactor, RCD, S0 meter, NVS,
+# lives here: pins from the config, the pilot PWM and ADC, contactor (and the second one on
+# L2/L3 where the config has phase_switch), RCD, S0 meter, NVS,
 # watchdog, WiFi and clock. The firmware core only sees the Board interface (docs/boards.md).
 import time
 import machine
@@ -19,9 +20,9 @@ def fail_safe(cfg):
     pins = cfg.get("pins") if type(cfg) is dict else None
     if type(pins) is not dict:
         return "pins unknown: outputs left as reset left them (the driver's pull-downs hold them)"
-    for name in ("contactor", "pilot_pwm"):
+    for name in ("contactor", "phase_contactor", "pilot_pwm"):
         if type(pins.get(name)) is int:
-            machine.Pin(pins[name], machine.Pin.OUT, value=0)  # coil off; pilot -12 V (F)
+            machine.Pin(pins[name], machine.Pin.OUT, value=0)  # coils off; pilot -12 V (F)
     return "contactor open, pilot F"
 
 
@@ -89,8 +90,13 @@ class Board:
         self.config = config
         pins = config["pins"]
         Pin = machine.Pin
-        # Safe before anything else: contactor open, pilot steady +12 V (no PWM).
+        # Safe before anything else: contactors open, pilot steady +12 V (no PWM).
         self._coil = Pin(pins["contactor"], Pin.OUT, value=0)
+        # The second contactor switches L2/L3 (docs/boards.md): open, one phase, at reset.
+        self.PHASE_SWITCH = bool(config.get("phase_switch"))
+        self._phase_coil = Pin(pins["phase_contactor"], Pin.OUT, value=0) \
+            if self.PHASE_SWITCH else None
+        self.phase_drive = False
         self._pwm = machine.PWM(Pin(pins["pilot_pwm"]), freq=1000, duty_u16=_PWM_FULL)
         # The generic image runs at 160 MHz: every stall in docs/esp32-timing.md is shorter
         # at 240.
@@ -108,10 +114,11 @@ class Board:
         # Inputs are active low (to GND, with pull-ups) unless config "active_low" says not.
         low = config.get("active_low") or {}
         inputs = {}
-        for name in ("contactor_feedback", "rcd", "button", "meter_s0"):
+        for name in ("contactor_feedback", "phase_feedback", "rcd", "button", "meter_s0"):
             if pins.get(name) is not None:
                 inputs[name] = _Input(pins[name], low.get(name, True))
         self._feedback = inputs.get("contactor_feedback")
+        self._phase_feedback = inputs.get("phase_feedback")
         self._rcd = inputs.get("rcd")
         self.rcd_tripped = False
         if self._rcd:
@@ -137,6 +144,7 @@ class Board:
         self.high_mv = 0
         self.low_mv = 0
         self.feedback = False
+        self.phase_feedback = False
         self.current_da = 0
         self.power_w = 0
         self.energy_wh = 0
@@ -177,6 +185,11 @@ class Board:
     def set_contactor(self, closed):
         self.contactor_drive = closed
         self._coil.value(1 if closed and not self.rcd_tripped else 0)
+
+    def set_phase_contactor(self, closed):
+        # Called only with the main contactor open and nothing flowing (phases.py).
+        self.phase_drive = closed
+        self._phase_coil.value(1 if closed else 0)
 
     def show_status(self, status):
         # Status LED: on while charging. `status` is one of control.STATUS_NAMES.
@@ -226,6 +239,10 @@ class Board:
             self.feedback = self._feedback.active()
         else:
             self.feedback = self.contactor_drive  # no auxiliary contact: assume it follows
+        if self._phase_feedback is not None:
+            self.phase_feedback = self._phase_feedback.active()
+        else:
+            self.phase_feedback = self.phase_drive
         if self._rcd is not None and self._rcd.active():
             self.rcd_tripped = True
         if self.METERED:

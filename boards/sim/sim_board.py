@@ -43,14 +43,18 @@ class Board:
         self.link = link
         # The bench has a meter; "meter": false plays a board without one (current unknown).
         self.METERED = config.get("meter", True)
-        # Outputs start safe: steady +12 V (no PWM), contactor open.
+        # A second contactor on L2/L3 ("phase_switch": true): one phase or three.
+        self.PHASE_SWITCH = bool(config.get("phase_switch"))
+        # Outputs start safe: steady +12 V (no PWM), contactor open, second contactor open.
         self.pilot_counts = _PWM_FULL
         self.contactor_drive = False
+        self.phase_drive = False
         # Inputs, as measured on the bench side of the wire.
         self.now = 0
         self.high_mv = 12000
         self.low_mv = 12000
         self.feedback = False
+        self.phase_feedback = False  # the second contactor's auxiliary contact
         self.current_da = 0
         self.power_w = 0
         self.energy_wh = 0
@@ -75,6 +79,9 @@ class Board:
 
     def set_contactor(self, closed):
         self.contactor_drive = closed
+
+    def set_phase_contactor(self, closed):
+        self.phase_drive = closed
 
     def sample(self):
         # Inputs are latched by the bench before each tick; real boards read ADCs here.

@@ -51,6 +51,11 @@ def check(cfg):
         errors.append("webhook_url needs webhook_secret")
     if "site" in cfg:
         errors.extend(_check_site(cfg["site"], cfg["phases"]))
+    if "phase_switch" in cfg:
+        if type(cfg["phase_switch"]) is not bool:
+            errors.append("phase_switch must be true or false")
+        elif cfg["phase_switch"] and cfg["phases"] != 3:
+            errors.append("phase_switch needs phases 3 (it drops a three-phase supply to one)")
     if "discovery" in cfg and type(cfg["discovery"]) is not bool:
         errors.append("discovery must be true or false")
     prefix = cfg.get("discovery_prefix")

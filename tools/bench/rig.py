@@ -19,6 +19,7 @@ import topics  # noqa: E402
 from sim_link import INPUTS  # noqa: E402
 
 TICK_MS = sim_board.Board.TICK_MS
+OFF = (0, False, False)  # the outputs of a board without power
 UNIX_BASE_MS = 1795478400000  # 2026-11-24T00:00:00Z at bench time 0
 
 
@@ -26,7 +27,8 @@ class Rig:
     """Bench stepping shared by both rigs; subclasses run the firmware's tick."""
 
     def __init__(self, state_dir, voltage=230, phases=1, max_current=32, device_id="charger-1",
-                 cable_current=None, default_kw=None, metered=True, site=None):
+                 cable_current=None, default_kw=None, metered=True, site=None,
+                 phase_switch=False):
         self.state_dir = state_dir
         self.config = {"device_id": device_id, "supply_voltage": voltage, "phases": phases,
                        "max_current": max_current, "state_dir": state_dir, "meter": metered}
@@ -36,7 +38,9 @@ class Rig:
             self.config["cable_current"] = cable_current
         if default_kw is not None:
             self.config["default_max_charge_rate"] = default_kw
-        self.bench = Bench(voltage=voltage, phases=phases)
+        if phase_switch:
+            self.config["phase_switch"] = True
+        self.bench = Bench(voltage=voltage, phases=phases, phase_switch=phase_switch)
         self.prefix = topics.base(None, device_id)
         self.published = []  # (topic, payload dict or str, retain)
         self.on_publish = None  # f(topic, payload bytes, retain): a site's bus (site_rig.py)
@@ -59,10 +63,9 @@ class Rig:
         b = self.bench
         b.step(TICK_MS)
         if not self.powered:
-            b.drive_outputs(0, False)  # no supply: no pilot voltage, contactor falls open
+            b.apply_outputs(OFF)  # no supply: no pilot voltage, contactors fall open
             return
-        counts, drive = self._tick(b.t, b.board_inputs())
-        b.drive_outputs(counts, drive)
+        b.apply_outputs(self._tick(b.t, b.board_inputs()))
 
     def ev(self, **fields):
         self.bench.set_ev(fields)
@@ -135,10 +138,14 @@ class InProcessRig(Rig):
         self.board.unix_base_ms = UNIX_BASE_MS
         self.board.now = self.bench.t
         self.powered = True
-        self.bench.drive_outputs(self.board.pilot_counts, self.board.contactor_drive)
+        self.bench.apply_outputs(self._outputs())
         self.agent = Agent(self.board)
         self.loop = runner.Lockstep(self.agent, self.board)  # the firmware's own loop
-        self.bench.drive_outputs(self.board.pilot_counts, self.board.contactor_drive)
+        self.bench.apply_outputs(self._outputs())
+
+    def _outputs(self):
+        bd = self.board
+        return bd.pilot_counts, bd.contactor_drive, bd.phase_drive
 
     def power_cut(self):
         self.powered = False
@@ -153,7 +160,7 @@ class InProcessRig(Rig):
         for name, value in zip(INPUTS, inputs):
             setattr(bd, name, value)
         self.loop.step(now)
-        return bd.pilot_counts, bd.contactor_drive
+        return self._outputs()
 
     def pump(self, now=None):
         self.run(runner.SERVICE_TICKS * TICK_MS)
@@ -187,7 +194,7 @@ class ProcessRig(Rig):
         self.agent = AgentProcess(self.config, self.build, UNIX_BASE_MS, self.heapsize,
                                   on_publish=self._record)
         self.powered = True
-        self.bench.drive_outputs(*self.agent.outputs)
+        self.bench.apply_outputs(self.agent.outputs)
 
     def _tick(self, now, inputs):
         return self.agent.tick(inputs)

@@ -112,7 +112,7 @@ class Sim:
     def _power_on(self):
         self.agent = AgentProcess(self.config(), self.args.build,
                                   self.unix_base_ms, self.args.heapsize)
-        self.bench.drive_outputs(*self.agent.outputs)
+        self.bench.apply_outputs(self.agent.outputs)
         self.power = True
         say("sim: agent powered on (pid %d)" % self.agent.proc.pid)
 
@@ -158,10 +158,10 @@ class Sim:
         b = self.bench
         b.step(TICK_MS)
         if self.agent is None:
-            b.drive_outputs(0, False)
+            b.apply_outputs((0, False, False))
         else:
             try:
-                b.drive_outputs(*self.agent.tick(b.board_inputs()))
+                b.apply_outputs(self.agent.tick(b.board_inputs()))
             except RuntimeError as e:
                 if self.agent.exit_status() == RESTART_EXIT:  # it asked for a restart (Reset)
                     say("sim: agent restarting")
