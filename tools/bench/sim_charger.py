@@ -44,7 +44,8 @@ class Sim:
         self.args = args
         self.stop = threading.Event()
         self.lock = threading.Lock()
-        self.bench = Bench(voltage=args.voltage, phases=args.phases)
+        self.bench = Bench(voltage=args.voltage, phases=args.phases,
+                           phase_switch=getattr(args, "phase_switch", False))
         self.broker = None
         self.client = None
         self.agent = None
@@ -62,6 +63,8 @@ class Sim:
                "model": "bench-sim"}
         if a.default_kw is not None:
             cfg["default_max_charge_rate"] = a.default_kw
+        if getattr(a, "phase_switch", False):
+            cfg["phase_switch"] = True
         if a.webhook_url:
             cfg.update(webhook_url=a.webhook_url, webhook_secret=a.webhook_secret or "")
         if a.ca:
@@ -171,7 +174,8 @@ class Sim:
                 say("sim: agent died: %s" % e)
                 self._power_off()
         r = b.readings()
-        key = (r["pilot"], r["contactor"], round(r["current"], 1), r["fault"], str(r["ev"]))
+        key = (r["pilot"], r["contactor"], round(r["current"], 1), r["phases"], r["fault"],
+               str(r["ev"]))
         if key != self._last_key or b.t - self._last_readings >= READINGS_EVERY_MS:
             self._last_key = key
             self._last_readings = b.t
