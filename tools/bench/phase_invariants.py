@@ -70,16 +70,21 @@ class PhaseChecker:
         del self._ceilings[:-2]
         self._sent = None
 
+    def power_off(self, t):
+        """The board lost its supply (observe() calls it; a runner whose cut and boot fall in
+        one tick calls it itself): its coil drops with it."""
+        if self._powered:
+            self._note(t, "power off")
+        self._powered = False
+        self._quiet_since = None
+        self._disagree_since = None
+        self._latched = False
+        self._drive = False
+
     def observe(self, bench, powered):
         t = bench.t
         if not powered:
-            if self._powered:
-                self._note(t, "power off")
-            self._powered = False
-            self._quiet_since = None
-            self._disagree_since = None
-            self._latched = False
-            self._drive = bench.phase_drive
+            self.power_off(t)
             return
         if not self._powered:
             self._powered = True
