@@ -396,3 +396,16 @@ def test_the_checker_catches_a_ceiling_converted_for_the_wrong_phases(monkeypatc
         kw_limit(rig, 7.4)
         rig.run(2000)
     assert caught.value.invariant == pi.POWER, caught.value
+
+
+# -- make bench's figures (tools/measure/probes/phase_probe.py)
+
+def test_the_bench_probe_measures_a_whole_switch_on_the_frozen_build(unix32):
+    from tools.measure import memory
+    p = memory.probe(unix32, "phase_probe.py", heapsize="56K")
+    assert p is not None, "phase_probe.py failed on " + unix32
+    assert p["in_use"] == 1 and p["switch"]["bytes"] == 0 and p["steady"]["bytes"] == 0
+    # pause, let go, the settle time, the move, the resume: all inside the measured ticks
+    assert SETTLE_MS // 10 <= p["switch"]["ticks"] <= (SETTLE_MS + 6000) // 10
+    assert 0 < p["switching"] - p["plain"] <= 256  # bytes: the feature's objects alone
+    print("phase switch on unix32:", p)

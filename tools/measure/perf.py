@@ -6,7 +6,7 @@ family of figures is measured by its own module, which also words its rows:
 latency.py (timings and speeds), memory.py (heap and flash footprint, for each way the agent
 runs here, and the meter poll's), wear.py (flash writes and wear), ocpp_heap.py (the OCPP
 uplink's heap), ota.py (an update's verification), site_day.py (a site day) and cloud.py
-(the cloud service).
+(the cloud service); memory.py also the switch between one phase and three.
 """
 import argparse
 import json
@@ -97,6 +97,8 @@ def main(argv=None):
     ours, ocpp_code, theirs = memory.footprint()
     print("bench: Modbus meter poll (unix32) ...", flush=True)
     meter = memory.meter_poll_cost()
+    print("bench: a switch between one phase and three (unix32) ...", flush=True)
+    phase = memory.phase_switch_cost()
     rows = latency.rows(rtt, cap_ms, limit_ms, expiry, ack_ms, done_ms, unplug, c_to_b) + \
         memory.rows(mem, a.hours, a.search_hours) + [
             memory.tick_row(mem),
@@ -105,6 +107,7 @@ def main(argv=None):
             ocpp_heap.row_32(ocpp32),
             memory.footprint_row(ours, ocpp_code, theirs),
             memory.meter_row(meter),
+        ] + memory.phase_rows(phase) + [
             latency.speed_row(mp_speed, cp_speed, mem["wheel"]["heap"]),
             latency.page_row(no_page, with_page, pushes),
             ota.row(verify),
@@ -131,7 +134,7 @@ def main(argv=None):
             "ocpp_unix32": ocpp32, "flash_writes": writes, "flash_changes": changes,
             "footprint_bytes": {"agent_and_board": ours, "ocpp": ocpp_code,
                                 "micropython_lib": theirs}, "site_day": site,
-            "cloud": cloud_raw, "ota_verify": verify}}, f, indent=1)
+            "cloud": cloud_raw, "ota_verify": verify, "phase_switch": phase}}, f, indent=1)
     print("\nwritten to %s" % os.path.relpath(a.out, ROOT))
     return 0
 
