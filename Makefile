@@ -34,7 +34,7 @@ help:
 	@echo 'make bench     measure the charger against the physical limits (a table)'
 	@echo 'make fuzz      many more seeded scenario timelines than make test plays, a summary'
 	@echo '               (SEEDS=500, INTERP=cpython|micropython|both; SEED=n replays one,'
-	@echo '               ARGS=--shrink shortens a failing one)'
+	@echo '               ARGS=--shrink shortens a failing one; ARGS=--site: sites of chargers)'
 	@echo 'make page-screenshot   the browser test of make sim'"'"'s page, then its screenshot'
 	@echo '               to docs/bench-page.png (the README'"'"'s picture)'
 	@echo 'make unix32    build/unix32/micropython: v1.28.0, 32-bit, the agent frozen in'

@@ -13,6 +13,7 @@ include("charger")  # requests, settings, storage: the charger without a network
 include("uplink")  # what every uplink shares: the runner, the door, TLS, webhooks
 include("mqtt")  # the MQTT uplink and Home Assistant discovery
 include("ocpp16")  # the OCPP 1.6J uplink
+include("http")  # the HTTP front: the API page's own paths, and a page
 include("balancing")  # site balancing (optional)
 include("meters")  # Modbus meters on the charger's wires (optional)
 include("ota")  # signed updates over the air

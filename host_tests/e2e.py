@@ -1,11 +1,14 @@
 """Helpers for the end-to-end tests: a broker, the make-sim launcher, an MQTT client, polling.
 (The fixtures built on them, `broker` among them, are in conftest.py.)"""
 import contextlib
+import http.client
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler
 
 import pytest
@@ -33,7 +36,12 @@ def launch(broker, state_dir, *extra):
 
 def stop(proc):
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=20)
+    return exited(proc)
+
+
+def exited(proc, timeout_s=20):
+    """The launcher's exit code and output once it ends (by itself, or after stop's Ctrl-C)."""
+    out, _ = proc.communicate(timeout=timeout_s)
     children.release(proc)
     return proc.returncode, out
 
@@ -151,3 +159,56 @@ def verified(body, headers, secret="whsec_" + WEBHOOK_SECRET):
     except Exception:
         return False
     return True
+
+
+class HttpApi:
+    """The charger's HTTP front (docs/http.md) as a client calls it."""
+
+    def __init__(self, port, token, device_id="charger-1"):
+        self.port = port
+        self.token = token
+        self.path = "/ev-charger/" + device_id
+
+    def call(self, method, path, body=None, token=True, headers=None, timeout=10):
+        """(status, headers with lower-case names, the body as JSON) of one request; `body` a
+        dict (sent as JSON) or bytes; token: True for the right one, else that text, or None."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        h = dict(headers or {})
+        if token:
+            h["Authorization"] = "Bearer " + (self.token if token is True else token)
+        if isinstance(body, dict):
+            body = json.dumps(body).encode()
+        try:
+            conn.request(method, path, body=body, headers=h)
+            r = conn.getresponse()
+            raw = r.read()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, json.loads(raw)
+        finally:
+            conn.close()
+
+    def read(self):
+        status, _, body = self.call("GET", self.path)
+        assert status == 200, body
+        return body["data"]
+
+    def raw(self, data, pause_s=0.0, timeout=10):
+        """What the front answers to `data` (bytes, or a list of pieces sent `pause_s` apart),
+        read until it closes: (status or None, the whole answer)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            try:
+                for piece in (data if isinstance(data, list) else [data]):
+                    s.sendall(piece)
+                    time.sleep(pause_s)
+            except OSError:  # it answered and closed before all was sent
+                pass
+            out = b""
+            try:
+                while True:
+                    got = s.recv(4096)
+                    if not got:
+                        break
+                    out += got
+            except OSError:  # reset after its answer
+                pass
+        head = out.split(b"\r\n", 1)[0].split(b" ")
+        return (int(head[1]) if len(head) > 1 and head[1].isdigit() else None), out

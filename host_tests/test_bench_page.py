@@ -39,12 +39,22 @@ MEASURED_BLUE = (0x25, 0x63, 0xEB)  # the measured current's colour (page.js SER
 FUSE_RED, L1_BROWN, L2_BLACK = (0xC0, 0x39, 0x2B), (0x8B, 0x5A, 0x2B), (0x1D, 0x24, 0x30)  # site.js
 
 
+API_TOKEN = "page-test-token-0123456789"  # the charger's own HTTP front (docs/http.md)
+
+
 @pytest.fixture(scope="module")
-def sim(module_broker, tmp_path_factory, mpy_dir):
-    """make sim's launcher with its page on a free port; the page's address."""
+def api_port():
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def sim(module_broker, tmp_path_factory, mpy_dir, api_port):
+    """make sim's launcher with its page on a free port (and the charger's HTTP front on
+    api_port); the page's address."""
     broker = module_broker
     port = free_port()
-    proc = launch(broker, tmp_path_factory.mktemp("flash"), "--page-port", str(port))
+    proc = launch(broker, tmp_path_factory.mktemp("flash"), "--page-port", str(port),
+                  "--http-port", str(api_port), "--api-token", API_TOKEN)
     url = "http://127.0.0.1:%d/" % port
     deadline = time.monotonic() + 30
     while True:
@@ -197,6 +207,43 @@ def test_a_dynamic_limit_from_the_page_and_the_screenshot(page):
     page.screenshot(path=SCREENSHOT, full_page=True)
     assert os.path.getsize(SCREENSHOT) > 20000
     assert page.problems == []
+
+
+def test_the_chargers_own_page_from_flash(page, api_port):
+    # GET / on the charger's HTTP front (firmware/http/http_page.py): it asks for the token
+    # once, shows the status, power and cap, writes the cap and sends charge and idle, with
+    # nothing but the charger's own endpoints (open_page counts any other request).
+    url = "http://127.0.0.1:%d/" % api_port
+    own = open_page(page.context.browser, url)
+    expect(own.locator("#login")).to_be_visible()
+    own.fill("#token", "not-the-token-0123456789")
+    own.click("#login button")
+    text(own, "#msg", "^The charger refused that token.$")
+    expect(own.locator("#login")).to_be_visible()
+    own.fill("#token", API_TOKEN)
+    own.click("#login button")
+    text(own, "#status", "^(charging|connected|suspended|idle|disconnected)$")
+    text(own, "#power", r"^\d+\.\d\d kW$")
+    text(own, "#cap", r"^[\d.]+ kW$")
+    own.fill("#capkw", "5.5")
+    own.click("#capform button")
+    text(own, "#msg", r"^Cap set to 5\.5 kW\.$")
+    text(own, "#cap", r"^5\.5 kW$")
+    req = urllib.request.Request(url + "ev-charger/charger-1",
+                                 headers={"Authorization": "Bearer " + API_TOKEN})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert json.load(r)["data"]["settings"]["max_charge_rate"]["value"] == 5.5
+    own.click("#idle")
+    text(own, "#msg", "^idle: acknowledged$")
+    own.click("#charge")
+    text(own, "#msg", "^charge: acknowledged$")
+    own.reload()  # the token is remembered: no question the second time
+    expect(own.locator("#main")).to_be_visible()
+    expect(own.locator("#login")).to_be_hidden()
+    text(own, "#cap", r"^5\.5 kW$")
+    refused = "Failed to load resource: the server responded with a status of 401 (Unauthorized)"
+    assert own.problems == [refused]  # the wrong token's, and nothing else
+    own.close()
 
 
 def test_several_chargers_on_one_page_a_tab_each(page, broker, tmp_path):

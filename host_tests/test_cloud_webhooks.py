@@ -77,7 +77,9 @@ def test_events_verified_by_both_libraries_and_retried_under_one_id(api, module_
         at = [t for (h, body, _), t in zip(receiver.attempts, receiver.times)
               if json.loads(body)["id"] == done["id"]]
         first_gap, second_gap = at[1] - at[0], at[2] - at[1]
-        assert 0.28 < first_gap < 1.5 and second_gap > 1.6 * first_gap  # 0.3 s, then 0.6 s
+        # 0.3 s, then 0.6 s: each retry waits at least its doubled delay (a loaded machine
+        # may add to either, so no ratio between them is asked for)
+        assert 0.28 < first_gap < 1.5 and 0.57 < second_gap < 3
         assert {h["webhook-id"] for h, _ in tries} == {h["svix-id"] for h, _ in tries} == \
             {done["id"]}  # one id for every attempt, in both header sets
         stamps = [int(h["webhook-timestamp"]) for h, _ in tries]

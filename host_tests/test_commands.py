@@ -244,3 +244,43 @@ def test_power_cut_right_after_idle_is_acknowledged(make_rig, tmp_path):
     rig.run(3000)
     assert rig.read()["state"]["status"] == "idle"
     assert not rig.bench.contactor
+
+
+@pytest.fixture
+def no_room_for_records(monkeypatch):
+    """The heap has no room to build a flash record (record.blob raises MemoryError), as
+    at 34K during a burst: `on` switches it (the in-process rig only: CPython patching)."""
+    import record
+    real = record.blob
+    state = {"on": False}
+
+    def blob(body):
+        if state["on"]:
+            raise MemoryError("memory allocation failed, allocating 296 bytes")
+        return real(body)
+
+    monkeypatch.setattr(record, "blob", blob)
+    return state
+
+
+def test_a_journal_that_meets_no_heap_changes_nothing_and_ends_what_runs(tmp_path,
+                                                                          no_room_for_records):
+    # A command whose journal cannot be built: before, the MemoryError left the action in
+    # flight marked cancelled while it still ran, and answered 500 INTERNAL_ERROR; and the
+    # worker's end of an action lost its terminal event. Now it is a storage failure like
+    # flash refusing it: 500 STORAGE_FAILED, nothing changed, and the end's event still goes.
+    # (The in-process rig: record.blob is patched in this process.)
+    from tools.bench.rig import InProcessRig
+    rig = InProcessRig(str(tmp_path))
+    plug(rig, 3000)
+    first = send(rig, {"requestId": "a", "action": {"command": "idle"}})[1]["data"]
+    no_room_for_records["on"] = True
+    status, reply = send(rig, {"requestId": "b", "action": {"command": "charge"},
+                               "onConflict": "cancel_and_replace"})
+    assert (status, reply["error"]["code"]) == (500, "STORAGE_FAILED"), reply
+    assert [a for a in rig.agent.actions.recent if a["id"] == first["id"]][0]["state"] == \
+        "acknowledged"
+    done = outcome(rig, first["id"])  # the worker ends it with no room for its journal either
+    assert done["type"] == "push.completed"
+    assert rig.read()["state"]["storage"] == "failed"
+    rig.close()

@@ -72,17 +72,47 @@ def test_uplinks_is_a_list_and_the_older_uplink_is_still_read():
     ocpp_only = {k: v for k, v in OCPP.items() if k != "uplink"}
     assert config.check(dict(ocpp_only, uplinks=["ocpp"])) == []
     assert config.check(dict(ocpp_only, uplinks=["ocpp", "mqtt"])) == ["missing broker"]
-    assert [u[0] for u in config.UPLINKS] == ["mqtt", "ocpp"]  # test_layers.py: each one's module
+    assert [u[0] for u in config.UPLINKS] == ["mqtt", "ocpp", "http"]  # test_layers: modules
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"uplinks": "mqtt"}, "uplinks must list one or more of mqtt, ocpp, each once"),
-    ({"uplinks": []}, "uplinks must list one or more of mqtt, ocpp, each once"),
-    ({"uplinks": ["mqtt", "mqtt"]}, "uplinks must list one or more of mqtt, ocpp, each once"),
-    ({"uplinks": ["http"]}, "uplinks must list one or more of mqtt, ocpp, each once"),
-    ({"uplinks": [["mqtt"]]}, "uplinks must list one or more of mqtt, ocpp, each once"),
+    ({"uplinks": "mqtt"}, "uplinks must list one or more of mqtt, ocpp, http, each once"),
+    ({"uplinks": []}, "uplinks must list one or more of mqtt, ocpp, http, each once"),
+    ({"uplinks": ["mqtt", "mqtt"]}, "uplinks must list one or more of mqtt, ocpp, http, each once"),
+    ({"uplinks": ["zigbee"]}, "uplinks must list one or more of mqtt, ocpp, http, each once"),
+    ({"uplinks": [["mqtt"]]}, "uplinks must list one or more of mqtt, ocpp, http, each once"),
     ({"uplinks": ["mqtt"], "uplink": "mqtt"}, "give uplinks or the older uplink, not both"),
     ({"uplink": ["mqtt"]}, "uplink must be mqtt, ocpp or both"),
 ])
 def test_each_uplinks_mistake_is_named(change, message):
     assert config.check(dict(GOOD, **change)) == [message]
+
+
+TOKEN = "0123456789abcdef"  # 16 characters: the shortest token http.md allows
+
+
+def test_the_http_front_needs_a_token_and_no_broker():
+    # HTTP alone: a charger with no broker (docs/http.md); with MQTT beside it, both.
+    http_only = {k: v for k, v in GOOD.items() if k != "broker"}
+    assert config.check(dict(http_only, uplinks=["http"], http={"token": TOKEN})) == []
+    assert config.check(dict(GOOD, uplinks=["mqtt", "http"],
+                             http={"token": TOKEN, "port": 8080, "host": "0.0.0.0"})) == []
+    assert config.check(dict(GOOD, uplinks=["mqtt"], http={"token": "short"})) == []  # unused
+
+
+@pytest.mark.parametrize("http, message", [
+    (None, "http must be an object with at least token"),
+    ({}, "http.token must be 16-128 printable characters without spaces"),
+    ({"token": TOKEN[:-1]}, "http.token must be 16-128 printable characters without spaces"),
+    ({"token": TOKEN + " x"}, "http.token must be 16-128 printable characters without spaces"),
+    ({"token": "x" * 129}, "http.token must be 16-128 printable characters without spaces"),
+    ({"token": 1234567890123456789}, "http.token must be 16-128 printable"),
+    ({"token": TOKEN, "port": 0}, "http.port must be 1-65535"),
+    ({"token": TOKEN, "port": "80"}, "http.port must be 1-65535"),
+    ({"token": TOKEN, "host": ""}, "http.host must be an address to listen on"),
+])
+def test_each_http_mistake_is_named(http, message):
+    # Off without a token: "http" in uplinks with no usable token is a config error, at boot
+    # and in make deploy's check (the same code), never a front that serves without one.
+    errors = config.check(dict(GOOD, uplinks=["mqtt", "http"], http=http))
+    assert len(errors) == 1 and errors[0].startswith(message), errors

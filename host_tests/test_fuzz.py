@@ -1,10 +1,13 @@
-"""The scenario fuzzer (tools/bench/fuzz.py) in make test, under both interpreters: seeded
-timelines of vehicles, faults, cap writes, commands, resets and power cuts, every tick
-checked against the invariants of tools/bench/invariants.py.
+"""The scenario fuzzer (tools/bench/fuzz.py, site_fuzz.py) in make test, under both
+interpreters: seeded timelines of vehicles, faults, cap writes, dynamic limits and their
+failsafe, commands, resets and power cuts (with an OCPP central system's profiles in some),
+and sites of two or three chargers behind one fuse with a household, a meter and peers
+that do not behave; every tick checked against the invariants of tools/bench/invariants.py.
 
-A failing seed prints the command that replays it (`make fuzz SEED=n INTERP=...`); with
-FUZZ_SEED=n set, this file runs only that seed. The rest of the file proves the checker
-itself: each invariant is broken on purpose in a made-up bench history and must be caught.
+A failing seed prints the command that replays it (`make fuzz SEED=n INTERP=...`, with
+ARGS="--site" for a site's); with FUZZ_SEED=n (FUZZ_SITE_SEED=n) set, this file runs only
+that seed. The rest of the file proves the checker itself: each invariant is broken on
+purpose in a made-up bench history and must be caught.
 """
 import os
 import tempfile
@@ -23,13 +26,21 @@ import phases  # the firmware's (the rig put it on the path): defects are plante
 # process start per power cut, so it plays fewer (make fuzz plays many more of both).
 SEEDS = {"cpython": 200, "micropython": 50}
 CHUNKS = 8
+# Sites: fewer, longer scenarios of several agents. On the site code before issue 22's fix
+# these seeds find both of its defects on CPython: a charger whose clock is off (seed 0) and
+# a forged record the meter refutes (seed 20) (docs/safety.md, "The fuzzer").
+SITE_SEEDS = {"cpython": 30, "micropython": 6}
+SITE_CHUNKS = 3
 
 
-def seeds_for(interp, chunk):
-    if os.environ.get("FUZZ_SEED"):
-        return [int(os.environ["FUZZ_SEED"])] if chunk == 0 else []
-    n = SEEDS[interp]
-    return range(chunk * n // CHUNKS, (chunk + 1) * n // CHUNKS)
+def seeds_for(interp, chunk, site=False):
+    env = os.environ.get("FUZZ_SITE_SEED" if site else "FUZZ_SEED")
+    other = os.environ.get("FUZZ_SEED" if site else "FUZZ_SITE_SEED")
+    if env or other:
+        return [int(env)] if env and chunk == 0 else []
+    n, chunks = (SITE_SEEDS, SITE_CHUNKS) if site else (SEEDS, CHUNKS)
+    n = n[interp]
+    return range(chunk * n // chunks, (chunk + 1) * n // chunks)
 
 
 @pytest.fixture
@@ -54,6 +65,23 @@ def test_fuzz(make_rig, flash_root, chunk):
             fuzz.run(fuzz.generate(seed), lambda **kw: make_rig(state_dir=flash, **kw), interp)
         except Violation as v:
             failures.append("seed %d (%s): %s" % (seed, interp, v))
+    assert not failures, "\n\n".join(failures)
+
+
+@pytest.fixture(params=["cpython", "micropython"])
+def site_interp(request, mpy_dir):
+    return request.param
+
+
+@pytest.mark.parametrize("chunk", range(SITE_CHUNKS))
+def test_fuzz_site(site_interp, flash_root, chunk):
+    from tools.bench.site_fuzz import generate_site, run_site
+    failures = []
+    for seed in seeds_for(site_interp, chunk, site=True):
+        try:
+            run_site(generate_site(seed), site_interp, tempfile.mkdtemp(dir=flash_root))
+        except Violation as v:
+            failures.append("site seed %d (%s): %s" % (seed, site_interp, v))
     assert not failures, "\n\n".join(failures)
 
 
@@ -94,13 +122,66 @@ def test_the_ci_seeds_cover_the_brief():
         ids = [s.args[1] for s in sc.steps if s.kind == "cmd" and s.args[1]]
         if len(ids) != len(set(ids)):
             seen.add("repeated id")
+        for s in sc.steps:
+            if s.kind == "limit":
+                seen.add("limit cleared" if s.args is None else "limit " + s.args[1].lower()
+                         if fuzz.valid_limit(*s.args, sc.install["max_current"]) else
+                         "limit refused")
+            if s.kind == "failsafe":
+                seen.add("failsafe")
+        if sc.ocpp:
+            from tools.bench.ocpp_fuzz import profile_calls
+            for _, purpose, value in profile_calls(seed, sc.length_ms, ()):
+                seen.add("OCPP %s %s" % (purpose, "clear" if value is None else value[0]))
     wanted = {("phases", 1), ("phases", 3), ("fractional volts", True), ("metered", False),
               ("metered", True), "ev", "fault", "cap",
               "cmd", "reset", "cut", "boot", "cap every tick", "cmd every tick", "none",
               "ev connected", "ev request", "ev maxCurrent", "ev ventilation", "ev asleep",
               "ev obeysPilot", "cap near 6 A", "charge", "idle", "replace", "no strategy",
-              "own id", "agent's id", "repeated id", ("phase switch", True),
-              ("phase switch", False), "phases"} | set(fuzz.FAULTS) | set(fuzz.PHASE_FAULTS)
+              "own id", "agent's id", "repeated id", "limit a", "limit kw", "limit cleared",
+              "limit refused", "failsafe", "OCPP TxDefaultProfile A",
+              "OCPP TxDefaultProfile W", "OCPP TxDefaultProfile clear",
+              "OCPP ChargePointMaxProfile W", "OCPP ChargePointMaxProfile clear",
+              ("phase switch", True), ("phase switch", False), "phases",
+              } | set(fuzz.FAULTS) | set(fuzz.PHASE_FAULTS)
+    assert wanted <= seen, wanted - seen
+
+
+def test_the_ci_site_seeds_cover_the_brief():
+    """Everything a site scenario is meant to do happens in the site seeds make test plays
+    on CPython (those under micropython are the first of them)."""
+    from tools.bench.rig import UNIX_BASE_MS
+    from tools.bench.site_fuzz import generate_site
+    seen = set()
+    for seed in range(SITE_SEEDS["cpython"]):
+        sc = generate_site(seed)
+        seen.add(("site phases", sc.site_phases))
+        seen.add(("chargers", len(sc.chargers)))
+        seen.add(("fallback", sc.site["fallback_current"] > 0))
+        for c in sc.chargers.values():
+            seen.add(("charger phases", c["phases"]))
+            clock = c["clock_ms"]
+            seen.add("clock " + ("never set" if clock is None else "in step"
+                                 if clock == UNIX_BASE_MS else "off"))
+        for s in sc.steps:
+            seen.add(s.kind)
+            if s.kind == "forge" and isinstance(s.args[1], dict):
+                who, body, ts = s.args
+                seen.add("forged as a real charger" if who in sc.chargers else "forged")
+                seen.add("forged ts %s" % ts)
+                seen.add("forged claim %s" % ("large" if body["drawA"] >= 25 else "small"))
+            if s.kind == "lost":
+                seen.add("lost " + ("all" if s.args[0] is None else "one"))
+            if s.kind == "household" and s.t > 0:
+                seen.add("household step")
+    wanted = {("site phases", 1), ("site phases", 3), ("chargers", 2), ("chargers", 3),
+              ("fallback", True), ("fallback", False), ("charger phases", 1),
+              ("charger phases", 3), "clock never set", "clock in step", "clock off",
+              "forged", "forged as a real charger", "forged ts now", "forged ts 0",
+              "forged ts past", "forged ts future", "forged claim large",
+              "forged claim small", "capture", "replay", "lost all", "lost one", "meter",
+              "household step", "ev", "fault", "cap", "limit", "failsafe", "cmd", "cut",
+              "boot", "reset"}
     assert wanted <= seen, wanted - seen
 
 
@@ -489,3 +570,126 @@ def test_ocpp_no_current_outside_a_transaction():
                  pwm=[(1000, 2000)]).finish(5000)
     caught(NO_TX, lambda: ocpp_history(start(100, 1), stop(900, 1), start(3000, 3),
                                        stop(3900, 3), pwm=[(3950, 4100)]).finish(5000))
+
+
+# -- the dynamic limit and its failsafe (protocol.md), on made-up histories
+D16, D10 = 2666, 1666  # 16 A, 10 A
+
+
+def limit(c, t, value, unit="a", ttl=5):
+    c.limit_sent(value, unit, True)
+    c.limit_reply(t, t, value, unit, ttl, True, {"meta": {"status": 200}})
+
+
+def test_a_dynamic_limit_binds_and_runs_out_into_the_failsafe():
+    h = History().tick(connected=True).tick(counts=D16)
+    limit(h.c, h.t, 10, ttl=1)
+    h.tick(2)
+    caught(inv.CEILING, lambda: h.tick())  # 16 A over a 10 A limit after two ticks
+    h = History().tick(connected=True).tick(counts=D10)
+    limit(h.c, h.t, 10, ttl=1)
+    h.tick(100)  # within the ttl: 10 A is fine
+    h.tick(2)  # the failsafe (0 kW by default) binds within a tick of the deadline
+    v = caught(inv.CEILING, lambda: h.tick())
+    assert "dynamic_limit/failsafe allows 0.0 A" in v.detail
+
+
+def test_a_renewal_keeps_the_limit_and_a_clear_lifts_it():
+    h = History().tick(connected=True).tick(counts=D10)
+    for _ in range(5):
+        limit(h.c, h.t, 10, ttl=1)
+        h.tick(50)
+    limit(h.c, h.t, None)
+    h.tick(200, counts=D16)  # no limit, no failsafe: the cap's 32 A
+
+
+def test_a_restart_while_in_charge_comes_back_in_the_failsafe():
+    h = History().tick(connected=True).tick(counts=D10)
+    limit(h.c, h.t, 10, ttl=60)
+    h.c.failsafe_sent(1.38, True)
+    h.c.failsafe_reply(h.t, 1.38, True, {"meta": {"status": 200}})
+    h.c.power(False, h.t)
+    h.tick(10, powered=False, counts=X1)
+    h.c.power(True, h.t)
+    h.tick(counts=1000, powered=True)  # 6 A: the 1.38 kW failsafe at 230 V allows 6.0 A
+    caught(inv.CEILING, lambda: h.tick(counts=1100))
+
+
+def test_a_refused_limit_must_be_refused():
+    c = History().c
+    with pytest.raises(Violation) as e:
+        c.limit_reply(10, 10, 99, "a", 5, False, {"meta": {"status": 200}})
+    assert e.value.invariant == inv.API
+    with pytest.raises(Violation):
+        c.limit_reply(10, 10, 10, "a", 5, True, {"meta": {"status": 422}})
+
+
+def test_the_site_fallback_binds_while_the_meter_is_silent():
+    h = History().tick(connected=True).tick(counts=D16)
+    h.c.site_fallback(h.t, 6)
+    h.tick(2)
+    caught(inv.CEILING, lambda: h.tick())
+    h = History().tick(connected=True).tick(counts=1000)
+    h.c.site_fallback(h.t, 6)
+    h.tick(10)
+    h.c.site_fallback(h.t, None)  # readings again: lifted at once
+    h.tick(10, counts=D16)
+
+
+# -- the site's fuse (docs/site.md), on made-up site histories
+def site(fuse=25):
+    return inv.SiteChecker(fuse, 1)
+
+
+def test_the_site_may_exceed_its_fuse_only_after_a_household_step_up():
+    s = site()
+    s.observe(10, [24.0], {})
+    caught(inv.SITE_STEADY, lambda: s.observe(20, [26.0], {}))
+    s = site()
+    s.household(100, [3.0], [12.0])
+    for t in range(110, 5110, 10):  # 5 s over the fuse right after a step: allowed
+        s.observe(t, [33.0], {})
+    caught(inv.SITE_LONG, lambda: s.observe(5120, [33.0], {}))
+    s = site()
+    s.household(100, [3.0], [15.0])
+    caught(inv.SITE_PEAK, lambda: s.observe(110, [36.4], {}))
+    s.observe(120, [24.0], {})  # back under: the next overload needs a step of its own
+    caught(inv.SITE_STEADY, lambda: s.observe(6000, [25.5], {}))
+
+
+# -- issue 22's site defects, planted back at their causes: the site seeds make test plays
+# find each (they found both on the code before the fix: docs/safety.md, "Sites").
+def test_the_site_fuzzer_finds_a_household_a_forged_claim_hides(monkeypatch, flash_root):
+    import site_share
+    from tools.bench.site_fuzz import generate_site, run_site
+
+    def household(meter, chargers):  # every fresh claim subtracted, as before issue 22
+        h = list(meter)
+        for c in chargers:
+            if c[4]:
+                for p in c[1]:
+                    h[p - 1] -= c[2]
+        return h
+    monkeypatch.setattr(site_share, "household", household)
+    with pytest.raises(Violation) as e:
+        run_site(generate_site(20), "cpython", tempfile.mkdtemp(dir=flash_root))
+    assert e.value.invariant == inv.SITE_LONG
+    assert "forged" in str(e.value) and 'ARGS="--site"' in e.value.replay
+
+
+def test_the_site_fuzzer_finds_peers_judged_by_their_own_clocks(monkeypatch, flash_root):
+    import site_balance
+    from tools.bench.site_fuzz import generate_site, run_site
+    on_peer = site_balance.SiteBalancer._on_peer
+
+    def by_ts(self, peer, msg):  # fresh while this clock minus the record's ts is small
+        on_peer(self, peer, msg)
+        k = self._peers.get(peer)
+        if k and msg:
+            now, unix = self.agent.board.now_ms(), self.agent.board.unix_ms()
+            at = now - (unix - k[4]) if unix is not None and k[4] else now - 10 * self.timeout_ms
+            self._peers[peer] = k[:5] + (at & 0x3FFFFFFF,) + k[6:]
+    monkeypatch.setattr(site_balance.SiteBalancer, "_on_peer", by_ts)
+    with pytest.raises(Violation) as e:
+        run_site(generate_site(3), "cpython", tempfile.mkdtemp(dir=flash_root))
+    assert e.value.invariant in (inv.SITE_STEADY, inv.SITE_LONG, inv.SITE_PEAK)

@@ -10,6 +10,7 @@ import sys
 import time
 
 from e2e import Charger, launch
+from tools.bench.broker import free_port
 from tools.paths import ROOT
 
 
@@ -51,8 +52,11 @@ def read_until(proc, text, seconds=60):
 def test_sighup_stops_make_sim_cleanly_and_leaves_nothing(tmp_path, mpy_dir):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
+    # A page port of its own: the default (8377) may be another worker's make sim's a moment
+    # after this one lets it go, and the test asks that this one's is closed.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tools.bench.sim", "--state-dir", str(tmp_path / "flash")],
+        [sys.executable, "-m", "tools.bench.sim", "--state-dir", str(tmp_path / "flash"),
+         "--page-port", str(free_port())],
         cwd=ROOT, env=dict(os.environ, TMPDIR=str(tmp)), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     out = read_until(proc, "# plug in a car")

@@ -256,6 +256,22 @@ def test_an_action_acknowledged_before_a_power_cut_ends_after_it(make_rig, tmp_p
     assert rig.read()["lastAction"]["state"] == "completed"
 
 
+def test_a_board_whose_clock_was_never_set_boots_with_an_ended_action(make_rig, tmp_path):
+    # Found by the site fuzzer (issue 22): without a clock (an ESP32 whose NTP failed) an
+    # action ends with no time stamp; the journal kept it so, and the next boot raised
+    # KeyError('updatedAt') taking it up: the agent never started.
+    rig = make_rig(state_dir=tmp_path / "f", clock_ms=None)
+    rig.run(1000)
+    assert rig.command("charge", actionId="act_nc")["meta"]["status"] == 202
+    rig.run(6000)  # no vehicle: it fails (its event is out; the journal keeps the end)
+    rig.power_cut()
+    rig.boot()
+    rig.run(500)
+    ends = {e["id"]: e for e in rig.events() if e["data"].get("actionId") == "act_nc"}
+    assert len(ends) == 1 and list(ends.values())[0]["type"] == "push.failed"
+    assert rig.read()["lastAction"]["id"] == "act_nc"
+
+
 def test_a_terminal_event_lost_in_a_power_cut_is_sent_again_with_its_id(make_rig, tmp_path):
     rig = make_rig(state_dir=tmp_path / "f")
     charging(rig)

@@ -44,6 +44,72 @@ def test_a_stale_record_counts_as_household():
     assert ss.shares(250, 10, [250], stale, 0) == {"a": 90}  # 24 A - 15 A of household
 
 
+def test_a_claim_the_meter_contradicts_counts_as_household():
+    # Issue 22 item 1: a record claiming 40 A on a phase the meter shows 24 A on made the
+    # household -37 A. Claims count, smallest first, only as far as the meter shows them.
+    ch = [("a", [1], 105, 320, True), ("b", [1], 105, 320, True), ("x", [1], 400, 0, True)]
+    assert ss.household([240], ch) == [30]  # x's claim is not subtracted
+    assert ss.shares(250, 10, [240], ch, 0) == {"a": 105, "b": 105}
+    # A claim the meter can hold is subtracted (it cannot be refuted), never below 0.
+    ch[2] = ("x", [1], 20, 320, True)
+    assert ss.household([240], ch) == [10]
+    assert ss.household([100], ch) == [80]  # 20 fits; a's and b's 10.5 A each do not
+    assert ss.household([105], ch[:1]) == [0]
+    # ... and only as far as its charger says it wants current: one not asking (wantsA 0)
+    # draws nothing for long, so its claimed draw is household.
+    assert ss.household([240], ch[:2] + [("x", [1], 20, 0, True)]) == [30]
+    assert ss.household([240], ch[:2] + [("x", [1], 20, 6, True)]) == [30 - 6]
+    # Per phase: 6 A on each of three phases, where the meter shows 0, 5 and 0 A.
+    assert ss.household([0, 50, 0], [("a", [1, 2, 3], 60, 320, True)]) == [0, 50, 0]
+
+
+def test_above_the_limit_each_lowers_by_its_part_of_the_excess():
+    # Whatever the records say: a forged 12 A claim the meter cannot refute hides 12 A of
+    # household (the shares fall too little), but the meter is 12 A above the limit, and
+    # each charger takes its part of that off its draw, in proportion to its draw.
+    ch = [("a", [1], 105, 320, True), ("b", [1], 105, 320, True), ("x", [1], 120, 120, True)]
+    meter = [360]  # household 15 A, the chargers 21 A: 12 A above 24 A
+    assert ss.shares(250, 10, meter, ch, 0) == {"a": 70, "b": 70, "x": 70}  # fooled by 5 A
+    cuts = [ss.cut(240, meter, ch, c) for c in ("a", "b")]
+    assert cuts == [105 - 39, 105 - 39]  # 12 A x 10.5 / 33 each, rounded up: 3.9 A
+    assert [ss.cut(240, meter, ch, c, whole=True) for c in ("a", "b")] == [0, 0]
+    assert ss.cut(240, [240], ch, "a") is None  # at the limit: nothing to take off
+    # Alone (the others stale or unheard), a charger takes off all of the excess.
+    alone = [("a", [1], 105, 320, True), ("b", [1], 105, 320, False)]
+    assert ss.cut(240, [300], alone, "a") == 105 - 60
+    assert ss.cut(240, [400], alone, "a") == 0
+
+
+def test_two_chargers_that_see_each_other_as_stale_do_not_take_what_is_free():
+    # Issue 22 item 2: each took all of the free current (each saw only itself asking). A
+    # stale peer that asked for more may have risen since, unheard: what it asked for is
+    # kept for it (site_balance forgets it a timeout later, and then rises by halves).
+    a = [("a", [1], 0, 320, True, 0, 0), ("b", [1], 0, 320, False, 0, 0)]
+    b = [("a", [1], 0, 320, False, 0, 0), ("b", [1], 0, 320, True, 0, 0)]
+    meter = [30]  # 21 A free below 24 A
+    up_a = ss.room(240, meter, a, ss.shares(250, 10, meter, a, 0), "a", 0)
+    up_b = ss.room(240, meter, b, ss.shares(250, 10, meter, b, 0), "b", 0)
+    assert up_a + up_b <= 210 and up_a == up_b == 0
+    b = [("a", [1], 0, 60, False, 0, 0), ("b", [1], 0, 320, True, 0, 0)]  # a asked 6 A
+    assert ss.room(240, meter, b, ss.shares(250, 10, meter, b, 0), "b", 0) == 150
+    # A stale record the meter refutes (a charger gone while drawing 10 A, its current no
+    # longer on the meter) keeps nothing back.
+    gone = [("a", [1], 0, 320, True, 0, 0), ("b", [1], 100, 320, False, 100, 100)]
+    assert ss.room(240, meter, gone, ss.shares(250, 10, meter, gone, 0), "a", 0) == 210
+
+
+def test_a_split_too_thin_to_offer_goes_to_one_charger_at_a_time():
+    # Shares that promise more than is free (a record the meter cannot refute) would split
+    # 9 A free into two 4.5 A rises, neither of which can be offered: one takes it, in the
+    # rotation's order, so that neither starves.
+    ch = [("a", [1], 0, 320, True, 0, 0), ("b", [1], 0, 320, True, 0, 0)]
+    share = {"a": 70, "b": 70}
+    rooms = [ss.room(240, [150], ch, share, c, 0) for c in ("a", "b")]
+    assert sorted(rooms) == [0, 70]
+    later = [ss.room(240, [150], ch, share, c, ss.ROTATE_MS) for c in ("a", "b")]
+    assert later == rooms[::-1]
+
+
 # -- one charger with a site: the share as a ceiling
 
 SITE = {"id": "home", "fuse_current": 25, "phases": [1], "meter_timeout_s": 10,
@@ -159,12 +225,20 @@ def test_a_fresh_peer_shares_and_a_stale_one_stops_counting(site_rig):
     rig.balancer.on_message("site/home/chargers/charger-2", json.dumps(peer).encode())
     readings(rig, [19.0])  # household 9 A + the peer's 10 A
     rig.run(1000)
-    # 15 A shared by two: 7.5 A each; but the peer still draws 10 A, so only 5 A are free
-    # now, and a rise does not take current another charger has yet to release.
+    # 15 A shared by two: 7.5 A each; but the peer still draws 10 A and was offered 12 A,
+    # so only 3 A are free now: a rise does not take current another charger has yet to
+    # release, nor what it was offered and its vehicle may still take.
     assert rig.read()["state"]["offeredCurrent"] == 0
-    assert rig.read()["state"]["limits"]["site"]["share"] == 5.0
+    assert rig.read()["state"]["limits"]["site"]["share"] == 3.0
     now = UNIX_BASE_MS + rig.bench.t
     peer = dict(peer, ts=now, drawA=7.5, offeredA=7.5)  # it lowered to its share
+    rig.balancer.on_message("site/home/chargers/charger-2", json.dumps(peer).encode())
+    meter(rig, [16.5])
+    rig.run(100)
+    # Its vehicle may yet take the 12 A it was offered, for 6 s after that offer: not free.
+    assert rig.read()["state"]["limits"]["site"]["share"] == 3.0
+    rig.run(6000)
+    peer = dict(peer, ts=UNIX_BASE_MS + rig.bench.t)
     rig.balancer.on_message("site/home/chargers/charger-2", json.dumps(peer).encode())
     meter(rig, [16.5])
     rig.run(6000)
@@ -181,17 +255,22 @@ def test_a_fresh_peer_shares_and_a_stale_one_stops_counting(site_rig):
 def test_a_rise_takes_only_the_current_that_is_free_now():
     # a's share fell from 15 A to 9 A, but its vehicle still draws 15 A (it has 5 s to
     # follow); b, just plugged in, may not take the 6 A a has yet to release.
-    ch = [("a", [1], 150, 320, True), ("b", [1], 0, 320, True)]
+    ch = [("a", [1], 150, 320, True, 90, 150), ("b", [1], 0, 320, True, 0, 0)]
     meter = [150 + 60]  # a's 15 A and 6 A of household: 3 A free below 24 A
     share = ss.shares(250, 10, meter, ch, 0)
     assert share == {"a": 90, "b": 90}
-    assert ss.room(240, meter, ch, share, "b") == 30  # b: only the free 3 A
-    assert ss.room(240, meter, ch, share, "a") == 150  # a: no rise, its draw stays
+    assert ss.room(240, meter, ch, share, "b", 0) == 30  # b: only the free 3 A
+    assert ss.room(240, meter, ch, share, "a", 0) == 90  # a: no rise, it keeps its offer
     # Two rising on one phase split what is free in proportion to what each still needs.
-    ch = [("a", [1], 30, 320, True), ("b", [1], 0, 320, True)]
+    ch = [("a", [1], 30, 320, True, 30, 30), ("b", [1], 0, 320, True, 0, 0)]
     share = {"a": 90, "b": 90}  # a needs 6 A more, b 9 A: 15 A, but only 10 A are free
-    assert ss.room(240, [140], ch, share, "a") == 30 + 40
-    assert ss.room(240, [140], ch, share, "b") == 60
+    assert ss.room(240, [140], ch, share, "a", 0) == 30 + 40
+    assert ss.room(240, [140], ch, share, "b", 0) == 60
+    # Current offered and not drawn yet is not free: a vehicle follows an offer up to 5 s
+    # after it, lowered since or not. Here a draws 3 A, offers 3 A and offered 9 A a moment
+    # ago: its vehicle may yet take 9 A, so of the 10 A free b may take 4 A.
+    ch = [("a", [1], 30, 320, True, 30, 90), ("b", [1], 0, 320, True, 0, 0)]
+    assert ss.room(240, [140], ch, {"a": 30, "b": 90}, "b", 0) == 40
 
 
 def test_a_peer_on_a_phase_the_meter_lacks_is_not_one_of_ours(site_rig):
@@ -255,3 +334,48 @@ def test_a_record_goes_out_when_the_draw_moves_between_readings(site_rig):
         rig.run(10)
         rig.balancer.service(rig.out, rig.bench.t)
     assert len(rig.out) == n
+
+
+@pytest.mark.parametrize("ts", [0, UNIX_BASE_MS - 60000, UNIX_BASE_MS + 3600000],
+                         ids=["clock never set", "60 s behind", "an hour ahead"])
+def test_a_peer_is_fresh_by_its_arrival_not_by_its_clock(site_rig, ts):
+    # Issue 22 item 2: a peer whose clock differs from this board's was stale from the
+    # start, so its draw counted as household and its need was not shared.
+    rig = site_rig
+    plug(rig, 1000)
+    peer = {"ts": ts, "phases": [1], "drawA": 7.5, "wantsA": 32.0, "offeredA": 7.5}
+
+    def reading(household):
+        rig.balancer.on_message("site/home/chargers/charger-2", json.dumps(peer).encode())
+        meter(rig, [household + 7.5])
+
+    for _ in range(10):
+        reading(3.0)
+        rig.run(1000)
+    # Fresh, the peer shares: 21 A for two, 10.5 A each. Stale (as it was), its 7.5 A
+    # counted as household and this charger took 24 - 3 - 7.5 = 13.5 A.
+    s = rig.read()["state"]
+    assert s["limits"]["site"]["share"] <= 10.5, s["limits"]["site"]
+
+
+def test_a_record_older_than_the_one_kept_is_a_replay(site_rig):
+    rig = site_rig
+    plug(rig, 1000)
+    new = {"ts": UNIX_BASE_MS + 5000, "phases": [1], "drawA": 0.0, "wantsA": 32.0,
+           "offeredA": 0.0}
+    old = dict(new, ts=UNIX_BASE_MS + 4000, drawA=20.0)
+    rig.balancer.on_message("site/home/chargers/charger-2", json.dumps(new).encode())
+    rig.balancer.on_message("site/home/chargers/charger-2", json.dumps(old).encode())
+    assert rig.balancer._peers["charger-2"][1] == 0  # the newer record is kept
+    assert rig.balancer.ignored == 1
+    # A record without a time (ts 0: a clock never set, or a charger restarted without NTP)
+    # cannot be ordered: it is taken once the record kept has gone stale, not before (else
+    # anyone could reset the order with one).
+    zero = dict(new, ts=0, drawA=3.0)
+    rig.balancer.on_message("site/home/chargers/charger-2", json.dumps(zero).encode())
+    assert rig.balancer._peers["charger-2"][1] == 0 and rig.balancer.ignored == 2
+    rig.run(10000)
+    rig.balancer.on_message("site/home/chargers/charger-2", json.dumps(zero).encode())
+    assert rig.balancer._peers["charger-2"][1] == 30
+    rig.balancer.on_message("site/home/chargers/charger-2", json.dumps(zero).encode())
+    assert rig.balancer.ignored == 2  # and then each of its records is

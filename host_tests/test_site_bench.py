@@ -69,7 +69,9 @@ def test_meter_loss_every_charger_at_its_fallback_within_the_timeout(make_site):
     site = dict(SITE, fallback_current=6)  # 2 x 6 A + a 13 A oven cannot trip 25 A
     sr = make_site(chargers(1000, 5000), site)
     plug_all(sr)
-    assert all(near(o, 10.5) for o in sr.offers().values())  # (24 - 3) / 2
+    # (24 - 3) / 2; within 0.4 A: a record a moment behind its charger's draw can leave one
+    # 0.3 A lower, which a rise of less than 0.5 A does not undo.
+    assert all(near(o, 10.5, 0.4) for o in sr.offers().values()), sr.offers()
     sr.site.meter_on = False  # the bridge dies
     off = sr.t
     sr.run_until(lambda: all(o <= 6.0 for o in sr.offers().values()), 15 * S)
@@ -200,3 +202,67 @@ def test_rotation_when_not_all_can_have_6_a(make_site):
     second = {c for c, o in sr.offers().items() if o > 0}
     assert len(second) == 2 and second != first
     assert not sr.over
+
+
+# -- peers are not trusted (docs/site.md, "Peers are not trusted"; issue 22)
+
+def forging(sr, draw, wants, every_ms=S):
+    """A client on the broker publishing one charger record of its own every second (a
+    forged one, or a buggy charger's), with the site's time in it."""
+    def publish(r):
+        if r.t % every_ms == 0:
+            r.publish("site/home/chargers/x", json.dumps({
+                "ts": UNIX_BASE_MS + r.t, "phases": [1], "drawA": draw, "wantsA": wants,
+                "offeredA": 0}).encode())
+    sr.observers.append(publish)
+
+
+@pytest.mark.parametrize("draw,wants", [(40, 0), (12, 0), (2, 0), (5, 32)])
+def test_a_forged_record_cannot_blind_the_chargers_to_the_household(make_site, draw, wants):
+    # Issue 22 item 1: one record claiming 40 A made the household look 40 A smaller, and a
+    # 12 A step of it held the site at 36 A on the 25 A fuse for as long as it was watched.
+    # A claim the meter contradicts is household; one it cannot refute (12 A, 2 A) is
+    # caught by the excess rule: whatever the records say, a site above the limit comes down.
+    sr = make_site(chargers(1000, 2500))
+    forging(sr, draw, wants)
+    plug_all(sr, 60 * S)
+    assert not sr.over, "steady state above the fuse: %s" % sr.over[:3]
+    sr.run_until(lambda: sr.t % METER_PERIOD_MS == sr.meter_at_ms + TICK_MS, 2 * S)
+    step = sr.t
+    sr.site.set_household([15.0])
+    sr.run(60 * S)
+    assert sr.over and sr.over[-1][0] - step <= 5 * S, "above the fuse until t=%d (step %d)" % (
+        sr.over[-1][0], step)
+    assert sr.peak <= 1.45 * SITE["fuse_current"]
+    assert max(sr.currents()) <= SITE["fuse_current"] - SITE["margin_current"] + 0.1
+    assert max(sr.offers().values()) >= 6.0, "a charger that follows the rules starves"
+
+
+@pytest.mark.parametrize("clock_ms", [UNIX_BASE_MS + 60 * S, UNIX_BASE_MS - 60 * S, None],
+                         ids=["60 s ahead", "60 s behind", "never set"])
+def test_a_charger_with_a_skewed_or_unset_clock_keeps_the_site_under_the_fuse(
+        make_site, clock_ms):
+    # Issue 22 item 2: freshness judged by the peer's ts on the local clock made the two
+    # chargers see each other as stale, and each took all of the headroom in turn: 45 A
+    # on the 25 A fuse, 28.9 s above it in 120 s, 17 episodes. Freshness is by arrival now.
+    ch = chargers(1000, 1000)
+    ch["charger-2"]["clock_ms"] = clock_ms
+    sr = make_site(ch)
+    plug_all(sr, 120 * S)
+    assert not sr.over, "above the fuse %d ticks, peak %.1f A" % (len(sr.over), sr.peak)
+    assert all(near(o, 10.5) for o in sr.offers().values()), sr.offers()  # (24 - 3) / 2
+
+
+def test_chargers_that_stop_hearing_each_other_do_not_both_take_what_frees_up(make_site):
+    # The broker stops passing the chargers' records (a full queue, an ACL): each sees the
+    # other's record go stale. When the household then drops, each must not take all of
+    # the current that frees up (they did: 30 A for 8.4 s, in 5 episodes).
+    sr = make_site(chargers(1000, 1000), household=(9.0,))
+    plug_all(sr)
+    assert all(near(o, 7.5) for o in sr.offers().values())  # (24 - 9) / 2
+    sr.lost = lambda topic: "/chargers/" in topic
+    sr.run(15 * S)  # both records stale now
+    sr.site.set_household([3.0])
+    sr.run(30 * S)
+    assert not sr.over, "above the fuse %d ticks, peak %.1f A" % (len(sr.over), sr.peak)
+    assert sum(sr.offers().values()) >= 18.0  # the freed current is used, not wasted

@@ -7,15 +7,11 @@ import threading
 import paho.mqtt.client as mqtt
 import pytest
 
-from e2e import Broker, Charger, launch, online, stop
+from e2e import Charger, HttpApi, launch, online, stop
+from tools.bench.broker import free_port
 from tools.bench.sim import parse
 
-
-@pytest.fixture
-def broker():
-    b = Broker(Broker.preferred()).start()
-    yield b
-    b.stop()
+TOKEN = "site-test-token-0123456789"
 
 
 class Site:
@@ -61,8 +57,9 @@ class Site:
 
 
 def test_two_chargers_a_kettle_and_a_silent_meter(broker, tmp_path, mpy_dir):
+    http_port = free_port()  # charger-1's HTTP front; charger-2's the next port
     proc = launch(broker, tmp_path / "flash", "--chargers", "2", "--site-fuse", "25",
-                  "--meter-timeout", "3")
+                  "--meter-timeout", "3", "--http-port", str(http_port), "--api-token", TOKEN)
     site = Site(broker.address)
     chargers = [Charger(broker.address, "charger-%d" % k) for k in (1, 2)]
     try:
@@ -104,6 +101,9 @@ def test_two_chargers_a_kettle_and_a_silent_meter(broker, tmp_path, mpy_dir):
         site.publish("bench/site/home/household", b"[" * 4000)
         site.publish("bench/site/home/household", {"currents": [4]})
         site.wait(lambda: site.readings[-1]["household"] == [4.0])
+        for k in (1, 2):  # each charger serves its own HTTP front, on its own port
+            assert HttpApi(http_port + k - 1, TOKEN, "charger-%d" % k).read()["id"] == \
+                "charger-%d" % k
         chargers[1].power(False)  # the bench's power cut still works per charger
         site.wait(lambda: site.readings[-1]["chargers"]["charger-2"]["powerOn"] is False)
     finally:
@@ -114,6 +114,9 @@ def test_two_chargers_a_kettle_and_a_silent_meter(broker, tmp_path, mpy_dir):
     assert code == 0 and "sim: stopped" in out, out
     assert "sim: ignored bench/site/home/household: currents must be a list of up to 1 current" \
         in out
+    for k in (1, 2):
+        assert "sim: api http://127.0.0.1:%d/ev-charger/charger-%d (token %s)" % (
+            http_port + k - 1, k, TOKEN) in out, out
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -128,6 +131,9 @@ def test_two_chargers_a_kettle_and_a_silent_meter(broker, tmp_path, mpy_dir):
      "site.meter_timeout_s must be a number 1-3600"),
     (["--chargers", "2", "--site-fuse", "25", "--household", "/nonexistent/day.json"],
      "/nonexistent/day.json: No such file or directory"),
+    (["--chargers", "2", "--site-fuse", "25", "--http-port", "65535"],
+     "--http-port must leave a port for each charger: 1-65534"),
+    (["--api-token", "short"], "--api-token must be 16-128 printable characters"),
 ])
 def test_a_bad_site_option_is_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as e:

@@ -31,7 +31,7 @@ class Unreachable(Exception):
 
 def tls_context(ca_file):
     """A client TLS context that checks the broker against ca_file: PEM or DER, the
-    certificates the agent takes from it (firmware/trust.py)."""
+    certificates the agent takes from it (firmware/uplink/trust.py)."""
     with open(ca_file, "rb") as f:
         data = f.read()
     return ssl.create_default_context(cadata=b"".join(trust.certificates(data)))

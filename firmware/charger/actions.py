@@ -13,7 +13,7 @@
 # id; whether it was published is only written with the next write). Retransmitted ids are
 # recognised among the last 16 actions while running and the last 2 after a restart.
 import json
-from api_text import error
+from api_text import error, json_bytes
 import control as ctl
 import persist as ps
 import record
@@ -61,7 +61,9 @@ class Actions:
         try:
             for row in json.loads(body):
                 a = {k: row[i] for i, k in enumerate(_FIELDS) if row[i] is not None}
-                a.update(deviceId=self.agent.device_id, deviceType="ev_charger", parameters=None)
+                # A board without a clock stamps nothing: the times are null, as they were.
+                a.update(deviceId=self.agent.device_id, deviceType="ev_charger", parameters=None,
+                         createdAt=a.get("createdAt"), updatedAt=a.get("updatedAt"))
                 sl.COMMANDS.index(a["command"])  # a command this firmware knows
                 self.recent.append(a)
         except (ValueError, TypeError, IndexError, KeyError):
@@ -81,6 +83,13 @@ class Actions:
             if a["id"] == action_id:
                 return a
         return None
+
+    def get(self, action_id):
+        # The action as it stands (public fields), or None: GET /actions/{id}. Under the
+        # slot's lock, which the worker holds while it ends an action.
+        with self.slot.lock:
+            a = self.find(action_id)
+            return None if a is None else self.public(a)
 
     def submit(self, command, action_id, strategy, now):
         # (status, action) or (status, error) per the one-slot rules. The action is in
@@ -115,11 +124,14 @@ class Actions:
                 self._emit_terminal(cur)
             s.start(command, now, s.control.paused)
             self.current = action
+            # Still under the lock: a command from another uplink (OCPP's remote start
+            # beside an MQTT or HTTP command) journals this one with its own.
+            self.recent.append(action)
+            if len(self.recent) > _REMEMBERED:
+                self.recent.pop(0)
+            reply = self.public(action)
         ag.persist_pause()  # the journal already holds the pause; this is the quick copy
-        self.recent.append(action)
-        if len(self.recent) > _REMEMBERED:
-            self.recent.pop(0)
-        return 202, self.public(action)
+        return 202, reply
 
     # -- the worker
     def sync(self):
@@ -162,7 +174,12 @@ class Actions:
                 self._unsent(a)]
 
     def _write_journal(self, rows):
-        body = json.dumps([[a.get(k) for k in _FIELDS] for a in rows]).encode()
+        # False if it is not in flash (flash refused it, or the heap had no room to build it):
+        # submit() then changes nothing, _sync() still sends the terminal event.
+        try:
+            body = json_bytes([[a.get(k) for k in _FIELDS] for a in rows])
+        except MemoryError as e:
+            return self.persist.refused(ps.ACTIONS, e)
         return self.persist.write_blob(ps.ACTIONS, body)
 
     def _emit_terminal(self, a):

@@ -2,7 +2,6 @@
 # and the API, and turns what happened into state reports and events for the uplink.
 # tick() is the control loop's; service() is the worker's; handle() and flush() are the
 # uplink's (runner.py says which thread runs which).
-import json
 import os
 import _thread
 from micropython import const
@@ -19,7 +18,7 @@ import slot as sl
 from actions import Actions, STRATEGY
 from energy import Energy
 from api import Api
-from api_text import error, json_bytes
+from api_text import JsonBody, error, json_bytes
 from outbox import Outbox
 from isotime import iso
 import topics
@@ -116,6 +115,12 @@ class Agent:
     def handle(self, kind, payload, now):
         return self.api.handle(kind, payload, now)
 
+    def request(self, kind, body, rid, now):
+        return self.api.request(kind, body, rid, now)
+
+    def action(self, action_id):
+        return self.api.action(action_id)
+
     def too_large(self, kind, now):
         return self.api.too_large(kind, now)
 
@@ -163,9 +168,10 @@ class Agent:
         self._reported = None
 
     def state_report(self, now):
+        # A JsonBody: the uplink writes its text as it is produced, never whole.
         self.seq += 1
-        return json_bytes({"success": True, "data": self.device_read(now),
-                           "meta": {"timestamp": self.stamp(now), "seq": self.seq}})
+        return JsonBody({"success": True, "data": self.device_read(now),
+                         "meta": {"timestamp": self.stamp(now), "seq": self.seq}})
 
     # -- events
     def settings_reverted(self, reason):
@@ -212,7 +218,7 @@ class Agent:
     def emit(self, kind, data, event_id=None, action_id=None):
         evt = {"id": event_id or self.new_id("evt_"), "type": kind,
                "timestamp": self.stamp(self.board.now_ms()), "data": data}
-        self.outbox.put(json.dumps(evt).encode(), action_id)
+        self.outbox.put(json_bytes(evt), action_id)
         if self.on_event:
             self.on_event(evt)
 
@@ -283,7 +289,7 @@ class Agent:
                 "eventsDropped": self.outbox.dropped + self.ring.dropped,
                 "retainedRequests": self.retained_requests,
                 "flashWrites": self.persist.writes, "phaseSwitches": self.phases.switches,
-                "flashWritesByKey": self.persist.by_key}
+                "flashWritesByKey": dict(self.persist.by_key)}  # a copy: a snapshot
 
 
 def _cause(code):

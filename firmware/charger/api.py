@@ -2,12 +2,13 @@
 # here is hostile input: it is checked completely before anything changes, and nothing it
 # holds is echoed back unless it is plain printable text (a reply is always valid UTF-8).
 import json
+import _thread
 import pilot
 import settings as st
 import topics
 import slot as sl
 from actions import STRATEGY
-from api_text import error, invalid, json_body, refused_settings, shallow, text
+from api_text import JsonBody, envelope, error, invalid, refused_settings, shallow, text
 
 MAX_PAYLOAD = 2048  # bytes; larger requests are refused unparsed
 # The fields each request kind takes, in the order of topics.REQUESTS (a tuple of constants:
@@ -50,6 +51,20 @@ def _position(payload, key, start):
     return at if at >= 0 else len(payload)
 
 
+def _field(kind):
+    # The request field an HTTP body fills for `kind` (topics.ROUTES), or None.
+    for route in topics.ROUTES:
+        if route[2] == kind:
+            return route[3]
+    return None
+
+
+def _not_an_object(payload):
+    return invalid("payload must be a JSON object" if shallow(payload) else
+                   "payload holds more than 32 objects and arrays, or nests them more than "
+                   "8 deep")
+
+
 def _parse(payload):
     # The request, or None if it is not JSON or would take a heap's worth of objects.
     if not shallow(payload):
@@ -63,18 +78,20 @@ def _parse(payload):
 class Api:
     def __init__(self, agent):
         self.agent = agent
+        # One request at a time, whichever front it came through (MQTT, HTTP): one command
+        # slot, one cap, one journal. Held while a request is judged and applied (flash
+        # included), never while a reply is sent.
+        self.lock = _thread.allocate_lock()
 
     def handle(self, kind, payload, now):
-        # One reply for one request on topic `kind`: JSON bytes, or a body that writes
-        # itself where the heap has no room for the text (api_text.json_body).
+        # One reply (a JsonBody) for one request on topic `kind` (MQTT, the bench link): the
+        # request is JSON with its requestId, the reply's meta carries its status.
         if len(payload) > MAX_PAYLOAD:
             return self.too_large(kind, now)
         rid = None
         req = _parse(payload)
         if type(req) is not dict:
-            status, body = 400, invalid("payload must be a JSON object" if shallow(payload)
-                                        else "payload holds more than 32 objects and arrays, "
-                                        "or nests them more than 8 deep")
+            status, body = 400, _not_an_object(payload)
         elif "requestId" not in req:
             status, body = 400, invalid("requestId is required")
         else:
@@ -82,12 +99,43 @@ class Api:
             if rid is None:
                 status, body = 400, invalid("requestId must be 1-128 printable ASCII characters")
             else:
-                try:
-                    status, body = self._route(kind, req, payload, now)
-                except Exception as e:  # a bug must not take the agent down with it
-                    print("api: request failed:", repr(e))
-                    status, body = 500, error("INTERNAL_ERROR", "request not processed")
+                status, body = self._run(kind, req, payload, payload.find(b'"settings"'), now)
         return self.reply(kind, rid, status, body, now)
+
+    def request(self, kind, body, rid, now):
+        # One request of `kind` through the HTTP front: `body` as the API page sends it
+        # (b"" for none), `rid` the requestId the front made for it. (status, reply body).
+        if kind == "read":
+            req = {}
+        else:
+            req = _parse(body)
+            if type(req) is not dict:
+                return 400, _not_an_object(body)
+            if "requestId" in req:
+                return 400, invalid("unknown field: requestId (the charger sets it)")
+            field = _field(kind)
+            if field:  # the body is that field's value: a settings write's sparse map
+                req = {field: req}
+        req["requestId"] = rid
+        return self._run(kind, req, body, 0, now)
+
+    def action(self, action_id):
+        # GET /actions/{id}: (status, the action as it stands or the refusal).
+        found = self.agent.actions.get(action_id) if _id_ok(action_id) else None
+        if found is None:
+            return 404, error("ACTION_NOT_FOUND", "no action %s is remembered by this charger "
+                              "(the last 16, or the last 2 after a restart)"
+                              % (text(action_id) or "(not printable)"))
+        return 200, found
+
+    def _run(self, kind, req, payload, after, now):
+        # `after`: where in `payload` the settings map starts (its keys' order is read there)
+        with self.lock:
+            try:
+                return self._route(kind, req, payload, after, now)
+            except Exception as e:  # a bug must not take the agent down with it
+                print("api: request failed:", repr(e))
+                return 500, error("INTERNAL_ERROR", "request not processed")
 
     def too_large(self, kind, now):
         return self.reply(kind, None, 400, error("INVALID_REQUEST", "payload too large",
@@ -106,13 +154,9 @@ class Api:
         meta = {"requestId": rid, "status": status,
                 "path": topics.path(self.agent.device_id, kind),
                 "timestamp": self.agent.stamp(now)}
-        if status < 300:
-            out = {"success": True, "data": body, "meta": meta}
-        else:
-            out = {"success": False, "error": body, "meta": meta}
-        return json_body(out)
+        return JsonBody(envelope(status, body, meta))
 
-    def _route(self, kind, req, payload, now):
+    def _route(self, kind, req, payload, after, now):
         if kind not in topics.REQUESTS:
             return 400, invalid("unknown request topic")
         allowed = _REQUEST_KEYS[topics.REQUESTS.index(kind)]
@@ -122,12 +166,12 @@ class Api:
         if kind == "read":
             return 200, self.agent.device_read(now, diagnostics=True)
         if kind == "settings":
-            return self._settings(req.get("settings"), payload, now)
+            return self._settings(req.get("settings"), payload, after, now)
         if kind == "limit":
             return self.agent.limits.request(req, now)
         return self._command(req, now)
 
-    def _settings(self, changes, payload, now):
+    def _settings(self, changes, payload, after, now):
         if type(changes) is not dict or not changes:
             return 400, invalid("settings must be a non-empty object")
         errors = []  # (status, setting_error)
@@ -142,7 +186,6 @@ class Api:
         if errors:
             # MicroPython's dicts forget the request's key order: recover it from the text,
             # so "the first failing key" means the same on every interpreter.
-            after = payload.find(b'"settings"')
             errors.sort(key=lambda b: (_position(payload, b[1]["setting"], after),
                                        b[1]["setting"]))
             return errors[0][0], refused_settings([b[1] for b in errors])
@@ -192,7 +235,7 @@ class Api:
         actions = self.agent.actions
         if action_id is not None:
             actions.sync()
-            known = actions.find(action_id)
+            known = actions.get(action_id)
             if known is not None:
-                return 202, actions.public(known)
+                return 202, known
         return actions.submit(command, action_id, strategy, now)

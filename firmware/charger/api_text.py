@@ -1,9 +1,10 @@
 # What may be echoed from a request into a reply: printable ASCII only, so a reply is valid
 # UTF-8 whatever came in (MicroPython keeps a lone "\ud800" escape as invalid bytes); what
 # may be parsed (shallow); the error bodies (error and the builders after it); and replies
-# and state reports as JSON bytes (json_bytes), or a reply in pieces where the heap has no
-# block for its text (json_body). The uplink's thread (and the bench's) calls these.
+# and state reports as JSON written as it is produced (envelope, JsonBody, Out), small
+# records as JSON bytes (json_bytes). The uplinks' threads (and the bench's) call these.
 import gc
+import io
 import json
 
 
@@ -26,6 +27,14 @@ def error(code, message, details=None):
     # The body of every refusal the API sends (docs/protocol.md), built here only: a code,
     # a sentence, and details ({} when there are none).
     return {"code": code, "message": message, "details": details or {}}
+
+
+def envelope(status, body, meta):
+    # Every reply's envelope (charger-api.md, http.md), built here only: {success, data,
+    # meta} below 300, else {success: false, error, meta}.
+    if status < 300:
+        return {"success": True, "data": body, "meta": meta}
+    return {"success": False, "error": body, "meta": meta}
 
 
 def invalid(message):
@@ -73,10 +82,10 @@ def shallow(payload, deep=8, most=32):
 
 
 def json_bytes(obj):
-    # `obj` as JSON bytes, once more after a collection if the heap has no room for the text
-    # in one piece: at the ESP32's 56 KB first heap a read or a state report (about 1.1 KB)
-    # met a fragmented heap during a burst of requests, and the MemoryError cost the uplink
-    # its connection and the queued requests their replies.
+    # A small `obj` (an event, the action journal) as JSON bytes, once more after a
+    # collection if the heap has no room for the text in one piece; a MemoryError after that
+    # is the caller's to turn into a refusal (a journal that meets no heap is a storage
+    # failure: persist.refused).
     try:
         return json.dumps(obj).encode()
     except MemoryError:
@@ -84,79 +93,93 @@ def json_bytes(obj):
         return json.dumps(obj).encode()
 
 
-def json_body(obj):
-    # A reply (which cannot wait, unlike a state report) as a message body: json_bytes(obj),
-    # or where the heap has no block that large even after a collection, a JsonBody. At the
-    # ESP32's 56 KB first heap, MQTT, a site and about 35 requests a second left 25 KB free
-    # but no 2 KB block: a read's reply (2-3 KB) failed, and each MemoryError cost the uplink
-    # its connection and the queued requests their replies (issue 22).
-    try:
-        return json_bytes(obj)
-    except MemoryError:
-        return JsonBody(obj)
-
-
 class JsonBody:
-    # `obj` as JSON that is never held whole: len() is its size in bytes, write_to(stream)
-    # writes it, each of two passes over json_pieces; the pieces go out gathered _BUF bytes
-    # at a time. The same text as json.dumps(obj), at about 5x its time. mqtt_client.py's
-    # publish() and the bench's link take it in place of bytes.
-    def __init__(self, obj):
+    # `obj` (a reply, a state report) as JSON that is written as it is produced: json.dump
+    # hands its pieces to an Out, which gathers them in a small buffer for the stream. len()
+    # is a counting pass (MQTT announces a message's length before its body), write_to()
+    # the writing pass; `obj` is the snapshot both passes read, so nothing in it may change
+    # after it is built. At the ESP32's 56 KB heap a device read's text (1-3 KB, and a
+    # second copy while json.dumps grows it) found no block on a fragmented heap (issue 22)
+    # and was most of the MQTT uplink's peak (docs/performance.md); json.dump into an Out
+    # allocates nothing per piece. compact: no spaces after , and : (the HTTP front's, as the
+    # cloud writes its bodies).
+    def __init__(self, obj, compact=False):
         self.obj = obj
-        self.size = 0
-        self.out = None
-        json_pieces(obj, self._put)
+        self.separators = _COMPACT if compact else _SPACED
+        self.size = -1
+        # Its buffer now, where a MemoryError is the builder's to handle (a state report
+        # waits for the next turn), not inside a publish that has sent its header.
+        self.out = Out(None)
 
     def __len__(self):
+        if self.size < 0:
+            count = self.out.to(None)
+            json.dump(self.obj, count, separators=self.separators)
+            self.size = count.written
         return self.size
 
     def write_to(self, stream):
-        self.out = stream
-        self.buf = bytearray(_BUF)
+        # Into `stream`. Once len() was asked, exactly that many bytes: were the text to
+        # come out otherwise (a bug: something in the snapshot changed), it is cut or padded
+        # with spaces, so an MQTT connection never loses its framing; it is logged.
+        out = self.out.to(stream, self.size)
+        json.dump(self.obj, out, separators=self.separators)
+        if self.size >= 0 and out.written != self.size:
+            print("api: a body changed between its passes (%d, then %d bytes)" %
+                  (self.size, out.written))
+            while out.left > 0:
+                out.write(b" ")
+        out.send()
+
+
+_SPACED = (", ", ": ")  # json.dumps' own separators: the MQTT replies' and reports'
+_COMPACT = (",", ":")
+_BUF = 256  # bytes gathered per write to the stream
+
+
+class Out(io.IOBase):
+    # A stream's writer for json.dump and an uplink's own bytes: what is written is gathered
+    # in `buf` and goes to `stream` a buffer at a time (one socket write, not one per piece
+    # of JSON); without a stream it is only counted. An io.IOBase, so that MicroPython's
+    # json.dump takes it as a stream: it then calls write() with each piece in a buffer on
+    # the C stack, so writing allocates nothing. `written` counts the bytes; with a `size`
+    # (>= 0) no more than that many go out, and `left` says how many are still due.
+    def __init__(self, stream, size=_BUF):
+        self.buf = bytearray(size)
+        self.stream = stream
         self.used = 0
-        json_pieces(self.obj, self._put)
-        stream.write(memoryview(self.buf)[:self.used])
+        self.written = 0
+        self.left = -1
 
-    def _put(self, piece):
-        data = piece.encode()
+    def to(self, stream, size=-1):
+        self.stream = stream
+        self.used = 0
+        self.written = 0
+        self.left = size
+        return self
+
+    def write(self, data):
+        if type(data) is str:  # CPython's json.dump writes str (ASCII: ensure_ascii)
+            data = data.encode()
         n = len(data)
-        if self.out is None:  # the first pass: the size
-            self.size += n
-            return
-        if self.used + n > _BUF:
-            self.out.write(memoryview(self.buf)[:self.used])
+        self.written += n
+        if self.left >= 0:
+            if n > self.left:
+                data = data[:self.left]
+            self.left -= len(data)
+        if self.stream is not None:
+            k = len(data)
+            if self.used + k > len(self.buf):
+                self.send()
+                if k > len(self.buf):
+                    self.stream.write(data)
+                    return n
+            self.buf[self.used:self.used + k] = data
+            self.used += k
+        return n
+
+    def send(self):
+        # What is gathered, to the stream (at the end of a body, and when the buffer fills).
+        if self.used:
+            self.stream.write(memoryview(self.buf)[:self.used])
             self.used = 0
-            if n > _BUF:
-                self.out.write(data)
-                return
-        self.buf[self.used:self.used + n] = data
-        self.used += n
-
-
-_BUF = 256
-
-
-def json_pieces(obj, emit):
-    # json.dumps(obj) handed to emit(str) piece by piece: a key, a separator, a scalar or a
-    # container of scalars (a transition, a setting), each under 200 bytes in a read's reply.
-    t = type(obj)
-    if t is dict or t is list or t is tuple:
-        for value in (obj.values() if t is dict else obj):
-            t2 = type(value)
-            if t2 is dict or t2 is list or t2 is tuple:
-                break
-        else:  # scalars only: one piece
-            emit(json.dumps(obj))
-            return
-        sep = "{" if t is dict else "["
-        for item in obj:
-            emit(sep)
-            if t is dict:  # the key, then its value
-                emit(json.dumps(item))
-                emit(": ")
-                item = obj[item]
-            json_pieces(item, emit)
-            sep = ", "
-        emit("}" if t is dict else "]")
-    else:
-        emit(json.dumps(obj))

@@ -6,7 +6,10 @@ _NEEDED = (("device_id", str), ("supply_voltage", (int, float)), ("phases", int)
 # The uplinks by the name the config gives them (`"uplinks": ["mqtt", "ocpp"]`): the module
 # and class runner.serve builds for each (docs/uplinks.md). A new uplink is its module and
 # one entry here. (Tuples of constants: a frozen image keeps them in flash, not the heap.)
-UPLINKS = (("mqtt", "mqtt_uplink", "MqttUplink"), ("ocpp", "ocpp_uplink", "OcppUplink"))
+UPLINKS = (("mqtt", "mqtt_uplink", "MqttUplink"), ("ocpp", "ocpp_uplink", "OcppUplink"),
+           ("http", "http_uplink", "HttpUplink"))
+HTTP_PORT = 80  # the HTTP front's port when http.port is not given
+TOKEN_MIN = 16  # characters of http.token, at least (http.md)
 _OLDER = (("mqtt", ("mqtt",)), ("ocpp", ("ocpp",)), ("both", ("mqtt", "ocpp")))  # older
 
 
@@ -47,6 +50,8 @@ def check(cfg):
             errors.append("broker must be HOST:PORT")
     if "ocpp" in names:
         errors.extend(_check_ocpp(cfg.get("ocpp")))
+    if "http" in names:
+        errors.extend(_check_http(cfg.get("http")))
     if cfg.get("webhook_url") and not cfg.get("webhook_secret"):
         errors.append("webhook_url needs webhook_secret")
     if "site" in cfg:
@@ -120,6 +125,31 @@ def _check_ocpp(o):
     if type(t) is not int or not 1 <= t <= 300:
         errors.append("ocpp.timeout must be 1-300 s")
     return errors
+
+
+def _check_http(h):
+    # The HTTP front's block (docs/http.md): it never serves without a token.
+    if type(h) is not dict:
+        return ["http must be an object with at least token"]
+    errors = []
+    why = token_problem(h.get("token"))
+    if why:
+        errors.append("http." + why)
+    port = h.get("port", HTTP_PORT)
+    if type(port) is not int or not 1 <= port <= 65535:
+        errors.append("http.port must be 1-65535")
+    host = h.get("host", "0.0.0.0")
+    if type(host) is not str or not 0 < len(host) <= 64:
+        errors.append("http.host must be an address to listen on (0.0.0.0: every interface)")
+    return errors
+
+
+def token_problem(token):
+    # Why `token` cannot be the HTTP front's (a sentence), or None.
+    if type(token) is not str or not TOKEN_MIN <= len(token) <= 128 or \
+            any(not "!" <= ch <= "~" for ch in token):
+        return "token must be %d-128 printable characters without spaces" % TOKEN_MIN
+    return None
 
 
 def _check_site(site, charger_phases):

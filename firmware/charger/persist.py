@@ -4,6 +4,7 @@
 # storage.failed event), never raised into the request or the loop that asked for it.
 # What each key costs in flash wear is in docs/storage.md; Budget is how often a writer may
 # write at its own pace.
+import gc
 import _thread
 from control import elapsed, later
 import record
@@ -48,7 +49,29 @@ class Persist:
         return self._write(key, record.word(value))
 
     def write_blob(self, key, body):
-        return self._write(key, record.blob(body))
+        # The record is built once more after a collection where the heap has no room for it
+        # (fragmented during a burst of requests); with none even then, a failed write like
+        # any other: reported, never raised into the request or the loop that asked for it.
+        try:
+            data = record.blob(body)
+        except MemoryError:
+            gc.collect()
+            try:
+                data = record.blob(body)
+            except MemoryError as e:
+                return self.refused(key, e)
+        return self._write(key, data)
+
+    def refused(self, key, error):
+        # A write of `key` that did not happen: False, after saying so (persist.failed,
+        # on_failure's storage.failed event where the heap has room for it).
+        self.failed = key
+        if self.on_failure:
+            try:
+                self.on_failure(key, error)
+            except MemoryError:  # state.storage still says "failed"
+                pass
+        return False
 
     def _read(self, key):
         data = self.store.read(key)
@@ -63,11 +86,8 @@ class Persist:
                 return True
             try:
                 self.store.write(key, data)
-            except OSError as e:
-                self.failed = key
-                if self.on_failure:
-                    self.on_failure(key, e)
-                return False
+            except (OSError, MemoryError) as e:
+                return self.refused(key, e)
             self.writes += 1
             self.by_key[key] = self.by_key.get(key, 0) + 1
             self._last[key] = data

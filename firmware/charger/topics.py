@@ -1,13 +1,20 @@
 # The charger API's names (docs/protocol.md), defined once: the request kinds, what comes
-# back, the path a reply names (the cloud API's, which an HTTP front serves as they are)
-# and the MQTT topics they make. The agent, every uplink, the bench and the tools use these.
+# back, the HTTP paths that ask for them (http.md: the cloud API's, which the HTTP front
+# serves as they are, and which every reply names) and the MQTT topics they make. The agent,
+# every uplink, the bench and the tools use these.
 PREFIX = "ev-charger"
 REQUESTS = ("commands", "settings", "read", "limit")  # request kinds, in the bench link's numbering
 RESPONSES = "responses"  # a reply to each request
 STATE = "state"  # the device read, whenever it changes (retained)
 EVENTS = "events"  # what happened, at least once
 AVAILABILITY = "availability"  # MQTT: "online", or "offline" (the last will), retained
-_OWN_PATH = ("settings", "limit")  # the rest are answered at /ev-charger/{id} itself
+# The paths under /ev-charger/{id}, each a request kind: (method, the path after the id, the
+# kind, the field of the request the body fills: None where the body is the request itself,
+# without its requestId). The HTTP front routes by it and path() names a reply's path from
+# it, so a kind added to REQUESTS is served over HTTP by one row here.
+ROUTES = (("GET", "", "read", None), ("POST", "", "commands", None),
+          ("POST", "/settings", "settings", "settings"), ("POST", "/limit", "limit", None))
+ACTIONS = "/actions/"  # GET /actions/{actionId}: an action as the charger still remembers it
 SITE_METER = "meter"  # after site(): the site meter's readings
 SITE_CHARGERS = "chargers/"  # after site(): each charger's record, then its id
 
@@ -19,7 +26,12 @@ def base(prefix, device_id):
 
 def path(device_id, kind):
     # The API path a reply to a request of `kind` names: "/ev-charger/charger-1/settings".
-    return "/" + PREFIX + "/" + device_id + ("/" + kind if kind in _OWN_PATH else "")
+    tail = ""
+    for route in ROUTES:
+        if route[2] == kind:
+            tail = route[1]
+            break
+    return "/" + PREFIX + "/" + device_id + tail
 
 
 def site(site_id):

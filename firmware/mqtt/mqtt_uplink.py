@@ -119,8 +119,10 @@ class MqttUplink:
                 c.check_msg()
             if self._queue:
                 kind, msg = self._queue.pop(0)
-                reply = self.agent.handle(kind, msg, self.board.now_ms())
-                self.publish(topics.RESPONSES, reply, False)
+                # One expression: no local holds a sent reply's bytes (2 KB for a read) while
+                # the loop goes on to the next request (at 34K its journal found no room).
+                self.publish(topics.RESPONSES, self.agent.handle(kind, msg, self.board.now_ms()),
+                             False)
             self.agent.flush(self.publish, self.board.now_ms())
             for x in self.extras:
                 x.service(self.publish_to, self.board.now_ms())

@@ -21,7 +21,8 @@ from topics import REQUESTS  # noqa: E402
 class AgentProcess:
     def __init__(self, config, build, unix_base_ms, heapsize="256K", on_publish=None,
                  quiet=False):
-        """build: one of tools.paths.BUILDS (which interpreter, agent frozen or .mpy)."""
+        """build: one of tools.paths.BUILDS (which interpreter, agent frozen or .mpy);
+        unix_base_ms: the board's Unix time at bench time 0 (None: never set)."""
         self.on_publish = on_publish or (lambda topic, payload, retain: None)
         srv = socket.socket()
         srv.bind(("127.0.0.1", 0))
@@ -53,7 +54,8 @@ class AgentProcess:
         self.conn.settimeout(None)
         self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.rfile = self.conn.makefile("rb")
-        self.conn.sendall(struct.pack("<Bq", CLOCK, unix_base_ms))
+        if unix_base_ms is not None:  # None: a board whose clock is never set
+            self.conn.sendall(struct.pack("<Bq", CLOCK, unix_base_ms))
         self.outputs = self.read_outputs()  # the boot state, before any tick
 
     def read_outputs(self):

@@ -1,15 +1,17 @@
 """A seeded, bounded scenario fuzzer in bench time: the test that hunts for the next defect.
 
 `generate(seed)` turns a seed into a scenario: an installation and a timeline of what a
-vehicle, the bench's faults, a home energy manager (cap writes), a cloud (commands, with
-repeated and replacing action ids), a person at the reset button and the mains (power cuts)
-do to the charger, each at its own random rate, up to one per tick; on an installation that
-switches between one phase and three, also phases_mode writes and the second contactor's
-faults. `run()` plays it on a rig (firmware under CPython or under the micropython binary)
-and feeds every tick to the invariant checker (tools/bench/invariants.py) and, where the
-installation switches, to the switch's (tools/bench/phase_invariants.py); a broken invariant
-raises with the command that replays it. `shrink()` looks for a shorter timeline that still
-breaks it.
+vehicle, the bench's faults, a home energy manager (cap writes), a controller (dynamic limits
+it renews, clears, or lets run out into the failsafe, and failsafe writes), a cloud (commands,
+with repeated and replacing action ids), a person at the reset button and the mains (power
+cuts) do to the charger, each at its own random rate, up to one per tick; some seeds add an
+OCPP central system with its charging profiles (ocpp_fuzz.py), and on an installation that
+switches between one phase and three, phases_mode writes and the second contactor's faults.
+Sites of several chargers are site_fuzz.py's. `run()` plays it on a rig (firmware under
+CPython or under the micropython binary) and feeds every tick to the invariant checker
+(tools/bench/invariants.py) and, where the installation switches, to the switch's
+(tools/bench/phase_invariants.py); a broken invariant raises with the command that replays
+it. `shrink()` looks for a shorter timeline that still breaks it.
 
     make fuzz                          # many seeds, both interpreters, a summary
     make fuzz SEED=123 INTERP=micropython [ARGS="--keep 1,4,9 --until 42000"]
@@ -23,7 +25,7 @@ import tempfile
 import time
 import traceback
 
-from .invariants import API, CAP, Checker, Obs, Violation
+from .invariants import API, CAP, FAILSAFE, Checker, Obs, Violation
 from .ocpp_fuzz import OcppFuzz
 from .phase_invariants import PhaseChecker, PhaseViolation
 from .rig import TICK_MS, InProcessRig, ProcessRig
@@ -42,6 +44,8 @@ INSTALL_AMPS = (6, 10, 13, 16, 20, 25, 32, 40, 48, 63, 80)
 CABLE_AMPS = (13, 20, 32, 63)
 TYPICAL_KW = (0, 1.0, 1.38, 1.4, 3.68, 3.7, 4.14, 7.36, 7.4, 11, 22, 50)
 INVALID_CAPS = (-1, -0.001, 50.001, 99, "7.4", None, True)
+FAILSAFE_KW = (0, 0, 1.38, 1.4, 3.7, 4.14, 7.4, 11, 22)
+TTL_S = (1, 1, 2, 3, 5, 10, 10, 30, 60, 1.5, 0.5, 3601)  # 0.5 and 3601: refused
 REACTION_MS = (0, 10, 10, 20, 30, 50, 100, 300, 1000)
 # A repeated action id is one the agent promises to recognise (design.md): among its last
 # 16 actions while running, its last 2 after a restart. The generator counts every command
@@ -53,12 +57,13 @@ PHASE_SWITCH = "the switch between one phase and three: "  # + phase_invariants'
 
 
 class Step:
-    __slots__ = ("t", "kind", "args")
+    __slots__ = ("t", "kind", "args", "who")
 
     def __init__(self, t, kind, args=None):
         self.t = t
         self.kind = kind
         self.args = args
+        self.who = None  # on a site: the charger it is done to (None: the site's own)
 
     def __repr__(self):
         a = self.args
@@ -72,9 +77,15 @@ class Step:
                                " cancel_and_replace" if strategy else "")
         if self.kind == "fault":
             return "fault " + a
+        if self.kind == "limit":
+            return "limit cleared" if a is None else "limit %r %r ttl %r s" % a
+        if self.kind == "failsafe":
+            return "failsafe %r kW" % (a,)
         if self.kind == "phases":
             return "phases_mode %r" % (a,)
-        return {"reset": "factory reset", "cut": "power cut", "boot": "power on"}[self.kind]
+        if self.kind in ("reset", "cut", "boot"):
+            return {"reset": "factory reset", "cut": "power cut", "boot": "power on"}[self.kind]
+        return "%s %r" % (self.kind, a)  # a site's own (site_fuzz.py)
 
 
 class Scenario:
@@ -202,13 +213,67 @@ def generate(seed):
     # One phase or three, from a stream of its own like OCPP's below.
     if install["phases"] == 3:
         _phases(g, random.Random(seed * 7919 + 17), length, install)
+    # The controller's from a stream of its own, so a seed's other steps are what they were;
+    # but a third of the seeds are calm (no bench faults), so that its ceilings are met
+    # while a car charges, not only while the pilot shows F.
+    ctl_gen = _Gen(seed * 7919 + 19)
+    if ctl_gen.r.random() < 0.35:
+        g.steps = [s for s in g.steps if s.kind != "fault"]
+    _controller(ctl_gen, length, install, g.plug_ins, g.steps)
     steps = sorted(g.steps, key=lambda s: s.t)  # stable: same-tick steps keep their order
     g.action_ids(steps)
     if r.random() < 0.2:
         install["metered"] = False  # a board without a meter: the current is unknown
-    # From a stream of its own, so a seed's other steps are what they always were.
     ocpp = random.Random(seed * 7919 + 16).random() < 0.3
     return Scenario(seed, install, length, steps, ocpp)
+
+
+def _controller(g, length, install, plug_ins, out):
+    # evcc, a Home Assistant automation or a balancer elsewhere: sessions of dynamic limits,
+    # each renewed at its own pace, mostly inside the ttl; a session ends with a clear or
+    # silence (the failsafe after the ttl). Most begin a little after a car is plugged in,
+    # as a controller's do. The installer's failsafe is written now and then.
+    r = g.r
+    top = install["max_current"]
+    per_amp = install["voltage"] * install["phases"] / 1000
+    starts = list(g.times(g.rate(0.5, 1 / 90, 1 / 10), 0, length))
+    p_plug = 0.0 if r.random() < 0.3 else r.uniform(0.5, 1.0)
+    starts += [t + g.logu(500, 8000) for t in plug_ins if r.random() < p_plug]
+    for start in starts:
+        ttl = r.choice(TTL_S)
+        every = ttl * r.choice((0.3, 0.5, 0.9, 1.2)) * 1000 if r.random() < 0.8 else 50
+        n = int(g.logu(1, 60))
+        t = start
+        for _ in range(n):
+            x = r.random()
+            if x < 0.6:
+                value, unit = round(r.uniform(0, top), r.choice((0, 1, 1, 2))), "a"
+            elif x < 0.8:
+                value, unit = round(r.uniform(0, top * per_amp), r.choice((1, 2, 3))), "kw"
+            elif x < 0.9:
+                value, unit = r.choice((6, 6.0, 5.9, 16, 32)), r.choice(("A", "kW", "a"))
+            else:  # refused: above the installation, negative, or an unknown unit
+                value, unit = r.choice(((top + 0.1, "a"), (-1, "a"), (50.5, "kw"), (10, "w")))
+            g.add(t, "limit", (value, unit, ttl))
+            t += max(TICK_MS, every * r.uniform(0.8, 1.1))
+            if t >= length:
+                break
+        if r.random() < 0.5:
+            g.add(t, "limit", None)  # goodbye; otherwise silence, and the failsafe
+    for t in g.times(g.rate(0.6, 1 / 120, 1 / 10), 0, length):
+        g.add(t, "failsafe", r.choice(FAILSAFE_KW) if r.random() < 0.8 else
+              r.choice((round(r.uniform(0, 11), 2), -1, 50.5)))
+    out.extend(g.steps)
+
+
+def valid_limit(value, unit, ttl, max_current):
+    """Whether a `limit` request must be accepted (protocol.md, the dynamic limit)."""
+    if value is None:
+        return True
+    if type(unit) is not str or unit.lower() not in ("a", "kw"):
+        return False
+    top = max_current if unit.lower() == "a" else 50
+    return type(value) in (int, float) and 0 <= value <= top and 1 <= ttl <= 3600
 
 
 def _vehicle(g, length):
@@ -364,9 +429,9 @@ def valid_cap(value):
 
 
 # -- playing a scenario
-def replay_command(seed, interp, keep=None, until=None):
+def replay_command(seed, interp, keep=None, until=None, site=False):
     cmd = "make fuzz SEED=%d INTERP=%s" % (seed, interp)
-    extra = []
+    extra = ["--site"] if site else []
     if keep is not None:
         extra.append("--keep " + (",".join(str(i) for i in keep) or "none"))
     if until is not None:
@@ -394,7 +459,8 @@ def run(scenario, make_rig, interp, keep=None, until=None):
     rig = make_rig(**inst)
     ocpp = None
     if scenario.ocpp and interp == "cpython":  # the station needs the firmware in process
-        ocpp = OcppFuzz(scenario.seed, length)
+        busy = [s.t for s in steps if s.kind in ("cap", "limit", "failsafe", "reset")]
+        ocpp = OcppFuzz(scenario.seed, length, checker, busy)
         ocpp.attach(rig)
     try:
         _play(rig, checker, steps, length, ocpp, phases)
@@ -500,6 +566,23 @@ def _apply(rig, checker, state, s, n):
         if status != 200:
             raise Violation(API, rig.bench.t, "phases_mode %r answered %r" % (args, reply),
                             checker.history(rig.bench.t))
+    elif kind == "limit":
+        value, unit, ttl = args or (None, None, None)
+        valid = valid_limit(value, unit, ttl, checker.max_current)
+        body = {"requestId": "f%d" % n, "limit": None}
+        if args:
+            body.update(limit={"value": value, "unit": unit}, ttl=ttl, source="fuzz")
+        checker.limit_sent(value, unit, valid)
+        reply = rig.request("limit", body)
+        note[1] += " -> %s" % reply.get("meta", {}).get("status")
+        checker.limit_reply(rig.bench.t, t, value, unit, ttl, valid, reply)
+    elif kind == "failsafe":
+        valid = valid_cap(args)
+        checker.failsafe_sent(args, valid)
+        reply = rig.request("settings", {"requestId": "f%d" % n, "settings": {
+            FAILSAFE: {"value": args, "unit": "kw"}}})
+        note[1] += " -> %s" % reply.get("meta", {}).get("status")
+        checker.failsafe_reply(rig.bench.t, args, valid, reply)
     elif kind == "cmd":
         name, action_id, strategy = args
         body = {"requestId": "f%d" % n, "action": {"command": name}}
@@ -522,9 +605,10 @@ def _apply(rig, checker, state, s, n):
             phases.note_power_ceiling(default_w, rig.bench.t)
 
 
-def shrink(scenario, make_rig, interp, violation, budget_s=60):
+def shrink(scenario, play, violation, budget_s=60):
     """A shorter timeline that breaks the same invariant: cut at the violation, then drop
-    steps while it still fails (delta debugging). Returns (keep, until, violation)."""
+    steps while it still fails (delta debugging). play: as player() gives it. Returns
+    (keep, until, violation)."""
     deadline = time.monotonic() + budget_s
     until = violation.t + TICK_MS if violation.t < scenario.length_ms else None
     limit = until if until is not None else scenario.length_ms
@@ -533,7 +617,7 @@ def shrink(scenario, make_rig, interp, violation, budget_s=60):
 
     def fails(trial):
         try:
-            run(scenario, make_rig, interp, set(trial), until)
+            play(set(trial), until)
         except Violation as v:
             return v if v.invariant == violation.invariant else None
         return None
@@ -550,7 +634,7 @@ def shrink(scenario, make_rig, interp, violation, budget_s=60):
                 i += chunk
         if not removed:
             chunk //= 2
-    best.replay = replay_command(scenario.seed, interp, keep, until)
+    best.replay = play.command(keep, until)
     return keep, until, best
 
 
@@ -600,6 +684,8 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=500, help="how many seeds (default 500)")
     p.add_argument("--start", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--interp", choices=INTERPRETERS + ("both",), default="both")
+    p.add_argument("--site", action="store_true", help="sites of several chargers (the "
+                   "seeds of site_fuzz.py) instead of one charger")
     p.add_argument("--keep", type=_ints, help="with --seed: play only these step numbers")
     p.add_argument("--until", type=int, help="with --seed: stop the timeline at this bench ms")
     p.add_argument("--shrink", action="store_true", help="with --seed: shorten a failing "
@@ -618,30 +704,58 @@ def main(argv=None):
         return _many(a, interps, root, dirs)
 
 
+def scenario(seed, site=False):
+    """The scenario a seed gives: one charger's (generate) or a site's (generate_site)."""
+    if site:
+        from .site_fuzz import generate_site
+        return generate_site(seed)
+    return generate(seed)
+
+
+def player(sc, interp, root, dirs=None):
+    """play(keep=None, until=None): plays scenario sc on fresh rigs under root; returns the
+    bench ms played or raises Violation. play.command(keep, until): its replay command."""
+    made = [0]
+
+    def play(keep=None, until=None):
+        made[0] += 1
+        where = os.path.join(root, interp, "%sseed%d-run%d" % (
+            "site-" if hasattr(sc, "site") else "", sc.seed, made[0]))
+        if hasattr(sc, "site"):
+            from .site_fuzz import run_site
+            return run_site(sc, interp, where, keep, until)
+        return run(sc, rig_maker(interp, where, dirs), interp, keep, until)
+
+    play.command = lambda keep, until: replay_command(sc.seed, interp, keep, until,
+                                                      hasattr(sc, "site"))
+    return play
+
+
 def _one(a, interps, root, dirs):
-    sc = generate(a.seed)
+    sc = scenario(a.seed, a.site)
     print(sc.describe())
     if a.show:
         for i, s in enumerate(sc.steps):
             if a.keep is None or i in a.keep:
-                print("  %4d  t=%-8d %r" % (i, s.t, s))
+                print("  %4d  t=%-8d %s%r" % (i, s.t, s.who + ": " if s.who else "", s))
     status = 0
     for interp in interps:
-        make = rig_maker(interp, os.path.join(root, interp), dirs)
+        play = player(sc, interp, root, dirs)
         started = time.monotonic()
         try:
-            ms = run(sc, make, interp, None if a.keep is None else set(a.keep), a.until)
+            ms = play(None if a.keep is None else set(a.keep), a.until)
             print("%s: passed, %d bench s in %.1f s" % (interp, ms // 1000,
                                                         time.monotonic() - started))
         except Violation as v:
             status = 1
             print("%s: FAILED\n%s" % (interp, v))
             if a.shrink:
-                keep, until, best = shrink(sc, make, interp, v)
+                keep, until, best = shrink(sc, play, v)
                 print("\nshrunk to %d steps%s:" % (len(keep), "" if until is None else
                                                     ", stopping at t=%d" % until))
                 for i in keep:
-                    print("  %4d  t=%-8d %r" % (i, sc.steps[i].t, sc.steps[i]))
+                    s = sc.steps[i]
+                    print("  %4d  t=%-8d %s%r" % (i, s.t, s.who + ": " if s.who else "", s))
                 print(best)
     return status
 
@@ -650,25 +764,26 @@ def _many(a, interps, root, dirs):
     failed = {}  # invariant -> [(seed, interp)]
     total = 0
     for interp in interps:
-        make = rig_maker(interp, os.path.join(root, interp), dirs)
         started, bench_ms, bad = time.monotonic(), 0, 0
         for seed in range(a.start, a.start + a.seeds):
             try:
-                bench_ms += run(generate(seed), make, interp)
+                bench_ms += player(scenario(seed, a.site), interp, root, dirs)()
             except Violation as v:
                 bad += 1
                 bench_ms += v.t
                 failed.setdefault(v.invariant, []).append((seed, interp))
-                print("FAIL seed %d (%s): %s at t=%d" % (seed, interp, v.invariant, v.t),
-                      flush=True)
+                print("FAIL %sseed %d (%s): %s at t=%d" % ("site " if a.site else "", seed,
+                                                         interp, v.invariant, v.t), flush=True)
         total += bad
-        print("%s: %d seeds, %d failed, %.1f bench hours in %.0f s" % (
-            interp, a.seeds, bad, bench_ms / 3.6e6, time.monotonic() - started), flush=True)
+        print("%s: %d %sseeds, %d failed, %.1f bench hours in %.0f s" % (
+            interp, a.seeds, "site " if a.site else "", bad, bench_ms / 3.6e6,
+            time.monotonic() - started), flush=True)
     if failed:
         print("\nfailures by invariant (replay one with the command shown):")
         for inv, where in sorted(failed.items(), key=lambda kv: -len(kv[1])):
             seed, interp = where[0]
-            print("  %4d  %s\n        e.g. %s" % (len(where), inv, replay_command(seed, interp)))
+            print("  %4d  %s\n        e.g. %s" % (len(where), inv,
+                                                 replay_command(seed, interp, site=a.site)))
     return 1 if total else 0
 
 

@@ -29,6 +29,12 @@ D_EVIDENCE_MS = OPEN_MS  # a D shorter than this may be debounced away, not a fa
 PAUSE_CURRENT_A = 1.0  # a pause opens once the current falls below 1 A
 CURRENT_RESOLUTION = Fraction(1, 10)  # ceilings are floored to 0.1 A (the agent's unit)
 CAP = "max_charge_rate"
+FAILSAFE = "failsafe_charge_rate"
+# The dynamic limit and, once it has run out (or after a restart while a controller was in
+# charge), the failsafe: one ceiling, as the firmware keeps them (ceiling.Ceiling).
+CONTROLLER = "dynamic_limit/failsafe"
+SITE = "site"  # a site's fallback, while the charger has no fresh meter reading
+NONE = 1e9  # a ceiling not in force
 TERMINAL = ("push.completed", "push.failed", "action.cancelled")
 
 # Duty classes: what the vehicle reads from the pilot.
@@ -90,6 +96,14 @@ def cap_amps(kw, voltage, phases):
     (the decimal the request carried, not its binary float)."""
     exact = Fraction(repr(kw)) * 1000 / (Fraction(repr(voltage)) * phases)
     return math.floor(exact / CURRENT_RESOLUTION) * CURRENT_RESOLUTION
+
+
+def limit_amps(value, unit, voltage, phases):
+    """The per-phase current a dynamic limit allows: amps floored to 0.1 A (protocol.md), or
+    kW converted as a cap is."""
+    if unit.lower() == "kw":
+        return cap_amps(value, voltage, phases)
+    return math.floor(Fraction(repr(value)) / CURRENT_RESOLUTION) * CURRENT_RESOLUTION
 
 
 class Obs:
@@ -185,6 +199,15 @@ class Checker:
         if cable_current:
             self.ceilings.set("cable", cable_current)
         self.ceilings.set(CAP, cap_amps(default_kw, voltage, phases))
+        self.ceilings.set(CONTROLLER, NONE)
+        self.ceilings.set(SITE, NONE)
+        self.max_current = max_current
+        # The dynamic limit and its failsafe, as the charger must keep them (protocol.md):
+        self.failsafe_kw = 0  # failsafe_charge_rate, persisted (default 0 kW)
+        self.in_charge = False  # persisted: a controller set a limit and has not cleared it
+        self.dyn = None  # [amps, expiry from (ms), expiry by (ms) or None] while one is in force
+        self._limit_entry = None
+        self._failsafe_entry = None
         self.inputs = []  # (t, text): everything done to the bench and the agent
         self.trace = []  # (t, powered, duty class, percent, drive, connected, s2, >= 1 A, fault)
         self.actions = {}  # id -> Action, acknowledged ones
@@ -234,6 +257,91 @@ class Checker:
         self.ceilings.set(CAP, cap_amps(self.default_kw, self.voltage, self.phases), t,
                           CEILING_GRACE_MS)
 
+    # -- the dynamic limit and its failsafe (protocol.md; the `limit` request and the setting)
+    def _failsafe_amps(self):
+        return cap_amps(self.failsafe_kw, self.voltage, self.phases)
+
+    def _controller_amps(self):
+        if self.dyn is not None:
+            return self.dyn[0]
+        return self._failsafe_amps() if self.in_charge else NONE
+
+    def limit_sent(self, value, unit, valid):
+        # While in flight it may already apply (a raise included); a clear (value None)
+        # may lift the ceiling.
+        if valid:
+            amps = NONE if value is None else limit_amps(value, unit, self.voltage, self.phases)
+            self._limit_entry = self.ceilings.tolerate(CONTROLLER, amps)
+
+    def limit_reply(self, t, sent_t, value, unit, ttl_s, valid, reply):
+        if self._limit_entry is not None:
+            self.ceilings.withdraw(CONTROLLER, self._limit_entry)
+            self._limit_entry = None
+        status = reply.get("meta", {}).get("status")
+        if valid and status == 200:
+            if value is None:
+                self.dyn = None
+                self.in_charge = False
+            else:
+                ttl_ms = int(ttl_s * 1000)
+                self.dyn = [limit_amps(value, unit, self.voltage, self.phases),
+                            sent_t + ttl_ms, t + ttl_ms]
+                self.in_charge = True
+            self.ceilings.set(CONTROLLER, self._controller_amps(), t, CEILING_GRACE_MS)
+        elif status == 200 or (valid and status is not None and status < 500):
+            raise self._violation(API, t, "limit %r %r ttl %r answered %r" % (
+                value, unit, ttl_s, reply))
+
+    def failsafe_sent(self, kw, valid):
+        if valid and self.in_charge:  # the failsafe may be, or become, the ceiling
+            self._failsafe_entry = self.ceilings.tolerate(
+                CONTROLLER, cap_amps(kw, self.voltage, self.phases))
+
+    def failsafe_reply(self, t, kw, valid, reply):
+        if self._failsafe_entry is not None:
+            self.ceilings.withdraw(CONTROLLER, self._failsafe_entry)
+            self._failsafe_entry = None
+        status = reply.get("meta", {}).get("status")
+        if valid and status == 200:
+            self.failsafe_kw = kw
+            self.ceilings.set(CONTROLLER, self._controller_amps(), t, CEILING_GRACE_MS)
+        elif status == 200 or (valid and status is not None and status < 500):
+            raise self._violation(API, t, "failsafe write %r answered %r" % (kw, reply))
+
+    def controller(self, t, amps, grace_ms):
+        """A controller other than the `limit` request set the dynamic limit (OCPP's
+        TxDefaultProfile: no time-to-live) or cleared it (amps None), at t or within
+        grace_ms of it."""
+        if amps is None:
+            self.dyn = None
+            self.in_charge = False
+        else:
+            self.dyn = [amps, None, None]
+            self.in_charge = True
+        self.ceilings.set(CONTROLLER, self._controller_amps(), t, grace_ms)
+
+    def cap_set(self, t, amps, grace_ms):
+        """max_charge_rate written by another path (OCPP's ChargePointMaxProfile) at t or
+        within grace_ms of it."""
+        self.ceilings.set(CAP, amps, t, grace_ms)
+
+    def _expire(self, t):
+        # Silence is a failure: at the deadline the failsafe applies, within a tick of it.
+        # The deadline lies between the request's sending and its reply (plus the ttl).
+        d = self.dyn
+        if d is None or d[1] is None or t < d[1]:
+            return
+        if t < d[2]:  # from the earliest deadline the failsafe may apply (a raise too)
+            self.ceilings.tolerate(CONTROLLER, self._failsafe_amps(), d[2] + CEILING_GRACE_MS)
+            d[1] = d[2]  # tolerated once; the latest deadline is next
+            return
+        self.dyn = None
+        self.ceilings.set(CONTROLLER, self._controller_amps(), t, CEILING_GRACE_MS)
+
+    def site_fallback(self, t, amps):
+        """The site's fallback (A) binds from t (None: lifted; a raise may come at once)."""
+        self.ceilings.set(SITE, NONE if amps is None else amps, t, CEILING_GRACE_MS)
+
     def command_reply(self, t, sent_id, reply):
         meta = reply.get("meta", {})
         if meta.get("status") != 202:
@@ -264,6 +372,10 @@ class Checker:
             self._evidence = None  # a reboot starts afresh: the hold-off is not persisted
             self._raised.clear()
             self._wakeups = 0
+            # A dynamic limit is volatile; a restart while a controller was in charge comes
+            # back in the failsafe, before any current is offered.
+            self.dyn = None
+            self.ceilings.set(CONTROLLER, self._controller_amps(), t)
 
     # -- what the agent published
     def event(self, evt, t):
@@ -291,6 +403,7 @@ class Checker:
         t = o.t
         if last is not None and t != last.t + TICK_MS:
             raise self._violation(CONTINUITY, t, "previous tick seen was t=%d" % last.t)
+        self._expire(t)
         cls = duty_class(o.counts, o.full)
         prev_cls = duty_class(last.counts, last.full) if last else X1
         percent = 100.0 * o.counts / o.full
@@ -483,4 +596,79 @@ class Checker:
         out.append("  wire (changes): t, powered, pilot, duty %, drive, connected, S2, >=1 A, "
                    "bench fault")
         out += ["    t=%-8d %s" % (r[0], " ".join(str(x) for x in r[1:])) for r in rows]
+        return "\n".join(out)
+
+
+# -- a site: the fuse (docs/site.md, "What works means"), from the site's own currents
+SITE_STEADY = "the site is above its fuse only right after a household step up"
+SITE_LONG = "the site is back under its fuse within 5 s"
+SITE_PEAK = "the site never exceeds 1.45 x its fuse"
+SITE_AFTER_STEP_MS = 5000  # an overload may begin this long after a step (a rise in flight)
+SITE_OVER_MS = 5000
+SITE_TRIP = 1.45  # IEC 60898: a breaker's conventional tripping current
+
+
+class SiteChecker:
+    """The fuse, with an honest meter: above it only right after a household step up on that
+    phase (the chargers cannot foresee one, and a rise granted before it may land after it),
+    for at most 5 s, and never above 1.45 x the fuse. While the chargers' records are lost,
+    forged or replayed (and a while after: `adversity`), a charger may take current another
+    one has been granted unheard; that overload too must end within 5 s and stay under
+    1.45 x the fuse (docs/site.md, "What is left")."""
+
+    def __init__(self, fuse, phases):
+        self.fuse = fuse
+        self.adverse_until = -1  # bench ms: records not to be trusted until then
+        self.ups = [[] for _ in range(phases)]  # bench ms of each household step up
+        self.open = {}  # phase -> [start, peak] of the overload in progress
+        self.inputs = []  # (t, text)
+        self.trace = []  # (t, currents, {id: offered A}) on every change
+
+    def note(self, t, text):
+        self.inputs.append([t, text])
+
+    def adversity(self, until):
+        """Records are not to be trusted until bench ms `until` (None: until told again)."""
+        if until is None:
+            self.adverse_until = float("inf")
+        elif self.adverse_until == float("inf") or until > self.adverse_until:
+            self.adverse_until = until
+
+    def household(self, t, old, new):
+        for p, (a, b) in enumerate(zip(old, new)):
+            if b > a + 0.01:
+                self.ups[p].append(t)
+
+    def observe(self, t, currents, offers):
+        row = ([round(c, 1) for c in currents], {c: round(o, 1) for c, o in offers.items()})
+        if not self.trace or self.trace[-1][1:] != row:
+            self.trace.append((t,) + row)
+        for p, amps in enumerate(currents):
+            if amps > self.fuse * SITE_TRIP + 0.01:
+                raise self._violation(SITE_PEAK, t, "L%d at %.1f A on a %g A fuse" % (
+                    p + 1, amps, self.fuse))
+            if amps <= self.fuse + 0.01:
+                self.open.pop(p, None)
+                continue
+            ep = self.open.get(p)
+            if ep is None:
+                if t > self.adverse_until and \
+                        not any(0 <= t - u <= SITE_AFTER_STEP_MS for u in self.ups[p]):
+                    raise self._violation(SITE_STEADY, t, "L%d at %.1f A on a %g A fuse, no "
+                                          "household step up on it in the %d ms before" % (
+                                              p + 1, amps, self.fuse, SITE_AFTER_STEP_MS))
+                self.open[p] = [t, amps]
+            elif t - ep[0] > SITE_OVER_MS:
+                raise self._violation(SITE_LONG, t, "L%d above the %g A fuse since t=%d "
+                                      "(now %.1f A)" % (p + 1, self.fuse, ep[0], amps))
+
+    def _violation(self, invariant, t, detail):
+        return Violation(invariant, t, detail, self.history(t))
+
+    def history(self, t, inputs=12, rows=16):
+        done = [r for r in self.inputs if r[0] <= t][-inputs:]
+        out = ["  inputs:"] + ["    t=%-8d %s" % tuple(r) for r in done]
+        out.append("  site (changes): t, current per phase A, each charger's offer A")
+        out += ["    t=%-8d %s %s" % (r[0], r[1], r[2])
+                for r in [r for r in self.trace if r[0] <= t][-rows:]]
         return "\n".join(out)

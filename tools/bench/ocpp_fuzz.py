@@ -6,15 +6,19 @@ The station is the firmware's own (firmware/ocpp16/ocpp_station.py), attached to
 as runner.serve attaches it, with plug and charge. The central system here is a model of the
 uplink's side of the queue: while it is up it takes the station's oldest message each tick,
 as the OCPP thread does, and answers it (a StartTransaction gets the next transaction id);
-while it is down it takes nothing. The WebSocket, the framing and a real central system are
-proven in host_tests/test_ocpp.py; this is about what the queue and the transactions do
-under everything else the fuzzer throws at the charger.
+while it is down it takes nothing. While up it also sets and clears charging profiles
+(firmware/ocpp_ops.py, as the OCPP thread calls it): a ChargePointMaxProfile is
+max_charge_rate, a TxDefaultProfile the dynamic limit, and the checker learns each as a
+ceiling the station must apply within a worker pass (docs/ocpp.md). The WebSocket, the
+framing and a real central system are proven in host_tests/test_ocpp.py; this is about what
+the queue, the transactions and the profiles do under everything else the fuzzer throws at
+the charger.
 """
 import datetime
 import random
 
-from .invariants import PWM, Violation, duty_class
-from .rig import UNIX_BASE_MS
+from .invariants import PWM, Violation, cap_amps, duty_class, limit_amps
+from .rig import TICK_MS, UNIX_BASE_MS
 
 PAIRS = "every StartTransaction gets exactly one StopTransaction, across power cuts"
 ORDER = "a transaction's messages reach the CSMS in the order they happened"
@@ -37,6 +41,60 @@ def outages(seed, length):
     return spans
 
 
+# A profile's change reaches the ceilings at the station's next pass (the worker's, every
+# 100 ms, runner.SERVICE_TICKS), and the pilot within two ticks of that; after a boot the
+# station's first pass waits for the control loop's first reading of the board.
+APPLY_MS = 100 + 3 * TICK_MS
+BOOT_APPLY_MS = 300
+QUIET_MS = 300  # no other write of the same ceiling this near a profile's (the order is known)
+TX_DEFAULT, CP_MAX = "TxDefaultProfile", "ChargePointMaxProfile"
+
+
+def profile_calls(seed, length, busy):
+    """[(bench ms, purpose, value or None to clear)]: from the seed alone; never within
+    QUIET_MS of a write of a cap, a limit, the failsafe or a factory reset (`busy`)."""
+    r = random.Random(seed * 7919 + 20)
+    if r.random() < 0.3:
+        return []
+    out = []
+    t = r.uniform(0, length / 3)
+    while t < length:
+        if not any(abs(t - b) < QUIET_MS for b in busy):
+            purpose = r.choice((TX_DEFAULT, TX_DEFAULT, CP_MAX))
+            if r.random() < 0.25:
+                value = None
+            elif purpose == CP_MAX:
+                value = ("W", r.randrange(0, 30000, 10))
+            elif r.random() < 0.6:
+                value = ("A", round(r.uniform(0, 40), 1))
+            else:
+                value = ("W", r.randrange(0, 25000, 10))
+            out.append((int(t) // TICK_MS * TICK_MS, purpose, value))
+        t += r.expovariate(1 / 8000)
+    return out
+
+
+def profile_payload(purpose, value):
+    pid = 1 if purpose == TX_DEFAULT else 2
+    if value is None:
+        return "ClearChargingProfile", {"id": pid}
+    unit, limit = value
+    return "SetChargingProfile", {"connectorId": 1 if purpose == TX_DEFAULT else 0,
+                                  "csChargingProfiles": {
+        "chargingProfileId": pid, "stackLevel": 0, "chargingProfilePurpose": purpose,
+        "chargingProfileKind": "Absolute", "chargingSchedule": {
+            "startSchedule": "2026-11-23T00:00:00Z", "chargingRateUnit": unit,
+            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit}]}}}
+
+
+class _Uplink:
+    """What ocpp_ops reaches of the OCPP uplink."""
+
+    def __init__(self, station):
+        self.station = station
+        self.reset = None
+
+
 def bench_ms(iso):
     """An OCPP timestamp as bench time (the rig's clock is UNIX_BASE_MS at bench time 0)."""
     t = datetime.datetime.fromisoformat(iso.replace("Z", "+00:00"))
@@ -44,9 +102,16 @@ def bench_ms(iso):
 
 
 class OcppFuzz:
-    def __init__(self, seed, length):
+    def __init__(self, seed, length, checker=None, busy=()):
         self.down = outages(seed, length)
         self.interval = random.Random(seed * 7919 + 18).choice((1, 2, 5, 30))
+        self.checker = checker
+        self.calls = profile_calls(seed, length, busy) if checker else []
+        # The profiles in force (persisted by the station) and what the station has applied
+        # of them since its boot (its caches: a change reaches a ceiling only when the
+        # profile's value changes, so a write by MQTT in between stands).
+        self.profiles = {TX_DEFAULT: None, CP_MAX: None}
+        self.applied = {TX_DEFAULT: None, CP_MAX: None}
         self.station = None
         self.log = []  # (action, payload, the station's transaction number, id given)
         self.pwm = []  # [first, last] bench ms of each run of ticks with current offered
@@ -60,6 +125,8 @@ class OcppFuzz:
         if self._first_boot:  # persisted: later boots find it
             self._first_boot = False
             self.station.config.change("MeterValueSampleInterval", str(self.interval))
+        self.applied = {TX_DEFAULT: None, CP_MAX: None}
+        self._apply(rig.bench.t, BOOT_APPLY_MS)
 
     def power_cut(self):
         self.station = None
@@ -76,6 +143,53 @@ class OcppFuzz:
                 self.pwm.append([o.t, o.t])
         if self.station is not None and self.up(o.t):
             self.serve(o.t)
+            while self.calls and self.calls[0][0] <= o.t:
+                self.profile(o.t, *self.calls.pop(0)[1:])
+
+    def profile(self, t, purpose, value):
+        """The CSMS sets (or clears) a profile; the checker learns what the station will do."""
+        import ocpp_ops
+        from ocpp_profiles import Invalid
+        action, payload = profile_payload(purpose, value)
+        with self.station.lock:
+            try:
+                status = ocpp_ops.handle(_Uplink(self.station), action, payload, t)["status"]
+            except Invalid as e:
+                status = e.args[0]
+        self.checker.note(t, "CSMS %s %s %r -> %s" % (action, purpose, value, status))
+        if status == "Accepted":
+            self.profiles[purpose] = value
+            self._apply(t, APPLY_MS)
+        elif action == "ClearChargingProfile" and status == "Unknown":
+            self.profiles[purpose] = None  # there was none to clear
+
+    def _apply(self, t, grace_ms):
+        # The station's _apply, as docs/ocpp.md says it: TxDefaultProfile -> the dynamic
+        # limit (amps above max_current clipped), ChargePointMaxProfile -> max_charge_rate
+        # (cleared: back to the installation's default).
+        c = self.checker
+        if c is None:
+            return
+        want = self.profiles[TX_DEFAULT]
+        if want != self.applied[TX_DEFAULT]:
+            if want is not None:
+                c.controller(t, self._amps(*want), grace_ms)
+            elif self.applied[TX_DEFAULT] is not None:
+                c.controller(t, None, grace_ms)
+            self.applied[TX_DEFAULT] = want
+        want = self.profiles[CP_MAX]
+        if want != self.applied[CP_MAX]:
+            if want is not None:
+                c.cap_set(t, self._amps(*want), grace_ms)
+            elif self.applied[CP_MAX] is not None:
+                c.cap_set(t, cap_amps(c.default_kw, c.voltage, c.phases), grace_ms)
+            self.applied[CP_MAX] = want
+
+    def _amps(self, unit, limit):
+        c = self.checker
+        if unit == "A":
+            return limit_amps(min(limit, c.max_current), "a", c.voltage, c.phases)
+        return limit_amps(min(limit / 1000, 50), "kw", c.voltage, c.phases)
 
     def serve(self, t):
         st = self.station

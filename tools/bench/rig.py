@@ -23,13 +23,26 @@ OFF = (0, False, False)  # the outputs of a board without power
 UNIX_BASE_MS = 1795478400000  # 2026-11-24T00:00:00Z at bench time 0
 
 
+def text(payload):
+    """A published payload's bytes: as they are, or a body that writes itself
+    (api_text.JsonBody: every reply and state report) written out."""
+    if hasattr(payload, "write_to"):
+        out = io.BytesIO()
+        payload.write_to(out)
+        return out.getvalue()
+    return bytes(payload)
+
+
 class Rig:
     """Bench stepping shared by both rigs; subclasses run the firmware's tick."""
 
     def __init__(self, state_dir, voltage=230, phases=1, max_current=32, device_id="charger-1",
                  cable_current=None, default_kw=None, metered=True, site=None,
-                 phase_switch=False):
+                 clock_ms=UNIX_BASE_MS, phase_switch=False):
         self.state_dir = state_dir
+        # The board's wall clock: Unix ms at bench time 0, or None for a board whose clock
+        # was never set (an ESP32 whose NTP failed). A site's chargers may each differ.
+        self.clock_ms = clock_ms
         self.config = {"device_id": device_id, "supply_voltage": voltage, "phases": phases,
                        "max_current": max_current, "state_dir": state_dir, "meter": metered}
         if site:
@@ -106,10 +119,7 @@ class Rig:
             self._deliver(topic, bytes(payload))
 
     def _record(self, topic, payload, retain):
-        if hasattr(payload, "write_to"):  # a reply in pieces (api_text.JsonBody)
-            out = io.BytesIO()
-            payload.write_to(out)
-            payload = out.getvalue()
+        payload = text(payload)
         if self.on_publish:
             self.on_publish(topic, bytes(payload), retain)
         try:
@@ -135,7 +145,7 @@ class InProcessRig(Rig):
             self.prefix + topic, payload, retain)
         self.board.publish_to = lambda topic, payload, retain=False, qos=1: self._record(
             topic, payload, retain)
-        self.board.unix_base_ms = UNIX_BASE_MS
+        self.board.unix_base_ms = self.clock_ms
         self.board.now = self.bench.t
         self.powered = True
         self.bench.apply_outputs(self._outputs())
@@ -191,7 +201,7 @@ class ProcessRig(Rig):
         self.boot()
 
     def boot(self):
-        self.agent = AgentProcess(self.config, self.build, UNIX_BASE_MS, self.heapsize,
+        self.agent = AgentProcess(self.config, self.build, self.clock_ms, self.heapsize,
                                   on_publish=self._record)
         self.powered = True
         self.bench.apply_outputs(self.agent.outputs)

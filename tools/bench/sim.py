@@ -10,6 +10,7 @@ site of them site_bench.py's SiteSim.
 """
 import argparse
 import os
+import secrets
 import signal
 import sys
 
@@ -21,6 +22,7 @@ from tools.device import unix32
 from tools.paths import BUILDS, ROOT, cpython_paths
 
 cpython_paths()
+import config as firmware_config  # noqa: E402  (the HTTP front's token rule, defined once)
 import topics  # noqa: E402  (the firmware's topic prefix, defined once)
 
 
@@ -59,6 +61,14 @@ def parse(argv):
                    "when that is taken; 0: no page)" % DEFAULT_PORT)
     p.add_argument("--no-page", dest="page_port", action="store_const", const=0,
                    help="no page (the same as --page-port 0)")
+    p.add_argument("--http-port", type=_port, metavar="N",
+                   help="the agent's HTTP front on 127.0.0.1:N (docs/http.md; with --chargers, "
+                   "charger-K on N+K-1; default: a free port each; 0: none)")
+    p.add_argument("--no-http", dest="http_port", action="store_const", const=0,
+                   help="no HTTP front, as a board whose config has no http block (the same "
+                   "as --http-port 0)")
+    p.add_argument("--api-token", metavar="T", help="the HTTP front's token, at least %d "
+                   "characters (default: a new one, printed)" % firmware_config.TOKEN_MIN)
     p.add_argument("--heapsize", default="256K", help="micropython heap: the 64-bit wheel "
                    "holds the .mpy bytecode in it (about 85 KB); the ESP32 model is "
                    "--build unix32 --heapsize 56K")
@@ -75,6 +85,13 @@ def parse(argv):
     cloud_bench.check(p, a)
     if a.phase_switch and a.phases != 3:
         p.error("--phase-switch needs --phases 3")
+    if a.api_token is None:
+        a.api_token = secrets.token_urlsafe(18)
+    why = firmware_config.token_problem(a.api_token)
+    if why:
+        p.error("--api-" + why)
+    if a.http_port and a.http_port > 65536 - a.chargers:
+        p.error("--http-port must leave a port for each charger: 1-%d" % (65536 - a.chargers))
     if a.ca and not (a.broker or a.agent_broker):
         p.error("--ca needs --broker HOST:PORT (the embedded broker has no TLS)")
     for path in (a.ca, a.ocpp_ca):  # PEM or DER; anything else is refused here, once

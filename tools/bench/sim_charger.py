@@ -6,6 +6,7 @@ bench messages; both take Sim.lock.
 """
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -14,16 +15,19 @@ import paho.mqtt.client as mqtt
 
 from tools.bench.agent_process import AgentProcess
 from tools.bench.bench import Bench
-from tools.bench.broker import Broker
+from tools.bench.broker import Broker, free_port
 from tools.client import tls_context
 from tools.json_input import loads
 from tools.paths import cpython_paths
 
 cpython_paths()
+import topics  # noqa: E402
 from sim_board import RESTART_EXIT, Board  # noqa: E402
 
 TICK_MS = Board.TICK_MS
 READINGS_EVERY_MS = 1000
+_UPLINKS = {"mqtt": ["mqtt"], "ocpp": ["ocpp"], "both": ["mqtt", "ocpp"]}  # by --uplink
+HTTP_WAIT_S = 20  # for the agent's HTTP front to listen, after it is powered on
 
 
 def run_paced(stop, step):
@@ -52,6 +56,8 @@ class Sim:
         self.power = True
         self.unix_base_ms = int(time.time() * 1000)
         self.bench_topic = "bench/%s/" % args.device_id
+        # The agent's HTTP front on loopback (0: none, --no-http)
+        self.http_port = free_port() if args.http_port is None else args.http_port
         self._last_key = None
         self._last_readings = 0
 
@@ -71,8 +77,11 @@ class Sim:
             cfg["ca_file"] = os.path.abspath(a.ca)
         if a.username:
             cfg.update(username=a.username, password=a.password or "")
+        cfg["uplinks"] = _UPLINKS[a.uplink or ("ocpp" if a.ocpp else "mqtt")]
+        if self.http_port:
+            cfg["uplinks"] = cfg["uplinks"] + ["http"]
+            cfg["http"] = {"host": "127.0.0.1", "port": self.http_port, "token": a.api_token}
         if a.ocpp:
-            cfg["uplink"] = a.uplink or "ocpp"
             ca = a.ocpp_ca and os.path.abspath(a.ocpp_ca)
             cfg["ocpp"] = {k: v for k, v in (("url", a.ocpp), ("password", a.ocpp_password),
                                               ("ca_file", ca), ("id_tag", a.id_tag)) if v}
@@ -111,6 +120,26 @@ class Sim:
         if before_power_on:
             before_power_on(self.address)
         self._power_on()
+        self._announce_api()
+
+    @property
+    def api_url(self):
+        return "http://127.0.0.1:%d/%s/%s" % (self.http_port, topics.PREFIX, self.args.device_id)
+
+    def _announce_api(self):
+        # The HTTP front's address and token, once it listens (docs/http.md, "The bench").
+        if not self.http_port:
+            return
+        deadline = time.monotonic() + HTTP_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.http_port), 0.5).close()
+                say("sim: api %s (token %s)" % (self.api_url, self.args.api_token))
+                return
+            except OSError:
+                time.sleep(0.1)
+        say("sim: the HTTP front did not listen on port %d within %d s"
+            % (self.http_port, HTTP_WAIT_S))
 
     def _power_on(self):
         self.agent = AgentProcess(self.config(), self.args.build,

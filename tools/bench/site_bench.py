@@ -112,6 +112,7 @@ def charger_args(a, k, address):
     c.device_id = "charger-%d" % (k + 1)
     c.state_dir = os.path.join(a.state_dir, c.device_id)
     c.broker = address
+    c.http_port = a.http_port + k if a.http_port else a.http_port  # one port each (0: none)
     return c
 
 

@@ -35,6 +35,7 @@ class SiteRig:
         self.retained = {}  # topic -> payload, as a broker keeps them
         self.readings = []  # bench ms of every meter reading published
         self.observers = []  # f(site_rig) after every tick
+        self.lost = None  # f(topic) -> True: the broker loses that message (a test's fault)
         for rig in rigs.values():
             rig.on_publish = self._published
 
@@ -54,7 +55,8 @@ class SiteRig:
         self._send(topic, payload)
 
     def _send(self, topic, payload, to=None):
-        self._in_flight.append((self.t + self.latency_ms, topic, payload, to))
+        if self.lost is None or not self.lost(topic):
+            self._in_flight.append((self.t + self.latency_ms, topic, payload, to))
 
     def _deliver_due(self):
         due = [m for m in self._in_flight if m[0] <= self.t]
@@ -122,7 +124,9 @@ class SiteRig:
 
 def build(state_dir, site, chargers, site_phases, interp="micropython", **site_rig_kw):
     """A site rig: `site` is the config's site block (without phases), `chargers` is
-    {id: {"phases", "lines" (its site phases), "ev_max", "follow_ms"[, "max_current"]}};
+    {id: {"phases", "lines" (its site phases), "ev_max", "follow_ms"[, "max_current",
+    "clock_ms" (its board's Unix ms at bench time 0; None: never set), "install" (more of
+    the rig's installation keywords: voltage, cable_current, ...)]}};
     each charger gets its flash in state_dir/id and its vehicle's limits set (not plugged)."""
     lines = {cid: c["lines"] for cid, c in chargers.items()}
     rigs = {}
@@ -131,7 +135,9 @@ def build(state_dir, site, chargers, site_phases, interp="micropython", **site_r
             d = os.path.join(state_dir, cid)
             os.makedirs(d, exist_ok=True)
             kw = dict(device_id=cid, phases=c["phases"], max_current=c.get("max_current", 32),
-                      site=dict(site, phases=c["lines"]))
+                      site=dict(site, phases=c["lines"]),
+                      clock_ms=c.get("clock_ms", UNIX_BASE_MS))
+            kw.update(c.get("install") or {})
             if interp == "micropython":
                 rigs[cid] = ProcessRig(d, "wheel", **kw)
             else:

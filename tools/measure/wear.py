@@ -13,7 +13,7 @@ import os
 import random
 
 from tools.bench.nvs_model import CYCLES, ENTRIES, NvsModel, WearStore
-from tools.bench.rig import ProcessRig
+from tools.bench.rig import ProcessRig, text
 from tools.paths import cpython_paths
 
 cpython_paths()
@@ -63,7 +63,7 @@ class WearRun:
     def request(self, kind, body):
         self.n += 1
         body = dict(body, requestId="w%d" % self.n)
-        reply = json.loads(self.agent.handle(kind, json.dumps(body).encode(), self.t))
+        reply = json.loads(text(self.agent.handle(kind, json.dumps(body).encode(), self.t)))
         assert reply["success"], reply
         return reply
 

@@ -1,0 +1,251 @@
+"""The HTTP front (docs/http.md) against make sim's charger, under micropython (the wheel, and
+make unix32 at an ESP32's 56 KB heap): the API page's paths with their envelope, one command
+slot with MQTT, and every refusal of hostile input, each a clear status or a closed socket,
+with nothing changed and the charger still running."""
+import json
+import re
+import socket
+import threading
+import time
+
+import pytest
+
+from e2e import Charger, HttpApi, InProcessSim, online, wait_for
+from tools.bench.broker import free_port
+
+TOKEN = "http-test-token-0123456789"
+DEVICE = "h-1"
+PATH = "/ev-charger/" + DEVICE
+
+
+@pytest.fixture
+def front(broker, tmp_path, agent_build):
+    sim = InProcessSim(["--broker", broker.address, "--state-dir", str(tmp_path / "flash"),
+                        "--device-id", DEVICE, "--no-page", "--http-port", str(free_port()),
+                        "--api-token", TOKEN, *agent_build])
+    api = HttpApi(sim.sim.http_port, TOKEN, DEVICE)
+    c = Charger(broker.address, DEVICE)
+    try:
+        online(c)
+        yield sim, api, c
+    finally:
+        c.close()
+        sim.close()
+
+
+def plug(sim, **ev):
+    with sim.sim.lock:
+        sim.bench.set_ev(dict({"connected": True, "request": True}, **ev))
+
+
+def meta_ok(meta, path):
+    assert re.fullmatch(r"req_[0-9a-f]{20}", meta["requestId"]), meta
+    assert meta["path"] == path and meta["timestamp"].startswith("20"), meta
+    assert isinstance(meta["latencyMs"], (int, float)) and 0 <= meta["latencyMs"] < 5000, meta
+
+
+def test_the_api_pages_paths_answer_in_the_envelope(front):
+    sim, api, c = front
+    status, headers, body = api.call("GET", PATH + "?expedite=true")
+    assert status == 200 and headers["content-type"] == "application/json", body
+    assert body["success"] and body["data"]["id"] == DEVICE
+    assert body["data"]["metadata"]["source"] == "projection" and "diagnostics" in body["data"]
+    meta_ok(body["meta"], PATH)
+    status, _, body = api.call("POST", PATH + "/settings",
+                               {"max_charge_rate": {"value": 3.68, "unit": "kW"}})
+    assert (status, body["data"]) == (200, {"deviceId": DEVICE, "updated": ["max_charge_rate"]})
+    meta_ok(body["meta"], PATH + "/settings")
+    assert api.read()["settings"]["max_charge_rate"]["value"] == 3.68
+    assert c.read()["settings"]["max_charge_rate"]["value"] == 3.68  # one cap, both doors
+    plug(sim)
+    wait_for(lambda: sim.bench.contactor, 10)
+    status, _, body = api.call("POST", PATH, {"action": {"command": "charge"},
+                                              "actionId": "act_h1"})
+    assert status == 202 and body["data"]["id"] == "act_h1", body
+    assert body["data"]["state"] == "acknowledged" and body["data"]["parameters"] is None
+    wait_for(lambda: api.call("GET", "/actions/act_h1")[2]["data"]["state"] == "completed", 5)
+    status, _, body = api.call("GET", "/actions/act_h1")
+    assert status == 200 and body["data"]["command"] == "charge"
+    meta_ok(body["meta"], "/actions/act_h1")
+    status, _, body = api.call("POST", PATH + "/limit", {"limit": {"value": 10, "unit": "a"},
+                                                         "ttl": 60, "source": "test"})
+    assert status == 200 and body["data"]["limit"] == {"value": 10, "unit": "a"}, body
+    assert api.read()["state"]["limitedBy"] == "dynamic_limit"
+    status, _, body = api.call("POST", PATH + "/limit", {"limit": None})
+    assert status == 200 and body["data"]["limit"] is None
+    # The charger's own judgement, relayed with its codes: as over MQTT.
+    for path, request, want in (
+            ("/settings", {"max_charge_rate": {"value": 7, "unit": "w"}},
+             (422, "UNSUPPORTED_UNIT")),
+            ("/settings", {"max_current": {"value": 7, "unit": "a"}}, (422, "READ_ONLY_SETTING")),
+            ("/settings", {}, (400, "INVALID_REQUEST")),
+            ("", {"action": {"command": "fly"}}, (422, "UNSUPPORTED_MODE")),
+            ("", {"action": {"command": "idle"}, "requestId": "mine"}, (400, "INVALID_REQUEST")),
+            ("/limit", {"limit": {"value": 10, "unit": "a"}, "ttl": 0},
+             (422, "SETTING_OUT_OF_RANGE"))):
+        status, _, body = api.call("POST", PATH + path, request)
+        assert (status, body["error"]["code"]) == want, (path, request, body)
+        assert body["success"] is False and isinstance(body["error"]["details"], dict)
+    # The page: HTML from flash, its id escaped, nothing loaded from elsewhere.
+    with socket.create_connection(("127.0.0.1", api.port), 5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        page = b""
+        while True:
+            got = s.recv(65536)
+            if not got:
+                break
+            page += got
+    head, _, html = page.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"text/html" in head
+    assert b"Content-Security-Policy: default-src 'none'" in head
+    assert b'data-id="%s"' % DEVICE.encode() in html and b"</html>" in html
+    assert not re.search(rb"(src|href)=\"?https?:", html)
+
+
+def test_one_command_slot_for_both_doors(front):
+    # A command over HTTP conflicts with one in flight from MQTT, and the reverse (409 with
+    # conflictingActionIds); cancel_and_replace replaces it; queue_after is 422; GET
+    # /actions/{id} shows what happened to each.
+    sim, api, c = front
+    plug(sim, obeysPilot=False)  # it keeps drawing: an idle stays in flight for 6 s
+    wait_for(lambda: sim.bench.contactor and sim.bench.current > 1, 10)
+    assert c.command("idle", actionId="act_mqtt_1")["meta"]["status"] == 202
+    status, _, body = api.call("POST", PATH, {"action": {"command": "charge"}})
+    assert status == 409 and body["error"]["code"] == "CONFLICT", body
+    assert body["error"]["details"]["conflictingActionIds"] == ["act_mqtt_1"]
+    status, _, body = api.call("POST", PATH, {"action": {"command": "charge"},
+                                              "onConflict": "queue_after"})
+    assert status == 422 and body["error"]["code"] == "STRATEGY_NOT_SUPPORTED", body
+    assert body["error"]["details"]["supported"] == ["cancel_and_replace"]
+    status, _, body = api.call("POST", PATH, {"action": {"command": "idle"},
+                                              "onConflict": "cancel_and_replace",
+                                              "actionId": "act_http_1"})
+    assert status == 202 and body["data"]["state"] == "acknowledged", body
+    assert api.call("GET", "/actions/act_mqtt_1")[2]["data"]["state"] == "cancelled"
+    reply = c.command("charge")  # and the reverse: MQTT meets HTTP's action in flight
+    assert reply["meta"]["status"] == 409
+    assert reply["error"]["details"]["conflictingActionIds"] == ["act_http_1"]
+    status, _, body = api.call("GET", "/actions/act_nobody")
+    assert status == 404 and body["error"]["code"] == "ACTION_NOT_FOUND"
+    wait_for(lambda: api.call("GET", "/actions/act_http_1")[2]["data"]["state"] == "completed",
+             15)
+
+
+def hostile(api):
+    """(name, what is sent, the status wanted or None for a closed socket): every bound and
+    syntax rule of the front (docs/http.md, "Hostile input")."""
+    auth = b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+    post = b"POST " + PATH.encode() + b"/settings HTTP/1.1\r\nHost: x\r\n" + auth
+    body = b'{"max_charge_rate": {"value": 1, "unit": "kw"}}'
+    return [
+        ("request line too long", b"GET /" + b"a" * 600 + b" HTTP/1.1\r\n\r\n", 414),
+        ("header line too long", b"GET / HTTP/1.1\r\nX-A: " + b"a" * 600 + b"\r\n\r\n", 431),
+        ("too many header lines", b"GET / HTTP/1.1\r\n" + b"X-A: 1\r\n" * 40 + b"\r\n", 431),
+        ("headers too large", b"GET / HTTP/1.1\r\n" + (b"X-A: " + b"a" * 300 + b"\r\n") * 20
+         + b"\r\n", 431),
+        ("body too large", post + b"Content-Length: 5000\r\n\r\n" + b"{" * 5000, 413),
+        ("unknown method", b"BREW " + PATH.encode() + b" HTTP/1.1\r\n" + auth + b"\r\n", 501),
+        ("lower-case method", b"get / HTTP/1.1\r\n\r\n", 400),
+        ("method not allowed", b"PUT " + PATH.encode() + b" HTTP/1.1\r\n" + auth + b"\r\n", 405),
+        ("DELETE on the page", b"DELETE / HTTP/1.1\r\n\r\n", 405),
+        ("HTTP/2", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+        ("HTTP/3.0", b"GET / HTTP/3.0\r\n\r\n", 505),
+        ("not HTTP (TLS)", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(64)) +
+         b"\r\n\r\n", 400),
+        ("NUL in the path", b"GET /\x00 HTTP/1.1\r\n\r\n", 400),
+        ("Content-Length not a number", post + b"Content-Length: 12a\r\n\r\n" + body, 400),
+        ("Content-Length negative", post + b"Content-Length: -1\r\n\r\n" + body, 400),
+        ("Content-Length twice, different", post + b"Content-Length: 5\r\nContent-Length: 6"
+         b"\r\n\r\n" + body, 400),
+        ("Content-Length huge", post + b"Content-Length: 99999999999999999999\r\n\r\n", 400),
+        ("no Content-Length", post + b"\r\n" + body, 411),
+        ("chunked", post + b"Transfer-Encoding: chunked\r\n\r\n2f\r\n" + body + b"\r\n0\r\n\r\n",
+         411),
+        ("folded header", b"GET " + PATH.encode() + b" HTTP/1.1\r\n" + auth + b" folded\r\n\r\n",
+         400),
+        ("no colon", b"GET / HTTP/1.1\r\nnonsense\r\n\r\n", 400),
+        ("Authorization twice", b"GET " + PATH.encode() + b" HTTP/1.1\r\n" + auth + auth +
+         b"\r\n", 400),
+        ("body not JSON", post + b"Content-Length: 5\r\n\r\nhello", 400),
+        ("body deeply nested", post + b"Content-Length: 1500\r\n\r\n" + b"[" * 1500, 400),
+        ("body short of its length", post + b"Content-Length: 100\r\n\r\n" + body, 408),
+        ("silent", b"", 408),
+        ("half a request line", b"GET /ev-char", 408),
+        ("closed at once", None, None),
+    ]
+
+
+def test_every_hostile_request_is_refused_and_changes_nothing(front):
+    sim, api, c = front
+    before = api.read()
+    for name, data, want in hostile(api):
+        if data is None:  # connect and hang up: nothing to answer
+            socket.create_connection(("127.0.0.1", api.port), 5).close()
+            continue
+        t0 = time.monotonic()
+        status, out = api.raw(data)
+        assert status == want, (name, out[:300])
+        assert time.monotonic() - t0 < 6, name  # 408 within its 3 s
+        body = json.loads(out.partition(b"\r\n\r\n")[2])
+        assert body["success"] is False and body["meta"]["requestId"].startswith("req_"), name
+    # No token, a wrong one, another scheme: 401, before the device or the body is looked at.
+    for token in (None, "wrong-token-0123456789", TOKEN[:-1], TOKEN + "x"):
+        status, headers, body = api.call("POST", PATH + "/settings",
+                                         {"max_charge_rate": {"value": 1, "unit": "kw"}},
+                                         token=token)
+        assert status == 401 and body["error"]["code"] == "UNAUTHORIZED", body
+        assert headers["www-authenticate"].startswith("Bearer")
+    status, _, body = api.call("GET", PATH, headers={"Authorization": "Basic " + TOKEN},
+                               token=None)
+    assert status == 401
+    assert api.call("GET", "/ev-charger/other", token=None)[0] == 401  # no id leaks
+    assert api.call("GET", "/ev-charger/other")[2]["error"]["code"] == "DEVICE_NOT_FOUND"
+    assert api.call("GET", "/nowhere")[2]["error"]["code"] == "NOT_FOUND"
+    assert api.call("GET", PATH + "/settings")[0] == 405
+    after = api.read()
+    assert after["settings"] == before["settings"] and after["lastAction"] is None
+    assert after["diagnostics"]["flashWrites"] == before["diagnostics"]["flashWrites"]
+    assert sim.sim.agent.proc.poll() is None  # still running, and still answering
+    assert c.read()["id"] == DEVICE
+
+
+def test_slow_and_many_clients_hold_the_front_for_seconds_only(front):
+    # A slowloris is cut off 3 s after its accept (408); a client beside it waits at most
+    # that long. Idle connections take the 4 waiting places; one more is answered 503 at
+    # once; MQTT is never held up by any of it.
+    sim, api, c = front
+    slow = threading.Thread(target=lambda: results.append(
+        api.raw([b"GET " + PATH.encode() + b" HTTP/1.1\r\n"] + [b"X-A: 1\r\n"] * 20, 0.5)))
+    results = []
+    slow.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    assert api.call("GET", PATH)[0] == 200
+    waited = time.monotonic() - t0
+    slow.join(15)
+    assert results and results[0][0] == 408, results
+    assert waited < 4, waited
+    idle = [socket.create_connection(("127.0.0.1", api.port), 5) for _ in range(4)]
+    try:
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        status, out = api.raw(b"GET " + PATH.encode() + b" HTTP/1.1\r\n\r\n")
+        assert status == 503 and b"Retry-After: 1" in out, out[:200]
+        assert time.monotonic() - t0 < 1
+        t0 = time.monotonic()
+        assert c.read()["id"] == DEVICE  # MQTT answers meanwhile
+        assert time.monotonic() - t0 < 1
+    finally:
+        for s in idle:
+            s.close()
+    wait_for(lambda: api.call("GET", PATH)[0] == 200, 10)
+    burst = []
+    threads = [threading.Thread(target=lambda: burst.append(api.raw(
+        b"GET " + PATH.encode() + b" HTTP/1.1\r\nAuthorization: Bearer " + TOKEN.encode() +
+        b"\r\n\r\n")[0])) for _ in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(burst) == 30 and set(burst) <= {200, 503} and 200 in burst, burst
+    assert sim.sim.agent.proc.poll() is None
