@@ -409,3 +409,32 @@ def test_the_bench_probe_measures_a_whole_switch_on_the_frozen_build(unix32):
     assert SETTLE_MS // 10 <= p["switch"]["ticks"] <= (SETTLE_MS + 6000) // 10
     assert 0 < p["switching"] - p["plain"] <= 256  # bytes: the feature's objects alone
     print("phase switch on unix32:", p)
+
+
+# -- the HTTP front's settings path (docs/http.md)
+
+def test_phases_mode_is_written_and_read_over_the_http_front(broker, tmp_path, agent_build):
+    from e2e import HttpApi, InProcessSim
+    from tools.bench.broker import free_port
+    token = "phases-http-token-0123456789"
+    sim = InProcessSim(["--broker", broker.address, "--state-dir", str(tmp_path / "flash"),
+                        "--device-id", "p-1", "--no-page", "--http-port", str(free_port()),
+                        "--api-token", token, "--phases", "3", "--phase-switch", *agent_build])
+    try:
+        api = HttpApi(sim.sim.http_port, token, "p-1")
+        path = api.path + "/settings"
+        status, _, body = api.call("POST", path, {"phases_mode": {"value": 1, "unit": "phases"}})
+        assert status == 200 and body["data"]["updated"] == ["phases_mode"], body
+        read = api.read()
+        assert read["settings"]["phases_mode"] == {"value": 1, "unit": "phases",
+                                                   "options": [1, 3, "auto"]}
+        assert read["state"]["phaseSwitch"]["mode"] == 1
+        # refused as over MQTT, and nothing changes
+        status, _, body = api.call("POST", path, {"phases_mode": {"value": 2, "unit": "phases"}})
+        assert status == 422 and body["error"]["code"] == "INVALID_SETTING_VALUE", body
+        status, _, body = api.call("POST", path, {"phases_mode": {"value": "auto",
+                                                                  "unit": "phases"}})
+        assert status == 200, body
+        assert api.read()["settings"]["phases_mode"]["value"] == "auto"
+    finally:
+        sim.close()
