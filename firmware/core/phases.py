@@ -5,17 +5,18 @@
 # tick (integers only, no allocation, never waits) and holds the offer at 0 while `holding`;
 # the switch itself waits until the main contactor has been open, with nothing offered and
 # nothing flowing, for SETTLE_MS, and comes at most once per MIN_INTERVAL_MS. The network
-# side writes only `mode`. Timings and their sources: docs/safety.md.
+# side writes only `mode`. Timings and their sources: docs/safety.md, docs/meters.md.
 from micropython import const
 from control import elapsed, FEEDBACK_MS, PHASE_STUCK_OPEN, PHASE_WELDED
 
 # phases_mode, as the setting's word holds it (settings.py): auto, or the phases to use.
 AUTO = const(0)
 # With the main contactor open and nothing flowing, this long before the second contactor
-# moves: the vehicle has let go and settled (EVerest EvseManager switch_3ph1ph_delay_s, 10 s).
+# moves: the vehicle has let go and settled (EVerest EvseManager's switch_3ph1ph_delay_s,
+# default 10 s; many vehicles need the pause: docs/meters.md).
 SETTLE_MS = const(10000)
-# Two switches at least this far apart (evcc allows a switch 60 s and measures no phases
-# meanwhile, core/loadpoint.go phaseSwitchDuration; SmartEVSE waits 63 s before 3P).
+# Two switches at least this far apart (evcc's phaseSwitchDuration, 60 s: it allows the
+# charger to be out of sync and measures no phases meanwhile, core/loadpoint.go).
 MIN_INTERVAL_MS = const(60000)
 # auto: back to three phases only this far above three phases at 6 A (EVerest EnergyManager
 # switch_3ph1ph_power_hysteresis_W: "4.2 kW to 4.4 kW").
