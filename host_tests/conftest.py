@@ -3,6 +3,7 @@ the cloud API's client. Helpers a test calls (plug, duty) are imported from here
 end-to-end ones (make sim's launcher, the MQTT client, polling) are in e2e.py."""
 import os
 import shutil
+import signal
 import sys
 
 import pytest
@@ -24,6 +25,11 @@ def pytest_configure(config):
     # A closed terminal (SIGHUP) or a kill (SIGTERM) still stops the brokers and simulators
     # the tests started (tools/bench/children.py), as Ctrl-C and a normal end do.
     children.exit_on_hangup()
+    # A run started in the background (`make test &` from a script) inherits SIGINT ignored,
+    # and so would every process the tests start: the tests that stop one with a Ctrl-C
+    # (evctl watch, make sim) would wait for ever. A handler of ours is reset at exec.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line("markers", "brokers(*kinds): the kinds of broker the `broker` and "
                             "`module_broker` fixtures start (several: the test runs on each)")
     try:

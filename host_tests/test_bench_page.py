@@ -394,3 +394,41 @@ def test_a_site_bench_shows_the_site_against_the_fuse_and_every_charger(page, br
         bench.close()
         code, out = stop(proc)
     assert code == 0 and "sim: stopped" in out, out
+
+
+def test_a_bench_with_modbus_meters_shows_them_and_takes_their_faults(page, module_broker,
+                                                                       tmp_path):
+    # A charger whose EV meter is the bench's pymodbus meter: the page shows what the charger
+    # reads from it beside what the bench's meter holds and was asked, and a fault injected
+    # from the page is what the charger then reports (docs/bench.md, "The page").
+    port = free_port()
+    proc = launch(module_broker, tmp_path / "flash", "--device-id", "metered", "--phases",
+                  "3", "--ev-meter", "SDM630", "--page-port", str(port))
+    tab = None
+    try:
+        for line in proc.stdout:
+            if line.startswith("sim: page"):
+                break
+        tab = open_page(page.context.browser, "http://127.0.0.1:%d/" % port)
+        text(tab, "#availability", "^online$", timeout=30000)
+        expect(tab.locator("#meters-card")).to_be_visible()
+        row = "#meters [data-meter=ev]"
+        text(tab, row + " .bench", "^bench: SDM630 at 11, fault none, [0-9]+ requests")
+        tab.click("#plug")
+        text(tab, row + " .state", "^ok$")
+        text(tab, row + " .reading", r"^32 / 32 / 32 A, 220[78][0-9] W, 1234\.\d kWh")
+        tab.click(row + " button[data-fault=crc]")
+        text(tab, "#meter-reply", '^bench: meter meter="ev" fault="crc"$')
+        expect(tab.locator(row + " button[data-fault=crc]")).to_have_class(re.compile("active"))
+        text(tab, row + " .state", "^lost$")  # after 3 s without a good reading
+        text(tab, row + " .reading", r"crc [1-9][0-9]*, exception 0, wrong 0 \(last error crc\)$")
+        text(tab, "#log", "meter.lost ev crc")
+        tab.click(row + " button[data-fault=none]")
+        text(tab, row + " .state", "^ok$")
+        text(tab, "#log", "meter.restored ev crc")
+        assert tab.problems == []
+    finally:
+        if tab:
+            tab.close()
+        code, out = stop(proc)
+    assert code == 0 and "sim: stopped" in out, out

@@ -71,6 +71,14 @@ def test_a_request_gets_the_chargers_matching_reply(page):
     ("/api/charger-1/ev", {"followMs": 1e9}, None, 200, "a number of ms from 0 to 60000"),
     ("/api/charger-1/fault", {"fault": "bogus"}, None, 200, "fault must be one of none, "),
     ("/api/charger-1/power", {"on": 1}, None, 200, "power takes"),
+    ("/api/charger-1/meter", {"meter": "ev"}, None, 200, "meter takes"),
+    ("/api/charger-1/meter", {"meter": "gauge", "fault": "crc"}, None, 200,
+     "no 'gauge' meter on this bench"),
+    ("/api/charger-1/meter", {"meter": "ev", "fault": "noise"}, None, 200,
+     "unknown meter fault 'noise' (known: crc, silent, address, exception, none)"),
+    # A good one to a bench without Modbus meters: its readings say so.
+    ("/api/charger-1/meter", {"meter": "ev", "fault": "crc"}, None, 200,
+     "the bench of charger-1 has no ev meter (make sim --ev-meter MODEL)"),
 ])
 def test_what_is_not_the_pages_own_request_is_refused_with_one_message(page, path, body,
                                                                        headers, code, words):

@@ -130,6 +130,8 @@ BAD_CONFIGS = [
     ("ca outside", lambda c: c.update(ca_file="../ca.der"), "must be a file name on the board"),
     ("no ocpp ca file", lambda c: c.update(uplink="both", ocpp={
         "url": "wss://csms.example/ocpp", "ca_file": "csms.der"}), "ocpp.ca_file names csms.der"),
+    ("broker list", lambda c: c.update(broker=["mqtt-a.example.net:8883", "mqtt-b"]),
+     'broker entry 2 must be HOST:PORT (a port 1-65535), not "mqtt-b"'),
 ]
 
 
@@ -197,6 +199,25 @@ def test_the_tree_has_the_config_and_every_file_it_names(tmp_path, good, pki):
     assert (out / "certs" / "client.der").read_bytes() == b"client certificate"
     assert (out / "csms.pem").read_bytes() == pem  # a block's file too (ocpp)
     assert "ca.der <- " in r.stdout and "certs/client.der <- " in r.stdout
+
+
+def test_the_config_line_names_each_broker_or_the_csms(tmp_path, good):
+    # Before, a config without MQTT (no "broker") stopped deploy with KeyError: 'broker'.
+    path, cfg = good
+    nodes = ["mqtt-a.example.net:8883", "mqtt-b.example.net:8883"]
+    listed = write(tmp_path, dict(cfg, broker=nodes), "listed.json")
+    ocpp = {k: v for k, v in cfg.items() if k != "broker"}
+    ocpp.update(uplinks=["ocpp", "http"], ocpp={"url": "ws://csms.example:8180/ocpp"},
+                http={"token": "0123456789abcdef", "port": 8080})
+    for config, named in ((listed, "broker mqtt-a.example.net:8883, mqtt-b.example.net:8883, "
+                                    "TLS with ca.der"),
+                          (write(tmp_path, ocpp, "ocpp.json"),
+                           "OCPP ws://csms.example:8180/ocpp, HTTP port 8080, TLS with ca.der")):
+        out = tmp_path / ("tree-" + os.path.basename(config))
+        r = run("tools.device.deploy", "--dry-run", str(out), "--config", config)
+        assert r.returncode == 0, r.stderr
+        assert "device garage-1, %s\n" % named in r.stdout, r.stdout
+        assert (out / "config.json").read_bytes() == open(config, "rb").read()
 
 
 def test_the_tree_compiles_for_xtensawin(tmp_path):

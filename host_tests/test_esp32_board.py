@@ -11,7 +11,7 @@ import pytest
 import record
 from e2e import Charger
 from tools.device import unix32 as unix32_build
-from tools.device.deploy import MAIN, build_tree
+from tools.device.deploy import MAIN, board_checks, build_tree
 from tools.paths import ROOT
 
 pytestmark = pytest.mark.brokers("amqtt")
@@ -166,6 +166,8 @@ def test_watchdog_can_be_switched_off_for_debugging(tmp_path, mpy_dir):
     ({"pins": dict(PINS, phase_contactor=14)}, 'pins.phase_contactor needs "phase_switch"'),
     ({"phases": 3, "phase_switch": True, "pins": dict(PINS, phase_contactor=35)},
      "pins.phase_contactor must be an output"),
+    ({"broker": ["127.0.0.1:1883", "mqtt-b.lan"]},
+     'broker entry 2 must be HOST:PORT (a port 1-65535), not "mqtt-b.lan"'),
 ])
 def test_bad_config_leaves_the_charger_safe_with_a_clear_message(tmp_path, change, message):
     cfg = config("127.0.0.1:1")
@@ -285,6 +287,36 @@ def test_meter_pulses_past_1000_kwh_allocate_nothing(tmp_path):
     grown, wh = out.stdout.split()
     assert int(grown) == 0, out.stdout + out.stderr
     assert int(wh) == 200
+
+
+def test_an_s0_meter_on_one_phase_reads_the_current_of_one(tmp_path):
+    # A three-phase charger with a second contactor, L2/L3 open: 7.36 kW is 32 A on L1, not
+    # 10.6 A on each of three (before: the S0 power was always divided by config phases, so
+    # over-current and a pause's 1 A went unseen at a third of the real current).
+    cfg = config("127.0.0.1:1", watchdog=False, phases=3, phase_switch=True,
+                 pins=dict(PHASE_PINS, meter_s0=35))
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import json, time\n"
+        "from esp32_board import Board\n"
+        "b = Board(json.load(open('config.json')))\n"
+        "b._pulse_gap = b._w_per_pulse_ms // 7360\n"
+        "for closed in (False, True):\n"
+        "    b.phase_feedback = closed\n"
+        "    b._pulse_ms = time.ticks_ms()\n"
+        "    b._read_meter()\n"
+        "    print(b.power_w, b.current_da, list(b.phase_da))\n")
+    tree = tmp_path / "tree"
+    build_tree(str(tree), "esp32", None, "xtensawin")
+    e = dict(os.environ, STANDIN_LOG=str(tmp_path / "pins.log"),
+             MICROPYPATH=":".join([STANDINS, str(tree / "lib"), ".frozen"]))
+    out = subprocess.run(["micropython", str(script)], cwd=str(tmp_path), env=e,
+                         capture_output=True, text=True, timeout=60)
+    one, three = [line.split(None, 2) for line in out.stdout.splitlines()]
+    assert 7350 <= int(one[0]) <= 7370 and int(one[1]) == 320, out.stdout + out.stderr
+    assert one[2] == "[320, 0, 0]"
+    assert int(three[1]) == 106 and three[2] == "[106, 106, 106]"
 
 
 def test_power_cuts_on_the_esp32_board_never_raise_the_cap(tmp_path, broker, mpy_dir):
@@ -462,3 +494,79 @@ def test_the_board_updates_its_image_through_esp32_partition(tmp_path):
     running, rec = step("boot")  # so the bootloader goes back to 0.3.0
     assert running == "ota_1" and (rec["state"], rec["reason"]) == ("rolled_back", "crashed")
     assert esp.image("ota_1") == b"0.3.0" and esp.image("ota_0") == b"0.4.0"
+
+
+# -- the Modbus meters' RS485 bus (esp32_board.Rs485 over machine.UART, docs/meters.md)
+
+def test_the_modbus_meters_on_the_uart(tmp_path, broker, mpy_dir):
+    # The deployed board against the bench's pymodbus meters through the UART stand-in: the
+    # EV meter's reading is the charger's current and power, the mains meter's the site's;
+    # DE is high only around each write, which is flushed (sent) before DE drops.
+    from tools.bench.meter_peer import MeterPeer
+    ev = MeterPeer("SDM630", 11).start()
+    mains = MeterPeer("SDM120", 12).start()
+    ev.set([100, 0, 0], 2300, 5000000)
+    mains.set([150], 3450, 0)
+    bus = {"uart": 2, "tx": 17, "rx": 16, "de": 4, "baud": 19200}
+    cfg = config(broker.address, site={"id": "home", "fuse_current": 25},
+                 meters={"bus": bus, "ev": {"model": "SDM630", "address": 11},
+                         "mains": {"model": "SDM120", "address": 12}})
+    proc, log = boot(tmp_path, cfg, ev="B",
+                     env={"STANDIN_METER_PORTS": "%d,%d" % (ev.port, mains.port)})
+    c = Charger(broker.address, "esp-1")
+    try:
+        c.wait(lambda: c.availability == "online", 20)
+        c.wait(lambda: all(m["status"] == "ok" for m in (c.read().get("meters") or {
+            "ev": {"status": None}}).values()), 10)
+        read = c.read()
+        assert read["meters"]["ev"]["currents"] == [10.0, 0.0, 0.0]
+        assert read["meters"]["mains"]["currents"] == [15.0]
+        assert read["state"]["currentPower"] == 2.3  # the EV meter's, not an S0 count
+        ev.fault = "silent"
+        c.wait(lambda: c.read()["meters"]["ev"]["status"] == "lost", 10)
+        c.wait(lambda: any(e["type"] == "meter.lost" for e in c.events), 5)
+    finally:
+        c.close()
+        stop(proc)
+        ev.close()
+        mains.close()
+    events = read_log(log)
+    # 19200 baud 8N1 (parity None), timeout 0, timeout_char t3.5: 2.005 ms, in whole ms.
+    assert ["uart_init", "2", "19200", "8", "None", "1", "17", "16", "0", "3"] in events
+    # The poll thread's lines (the others' interleave): DE up, write, flush, DE down.
+    bus = [e for e in events if e[0] in ("uart_write", "uart_flush") or e[:2] == ["pin", "4"]]
+    assert bus[0] == ["pin", "4", "0"]  # the DE pin starts low: listening
+    cycles = bus[1:]
+    assert len(cycles) > 40 and len(cycles) % 4 == 0, cycles
+    for k in range(0, len(cycles), 4):
+        assert cycles[k:k + 4] == [["pin", "4", "1"], ["uart_write", "8", "de=1"],
+                                   ["uart_flush"], ["pin", "4", "0"]], cycles[k:k + 4]
+
+
+@pytest.mark.parametrize("meters,message", [
+    ({"bus": {"tx": 17}, "ev": {}}, "meters.bus.rx must be a GPIO number"),
+    ({"bus": {"uart": 0, "tx": 17, "rx": 16}, "ev": {}}, "meters.bus.uart must be 1 or 2"),
+    ({"bus": {"tx": 35, "rx": 16}, "ev": {}}, "meters.bus.tx must be an output"),
+    ({"bus": {"tx": 17, "rx": 16, "de": 26}, "ev": {}},
+     "meters.bus.de and pins.contactor are both GPIO26"),
+    ({"bus": {"tx": 17, "rx": 17}, "ev": {}}, "meters.bus.rx and meters.bus.tx are both GPIO17"),
+    ({"bus": {"tx": 9, "rx": 16}, "ev": {}}, "meters.bus.tx: GPIO6-11 belong to the SPI flash"),
+    ({"bus": "uart2", "ev": {}}, "meters.bus must be an object with uart, tx and rx"),
+])
+def test_a_bad_rs485_bus_is_named(meters, message):
+    check_pins = board_checks("esp32")[1]  # as make deploy runs it
+    errors = check_pins(config("127.0.0.1:1", meters=meters))
+    assert any(message in e for e in errors), errors
+
+
+def test_one_ev_meter_and_no_wifi_without_a_network():
+    check_pins = board_checks("esp32")[1]
+    bus = {"tx": 17, "rx": 16, "de": 4}
+    s0 = dict(PINS, meter_s0=35)
+    assert check_pins(config("127.0.0.1:1", meters={"bus": bus, "ev": {}}, pins=s0)) == [
+        "meters.ev and pins.meter_s0: give one EV meter"]
+    alone = config("127.0.0.1:1", uplinks=[], meters={"bus": bus, "ev": {}})
+    del alone["wifi"]
+    assert check_pins(alone) == []  # a charger with no network needs no WiFi
+    del alone["uplinks"]
+    assert check_pins(alone) == ["missing wifi.ssid"]

@@ -70,6 +70,9 @@ def sim(module_broker, tmp_path_factory, mpy_dir):
     (["--broker", "127.0.0.1:1883", "power"], ["required: on|off"]),
     (["--broker", "127.0.0.1:1883", "power", "of"], ["invalid choice: 'of'"]),
     (["--broker", "127.0.0.1:1883", "fault", "bogus"], ["invalid choice: 'bogus'"]),
+    (["--broker", "127.0.0.1:1883", "meter", "gauge", "crc"], ["invalid choice: 'gauge'"]),
+    (["--broker", "127.0.0.1:1883", "meter", "ev", "noise"], ["invalid choice: 'noise'"]),
+    (["--broker", "127.0.0.1:1883", "meter", "ev"], ["required: fault"]),
     (["--broker", "127.0.0.1:1883", "boost"], ["invalid choice: 'boost'"]),
     (["--broker", "127.0.0.1:1883", "limit", "lots"], ["'lots' is not a limit"]),
     (["--broker", "127.0.0.1:1883", "phases", "2"], ["invalid choice: '2'"]),
@@ -158,6 +161,27 @@ def test_drive_the_bench_and_the_charger(sim):
     assert r.returncode == 0, r.stderr
 
 
+def test_a_bench_meter_fault_from_the_cli(sim, module_broker, tmp_path):
+    # make sim's bench without Modbus meters says so: no message goes unanswered.
+    r = evctl("meter", "ev", "crc", broker=sim)
+    assert r.returncode == 1 and r.stderr.strip() == (
+        "evctl: the bench of charger-1 has no ev meter (make sim --ev-meter MODEL)"), r
+    with launched(module_broker, tmp_path / "flash", "--ev-meter", "B23", device_id="metered"):
+        r = evctl("--device-id", "metered", "meter", "ev", "silent", broker=sim)
+        assert r.returncode == 0 and r.stdout.strip() == "bench metered: meter ev silent", r
+        c = Charger(sim, "metered")
+        try:  # the charger's own read: the meter lost, and why
+            c.wait(lambda: (c.read().get("meters") or {}).get("ev", {}).get("status") ==
+                   "lost", 15)
+        finally:
+            c.close()
+        screen = evctl("--device-id", "metered", "status", broker=sim).stdout
+        assert "ev meter      B23 at 11: lost" in screen and "(last timeout)" in screen, screen
+        assert evctl("--device-id", "metered", "meter", "ev", "none", broker=sim).returncode == 0
+        r = evctl("--device-id", "metered", "meter", "mains", "crc", broker=sim)
+        assert r.returncode == 1 and "has no mains meter" in r.stderr, r
+
+
 def test_a_dynamic_limit_from_the_cli(sim):
     r = evctl("limit", "10", "--ttl", "90", broker=sim)
     assert r.returncode == 0 and r.stdout.startswith("limit: 10 A until 20"), r.stdout + r.stderr
@@ -203,13 +227,13 @@ def test_watch_prints_one_line_per_change_and_raw_json(sim):
     finally:
         for p in (people, raw):
             p.send_signal(2)  # Ctrl-C: a clean end, status 0
-    out, err = people.communicate(10)
+    out, err = people.communicate(timeout=10)
     assert people.returncode == 0 and not err, err
     lines = out.strip().splitlines()
     assert any(" cap 3.68 kW, limited by max_charge_rate " in line for line in lines), out
     assert all(a[9:] != b[9:] for a, b in zip(lines, lines[1:]))  # a line only on a change
     assert all(len(line) < 160 for line in lines)
-    out, _ = raw.communicate(10)
+    out, _ = raw.communicate(timeout=10)
     assert any(line.startswith("ev-charger/charger-1/state {") for line in out.splitlines())
 
 

@@ -102,6 +102,7 @@ def test_the_ci_seeds_cover_the_brief():
         seen.add(("fractional volts", sc.install["voltage"] != int(sc.install["voltage"])))
         seen.add(("metered", sc.install.get("metered", True)))
         seen.add(("phase switch", sc.install.get("phase_switch", False)))
+        seen.update(("modbus", m) for m in sc.install.get("meters", {}).values())
         last = {}
         for s in sc.steps:
             seen.add(s.kind)
@@ -110,6 +111,8 @@ def test_the_ci_seeds_cover_the_brief():
             last[s.kind] = s.t
             if s.kind == "fault":
                 seen.add(s.args)
+            if s.kind == "meter":
+                seen.add("meter " + s.args)
             if s.kind == "ev":
                 seen.update("ev " + k for k in s.args)
             if s.kind == "cap" and fuzz.valid_cap(s.args):
@@ -143,7 +146,9 @@ def test_the_ci_seeds_cover_the_brief():
               "OCPP TxDefaultProfile W", "OCPP TxDefaultProfile clear",
               "OCPP ChargePointMaxProfile W", "OCPP ChargePointMaxProfile clear",
               ("phase switch", True), ("phase switch", False), "phases",
-              } | set(fuzz.FAULTS) | set(fuzz.PHASE_FAULTS)
+              } | set(fuzz.FAULTS) | set(fuzz.PHASE_FAULTS) | {
+              "meter " + f for f in fuzz.METER_FAULT_WEIGHTS} | {
+              "meter none"} | {("modbus", m) for m in ("SDM630", "B23")}
     assert wanted <= seen, wanted - seen
 
 
@@ -359,6 +364,21 @@ def test_a_pause_opens_once_the_current_is_gone():
     h = History().charging()
     h.tick(50, counts=X1)
     h.tick(10, current=0.0)
+    caught(inv.PAUSE_NO_LOAD, h.tick)
+
+
+def test_a_modbus_meter_is_given_its_period_to_see_the_current_gone():
+    # A reading a second: the pause may open up to a period after the current fell; while
+    # the meter is faulted its reading is old or none, and after it is back, a period more.
+    h = History(reading_ms=1000).charging()
+    h.tick(50, counts=X1)
+    h.tick(110, current=0.0)  # 1.09 s held: a reading taken after the fall may come yet
+    caught(inv.PAUSE_NO_LOAD, h.tick)
+    h = History(reading_ms=1000).charging()
+    h.c.meter_fault("silent", h.t)
+    h.tick(300, counts=X1, current=0.0)
+    h.c.meter_fault("none", h.t)
+    h.tick(109)
     caught(inv.PAUSE_NO_LOAD, h.tick)
 
 

@@ -237,3 +237,18 @@ def test_the_poll_thread_reads_at_a_steady_period(bus):
     assert 5 <= good <= 7, s
     assert timeouts >= 1 and s["polls"] == good + timeouts <= 16, s
     assert (s["status"], s["fresh"]) == ("lost", False)
+
+
+def test_make_bench_measures_the_tick_while_the_meters_are_polled(unix32):
+    # make bench's probe (tools/measure/meters.py), short: the tick ran in real time in
+    # both turns, some ticks while a poll was under way, every poll of both meters read
+    # (the agent wired with an EV and a mains meter on one bus, at the ESP32's heap).
+    from tools.measure import meters
+    t = meters.tick_cost(turn_s=1, turns=2)
+    assert t is not None, "the probe failed"
+    assert t["without"]["late"]["ticks"] >= 50 and t["with"]["late"]["ticks"] >= 50, t
+    assert t["during_poll"]["late"] is not None and t["polls"] >= 3, t
+    assert t["ev_status"] == 1 and t["counts"][0] >= 3 * t["polls"] and sum(t["counts"]) == \
+        t["counts"][0], t
+    assert 0 < t["imported"] < 8192 and 0 < t["wired"] < 8192, t
+    assert meters.rows(None, t)[2][1].startswith("without polls "), meters.rows(None, t)

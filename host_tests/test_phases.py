@@ -248,6 +248,41 @@ def test_a_second_contactor_stuck_open_is_a_fault_and_the_session_stays_on_one_p
     assert rig.checker.faults_seen == 1
 
 
+def test_a_modbus_ev_meter_follows_the_switch_and_judges_the_phase_in_use(make_rig):
+    # Three phases with a second contactor and a Modbus EV meter (the bench's pymodbus
+    # SDM630): on three phases the meter reads every phase; switched to one, L2 and L3 read
+    # 0, the power is one phase's, and over-current is still judged on the phase in use.
+    rig = three_phase(make_rig, meters={"ev": "SDM630"})
+    plug(rig, 4000, maxCurrent=16)
+    rig.run(3000)
+    read = rig.read()
+    assert read["state"]["phasesInUse"] == 3
+    assert read["state"]["currentPower"] == pytest.approx(11.04, abs=0.01)
+    assert read["meters"]["ev"]["currents"] == [pytest.approx(16.0, abs=0.05)] * 3
+    rig.run(INTERVAL_MS)
+    assert mode(rig, 1)["meta"]["status"] == 200
+    rig.run_until(lambda: not rig.bench.phase_contactor, SETTLE_MS + 8000)
+    rig.run_until(lambda: rig.bench.contactor, 5000)
+    rig.run(3000)
+    read = rig.read()
+    assert read["state"]["phasesInUse"] == 1 and read["state"]["status"] == "charging"
+    assert read["meters"]["ev"]["currents"] == [pytest.approx(16.0, abs=0.05), 0.0, 0.0]
+    # 16 A x 230 V: one phase's power, from the meter
+    assert read["state"]["currentPower"] == pytest.approx(3.68, abs=0.01)
+    rig.bench.phase_offset = [0.0, 8.0, 8.0]  # L2/L3 are open: nothing flows there
+    rig.run(10000)
+    assert rig.bench.contactor and rig.read()["state"]["fault"] is None
+    kw_limit(rig, 3.68)  # 16 A on one phase
+    rig.run(2000)
+    assert rig.read()["state"]["offeredCurrent"] == 16.0
+    rig.bench.phase_offset = [4.0, 0.0, 0.0]  # 20 A on L1 under a 16 A offer
+    t0 = rig.bench.t
+    rig.run_until(lambda: not rig.bench.contactor, 10000)
+    assert 7000 <= rig.bench.t - t0 <= 9000  # 7 s over, after the next reading
+    rig.run(50)
+    assert rig.read()["state"]["fault"] == "OVERCURRENT"
+
+
 def test_a_site_charger_on_one_phase_claims_only_its_first(make_rig):
     site = {"id": "home", "fuse_current": 25, "phases": [2, 3, 1]}
     rig = watched(make_rig(phases=3, phase_switch=True, site=site))

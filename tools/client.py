@@ -170,6 +170,9 @@ class Charger:
     def power(self, on):
         self._bench("power", {"on": on})
 
+    def meter(self, role, fault):
+        self._bench("meter", {"meter": role, "fault": fault})
+
     def close(self):
         # Disconnect first: loop_stop() before it leaves the DISCONNECT to a timeout (~1 s).
         self.client.disconnect()

@@ -10,6 +10,7 @@
   evctl watch [--raw]              # one line per change (--raw: every message as it comes)
   evctl ev connected=true request=true maxCurrent=16     # the simulated vehicle (make sim)
   evctl fault pilot_short | none                         # a bench fault (make sim)
+  evctl meter ev crc | silent | address | exception | none   # a bench Modbus meter's fault
   evctl power off | on                                   # cut / restore the board's power
   evctl --broker HOST:8883 --ca ca.der --username U --password P status    # over TLS
 
@@ -30,7 +31,8 @@ import os
 import sys
 import time
 
-from tools.bench.bench import EV_FIELDS, FAULTS, ev_field_problem
+from tools.bench.bench import EV_FIELDS, FAULTS, METER_ROLES, ev_field_problem
+from tools.bench.meter_peer import FAULTS as METER_FAULTS
 from tools.client import BENCH_ANSWER_S, Charger, Unreachable, split_address
 from tools.json_input import loads
 import limits  # the firmware's (tools.client put it on the path): the ttl bounds
@@ -166,6 +168,10 @@ def parse(argv):
     c.add_argument("fault", choices=FAULTS)
     c = add("power", "cut (off) or restore (on) the board's power (make sim's bench)")
     c.add_argument("state", choices=("on", "off"), metavar="on|off")
+    c = add("meter", "a fault on one of the bench's Modbus meters, or none to clear it "
+                     "(make sim --ev-meter / --mains-meter)")
+    c.add_argument("meter", choices=METER_ROLES)
+    c.add_argument("fault", choices=METER_FAULTS + ("none",))
     a = p.parse_args(argv)
     a.broker = getattr(a, "broker", None) or env_broker
     if not a.broker:
@@ -303,14 +309,24 @@ def _run_bench(c, a):
     elif a.what == "fault":
         c.fault(a.fault)
         said = a.fault
+    elif a.what == "meter":
+        c.meter(a.meter, a.fault)
+        said = "%s %s" % (a.meter, a.fault)
     else:
         c.power(a.state == "on")
         said = a.state
     try:
         c.wait(lambda: c.readings_count > before, BENCH_ANSWER_S)
+        if a.what == "meter" and a.meter in (c.readings.get("meters") or {}):
+            # The next readings may predate the message: the one that shows it.
+            c.wait(lambda: c.readings["meters"][a.meter]["fault"] == a.fault, BENCH_ANSWER_S)
     except TimeoutError:
         raise Unreachable("no bench answered for %s on %s: bench commands reach make sim "
                           "only (check --device-id)" % (c.device_id, c.address))
+    if a.what == "meter" and a.meter not in (c.readings.get("meters") or {}):
+        print("evctl: the bench of %s has no %s meter (make sim --%s-meter MODEL)"
+              % (c.device_id, a.meter, a.meter), file=sys.stderr)
+        return REFUSED
     print("bench %s: %s %s" % (c.device_id, a.what, said))
     return 0
 
@@ -338,6 +354,7 @@ def _run_watch(c, a):
 RUN = {"read": _run_read, "cap": _run_cap, "limit": _run_limit, "phases": _run_phases,
        "charge": _run_command,
        "idle": _run_command, "ev": _run_bench, "fault": _run_bench, "power": _run_bench,
+       "meter": _run_bench,
        "status": _run_status, "watch": _run_watch}
 
 
@@ -430,6 +447,8 @@ def status_screen(device_id, address, read, readings=None):
     rows.append(("last action", "%s %s: %s at %s" % (
         action.get("command"), action.get("id"), action.get("state"),
         _clock(action.get("updatedAt"))) if action else "none"))
+    for role, m in sorted((read.get("meters") or {}).items()):
+        rows.append(("%s meter" % role, meter_text(m)))
     changes = ((read.get("diagnostics") or {}).get("transitions") or [])[-3:]
     rows.append(("recent", "; ".join("%s %s -> %s (%s)" % (
         _clock(t.get("at")), t.get("from") or "-", t.get("to"), t.get("cause"))
@@ -442,6 +461,21 @@ def status_screen(device_id, address, read, readings=None):
     width = max(len(k) for k, _ in rows)
     head = "%s on %s: online" % (device_id, address)
     return "\n".join([head] + ["  %-*s  %s" % (width, k, v) for k, v in rows])
+
+
+def meter_text(m):
+    """A Modbus meter of the device read (docs/meters.md) on one line."""
+    counts = m.get("counts") or {}
+    bad = ", ".join("%s %s" % (k, v) for k, v in counts.items() if k != "ok" and v)
+    text = "%s at %s: %s" % (m.get("model"), m.get("address"), m.get("status"))
+    if m.get("currents") is not None:
+        text += ", %s A, %s W, %s kWh (%s ms old)" % (
+            " / ".join(_num(c, 1) for c in m["currents"]), m.get("powerW"),
+            _num((m.get("energyWh") or 0) / 1000, 1), m.get("ageMs"))
+    text += "; %s good reads" % counts.get("ok", 0)
+    if bad:
+        text += ", %s (last %s)" % (bad, m.get("lastError"))
+    return text
 
 
 class WatchLine:

@@ -1,8 +1,10 @@
 # The ESP32 charger controller (reference wiring: docs/esp32.md). Everything board-specific
 # lives here: pins from the config, the pilot PWM and ADC, contactor (and the second one on
-# L2/L3 where the config has phase_switch), RCD, S0 meter, NVS,
-# watchdog, WiFi and clock. The firmware core only sees the Board interface (docs/boards.md).
+# L2/L3 where the config has phase_switch), RCD, S0 meter, the RS485 port of the Modbus
+# meters, NVS, watchdog, WiFi and clock. The firmware core only sees the Board interface
+# (docs/boards.md).
 import time
+from array import array
 import machine
 import esp32
 from micropython import const
@@ -12,6 +14,7 @@ _PWM_FULL = const(65535)
 _TICK_MS = const(10)
 _SAMPLES = const(48)  # ~1.7 ms of ADC reads: covers more than one 1 ms PWM period
 _RESET_HOLD_MS = const(10000)
+_FIRST_BYTE_MS = const(5)  # a meter's reply is waited for in naps this long (GIL released)
 _CAUSES = {1: "power_on", 2: "hard_reset", 3: "watchdog", 4: "deep_sleep", 5: "soft_reset"}
 
 
@@ -74,6 +77,48 @@ class _Input:
         # (docs/esp32-timing.md).
         edge = machine.Pin.IRQ_FALLING if self.active_low else machine.Pin.IRQ_RISING
         self.pin.irq(handler, edge)
+
+
+class Rs485:
+    # The RS485 port of config "meters" (docs/boards.md, "The serial port") over machine.UART
+    # (v1.28.0, ports/esp32/machine_uart.c). A read has timeout 0 (what has come) and
+    # timeout_char t3.5: the driver hands received bytes over once the line has been silent
+    # that long (the UART's RX timeout), so a frame arrives whole. Meter poll thread only.
+    def __init__(self, bus):
+        from modbus_rtu import silence_us  # only on a board with meters: heap at boot
+        self.baudrate = bus.get("baud", 9600)
+        self._gap_ms = (silence_us(self.baudrate) + 999) // 1000
+        self._uart = machine.UART(bus.get("uart", 1), baudrate=self.baudrate, bits=8,
+                                  parity={"N": None, "E": 0, "O": 1}[bus.get("parity", "N")],
+                                  stop=bus.get("stop", 1), tx=bus["tx"], rx=bus["rx"],
+                                  rxbuf=512, timeout=0, timeout_char=self._gap_ms)
+        de = bus.get("de")  # None: a transceiver that turns around by itself
+        self.de = machine.Pin(de, machine.Pin.OUT, value=0) if de is not None else None
+
+    def write(self, buf):
+        self._uart.write(buf)
+        if self.de is not None:
+            # The master drops DE when this returns: only after the last bit has gone.
+            # flush() holds the GIL for the send time (about 8 ms at 9600 baud for a
+            # request): docs/meters.md, "Timing".
+            self._uart.flush()
+
+    def readinto(self, buf, timeout_ms):
+        u = self._uart
+        waited = 0
+        while not u.any():  # the first byte, waited for in naps: the GIL is released
+            if waited >= timeout_ms:
+                return 0
+            nap(_FIRST_BYTE_MS)
+            waited += _FIRST_BYTE_MS
+        view = memoryview(buf)
+        got = 0
+        while got < len(buf):
+            got += u.readinto(view[got:]) or 0
+            nap(self._gap_ms)  # the frame's end: the line silent for t3.5
+            if not u.any():
+                break
+        return got
 
 
 class Board:
@@ -139,15 +184,19 @@ class Board:
         self.METERED = "meter_s0" in inputs
         if self.METERED:
             inputs["meter_s0"].irq(self._on_pulse)
-        self._volts_phases = int(config["supply_voltage"]) * int(config["phases"])
+        self._volts = int(config["supply_voltage"])
         self.store = store or NvsStore()
         self.high_mv = 0
         self.low_mv = 0
         self.feedback = False
         self.phase_feedback = False
         self.current_da = 0
+        self.phase_da = array("i", (0, 0, 0))
+        self._phases = int(config["phases"])
         self.power_w = 0
         self.energy_wh = 0
+        self.meter_ms = 0  # when the meter inputs were measured (board ms)
+        self.ev_meter = None  # a Modbus EV meter (config "meters"), set by the agent
         self.reset_cause = _CAUSES.get(machine.reset_cause(), "unknown")
         self._wdt = None
         if config.get("watchdog", True):  # false only for debugging at the REPL
@@ -245,8 +294,13 @@ class Board:
             self.phase_feedback = self.phase_drive
         if self._rcd is not None and self._rcd.active():
             self.rcd_tripped = True
-        if self.METERED:
-            self._read_meter()
+        now = time.ticks_ms()
+        if self.ev_meter is not None:
+            self.ev_meter.feed(self, now)
+        else:
+            self.meter_ms = now
+            if self.METERED:
+                self._read_meter()
 
     def _read_meter(self):
         # S0 meter: energy from pulses (in two parts, so no product leaves the small-int
@@ -259,7 +313,16 @@ class Board:
             self.power_w = 0
         else:
             self.power_w = self._w_per_pulse_ms // gap
-        self.current_da = self.power_w * 10 // self._volts_phases
+        # One figure, the same on each phase in use: L2/L3 only while the second
+        # contactor's contact connects them (a one-phase draw is not spread over three).
+        live = 1 if self.PHASE_SWITCH and not self.phase_feedback else self._phases
+        self.current_da = self.power_w * 10 // (self._volts * live)
+        for p in range(3):
+            self.phase_da[p] = self.current_da if p < live else 0
+
+    def serial_port(self):
+        # The Modbus meters' RS485 bus (config "meters", checked by esp32_pins.py).
+        return Rs485(self.config["meters"].get("bus", {}))
 
     # -- time
     def now_ms(self):

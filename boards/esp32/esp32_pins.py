@@ -39,7 +39,39 @@ def check_pins(cfg):
             errors.append("pins.%s needs \"phase_switch\": true" % name)
     if type(pins.get("pilot_adc")) is int and not 32 <= pins["pilot_adc"] <= 39:
         errors.append("pins.pilot_adc must be on ADC1 (GPIO32-39): ADC2 stops with WiFi on")
+    meters = cfg.get("meters")
+    if type(meters) is dict:
+        errors.extend(_check_bus(meters.get("bus"), used))
+        if meters.get("ev") is not None and "meter_s0" in pins:
+            errors.append("meters.ev and pins.meter_s0: give one EV meter")
     wifi = cfg.get("wifi")
-    if type(wifi) is not dict or type(wifi.get("ssid")) is not str:
+    if cfg.get("uplinks") != [] and (type(wifi) is not dict or type(wifi.get("ssid")) is not str):
         errors.append("missing wifi.ssid")
+    return errors
+
+
+def _check_bus(bus, used):
+    # The RS485 bus of the Modbus meters (docs/meters.md): a UART (1 or 2: UART0 is the
+    # console), its TX and RX pins and the transceiver's DE/RE pin (or none: auto-direction).
+    if type(bus) is not dict:
+        return ["meters.bus must be an object with uart, tx and rx"]
+    errors = []
+    if bus.get("uart", 1) not in (1, 2):
+        errors.append("meters.bus.uart must be 1 or 2 (UART0 is the console)")
+    for name in ("tx", "rx", "de"):
+        gpio = bus.get(name)
+        if gpio is None and name == "de":
+            continue
+        if type(gpio) is not int or not 0 <= gpio <= 39:
+            errors.append("meters.bus.%s must be a GPIO number" % name)
+            continue
+        if 6 <= gpio <= 11:
+            errors.append("meters.bus.%s: GPIO6-11 belong to the SPI flash" % name)
+        elif gpio >= 34 and name != "rx":
+            errors.append("meters.bus.%s must be an output: GPIO34-39 are input-only" % name)
+        if gpio in used:
+            other = used[gpio]
+            errors.append("meters.bus.%s and %s are both GPIO%d" % (
+                name, other if other.startswith("meters.") else "pins." + other, gpio))
+        used[gpio] = "meters.bus." + name
     return errors

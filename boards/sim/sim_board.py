@@ -3,6 +3,7 @@
 # the same CPython process or, from a micropython process, over a socket (Link).
 import os
 import _thread
+from array import array
 from micropython import const
 
 _PWM_FULL = const(10000)  # 0.01 % duty resolution
@@ -43,6 +44,7 @@ class Board:
         self.link = link
         # The bench has a meter; "meter": false plays a board without one (current unknown).
         self.METERED = config.get("meter", True)
+        self._phases = config["phases"]
         # A second contactor on L2/L3 ("phase_switch": true): one phase or three.
         self.PHASE_SWITCH = bool(config.get("phase_switch"))
         # Outputs start safe: steady +12 V (no PWM), contactor open, second contactor open.
@@ -56,8 +58,11 @@ class Board:
         self.feedback = False
         self.phase_feedback = False  # the second contactor's auxiliary contact
         self.current_da = 0
+        self.phase_da = array("i", (0, 0, 0))
         self.power_w = 0
         self.energy_wh = 0
+        self.meter_ms = 0  # when the meter inputs were measured (board ms)
+        self.ev_meter = None  # a Modbus EV meter (config "meters"), set by the agent
         self.rcd_tripped = False
         self.unix_base_ms = None  # Unix time at now == 0, once the bench tells it
         self.reset_requested = False  # the bench's "reset button held"
@@ -84,9 +89,27 @@ class Board:
         self.phase_drive = closed
 
     def sample(self):
-        # Inputs are latched by the bench before each tick; real boards read ADCs here.
+        # Inputs are latched by the bench before each tick; real boards read ADCs here. With
+        # a Modbus EV meter its reading is the meter's (the bench's meter: meter_peer.py).
+        if self.ev_meter is not None:
+            self.ev_meter.feed(self, self.now)
+            return
+        self.meter_ms = self.now
         if not self.METERED:
             self.current_da = self.power_w = self.energy_wh = 0
+        # One figure, the same on each phase in use: L2/L3 only while the second contactor's
+        # contact connects them.
+        live = 1 if self.PHASE_SWITCH and not self.phase_feedback else self._phases
+        for p in range(3):
+            self.phase_da[p] = self.current_da if p < live else 0
+
+    def serial_port(self):
+        # The RS485 bus of config "meters": sockets to the bench's meters, whose ports the
+        # bench puts in the config (bench_meter_ports), with a DE pin where "bus" names one.
+        from sim_serial import SimPin, SocketPort
+        bus = self.config["meters"].get("bus", {})
+        return SocketPort(self.config["bench_meter_ports"], bus.get("baud", 9600),
+                          SimPin() if bus.get("de") is not None else None)
 
     def show_status(self, status):
         pass  # no status LED on the bench: the readings say it all

@@ -2,8 +2,8 @@
 #   micropython sim_main.py CONFIG.json
 # The config names the bench's link port, the state directory (the simulated flash) and
 # the installation; with "broker", "ocpp" or "uplinks" set the agent runs its threads and
-# uplinks (runner.serve), otherwise requests and publishes travel over the bench link in
-# lockstep.
+# uplinks (runner.serve; "uplinks": [] is a charger with no network), otherwise requests and
+# publishes travel over the bench link in lockstep.
 import sys
 import json
 import _thread
@@ -20,7 +20,7 @@ def main(path):
     link = Link(cfg["bench_port"], topics.base(cfg.get("topic_prefix"), cfg["device_id"]))
     board = sim.Board(cfg, sim.FileStore(cfg["state_dir"]), link)
     agent = Agent(board)
-    if cfg.get("broker") or cfg.get("ocpp") or cfg.get("uplinks"):
+    if cfg.get("broker") or cfg.get("ocpp") or "uplinks" in cfg:
         # The loops run in threads of their own; this one waits for the board to halt (its
         # bench link closed, the control loop died, or a restart was asked for) and then
         # returns, which ends the process with every thread in it: no orphaned agent goes

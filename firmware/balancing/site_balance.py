@@ -128,6 +128,12 @@ class SiteBalancer:
                 self.ignored += 1
                 return
             da.append(int(v * 10 + 0.5))
+        self.on_reading(da, ts)
+
+    def on_reading(self, da, ts=None):
+        # A valid reading, as it comes on the meter's topic: per-phase dA in the site's phase
+        # order, ts Unix ms or None. The charger's own mains meter hands its readings in
+        # here (site_local.py).
         self._meter = (da, self.agent.board.now_ms(), ts)
         self._fresh = True
 

@@ -50,6 +50,11 @@ class Agent:
         self.energy = Energy(self.persist, self.control)
         self.api = Api(self)
         self.outbox = Outbox()
+        self.meters = None  # the Modbus meters (meter_watch.py), where the config has them
+        if cfg.get("meters"):
+            from meter_watch import MeterWatch
+            self.meters = MeterWatch(self, board)
+        self.site = None  # what carries site balancing, where configured (runner.site_balancer)
         self.on_event = None  # f(event dict): the webhook queue, where one is configured
         self.duties = []  # f(now): an uplink's local work, run by the worker after ours
         self.seq = 0
@@ -105,6 +110,8 @@ class Agent:
         self.actions.sync()
         self.settings.service(now)
         self.energy.service()
+        if self.meters:
+            self.meters.service(now)
         for duty in self.duties:
             duty(now)
 
@@ -154,7 +161,8 @@ class Agent:
                self.settings.cap_w, self.settings.failsafe_w, p.mode, p.in_use, p.wanted,
                p.holding, g.limit_da, g.limited_by,
                g.failsafe, self.limits.value, self.limits.expires_at, self.slot.state,
-               len(self.actions.recent), self.persist.failed)
+               len(self.actions.recent), self.persist.failed,
+               self.meters and tuple(self.meters.seen))
         w = self.board.power_w
         moved = abs(w - self._reported_w) >= max(_DEADBAND_W, self._reported_w // 20)
         if key != self._reported or moved or ctl.elapsed(now, self._reported_at) >= _HEARTBEAT_MS:
@@ -266,6 +274,8 @@ class Agent:
                       "resetCause": self.board.reset_cause},
             "commands": _CMDS, "conflictStrategies": [STRATEGY],
             "settings": s.read(), "lastAction": self.actions.last()}
+        if self.meters:
+            out["meters"] = self.meters.read(now)
         if diagnostics:
             out["diagnostics"] = self.diagnostics(now)
         return out

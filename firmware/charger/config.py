@@ -11,6 +11,7 @@ UPLINKS = (("mqtt", "mqtt_uplink", "MqttUplink"), ("ocpp", "ocpp_uplink", "OcppU
 HTTP_PORT = 80  # the HTTP front's port when http.port is not given
 TOKEN_MIN = 16  # characters of http.token, at least (http.md)
 _OLDER = (("mqtt", ("mqtt",)), ("ocpp", ("ocpp",)), ("both", ("mqtt", "ocpp")))  # older
+_MAX_BROKERS = 8  # "broker": a list of at most this many (the nodes of one cluster)
 
 
 class ConfigError(Exception):
@@ -25,7 +26,7 @@ def check(cfg):
     names = uplinks(cfg)
     if type(names) is str:
         return [names]
-    for key, kind in _NEEDED + ((("broker", str),) if "mqtt" in names else ()):
+    for key, kind in _NEEDED + ((("broker", (str, list)),) if "mqtt" in names else ()):
         if key not in cfg:
             errors.append("missing " + key)
         elif not isinstance(cfg[key], kind) or type(cfg[key]) is bool:
@@ -44,10 +45,9 @@ def check(cfg):
     if "cable_current" in cfg and not (type(cfg["cable_current"]) is int and
                                        6 <= cfg["cable_current"] <= 80):
         errors.append("cable_current must be 6-80 A")
-    if "mqtt" in names:
-        host, _, port = cfg["broker"].rpartition(":")
-        if not host or not port.isdigit():
-            errors.append("broker must be HOST:PORT")
+    found = brokers(cfg) if "mqtt" in names else None
+    if type(found) is str:
+        errors.append(found)
     if "ocpp" in names:
         errors.extend(_check_ocpp(cfg.get("ocpp")))
     if "http" in names:
@@ -56,11 +56,18 @@ def check(cfg):
         errors.append("webhook_url needs webhook_secret")
     if "site" in cfg:
         errors.extend(_check_site(cfg["site"], cfg["phases"]))
+        if "mqtt" not in names and not (type(cfg.get("meters")) is dict and
+                                        cfg["meters"].get("mains")):
+            errors.append("site needs the mqtt uplink (the meter's topic) or meters.mains")
     if "phase_switch" in cfg:
         if type(cfg["phase_switch"]) is not bool:
             errors.append("phase_switch must be true or false")
         elif cfg["phase_switch"] and cfg["phases"] != 3:
             errors.append("phase_switch needs phases 3 (it drops a three-phase supply to one)")
+    if "meters" in cfg:
+        errors.extend(_check_meters(cfg["meters"], cfg.get("site")))
+    if not names and cfg.get("webhook_url"):
+        errors.append("webhook_url needs an uplink: with uplinks [] there is no network")
     if "discovery" in cfg and type(cfg["discovery"]) is not bool:
         errors.append("discovery must be true or false")
     prefix = cfg.get("discovery_prefix")
@@ -86,9 +93,9 @@ def uplinks(cfg):
         names = cfg["uplinks"]
         if "uplink" in cfg:
             return "give uplinks or the older uplink, not both"
-        if type(names) is not list or not names or \
-                any(uplink(n) is None for n in names) or len(set(names)) != len(names):
-            return "uplinks must list one or more of %s, each once" % ", ".join(
+        if type(names) is not list or any(uplink(n) is None for n in names) or \
+                len(set(names)) != len(names):
+            return "uplinks must list %s, each at most once ([]: no network)" % ", ".join(
                 u[0] for u in UPLINKS)
         return names
     old = cfg.get("uplink", "mqtt")
@@ -96,6 +103,43 @@ def uplinks(cfg):
         if old == name:
             return list(names)
     return "uplink must be mqtt, ocpp or both"
+
+
+def brokers(cfg):
+    # The MQTT brokers, [(host, port), ...] in the order the uplink dials them (docs/uplinks.md,
+    # "Several brokers"): "broker" is one "HOST:PORT" or a list of them; a sentence instead
+    # if it is not.
+    given = cfg["broker"]
+    entries = given if type(given) is list else [given]
+    if not 0 < len(entries) <= _MAX_BROKERS:
+        return "broker must be HOST:PORT or a list of 1-%d of them" % _MAX_BROKERS
+    found = []
+    for n, entry in enumerate(entries):
+        host, port = _address(entry)
+        name = "broker" if given is entry else "broker entry %d" % (n + 1)
+        if host is None:
+            return "%s must be HOST:PORT (a port 1-65535), not %s" % (name, _shown(entry))
+        if (host, port) in found:
+            return "%s repeats %s" % (name, entry)
+        found.append((host, port))
+    return found
+
+
+def _address(entry):
+    # (host, port) of a "HOST:PORT" string, else (None, None).
+    if type(entry) is not str:
+        return None, None
+    host, _, port = entry.rpartition(":")
+    if not host or any(ch in host for ch in " /") or not port.isdigit() or \
+            not 0 < int(port) < 65536:
+        return None, None
+    return host, int(port)
+
+
+def _shown(value):
+    # A value from the config file in an error message, as JSON writes it.
+    import json
+    return json.dumps(value)
 
 
 def uplink(name):
@@ -173,6 +217,65 @@ def _check_site(site, charger_phases):
             any(p not in (1, 2, 3) for p in phases) or len(set(phases)) != len(phases):
         errors.append("site.phases must list the site phase (1-3) of each of the charger's "
                       "%d phase(s)" % charger_phases)
+    return errors
+
+
+# Modbus RTU line settings (docs/meters.md): the rates meters offer (Eastron: 2400-38400,
+# ABB B23: 1200-115200), and parity N/E/O with one or two stop bits (Serial Line 2.5.1).
+_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+
+
+def _check_meters(m, site):
+    # docs/meters.md's block; the bus's pins are the board's to check (esp32_pins.py).
+    if type(m) is not dict:
+        return ["meters must be an object"]
+    import meter_models
+    errors = []
+    for key in m:
+        if key not in ("bus", "ev", "mains", "period_ms"):
+            errors.append("meters.%s is not known (bus, ev, mains, period_ms)" % key)
+    bus = m.get("bus", {})
+    if type(bus) is not dict:
+        return errors + ["meters.bus must be an object"]
+    if bus.get("baud", 9600) not in _BAUDS:
+        errors.append("meters.bus.baud must be one of " + ", ".join(str(b) for b in _BAUDS))
+    if bus.get("parity", "N") not in ("N", "E", "O"):
+        errors.append("meters.bus.parity must be N, E or O")
+    if bus.get("stop", 1) not in (1, 2):
+        errors.append("meters.bus.stop must be 1 or 2")
+    period = m.get("period_ms", 1000)
+    if type(period) is not int or not 250 <= period <= 10000:
+        errors.append("meters.period_ms must be 250-10000")
+    addresses = []
+    for role in ("ev", "mains"):
+        meter = m.get(role)
+        if meter is None:
+            continue
+        if type(meter) is not dict:
+            errors.append("meters.%s must be an object with model and address" % role)
+            continue
+        row = meter_models.find(meter.get("model"))
+        if row is None:
+            errors.append("meters.%s.model must be one of %s" % (
+                role, ", ".join(r[0] for r in meter_models.MODELS)))
+        a = meter.get("address")
+        if type(a) is not int or not 1 <= a <= 247:
+            errors.append("meters.%s.address must be 1-247" % role)
+        elif a in addresses:
+            errors.append("meters.ev and meters.mains share address %d: each meter on the "
+                          "bus needs its own" % a)
+        addresses.append(a)
+        if role == "mains" and row is not None and type(site) is dict:
+            phases = site.get("phases", [1])
+            measured = sum(1 for v in row[3][:3] if v)
+            if type(phases) is list and any(p not in range(1, measured + 1) for p in phases
+                                            if type(p) is int):
+                errors.append("meters.mains: a %s measures %d phase(s), site.phases names "
+                              "more" % (row[0], measured))
+    if not addresses:
+        errors.append("meters needs ev, mains or both")
+    if m.get("mains") is not None and type(site) is not dict:
+        errors.append("meters.mains needs a site block (the fuse it guards: docs/site.md)")
     return errors
 
 

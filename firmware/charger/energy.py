@@ -1,10 +1,11 @@
 # The lifetime energy register and the session that a power cut may interrupt. The board's
 # meter counts energy since the board started (an S0 meter from zero, a meter with its own
-# register from anywhere): only differences are used. The register is persisted at most
-# once per 0.1 kWh and at every session end; the value reported is the persisted one, so it
-# never goes backwards (Home Assistant's total_increasing), and a power cut loses at most
-# the unwritten 0.1 kWh. An open session is persisted at its start, so one that a power cut
-# interrupted is closed after the restart with the energy it had.
+# register from anywhere): only differences are used (control.energy_wh counts them). The
+# register is persisted at most once per 0.1 kWh and at every session end; the value
+# reported is the persisted one, so it never goes backwards (Home Assistant's
+# total_increasing), and a power cut loses at most the unwritten 0.1 kWh. An open session
+# is persisted at its start, so one that a power cut interrupted is closed after the
+# restart with the energy it had.
 import json
 from micropython import const
 import persist as ps
@@ -45,10 +46,7 @@ class Energy:
         return self._stored_wh
 
     def lifetime_wh(self):
-        c = self.control
-        if c.first_wh < 0:
-            return self._base_wh  # the meter has not been read yet
-        return self._base_wh + max(0, c.board.energy_wh - c.first_wh)
+        return self._base_wh + max(0, self.control.energy_wh)  # -1: not read yet
 
     def service(self):
         # Worker: persist each 0.1 kWh.

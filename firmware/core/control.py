@@ -126,7 +126,13 @@ class Control:
         self.forced_open = False  # the last pause had to open under load
         self.session_active = False
         self.session_start_wh = 0
-        self.first_wh = -1  # the board's energy_wh at the first tick (energy.py counts from it)
+        # Energy delivered since boot, Wh (energy.py's lifetime and the session count from
+        # it): the increments of the board's energy_wh between metered samples only, so a
+        # meter with its own register (read from anywhere, docs/meters.md) counts from its
+        # first reading, not from the 0 before it, and a stale one adds its gap when it is
+        # back. -1 until the first tick has read the board.
+        self.energy_wh = -1
+        self._meter_wh = -1  # the board's energy_wh at the last metered sample
         self._contactor = None
         self._set_contactor(False)
         self._since = 0  # when the current mode was entered
@@ -200,8 +206,7 @@ class Control:
         self._last_tick = now
         b = self.board
         b.sample()
-        if self.first_wh < 0:
-            self.first_wh = b.energy_wh  # the meter at this boot's first reading
+        self._count_energy(b)
         p = self.port.read(b.high_mv, b.low_mv)
         self.pilot = p
         self._track_session(now, p)
@@ -294,7 +299,11 @@ class Control:
         if target:
             self._enter(SUPPLYING, now, RESUME)
             return self.port.offer(target)
-        let_go = p != pilot.C or (self.board.METERED and self.board.current_da < _PAUSE_CURRENT)
+        # Let go: out of C, or below 1 A on a reading taken after the pause began (a Modbus
+        # meter's may be a period old, from before the vehicle began to draw).
+        b = self.board
+        let_go = p != pilot.C or (b.METERED and b.current_da < _PAUSE_CURRENT and
+                                  passed(b.meter_ms, later(self._since, 1)))
         if let_go:
             self._enter(HELD, now, LET_GO)
         elif elapsed(now, self._since) >= _PAUSE_FORCE_MS:
@@ -350,14 +359,33 @@ class Control:
             self._fault(now, CONTACTOR_WELDED if closed else CONTACTOR_STUCK_OPEN)
 
     def _check_overcurrent(self, now):
+        # Judged per phase (the board's phase_da): any phase above the offer.
         b = self.board
-        if not b.METERED or b.current_da * 10 <= self.port.offered_da * 11 + 50:
+        over = False
+        if b.METERED:
+            limit = self.port.offered_da * 11 + 50
+            for p in range(3):
+                if b.phase_da[p] * 10 > limit:
+                    over = True
+        if not over:
             self._over_since = -1
         elif self._over_since < 0:
             self._over_since = now
         elif elapsed(now, self._over_since) >= _OVERCURRENT_MS:
             self._trips += 1
             self._fault(now, OVERCURRENT)
+
+    def _count_energy(self, b):
+        if self.energy_wh < 0:
+            self.energy_wh = 0
+        if not b.METERED:
+            return  # the meter is not read (or not fresh): its energy_wh means nothing now
+        wh = b.energy_wh
+        # An imported-energy register never runs backwards: a lower one is another meter
+        # (replaced, or reset), counted on from its own value.
+        if self._meter_wh >= 0 and wh > self._meter_wh:
+            self.energy_wh += wh - self._meter_wh
+        self._meter_wh = wh
 
     def _track_session(self, now, p):
         if p == pilot.A:
@@ -370,12 +398,12 @@ class Control:
         elif p == pilot.B or p == pilot.C or p == pilot.D:
             if not self.session_active:
                 self.session_active = True
-                self.session_start_wh = self.board.energy_wh
+                self.session_start_wh = self.energy_wh
                 self.ring.push(EV_SESSION_STARTED, now, 0)
                 self.phases.new_session()
 
     def session_energy(self):
-        return self.board.energy_wh - self.session_start_wh if self.session_active else 0
+        return self.energy_wh - self.session_start_wh if self.session_active else 0
 
     def _status(self):
         if self.mode == FAULTED:

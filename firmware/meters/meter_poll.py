@@ -18,6 +18,7 @@ WAITING = const(0)
 OK = const(1)
 LOST = const(2)
 STATUS_NAMES = ("waiting", "ok", "lost")
+ROLES = ("ev", "mains")  # the config's meters by what they measure (docs/meters.md)
 
 
 class Meter:
@@ -55,6 +56,22 @@ class Meter:
         # For the tick: True while the last reading is at most max_age_ms old. Allocates
         # nothing; a stale meter's values are not to be used (docs/meters.md).
         return self.good and elapsed(now, self.at_ms) <= self.max_age_ms
+
+    def feed(self, board, now):
+        # The tick's hand-over, from board.sample() (allocates nothing): while the reading is
+        # fresh, the board's meter inputs are its integers and the board is METERED; stale or
+        # not read yet, the board reads as unmetered (the current unknown, counted as load:
+        # control.py), its currents and power 0, its energy_wh the last reading's (control
+        # counts energy over metered samples only).
+        fresh = self.fresh(now)
+        for p in range(3):
+            board.phase_da[p] = self.current_da[p] if fresh else 0
+        board.current_da = self.max_da if fresh else 0
+        board.power_w = self.power_w if fresh else 0
+        if fresh:
+            board.energy_wh = self.energy_wh
+            board.meter_ms = self.at_ms  # when it was read: a pause judges only later ones
+        board.METERED = fresh
 
     def status(self, now):
         if self.fresh(now):
@@ -142,10 +159,25 @@ def _plan(values):
     return reads
 
 
+def bus(block, port, clock):
+    # The config's "meters" block (config.py has checked it) on the board's serial port: the
+    # bus's Poller, its meters by role as poller.ev and poller.mains (None where there is none).
+    period = block.get("period_ms", PERIOD_MS)
+    poller = Poller(rtu.Master(port), [], clock, period)
+    for role in ROLES:
+        m = block.get(role)
+        meter = Meter(m["model"], m["address"], 3 * period) if m else None
+        setattr(poller, role, meter)
+        if meter:
+            poller.meters.append(meter)
+    return poller
+
+
 class Poller:
     # The poll thread of one bus: run() reads every meter once per period_ms until stop().
     # clock() is the board's now_ms(). The waits release the GIL (nap), so the control
-    # thread runs meanwhile.
+    # thread runs meanwhile. In lockstep (the bench in virtual time) there is no thread:
+    # runner.Lockstep calls step(now) between ticks.
     def __init__(self, master, meters, clock, period_ms=PERIOD_MS):
         self.master = master
         self.meters = meters
@@ -153,11 +185,18 @@ class Poller:
         self.period_ms = period_ms
         self.polls = 0
         self._running = False
+        self._last = None  # when step() last polled
 
     def poll(self):
         for m in self.meters:
             m.poll(self.master, self.clock())
         self.polls += 1
+
+    def step(self, now):
+        # One poll when a period has passed since the last (lockstep's pacing of run()).
+        if self._last is None or elapsed(now, self._last) >= self.period_ms:
+            self._last = now
+            self.poll()
 
     def run(self):
         self._running = True

@@ -1,7 +1,8 @@
 # The MQTT uplink (docs/protocol.md, docs/uplinks.md): requests in, replies / state / events
 # out, availability with a retained last will, keepalive pings; door.py dials it again
-# after a lost connection. It runs in its own thread: every call here may block; by design
-# nothing on the control side or in the worker ever waits for it.
+# after a lost connection, the next broker of the config's list. It runs in its own thread:
+# every call here may block; by design nothing on the control side or in the worker ever
+# waits for it.
 #
 # Requests are handled one at a time in the serve loop, never inside umqtt's callback:
 # publish(qos=1) reads incoming messages while it waits for its PUBACK, and a request
@@ -12,6 +13,7 @@ import time
 from api import MAX_PAYLOAD
 from mqtt_client import BoundedClient
 from umqtt.simple import MQTTException
+import config
 import door
 import runner
 import topics
@@ -40,9 +42,10 @@ def _no_delay(sock):
 
 class MqttUplink:
     def __init__(self, cfg, board, agent):
-        host, _, port = cfg["broker"].rpartition(":")
-        self.host = host
-        self.port = int(port)
+        # [(host, port), ...]: dialled in order, moving on after a refused or lost connection
+        # (close()), from the last back to the first; the TLS settings apply to each.
+        self.brokers = config.brokers(cfg)
+        self.at = 0  # the broker dialled next, or connected to
         self.cfg = cfg
         self.board = board
         self.base = topics.base(cfg.get("topic_prefix"), cfg["device_id"])
@@ -85,7 +88,8 @@ class MqttUplink:
         self.board.ensure_network()  # WiFi up (and the clock set) before DNS and MQTT
         cfg = self.cfg
         user = cfg.get("username")
-        c = BoundedClient(cfg["device_id"], self.host, self.port, ssl=self._ssl(),
+        host, port = self.brokers[self.at]
+        c = BoundedClient(cfg["device_id"], host, port, ssl=self._ssl(),
                           user=user.encode() if user else None,  # bytes: umqtt sends len()
                           password=cfg.get("password", "").encode(), keepalive=self.keepalive)
         c.max_payload = MAX_PAYLOAD
@@ -106,6 +110,8 @@ class MqttUplink:
         for x in self.extras:
             x.on_connect(self.publish_to)
         self._rx = _ms()
+        if len(self.brokers) > 1:  # which one, in the log (door.py logs each failure)
+            print("uplink: connected to %s:%d" % (host, port))
 
     def serve(self):
         c = self.client
@@ -177,6 +183,8 @@ class MqttUplink:
         self._tx = _ms()
 
     def close(self):
+        # The connection failed (door.py): the next dial goes to the next broker.
+        self.at = (self.at + 1) % len(self.brokers)
         if self.client and self.client.sock:
             try:
                 self.client.sock.close()

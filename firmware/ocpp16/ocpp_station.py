@@ -181,7 +181,7 @@ class Station:
         # session it began (the control loop runs in its own thread on a board). Before
         # that a vehicle on the cable would read as Available.
         c = self.control
-        if c.first_wh < 0:
+        if c.energy_wh < 0:
             return False
         if self._first_ms is None:
             self._first_ms = now

@@ -2,8 +2,10 @@
 # three threads: the control loop (pilot and contactor, every tick, never waits for
 # anything), the worker (events, flash, local duties, every 100 ms whether or not a broker
 # is reachable) and the uplink (MQTT or OCPP, may block for ever; with several, each has a
-# thread); webhooks, where configured, get one more. On the bench in virtual time one thread
-# does it all in lockstep: the board hands out ticks and requests arrive between them.
+# thread; with none, the worker runs in the calling thread); webhooks, where configured, get
+# one more, and so does the Modbus meters' poll (docs/meters.md). On the bench in virtual
+# time one thread does it all in lockstep: the board hands out ticks and requests arrive
+# between them.
 from micropython import const
 import gc
 import _thread
@@ -12,6 +14,7 @@ import topics
 
 SERVICE_TICKS = const(10)  # the worker's period in ticks (100 ms at 10 ms ticks)
 SITE = ("site_balance", "SiteBalancer")  # site balancing, by name as the uplinks are (config.py)
+SITE_LOCAL = ("site_local", "LocalSite")  # ... on the charger's own mains meter
 
 
 class Lockstep:
@@ -24,6 +27,8 @@ class Lockstep:
         # Site balancing, where configured: the bench hands it the site's messages between
         # ticks (on_message) and carries its records as they are (board.publish_to).
         self.site = site_balancer(agent, board.config)
+        # The Modbus meters' poll, once a period between ticks (a thread on a board).
+        self.poller = agent.meters.poller if agent.meters else None
 
     def on_request(self, kind, payload):
         self.board.publish(topics.RESPONSES, self.agent.handle(kind, payload, self.board.now_ms()))
@@ -33,6 +38,8 @@ class Lockstep:
             self.site.on_message(topic, msg)
 
     def step(self, now):
+        if self.poller:
+            self.poller.step(now)
         self.agent.tick(now)
         if self.site:  # every tick, as the uplink's loop: a reading is used when it comes
             self.site.service(self.board.publish_to, now)
@@ -72,9 +79,15 @@ def worker_loop(agent, board):
 
 
 def threaded(agent, board, uplinks, webhooks=None):
-    # Each uplink in a thread of its own, the last in this one. An uplink's run() returns
-    # only when the board must restart (an OCPP Reset, its transaction ended): it restarts.
+    # Each uplink in a thread of its own, the last in this one (with none: the worker). An
+    # uplink's run() returns only when the board must restart (an OCPP Reset, its
+    # transaction ended): it restarts.
     _thread.start_new_thread(control_loop, (agent, board))
+    if agent.meters:
+        _thread.start_new_thread(agent.meters.poller.run, ())
+    if not uplinks:
+        worker_loop(agent, board)  # no network: the charger's own duties are all there is
+        return  # (never reached: the worker runs for ever)
     _thread.start_new_thread(worker_loop, (agent, board))
     if webhooks:
         _thread.start_new_thread(webhooks.run, ())
@@ -94,6 +107,7 @@ def serve(agent, board):
     # and webhooks. Every board's main ends here.
     import config  # a board's main has it loaded already (it checked the config)
     cfg = board.config
+    site_balancer(agent, cfg)  # before the uplinks: on a mains meter it needs none
     uplinks = []
     for name in config.uplinks(cfg):  # all built before the loops start: OCPP holds
         module, cls = config.uplink(name)  # current until a transaction is authorized
@@ -108,10 +122,15 @@ def serve(agent, board):
 
 
 def site_balancer(agent, cfg):
-    # The site's share (site_balance.py) where the installation has a site block: an extra
-    # of the MQTT uplink, which carries its messages (or of Lockstep, on the bench).
-    if not cfg.get("site"):
-        return None
-    module, cls = SITE
-    agent.limits.site = getattr(__import__(module), cls)(cfg, agent)
-    return agent.limits.site
+    # The site's share (site_balance.py) where the installation has a site block, built
+    # once: an extra of the MQTT uplink, which carries its messages (or of Lockstep, on the
+    # bench). With the charger's own mains meter the worker runs it (site_local.py: the
+    # fuse holds with no network) and the extra only carries messages.
+    if cfg.get("site") and agent.site is None:
+        module, cls = SITE
+        agent.site = agent.limits.site = getattr(__import__(module), cls)(cfg, agent)
+        if agent.meters and agent.meters.mains:
+            module, cls = SITE_LOCAL
+            agent.site = getattr(__import__(module), cls)(agent.limits.site, agent.meters.mains)
+            agent.duties.append(agent.site.duty)
+    return agent.site

@@ -17,6 +17,8 @@ from sim_link import (BUTTON, CLOCK, INPUTS, MESSAGE, OUTPUTS, PUBLISH, REQUEST,
                       TICK)
 from topics import REQUESTS  # noqa: E402
 
+BOOT_S = 60  # from the link's accept to the boot state (the wheel at load 20: under 10 s)
+
 
 class AgentProcess:
     def __init__(self, config, build, unix_base_ms, heapsize="256K", on_publish=None,
@@ -51,12 +53,22 @@ class AgentProcess:
                         raise RuntimeError("firmware did not start (exit %r)" % self.proc.poll())
         finally:
             srv.close()
-        self.conn.settimeout(None)
+        # The boot state comes before any tick, from the control loop's first pass: a
+        # firmware that never gets there (its wiring raised in a thread, and nothing ended
+        # the process) is killed and reported, never waited for.
+        self.conn.settimeout(BOOT_S)
         self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.rfile = self.conn.makefile("rb")
         if unix_base_ms is not None:  # None: a board whose clock is never set
             self.conn.sendall(struct.pack("<Bq", CLOCK, unix_base_ms))
-        self.outputs = self.read_outputs()  # the boot state, before any tick
+        try:
+            self.outputs = self.read_outputs()
+        except RuntimeError:
+            if self.proc.poll() is not None:  # it ended: its own exit says why
+                raise
+            self.kill()
+            raise RuntimeError("firmware gave no outputs within %d s of its link" % BOOT_S)
+        self.conn.settimeout(None)
 
     def read_outputs(self):
         while True:

@@ -3,10 +3,14 @@ where the installation switches between one phase and three), meter, RCD and a v
 
 The bench is stepped in bench time (ms). Each step takes the board's outputs (pilot duty
 counts, contactor drive), moves the world on, and returns what the board's inputs would
-measure. It knows nothing of the firmware beyond those wires.
+measure. It knows nothing of the firmware beyond those wires. Its Modbus meters (the EV
+meter, the mains meter) are pymodbus servers on the board's RS485 bus (meter_peer.py),
+holding what the bench measures in their registers.
 """
 from tools.paths import cpython_paths
 
+from .meter_peer import FAULTS as METER_FAULTS
+from .meter_peer import MeterPeer
 from .vehicle import Vehicle
 
 cpython_paths()
@@ -28,6 +32,32 @@ EV_FIELDS = {"connected": ("connected", bool, None), "request": ("request", bool
              "followMs": ("follow_ms", int, (0, 60000, "ms"))}  # IEC 61851-1 allows 5 s
 
 
+# The bench's Modbus meters: their bus addresses (SmartEVSE's advice: meters at 11 and up),
+# and the EV meter's register when the bench starts: a meter that has counted before, so
+# that only differences of its register may make the charger's energies.
+METER_ROLES = ("ev", "mains")
+METER_ADDRESSES = {"ev": 11, "mains": 12}
+EV_METER_BASE_WH = 1234500
+
+
+def meters_block(models, baud=9600):
+    """The config's "meters" block for the bench's Modbus meters ({role: model})."""
+    block = {"bus": {"baud": baud, "de": 4}}  # a DE pin: the half-duplex transceiver
+    for role, model in models.items():
+        block[role] = {"model": model, "address": METER_ADDRESSES[role]}
+    return block
+
+
+def meter_fault_problem(role, fault, roles=METER_ROLES):
+    """Why bench/{id}/meter cannot set meter `role`'s fault to `fault` (one sentence), or
+    None. `roles`: the meters this bench has."""
+    if role not in roles:
+        return "no %r meter on this bench (it has: %s)" % (role, ", ".join(roles) or "none")
+    if fault not in METER_FAULTS + ("none",):
+        return "unknown meter fault %r (known: %s, none)" % (fault, ", ".join(METER_FAULTS))
+    return None
+
+
 def ev_field_problem(key, value):
     """Why bench/{id}/ev cannot set vehicle field `key` to `value` (one sentence), or None."""
     if key not in EV_FIELDS:
@@ -42,7 +72,8 @@ def ev_field_problem(key, value):
 
 class Bench:
     def __init__(self, voltage=230.0, phases=1, pwm_full=sim_board.Board.PWM_FULL,
-                 phase_switch=False):
+                 phase_switch=False, meters=None):
+        """meters: {role: model} for the Modbus meters on the board's bus (METER_ROLES)."""
         self.voltage = voltage
         self.phases = phases  # the installation's
         self.phase_switch = phase_switch  # a second contactor switches L2/L3
@@ -60,12 +91,22 @@ class Bench:
         self.phase_welded = False
         self.phase_log = []  # (t, closed): the second contactor's physical changes
         self.current = 0.0  # A per phase, measured
+        self.phase_offset = [0.0, 0.0, 0.0]  # A a phase draws beyond it (an unbalanced load)
         self.energy_wh = 0.0
         self.high = SOURCE_V
         self.low = SOURCE_V
         self.contactor_log = []  # (t, closed): physical changes
         self.ev_changed_at = None  # bench time of the last change to the vehicle
         self.duty_log = []  # (t, duty counts): pilot changes
+        self.peers = {}  # role -> MeterPeer: the Modbus meters on the board's bus
+        self.mains_currents = None  # f() -> A per site phase: what the mains meter reads
+        try:
+            for role, model in (meters or {}).items():
+                self.peers[role] = MeterPeer(model, METER_ADDRESSES[role]).start()
+        except BaseException:
+            self.close()
+            raise
+        self._feed_meters()
 
     # -- wires from the board
     def drive_outputs(self, duty_counts, contactor_drive):
@@ -120,8 +161,46 @@ class Bench:
         if self.fault == "overcurrent" and self.contactor and self.vehicle.s2:
             draw = draw * 1.3 + 1.0
         self.current = draw
-        self.energy_wh += draw * self.voltage * self.phases_in_use * dt / 3600000.0
+        self.energy_wh += sum(self.phase_currents()) * self.voltage * dt / 3600000.0
         self.high, self.low = self._pilot_levels()
+        self._feed_meters()
+
+    def phase_currents(self):
+        """A on each of the charger's phases: the vehicle's draw, plus phase_offset while it
+        draws, on the phases in use (L2 and L3 carry nothing while the second contactor is
+        open)."""
+        live = self.phases_in_use if self.current else 0
+        return [self.current + self.phase_offset[p] if p < live else 0.0
+                for p in range(self.phases)]
+
+    # -- the Modbus meters
+    def _feed_meters(self):
+        ev = self.peers.get("ev")
+        if ev:
+            amps = self.phase_currents()
+            ev.set([round(a * 10) for a in amps], round(sum(amps) * self.voltage),
+                   EV_METER_BASE_WH + int(self.energy_wh))
+        mains = self.peers.get("mains")
+        if mains and self.mains_currents:
+            amps = self.mains_currents()
+            mains.set([round(a * 10) for a in amps], round(sum(amps) * self.voltage))
+
+    def meters_config(self, baud=9600):
+        """The config's "meters" block and bench_meter_ports for these meters, or {}."""
+        if not self.peers:
+            return {}
+        return {"meters": meters_block({r: p.model for r, p in self.peers.items()}, baud),
+                "bench_meter_ports": [p.port for p in self.peers.values()]}
+
+    def set_meter_fault(self, role, fault):
+        problem = meter_fault_problem(role, fault, tuple(self.peers))
+        if problem:
+            raise ValueError(problem)
+        self.peers[role].fault = None if fault == "none" else fault
+
+    def close(self):
+        for peer in self.peers.values():
+            peer.close()
 
     def _move_contactor(self):
         closed = self.drive
@@ -165,11 +244,13 @@ class Bench:
 
     def board_inputs(self):
         """What the board's inputs read now, in the order of the sim link's INPUTS."""
+        s0 = "ev" not in self.peers  # a board with a Modbus EV meter has no S0 meter
         values = {"now": self.t, "high_mv": int(round(self.high * 1000)),
                   "low_mv": int(round(self.low * 1000)), "feedback": int(self.contactor),
-                  "current_da": int(self.current * 10),
-                  "power_w": int(self.current * self.voltage * self.phases_in_use),
-                  "energy_wh": int(self.energy_wh), "rcd_tripped": int(self.rcd_tripped),
+                  "current_da": int(self.current * 10) if s0 else 0,
+                  "power_w": int(self.current * self.voltage * self.phases_in_use) if s0 else 0,
+                  "energy_wh": int(self.energy_wh) if s0 else 0,
+                  "rcd_tripped": int(self.rcd_tripped),
                   "phase_feedback": int(self.phase_contactor)}
         return tuple(values[name] for name in INPUTS)
 
@@ -227,4 +308,8 @@ class Bench:
                 "energy": round(self.energy_wh / 1000.0, 4), "fault": self.fault,
                 "evChangedAt": self.ev_changed_at,
                 "contactorChangedAt": self.contactor_log[-1][0] if self.contactor_log else None,
-                "ev": self.vehicle.describe()}
+                "ev": self.vehicle.describe(),
+                "meters": {role: {"model": p.model, "address": p.address,
+                                  "fault": p.fault or "none", "requests": p.requests,
+                                  "answered": p.answered}
+                           for role, p in self.peers.items()}}

@@ -29,7 +29,8 @@ from .invariants import API, CAP, FAILSAFE, Checker, Obs, Violation
 from .ocpp_fuzz import OcppFuzz
 from .phase_invariants import PhaseChecker, PhaseViolation
 from .rig import TICK_MS, InProcessRig, ProcessRig
-import topics  # the firmware's: .rig put it on the path
+import meter_poll  # the firmware's, as topics: .rig put them on the path
+import topics
 
 DRAIN_MS = 15000  # quiet end: every action ends within 12 s of its start or restart
 INTERPRETERS = ("cpython", "micropython")
@@ -47,6 +48,11 @@ INVALID_CAPS = (-1, -0.001, 50.001, 99, "7.4", None, True)
 FAILSAFE_KW = (0, 0, 1.38, 1.4, 3.7, 4.14, 7.4, 11, 22)
 TTL_S = (1, 1, 2, 3, 5, 10, 10, 30, 60, 1.5, 0.5, 3601)  # 0.5 and 3601: refused
 REACTION_MS = (0, 10, 10, 20, 30, 50, 100, 300, 1000)
+# A Modbus EV meter instead of the S0 meter (docs/meters.md), and its faults: the bench's
+# pymodbus meter (a silent one costs a response time of real time per poll: rarer).
+EV_METERS = {1: ("SDM120", "SDM630", "B23", "EM340", "SDM72D-M-2"),
+             3: ("SDM630", "B23", "EM340", "SDM72D-M-2")}
+METER_FAULT_WEIGHTS = {"crc": 2, "exception": 2, "address": 1, "silent": 1}
 # A repeated action id is one the agent promises to recognise (design.md): among its last
 # 16 actions while running, its last 2 after a restart. The generator counts every command
 # it sends as an action (refused ones too), so it stays inside that window.
@@ -83,6 +89,8 @@ class Step:
             return "failsafe %r kW" % (a,)
         if self.kind == "phases":
             return "phases_mode %r" % (a,)
+        if self.kind == "meter":
+            return "EV meter " + a
         if self.kind in ("reset", "cut", "boot"):
             return {"reset": "factory reset", "cut": "power cut", "boot": "power on"}[self.kind]
         return "%s %r" % (self.kind, a)  # a site's own (site_fuzz.py)
@@ -102,7 +110,8 @@ class Scenario:
             self.seed, i["voltage"], i["phases"], i["max_current"],
             ", cable %d A" % i["cable_current"] if i.get("cable_current") else "",
             ", default %s kW" % i["default_kw"] if "default_kw" in i else "",
-            ", no meter" if i.get("metered") is False else "",
+            ", no meter" if i.get("metered") is False else
+            ", Modbus EV meter %s" % i["meters"]["ev"] if "meters" in i else "",
             self.length_ms // 1000, len(self.steps)) + (", OCPP" if self.ocpp else "") + (
             ", phase switch" if i.get("phase_switch") else "")
 
@@ -224,8 +233,28 @@ def generate(seed):
     g.action_ids(steps)
     if r.random() < 0.2:
         install["metered"] = False  # a board without a meter: the current is unknown
+    else:
+        steps = _modbus_meter(seed, install, length, steps)
     ocpp = random.Random(seed * 7919 + 16).random() < 0.3
     return Scenario(seed, install, length, steps, ocpp)
+
+
+def _modbus_meter(seed, install, length, steps):
+    # A quarter of the metered boards read a Modbus EV meter, which faults now and then
+    # (each episode ends with "none"). From a stream of its own, so a seed's other steps
+    # are what they always were.
+    g = _Gen(seed * 7919 + 28)
+    if g.r.random() >= 0.25:
+        return steps
+    install["meters"] = {"ev": g.r.choice(EV_METERS[install["phases"]])}
+    free = 0
+    for t in g.times(g.rate(0.3, 0.01, 0.5), 0, length):
+        if t < free:
+            continue
+        g.add(t, "meter", g.pick(METER_FAULT_WEIGHTS))
+        free = t + g.logu(300, 20000)
+        g.add(free, "meter", "none")
+    return sorted(steps + g.steps, key=lambda s: s.t)
 
 
 def _controller(g, length, install, plug_ins, out):
@@ -451,7 +480,8 @@ def run(scenario, make_rig, interp, keep=None, until=None):
     # and the switch's checker judges the power on the phases the bench really connects.
     checker = Checker(inst["voltage"], 1 if inst.get("phase_switch") else inst["phases"],
                       inst["max_current"], inst.get("cable_current"),
-                      inst.get("default_kw", 50), inst.get("metered", True))
+                      inst.get("default_kw", 50), inst.get("metered", True),
+                      meter_poll.PERIOD_MS if "meters" in inst else 0)
     phases = None
     if inst.get("phase_switch"):
         phases = PhaseChecker(inst["voltage"])
@@ -529,6 +559,9 @@ def _apply(rig, checker, state, s, n):
         rig.ev(**args)
     elif kind == "fault":
         rig.fault(args)
+    elif kind == "meter":
+        rig.bench.set_meter_fault("ev", args)
+        checker.meter_fault(args, t)
     elif kind == "cut":
         if state["powered"]:
             rig.power_cut()

@@ -189,11 +189,16 @@ class Action:
 
 class Checker:
     def __init__(self, voltage, phases, max_current, cable_current=None, default_kw=50,
-                 metered=True):
+                 metered=True, reading_ms=0):
         self.voltage = voltage
         self.phases = phases
         self.default_kw = default_kw
         self.metered = metered  # without a meter the agent cannot see the current fall
+        # How late the agent may see it with a meter: 0 for an S0 meter (read every tick),
+        # a period for a Modbus meter (its reading, docs/meters.md). While the meter is
+        # faulted, and for that long after, its reading is old or none: no meter.
+        self.reading_ms = reading_ms
+        self._meter_ok_from = 0  # bench ms from which the meter's reading is current
         self.ceilings = Ceilings()
         self.ceilings.set("max_current", max_current)
         if cable_current:
@@ -362,6 +367,10 @@ class Checker:
         self.actions[aid] = action
         self.order.append(action)
 
+    def meter_fault(self, fault, t):
+        # The bench's Modbus EV meter faulted (anything but "none") or back.
+        self._meter_ok_from = None if fault != "none" else t
+
     def power(self, on, t):
         # Whatever ran on the board ends with its power: an F cut short is no violation.
         self._since.clear()
@@ -460,7 +469,9 @@ class Checker:
                 no_pwm, cls))
         idle_load = self._run("no load", o.powered and cls != PWM and
                               o.current < PAUSE_CURRENT_A, t)
-        if o.drive and self.metered and idle_load is not None and idle_load >= OPEN_MS:
+        limit = OPEN_MS + self.reading_ms
+        if o.drive and self.metered and idle_load is not None and idle_load >= limit and \
+                self._meter_ok_from is not None and t - self._meter_ok_from >= limit:
             raise self._violation(PAUSE_NO_LOAD, t, "drive on %d ms with no PWM and %.1f A" % (
                 idle_load, o.current))
         # Opening under load: only for a fault (the agent shows F in that tick), a lost

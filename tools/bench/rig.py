@@ -38,7 +38,11 @@ class Rig:
 
     def __init__(self, state_dir, voltage=230, phases=1, max_current=32, device_id="charger-1",
                  cable_current=None, default_kw=None, metered=True, site=None,
-                 clock_ms=UNIX_BASE_MS, phase_switch=False):
+                 clock_ms=UNIX_BASE_MS, phase_switch=False, meters=None,
+                 meter_period_ms=None):
+        """meters: {"ev": model, "mains": model}, the Modbus meters on the board's bus (the
+        bench's pymodbus peers); the mains meter reads `household` (A per site phase) plus
+        this charger's own draw on its site phases."""
         self.state_dir = state_dir
         # The board's wall clock: Unix ms at bench time 0, or None for a board whose clock
         # was never set (an ESP32 whose NTP failed). A site's chargers may each differ.
@@ -53,11 +57,24 @@ class Rig:
             self.config["default_max_charge_rate"] = default_kw
         if phase_switch:
             self.config["phase_switch"] = True
-        self.bench = Bench(voltage=voltage, phases=phases, phase_switch=phase_switch)
+        self.bench = Bench(voltage=voltage, phases=phases, phase_switch=phase_switch,
+                           meters=meters)
+        self.config.update(self.bench.meters_config())
+        if meter_period_ms:
+            self.config["meters"]["period_ms"] = meter_period_ms
+        self.household = [0.0, 0.0, 0.0]
+        self.bench.mains_currents = self._mains_currents
         self.prefix = topics.base(None, device_id)
         self.published = []  # (topic, payload dict or str, retain)
         self.on_publish = None  # f(topic, payload bytes, retain): a site's bus (site_rig.py)
         self.powered = False
+
+    def _mains_currents(self):
+        out = list(self.household)
+        amps = self.bench.phase_currents()
+        for i, p in enumerate(self.config.get("site", {}).get("phases", [1])):
+            out[p - 1] += amps[i]
+        return out
 
     # -- scenario calls
     def run(self, ms):
@@ -187,7 +204,7 @@ class InProcessRig(Rig):
         raise RuntimeError("no reply to %s request" % kind)
 
     def close(self):
-        pass
+        self.bench.close()
 
 
 class ProcessRig(Rig):
@@ -241,3 +258,4 @@ class ProcessRig(Rig):
 
     def close(self):
         self.power_cut()
+        self.bench.close()

@@ -16,20 +16,25 @@ import sys
 
 from tools import ca
 from tools.bench import cloud_bench, site_bench
+from tools.bench.meter_peer import MODELS
 from tools.bench.page.server import DEFAULT_PORT, PageServer
 from tools.bench.sim_charger import Sim, next_steps, say
 from tools.device import unix32
 from tools.paths import BUILDS, ROOT, cpython_paths
 
 cpython_paths()
-import config as firmware_config  # noqa: E402  (the HTTP front's token rule, defined once)
+import config as firmware_config  # noqa: E402  (the broker list, the HTTP token: defined once)
 import topics  # noqa: E402  (the firmware's topic prefix, defined once)
+
+METER_MODELS = sorted(MODELS)
 
 
 def parse(argv):
     p = argparse.ArgumentParser(prog="make sim ARGS=...", description=__doc__.split("\n")[0])
-    p.add_argument("--broker", help="HOST:PORT of an existing broker (default: start one, "
-                   "Mosquitto where installed, else amqtt)")
+    p.add_argument("--broker", action="extend", type=_addresses, metavar="HOST:PORT[,...]",
+                   help="an existing broker (default: start one, Mosquitto where installed, "
+                   "else amqtt); several, comma-separated or repeated: the agent's broker list, "
+                   "tried in order (docs/uplinks.md), and the bench's own client follows it")
     p.add_argument("--device-id", default="charger-1")
     p.add_argument("--state-dir", default=os.path.join(ROOT, "state"),
                    help="simulated flash; a later start with the same dir finds what was saved")
@@ -42,13 +47,15 @@ def parse(argv):
     p.add_argument("--default-kw", type=float,
                    help="default_max_charge_rate: the cap after a factory reset (default 50)")
     p.add_argument("--prefix", default=topics.PREFIX, help="topic prefix of the agent")
-    p.add_argument("--agent-broker", help="HOST:PORT for the agent only, when it must differ "
+    p.add_argument("--agent-broker", action="extend", type=_addresses,
+                   metavar="HOST:PORT[,...]", help="for the agent only, when it must differ "
                    "from the bench's broker (fault tests: a broker that never answers); "
                    "--ca and --username are then the agent's only")
     p.add_argument("--ocpp", metavar="ws://HOST:PORT/PATH", help="an OCPP 1.6J central system: "
                    "the agent speaks OCPP (the charge point id, --device-id, is appended)")
-    p.add_argument("--uplink", choices=("mqtt", "ocpp", "both"),
-                   help="default: ocpp with --ocpp, else mqtt (the bench's own topics stay MQTT)")
+    p.add_argument("--uplink", choices=("mqtt", "ocpp", "both", "none"),
+                   help="default: ocpp with --ocpp, else mqtt (the bench's own topics stay "
+                   "MQTT); none: a charger with no network at all (uplinks [])")
     p.add_argument("--ocpp-password", help="HTTP Basic auth (security profiles 1 and 2)")
     p.add_argument("--ocpp-ca", help="the CA (PEM or DER) that signed a wss:// CSMS's "
                    "certificate")
@@ -69,12 +76,20 @@ def parse(argv):
                    "as --http-port 0)")
     p.add_argument("--api-token", metavar="T", help="the HTTP front's token, at least %d "
                    "characters (default: a new one, printed)" % firmware_config.TOKEN_MIN)
-    p.add_argument("--heapsize", default="256K", help="micropython heap: the 64-bit wheel "
-                   "holds the .mpy bytecode in it (about 85 KB); the ESP32 model is "
+    p.add_argument("--heapsize", default="512K", help="micropython heap: the 64-bit wheel "
+                   "holds the .mpy bytecode in it (about 85 KB; MQTT, OCPP and HTTP together "
+                   "met no 3 KB block at 256K); the ESP32 model is "
                    "--build unix32 --heapsize 56K")
     p.add_argument("--build", choices=BUILDS, default="wheel",
                    help="interpreter: the pip wheel's micropython (64-bit, agent as .mpy), or "
                    "make unix32's (32-bit, agent frozen as on an ESP32 image; -mpy: as .mpy)")
+    p.add_argument("--ev-meter", metavar="MODEL", choices=METER_MODELS,
+                   help="a Modbus EV meter on the board's RS485 bus (the bench's pymodbus "
+                   "meter; one of %s)" % ", ".join(METER_MODELS))
+    p.add_argument("--mains-meter", metavar="MODEL", choices=METER_MODELS,
+                   help="a Modbus meter at the supply, on charger-1's bus: the site balances "
+                   "on it with no network (needs --site-fuse)")
+    p.add_argument("--meter-baud", type=int, default=9600, help="the RS485 bus's baud rate")
     p.add_argument("--ca", help="CA certificate (PEM or DER): the agent and the bench connect "
                    "over TLS and check the broker's certificate against it")
     p.add_argument("--username")
@@ -102,6 +117,8 @@ def parse(argv):
         p.error("--ca needs --build wheel: make unix32 is built without TLS")
     if a.uplink in ("ocpp", "both") and not a.ocpp:
         p.error("--uplink %s needs --ocpp URL" % a.uplink)
+    if a.uplink == "none" and a.ocpp:
+        p.error("--uplink none is a charger without a network: no --ocpp")
     if a.ocpp and a.build != "wheel" and (a.ocpp.startswith("wss:") or a.ocpp_ca):
         p.error("wss:// needs --build wheel: make unix32 is built without TLS")
     if a.build != "wheel":
@@ -112,9 +129,20 @@ def parse(argv):
         if a.ocpp and not unix32.has_sha1():  # the WebSocket handshake's
             p.error("--ocpp needs hashlib.sha1, and this make unix32 has none: "
                     + unix32.NEED_MBEDTLS)
+    if a.mains_meter and a.site_fuse is None:
+        p.error("--mains-meter needs --site-fuse A (the fuse it guards)")
     if site_bench.wanted(a):
         site_bench.check(p, a)
     return a
+
+
+def _addresses(text):
+    """--broker's HOST:PORT, or several comma-separated, checked as the agent's config is."""
+    found = text.split(",")
+    why = firmware_config.brokers({"broker": found})
+    if type(why) is str:
+        raise argparse.ArgumentTypeError(why.replace("broker entry", "entry"))
+    return found
 
 
 def _port(text):

@@ -26,7 +26,8 @@ from sim_board import RESTART_EXIT, Board  # noqa: E402
 
 TICK_MS = Board.TICK_MS
 READINGS_EVERY_MS = 1000
-_UPLINKS = {"mqtt": ["mqtt"], "ocpp": ["ocpp"], "both": ["mqtt", "ocpp"]}  # by --uplink
+_UPLINKS = {"mqtt": ["mqtt"], "ocpp": ["ocpp"], "both": ["mqtt", "ocpp"],  # by --uplink
+            "none": []}
 HTTP_WAIT_S = 20  # for the agent's HTTP front to listen, after it is powered on
 
 
@@ -44,20 +45,25 @@ def run_paced(stop, step):
 
 
 class Sim:
-    def __init__(self, args):
+    def __init__(self, args, meters=None):
+        """meters: {role: model} of the board's Modbus meters (default: --ev-meter's)."""
         self.args = args
         self.stop = threading.Event()
         self.lock = threading.Lock()
+        if meters is None:
+            meters = {"ev": args.ev_meter} if getattr(args, "ev_meter", None) else {}
         self.bench = Bench(voltage=args.voltage, phases=args.phases,
-                           phase_switch=getattr(args, "phase_switch", False))
+                           phase_switch=getattr(args, "phase_switch", False), meters=meters)
         self.broker = None
         self.client = None
         self.agent = None
         self.power = True
         self.unix_base_ms = int(time.time() * 1000)
         self.bench_topic = "bench/%s/" % args.device_id
-        # The agent's HTTP front on loopback (0: none, --no-http)
+        # The agent's HTTP front on loopback (0: none, --no-http; none with no network)
         self.http_port = free_port() if args.http_port is None else args.http_port
+        if getattr(args, "uplink", None) == "none":
+            self.http_port = 0
         self._last_key = None
         self._last_readings = 0
 
@@ -65,12 +71,14 @@ class Sim:
         a = self.args
         cfg = {"device_id": a.device_id, "supply_voltage": a.voltage, "phases": a.phases,
                "max_current": a.max_current, "state_dir": os.path.abspath(a.state_dir),
-               "broker": a.agent_broker or self.address, "topic_prefix": a.prefix,
+               "broker": agent_brokers(a.agent_broker or a.broker or [self.address]),
+               "topic_prefix": a.prefix,
                "model": "bench-sim"}
         if a.default_kw is not None:
             cfg["default_max_charge_rate"] = a.default_kw
         if getattr(a, "phase_switch", False):
             cfg["phase_switch"] = True
+        cfg.update(self.bench.meters_config(getattr(a, "meter_baud", 9600)))
         if a.webhook_url:
             cfg.update(webhook_url=a.webhook_url, webhook_secret=a.webhook_secret or "")
         if a.ca:
@@ -78,6 +86,8 @@ class Sim:
         if a.username:
             cfg.update(username=a.username, password=a.password or "")
         cfg["uplinks"] = _UPLINKS[a.uplink or ("ocpp" if a.ocpp else "mqtt")]
+        if not cfg["uplinks"]:
+            del cfg["broker"]  # no network: the broker is the bench's alone
         if self.http_port:
             cfg["uplinks"] = cfg["uplinks"] + ["http"]
             cfg["http"] = {"host": "127.0.0.1", "port": self.http_port, "token": a.api_token}
@@ -91,19 +101,16 @@ class Sim:
         """before_power_on(address): with the broker there, before the agent boots (the page
         starts there, so it sees the boot's events)."""
         os.makedirs(self.args.state_dir, exist_ok=True)
-        if self.args.broker:
-            self.address = self.args.broker
-        else:
+        if not self.args.broker:
             self.broker = Broker(Broker.preferred()).start()
-            self.address = self.broker.address
+        addresses = self.args.broker or [self.broker.address]
         say("sim: broker %s%s, device %s, state in %s" % (
-            self.address, " (%s)" % self.broker.kind if self.broker else "",
+            ", ".join(addresses), " (%s)" % self.broker.kind if self.broker else "",
             self.args.device_id, os.path.abspath(self.args.state_dir)))
         if self.broker and self.broker.kind == "amqtt":
             say("sim: Mosquitto is not installed, so this is amqtt, which can drop a QoS 0 "
                 "request from a client that disconnects at once: publish with QoS 1 "
                 "(mosquitto_pub -q 1), or apt-get install mosquitto")
-        host, _, port = self.address.rpartition(":")
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id="bench-" + self.args.device_id)
         self.client.on_connect = self._on_connect
@@ -112,10 +119,7 @@ class Sim:
             self.client.tls_set_context(tls_context(self.args.ca))
         if self.args.username and not self.args.agent_broker:
             self.client.username_pw_set(self.args.username, self.args.password)
-        try:
-            self.client.connect(host, int(port), keepalive=30)
-        except (OSError, ValueError) as e:
-            raise OSError("cannot reach the broker at %s: %s" % (self.address, e))
+        self.address = connect_bench(self.client, addresses)
         self.client.loop_start()
         if before_power_on:
             before_power_on(self.address)
@@ -156,7 +160,7 @@ class Sim:
         say("sim: agent power cut")
 
     def _on_connect(self, client, userdata, flags, reason, props):
-        for name in ("ev", "fault", "power"):
+        for name in ("ev", "fault", "power", "meter"):
             client.subscribe(self.bench_topic + name)
 
     def _on_message(self, client, userdata, msg):
@@ -170,6 +174,8 @@ class Sim:
                     self.bench.set_ev(body)
                 elif name == "fault":
                     self.bench.set_fault(body.get("fault", "none"))
+                elif name == "meter":
+                    self.bench.set_meter_fault(body.get("meter"), body.get("fault"))
                 elif name == "power":
                     if body.get("on") is False and self.power:
                         self._power_off()
@@ -214,12 +220,50 @@ class Sim:
     def shutdown(self):
         self.stop.set()
         self._power_off()
+        self.bench.close()
         if self.client:
             self.client.disconnect()  # before loop_stop(), or the DISCONNECT waits ~1 s
             self.client.loop_stop()
         if self.broker:
             self.broker.stop()
         say("sim: stopped")
+
+
+def agent_brokers(addresses):
+    """The agent's "broker" for make sim's list of HOST:PORT: the one, or the list."""
+    return addresses[0] if len(addresses) == 1 else list(addresses)
+
+
+def connect_bench(client, addresses):
+    """Connect a bench's own paho client to the first of `addresses` that answers, and keep
+    it moving along them as the agent does (docs/uplinks.md, "Several brokers"): after a lost
+    connection or a failed reconnect, paho's next attempt goes to the next address. Returns
+    the address it reached."""
+    at = [0]
+
+    def move(*_):
+        at[0] = (at[0] + 1) % len(addresses)
+        host, _, port = addresses[at[0]].rpartition(":")
+        client.connect_async(host, int(port), keepalive=30)  # paho's loop dials it next
+
+    def lost(client, userdata, flags, reason, props):
+        if reason.is_failure:  # not the disconnect we asked for at shutdown
+            move()
+
+    errors = []
+    for k, address in enumerate(addresses):
+        host, _, port = address.rpartition(":")
+        try:
+            client.connect(host, int(port), keepalive=30)
+        except (OSError, ValueError) as e:
+            errors.append("%s: %s" % (address, e))
+            continue
+        at[0] = k
+        if len(addresses) > 1:
+            client.on_disconnect = lost
+            client.on_connect_fail = move
+        return address
+    raise OSError("cannot reach the broker at %s" % "; ".join(errors))
 
 
 def say(text):

@@ -19,9 +19,10 @@ import time
 import paho.mqtt.client as mqtt
 
 from tools.bench import cloud_bench
+from tools.bench.bench import meters_block
 from tools.bench.broker import Broker
 from tools.bench.page.server import PageServer
-from tools.bench.sim_charger import Sim, next_steps, run_paced, say
+from tools.bench.sim_charger import Sim, connect_bench, next_steps, run_paced, say
 from tools.bench.site import METER_PERIOD_MS, Schedule, Site, bench_topic, default_lines, load_day
 from tools.bench.site_rig import offered
 from tools.json_input import loads
@@ -66,6 +67,9 @@ def check(p, a):
     if a.device_id != "charger-1" and a.chargers > 1:
         p.error("--device-id cannot be used with --chargers: the ids are charger-1 ... "
                 "charger-%d" % a.chargers)
+    if a.uplink == "none" and a.chargers > 1:
+        p.error("--uplink none: with no network only a charger with its own mains meter "
+                "balances, so --chargers 1 --mains-meter MODEL")
     if a.phases == 3 and a.site_phases != 3:
         p.error("--phases 3 needs --site-phases 3")
     try:
@@ -75,9 +79,12 @@ def check(p, a):
         p.error(str(e))
     # The firmware's own checks of the config charger-1 will boot with (a timeout of 0, a
     # fuse of 2 A ...), so a mistake is one line here and not a firmware that fails to start.
-    ch = SiteCharger(charger_args(a, 0, "127.0.0.1:1"), site_block(a, 0), 0)
+    ch = SiteCharger(charger_args(a, 0, ["127.0.0.1:1"]), site_block(a, 0), 0, meters={})
     ch.address = "127.0.0.1:1"
-    errors = firmware_config.check(ch.config())
+    cfg = ch.config()
+    if meters(a, 0):
+        cfg["meters"] = meters_block(meters(a, 0), a.meter_baud)
+    errors = firmware_config.check(cfg)
     if errors:
         p.error("; ".join(errors))
 
@@ -107,11 +114,19 @@ def site_block(a, k):
     return block
 
 
-def charger_args(a, k, address):
+def meters(a, k):
+    """The Modbus meters on charger k's bus: --ev-meter on each, --mains-meter on the first."""
+    out = {"ev": a.ev_meter} if a.ev_meter else {}
+    if k == 0 and a.mains_meter:
+        out["mains"] = a.mains_meter
+    return out
+
+
+def charger_args(a, k, addresses):
     c = copy.copy(a)
     c.device_id = "charger-%d" % (k + 1)
     c.state_dir = os.path.join(a.state_dir, c.device_id)
-    c.broker = address
+    c.broker = addresses
     c.http_port = a.http_port + k if a.http_port else a.http_port  # one port each (0: none)
     return c
 
@@ -119,8 +134,8 @@ def charger_args(a, k, address):
 class SiteCharger(Sim):
     """make sim's charger with the site block in its config."""
 
-    def __init__(self, args, block, unix_base_ms):
-        super().__init__(args)
+    def __init__(self, args, block, unix_base_ms, meters=None):
+        super().__init__(args, meters)
         self.block = block
         self.unix_base_ms = unix_base_ms  # one clock for the site: records carry their ts
 
@@ -151,23 +166,17 @@ class SiteSim:
 
     def start(self):
         a = self.args
-        if a.broker:
-            self.address = a.broker
-        else:
+        if not a.broker:
             self.broker = Broker(Broker.preferred()).start()
-            self.address = self.broker.address
+        addresses = a.broker or [self.broker.address]
         say("sim: broker %s%s, site %s: %g A x %d phase(s), %d chargers, meter on %s" % (
-            self.address, " (%s)" % self.broker.kind if self.broker else "", self.site.id,
+            ", ".join(addresses), " (%s)" % self.broker.kind if self.broker else "", self.site.id,
             self.site.fuse, self.site.phases, a.chargers, self.site.meter_topic))
-        host, _, port = self.address.rpartition(":")
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id="bench-site-" + self.site.id)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        try:
-            self.client.connect(host, int(port), keepalive=30)
-        except (OSError, ValueError) as e:
-            raise OSError("cannot reach the broker at %s: %s" % (self.address, e))
+        self.address = connect_bench(self.client, addresses)
         self.client.loop_start()
         if a.page_port != 0:  # one page: the site and a tab per charger; before they boot
             ids = ["charger-%d" % (k + 1) for k in range(a.chargers)]
@@ -177,9 +186,22 @@ class SiteSim:
                 % self.page.url)
         base = int(time.time() * 1000)
         for k in range(a.chargers):
-            ch = SiteCharger(charger_args(a, k, self.address), site_block(a, k), base)
+            ch = SiteCharger(charger_args(a, k, addresses), site_block(a, k), base,
+                             meters(a, k))
+            if "mains" in ch.bench.peers:  # the meter at the supply sees the whole site
+                ch.bench.mains_currents = self.currents
             self.chargers.append(ch)
             ch.start()
+
+    def currents(self):
+        """The site current per phase now (what the mains meter reads)."""
+        return self.site.currents({ch.args.device_id: ch.bench.current
+                                   for ch in self.chargers})
+
+    def _mains(self):
+        """charger-1's Modbus meter at the supply, or None: the site's meter then publishes
+        itself, as a Shelly does."""
+        return self.chargers[0].bench.peers.get("mains") if self.chargers else None
 
     def _on_connect(self, client, userdata, flags, reason, props):
         for name in ("household", "meter"):
@@ -200,6 +222,8 @@ class SiteSim:
                     if type(body.get("on")) is not bool:
                         raise ValueError('expected {"on": true} or {"on": false}')
                     self.site.meter_on = body["on"]
+                    if self._mains():
+                        self._mains().fault = None if body["on"] else "silent"
         except ValueError as e:
             say("sim: ignored %s: %s" % (msg.topic, e))
 
@@ -220,7 +244,7 @@ class SiteSim:
                 return
             status = {ch.args.device_id: ch.status() for ch in self.chargers}
             draws = {cid: s["current"] for cid, s in status.items()}
-            if self.site.meter_on:
+            if self.site.meter_on and not self._mains():
                 self.client.publish(self.site.meter_topic, self.site.meter_payload(
                     self.chargers[0].unix_base_ms + t, draws))
             self.client.publish(bench_topic(self.site.id, "readings"),
@@ -233,6 +257,7 @@ class SiteSim:
         for ch in self.chargers:
             with ch.lock:
                 ch._power_off()
+            ch.bench.close()
             if ch.client:
                 ch.client.disconnect()
                 ch.client.loop_stop()

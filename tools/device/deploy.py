@@ -115,6 +115,21 @@ def load_config(path, board):
     return cfg
 
 
+def links(cfg):
+    """", broker A, B", ", OCPP URL", ", HTTP port N": each uplink of a checked config."""
+    firmware_config = _load("_deploy_firmware_config", firmware_sources()["config"])
+    out = ""
+    for name in firmware_config.uplinks(cfg):
+        if name == "mqtt":
+            broker = cfg["broker"]
+            out += ", broker " + (broker if isinstance(broker, str) else ", ".join(broker))
+        elif name == "ocpp":
+            out += ", OCPP " + cfg["ocpp"]["url"]
+        elif name == "http":
+            out += ", HTTP port %d" % cfg["http"].get("port", firmware_config.HTTP_PORT)
+    return out
+
+
 def named_files(cfg, config_path):
     """{path on the board: file here} for every `*_file` key (at the top or in a block such as
     `ocpp`): found beside the config; a CA (`ca_file`) must hold a certificate."""
@@ -321,8 +336,8 @@ def main(argv=None):
         if a.config:
             cfg = load_config(a.config, a.board)
             files = named_files(cfg, a.config)
-            print("deploy: config %s: device %s, broker %s%s" % (
-                a.config, cfg["device_id"], cfg["broker"],
+            print("deploy: config %s: device %s%s%s" % (
+                a.config, cfg["device_id"], links(cfg),
                 ", TLS with %s" % cfg["ca_file"] if cfg.get("ca_file") else ""))
         if a.dry_run:
             written = write_dry_run(a.dry_run, a.board, a.config, a.march, files, a.force)

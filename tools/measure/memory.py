@@ -212,18 +212,6 @@ def footprint_row(ours, ocpp_code, theirs):
             "the same micropython-lib (imported first)")
 
 
-def meter_poll_cost():
-    """The Modbus meter poll on make unix32's build (probes/meter_probe.py) against the
-    bench's meter, an SDM630 (floats: its energy is the one value that costs a big integer)."""
-    from tools.bench.meter_peer import MeterPeer
-    peer = MeterPeer("SDM630", 11).start()
-    try:
-        peer.set([160, 158, 161], 11040, 1234500)
-        return probe("unix32", "meter_probe.py", str(peer.port), "SDM630", "11", "100")
-    finally:
-        peer.close()
-
-
 def phase_switch_cost():
     """The switch between one phase and three on make unix32's build (probes/phase_probe.py):
     None if the probe failed."""
@@ -246,12 +234,3 @@ def phase_rows(p):
              q["bytes"], q["p50_us"], q["p99_us"]),
          "0 B; the tick's time unchanged by a switch (period 10 000 us)"),
     ]
-
-
-def meter_row(meter):
-    return ("meters: Modbus poll, 32-bit v1.28.0, frozen (SDM630, 3 reads)",
-            "%.1f KB imported, %.1f KB a bus and its meter; %d B garbage per poll; %.1f ms per "
-            "poll on the bench (%.2f ms of its own work)" % (
-                meter["imported"] / 1024, meter["built"] / 1024, meter["poll_garbage"],
-                meter["poll_ms"], meter["poll_cpu_ms"]) if meter else "FAILED",
-            "off the control tick; 9600 baud adds ~70 ms on the wire (docs/meters.md)")

@@ -4,9 +4,10 @@ Runs the simulated charger (agent under micropython) on a real broker and prints
 writes the figures as JSON to build/bench.json. This module only gathers the table: each
 family of figures is measured by its own module, which also words its rows:
 latency.py (timings and speeds), memory.py (heap and flash footprint, for each way the agent
-runs here, and the meter poll's), wear.py (flash writes and wear), ocpp_heap.py (the OCPP
-uplink's heap), ota.py (an update's verification), site_day.py (a site day) and cloud.py
-(the cloud service); memory.py also the switch between one phase and three.
+runs here), meters.py (the Modbus meters' poll, their wiring's heap and the tick while they
+are polled), wear.py (flash writes and wear), ocpp_heap.py (the OCPP uplink's heap), ota.py
+(an update's verification), site_day.py (a site day) and cloud.py (the cloud service);
+memory.py also the switch between one phase and three.
 """
 import argparse
 import json
@@ -19,7 +20,7 @@ import tempfile
 
 from tools.bench import children
 from tools.bench.broker import Broker
-from tools.measure import cloud, latency, memory, ocpp_heap, ota, site_day, wear
+from tools.measure import cloud, latency, memory, meters, ocpp_heap, ota, site_day, wear
 from tools.paths import BUILD, ROOT, micropython
 
 
@@ -96,7 +97,9 @@ def main(argv=None):
     verify = ota.verify_cost()
     ours, ocpp_code, theirs = memory.footprint()
     print("bench: Modbus meter poll (unix32) ...", flush=True)
-    meter = memory.meter_poll_cost()
+    meter_poll = meters.poll_cost()
+    print("bench: the control tick while the meters are polled (unix32) ...", flush=True)
+    meter_tick = meters.tick_cost()
     print("bench: a switch between one phase and three (unix32) ...", flush=True)
     phase = memory.phase_switch_cost()
     rows = latency.rows(rtt, cap_ms, limit_ms, expiry, ack_ms, done_ms, unplug, c_to_b) + \
@@ -106,13 +109,12 @@ def main(argv=None):
             ocpp_heap.row(ocpp),
             ocpp_heap.row_32(ocpp32),
             memory.footprint_row(ours, ocpp_code, theirs),
-            memory.meter_row(meter),
         ] + memory.phase_rows(phase) + [
             latency.speed_row(mp_speed, cp_speed, mem["wheel"]["heap"]),
             latency.page_row(no_page, with_page, pushes),
             ota.row(verify),
-        ] + wear_rows + [("site: " + r[0], r[1], r[2] + ("" if r[3] else ": MISSED"))
-                         for r in site_rows] + [
+        ] + meters.rows(meter_poll, meter_tick) + wear_rows + [
+            ("site: " + r[0], r[1], r[2] + ("" if r[3] else ": MISSED")) for r in site_rows] + [
             (r[0], r[1], r[2] + ("" if r[3] else ": MISSED")) for r in cloud_rows]
     info = machine()
     info["broker"] = broker.kind
@@ -134,7 +136,9 @@ def main(argv=None):
             "ocpp_unix32": ocpp32, "flash_writes": writes, "flash_changes": changes,
             "footprint_bytes": {"agent_and_board": ours, "ocpp": ocpp_code,
                                 "micropython_lib": theirs}, "site_day": site,
-            "cloud": cloud_raw, "ota_verify": verify, "phase_switch": phase}}, f, indent=1)
+            "cloud": cloud_raw, "ota_verify": verify,
+            "meter_poll": meter_poll, "meter_tick": meter_tick, "phase_switch": phase}},
+                  f, indent=1)
     print("\nwritten to %s" % os.path.relpath(a.out, ROOT))
     return 0
 

@@ -24,7 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import paho.mqtt.client as mqtt
 
-from tools.bench.bench import EV_FIELDS, FAULTS, ev_field_problem  # (and the firmware's path)
+from tools.bench.bench import (EV_FIELDS, FAULTS,  # (and the firmware's path)
+                               ev_field_problem, meter_fault_problem)
+from tools.bench.meter_peer import FAULTS as METER_FAULTS
 from tools.bench.page import site as site_view
 from tools.client import BENCH_ANSWER_S
 from tools.json_input import loads
@@ -39,7 +41,7 @@ FILES = {"/": ("index.html", "text/html; charset=utf-8"),
          "/page.css": ("page.css", "text/css; charset=utf-8")}
 # The browser itself refuses anything from elsewhere: the page works offline or not at all.
 CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'"
-BENCH_REQUESTS = ("ev", "fault", "power")
+BENCH_REQUESTS = ("ev", "fault", "power", "meter")
 UNITS = {"a": "A", "kw": "kW"}
 REPLY_S = 10.0  # the agent answers in milliseconds; this is a charger that is not there
 HISTORY_S = 600  # samples kept for a page that opens later (it shows up to 10 minutes)
@@ -136,6 +138,10 @@ def check_bench(name, body):
     elif name == "fault":
         if set(body) != {"fault"} or body["fault"] not in FAULTS:
             return "fault must be one of %s" % ", ".join(FAULTS)
+    elif name == "meter":
+        if set(body) != {"meter", "fault"}:
+            return "meter takes {\"meter\": \"ev\" | \"mains\", \"fault\": ...}"
+        return meter_fault_problem(body["meter"], body["fault"])
     elif set(body) != {"on"} or type(body["on"]) is not bool:
         return "power takes {\"on\": true | false}"
     return None
@@ -317,6 +323,7 @@ class PageServer:
                 "type": "hello", "now": int(time.time() * 1000), "broker": self.broker,
                 "prefix": self.prefix, "devices": list(self.chargers),
                 "faults": list(FAULTS), "evFields": list(EV_FIELDS),
+                "meterFaults": list(METER_FAULTS),
                 "chargers": {d: c.snapshot() for d, c in self.chargers.items()},
                 "site": self.site.snapshot() if self.site else None}))
             self.clients.add(q)
@@ -383,10 +390,20 @@ class PageServer:
             before = c.readings_count
         self.client.publish("bench/%s/%s" % (c.id, name), json.dumps(body), qos=1)
         with self.lock:
-            if not self.lock.wait_for(lambda: c.readings_count > before, BENCH_ANSWER_S):
+            if not self.lock.wait_for(lambda: c.readings_count > before and (
+                    name != "meter" or _meter_took(c.readings, body)), BENCH_ANSWER_S):
                 return {"ok": False, "message": "no bench answered for %s" % c.id}
+            if name == "meter" and body["meter"] not in c.readings.get("meters", {}):
+                return {"ok": False, "message": "the bench of %s has no %s meter (make sim "
+                        "--%s-meter MODEL)" % (c.id, body["meter"], body["meter"])}
         return {"ok": True, "message": "bench: %s %s" % (name, " ".join(
             "%s=%s" % (k, json.dumps(v)) for k, v in body.items()))}
+
+
+def _meter_took(readings, body):
+    # Readings that show a meter's fault as asked, or show the bench has no such meter.
+    m = (readings.get("meters") or {}).get(body["meter"])
+    return m is None or m["fault"] == body["fault"]
 
 
 def _event(push):

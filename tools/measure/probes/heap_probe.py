@@ -3,7 +3,8 @@
 # every 10 s of virtual time, and the heap is sampled. Prints one JSON line. The agent is
 # wired as runner.serve wires a board's (the uplink with Home Assistant discovery, the
 # worker thread); only the control loop is this script's, to run in virtual time.
-#   micropython -X heapsize=64K heap_probe.py HOST:PORT HOURS STATE_DIR
+#   micropython -X heapsize=64K heap_probe.py HOST:PORT[,HOST:PORT...] HOURS STATE_DIR
+# (several: the agent's broker list, as a config gives it; the session is on the first)
 import gc
 
 # Before anything else: the interpreter and this script's own bytecode, which a board does
@@ -30,7 +31,7 @@ def live():
 stages = {"imported": live()}  # where the live heap goes: the code, the objects, a session
 broker, hours, state_dir = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 cfg = {"device_id": "heap-probe", "supply_voltage": 230, "phases": 1, "max_current": 32,
-       "broker": broker, "keepalive": 30}
+       "broker": broker.split(",") if "," in broker else broker, "keepalive": 30}
 board = sim.Board(cfg, sim.FileStore(state_dir))
 board.unix_base_ms = 1795478400000
 agent = Agent(board)
@@ -43,7 +44,7 @@ while uplink.connects < 1:
     time.sleep(0.05)
     if time.ticks_diff(time.ticks_ms(), t0) > 20000:
         raise SystemExit("uplink did not connect")
-host, port = broker.split(":")
+host, port = broker.split(",")[0].split(":")
 stages["connected"] = live()
 pub = MQTTClient("heap-probe-writer", host, int(port))
 pub.connect()

@@ -18,7 +18,7 @@ const EVENTS_SHOWN = 50;
 
 const HISTORY_MS = 10 * 60000;  // what the server keeps, and so the longest window
 const view = {chargers: {}, devices: [], selected: null, offset: 0, windowS: 300, faults: [],
-              live: false, site: null, showSite: false};
+              meterFaults: [], live: false, site: null, showSite: false};
 const $ = (id) => document.getElementById(id);
 
 // -- receiving
@@ -38,6 +38,7 @@ function receive(msg) {
     view.offset = msg.now - Date.now();
     view.devices = msg.devices;
     view.faults = msg.faults;
+    view.meterFaults = msg.meterFaults;
     view.chargers = msg.chargers;
     for (const id of view.devices) {
       const ch = view.chargers[id];
@@ -91,7 +92,8 @@ function logEntry(e) {
   // An event's own time; one sent before the board knew the time has none: when it came.
   const d = e.data || {};
   const parts = [e.type];
-  for (const key of ["command", "actionId", "fault", "sessionId", "reason", "source"]) {
+  for (const key of ["command", "actionId", "fault", "sessionId", "reason", "source", "meter",
+                     "lastError"]) {
     if (d[key]) parts.push(d[key]);
   }
   if (typeof d.energy === "number") parts.push(fmt(d.energy, 3) + " kWh");
@@ -124,6 +126,7 @@ function render() {
   const ch = view.chargers[view.selected];
   if (!ch) return;
   renderStatus(ch);
+  renderMeters(ch);
   drawScope($("scope"), ch.readings);
   drawPlot($("plot"), ch);
   renderLegend(ch);
@@ -178,6 +181,69 @@ function renderStatus(ch) {
 }
 
 const signed = (v) => (v > 0 ? "+" : "") + v.toFixed(1);
+
+// The Modbus meters (docs/meters.md): each as the charger reads it (its device read's
+// "meters") and as the bench holds it (the pymodbus meter: its fault, what it was asked),
+// with a button per fault. Only where the bench has meters.
+function renderMeters(ch) {
+  const bench = (ch.readings && ch.readings.meters) || {};
+  const read = (ch.state && ch.state.meters) || {};
+  const roles = Object.keys(bench);
+  $("meters-card").hidden = !roles.length;
+  const box = $("meters");
+  const shown = box.dataset.roles || "";
+  if (shown !== roles.join(",")) {  // the rows, once per set of meters
+    box.dataset.roles = roles.join(",");
+    box.replaceChildren(...roles.map(meterRow));
+  }
+  for (const role of roles) {
+    const row = box.querySelector('[data-meter="' + role + '"]');
+    const m = read[role], b = bench[role];
+    const status = row.querySelector(".state");
+    status.textContent = m ? m.status : "-";
+    status.className = "state " + (m ? m.status : "");
+    row.querySelector(".reading").textContent = !m ? "not in the charger's read yet"
+      : (m.currents ? m.currents.map((a) => fmt(a, 1)).join(" / ") + " A, " + m.powerW +
+         " W, " + fmt(m.energyWh / 1000, 1) + " kWh (" + m.ageMs + " ms old); " : "no reading; ") +
+        Object.entries(m.counts).map(([k, v]) => k + " " + v).join(", ") +
+        (m.lastError ? " (last error " + m.lastError +
+          (m.lastException ? ", exception " + m.lastException : "") + ")" : "");
+    row.querySelector(".bench").textContent = "bench: " + b.model + " at " + b.address +
+      ", fault " + b.fault + ", " + b.requests + " requests, " + b.answered + " answered";
+    for (const button of row.querySelectorAll("button")) {
+      button.classList.toggle("active", button.dataset.fault !== "none" &&
+                              button.dataset.fault === b.fault);
+    }
+  }
+}
+
+function meterRow(role) {
+  const row = document.createElement("div");
+  row.className = "meter";
+  row.dataset.meter = role;
+  const head = document.createElement("p");
+  const name = document.createElement("b");
+  name.textContent = role + " meter: ";
+  const status = document.createElement("span");
+  status.className = "state";
+  const reading = document.createElement("span");
+  reading.className = "reading";
+  head.append(name, status, " ", reading);
+  const bench = document.createElement("p");
+  bench.className = "bench";
+  const buttons = document.createElement("div");
+  buttons.className = "row";
+  buttons.replaceChildren(...view.meterFaults.concat(["none"]).map((fault) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.dataset.fault = fault;
+    b.textContent = fault === "none" ? "clear" : fault;
+    b.addEventListener("click", () => send("meter", {meter: role, fault}, $("meter-reply")));
+    return b;
+  }));
+  row.append(head, bench, buttons);
+  return row;
+}
 
 function renderSlot(action) {
   const el = $("slot");
