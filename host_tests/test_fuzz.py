@@ -103,6 +103,8 @@ def test_the_ci_seeds_cover_the_brief():
         seen.add(("metered", sc.install.get("metered", True)))
         seen.add(("phase switch", sc.install.get("phase_switch", False)))
         seen.update(("modbus", m) for m in sc.install.get("meters", {}).values())
+        if sc.install.get("phase_switch") and "meters" in sc.install:
+            seen.add("phase switch with a Modbus EV meter")
         last = {}
         for s in sc.steps:
             seen.add(s.kind)
@@ -146,6 +148,7 @@ def test_the_ci_seeds_cover_the_brief():
               "OCPP TxDefaultProfile W", "OCPP TxDefaultProfile clear",
               "OCPP ChargePointMaxProfile W", "OCPP ChargePointMaxProfile clear",
               ("phase switch", True), ("phase switch", False), "phases",
+              "phase switch with a Modbus EV meter",
               } | set(fuzz.FAULTS) | set(fuzz.PHASE_FAULTS) | {
               "meter " + f for f in fuzz.METER_FAULT_WEIGHTS} | {
               "meter none"} | {("modbus", m) for m in ("SDM630", "B23")}

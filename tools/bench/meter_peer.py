@@ -89,8 +89,11 @@ class MeterPeer:
         return self
 
     def close(self):
-        if self._server is not None:
-            asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop).result(10)
+        # Once: a rig is closed by the fuzzer's run and again by the test's fixture, and a
+        # second shutdown would meet the loop the first one closed.
+        server, self._server = self._server, None
+        if server is not None:
+            asyncio.run_coroutine_threadsafe(server.shutdown(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
 
     # -- the register image, refreshed from the bench's values at every read
