@@ -33,6 +33,8 @@ KEY = "test-key-0123456789abcdef"
 class Cloud:
     """`python -m tools.cloud serve` as a subprocess on a free port, with KEY made."""
 
+    START_S = 30  # from the command to a /health saying the broker is connected
+
     def __init__(self, broker, db, *extra, key=KEY):
         self.broker, self.db, self.extra, self.key = broker, str(db), extra, key
         self.port = free_port()
@@ -47,7 +49,7 @@ class Cloud:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         children.adopt(self, self.stop)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self.START_S
         while True:
             try:
                 if httpx.get(self.url + "/health", timeout=1).json()["data"]["broker"]:

@@ -1,6 +1,7 @@
-"""The tests' shared fixtures (pytest finds them here): the builds, the rigs, the brokers and
-the cloud API's client. Helpers a test calls (plug, duty) are imported from here too; the
-end-to-end ones (make sim's launcher, the MQTT client, polling) are in e2e.py."""
+"""The tests' shared fixtures (pytest finds them here): the builds, the rigs, the brokers, the
+cloud API's client, PostgreSQL and the RabbitMQ cluster. Helpers a test calls (plug, duty)
+are imported from here too; the end-to-end ones (make sim's launcher, the MQTT client,
+polling) are in e2e.py."""
 import os
 import shutil
 import signal
@@ -10,7 +11,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.bench import children
+from tools.bench import children, postgres, rabbit
 from tools.bench.rig import InProcessRig, ProcessRig
 from tools.paths import MPY_DIR, cpython_paths, third_party
 from tools.device.compile import compile_all
@@ -101,6 +102,42 @@ def api(cloud):
     fixture (host_tests/cloud_kit.py)."""
     with cloud.client() as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def pg():
+    """PostgreSQL from Debian's package in a directory of its own, for a module's tests
+    (tools/bench/postgres.py); skipped saying what is missing where it cannot start."""
+    why = postgres.missing()
+    if why:
+        pytest.skip(why)
+    server = postgres.Postgres(durable=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg, request):
+    """A fresh database of the module's server, for one test."""
+    name = "t_" + "".join(ch if ch.isalnum() else "_" for ch in request.node.name)[:50]
+    return pg.create_db(name.lower())
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Three RabbitMQ nodes with MQTT, clustered, for a module's tests
+    (tools/bench/rabbit.py); skipped saying what is missing where they cannot start."""
+    why = rabbit.missing()
+    if why:
+        pytest.skip(why)
+    c = rabbit.Cluster(3)
+    try:
+        c.start()
+    except Exception:
+        c.stop()
+        raise
+    yield c
+    c.stop()
 
 
 @pytest.fixture(scope="session")

@@ -54,11 +54,14 @@ def test_the_document_describes_every_path_and_error(live):
 
 def test_schemathesis_finds_nothing(live, tmp_path):
     (tmp_path / "schemathesis.toml").write_text(CONFIG)
+    # One worker: with two, hypothesis's lambda descriptions call ast.parse from two threads
+    # at once, which CPython 3.11.7 can fail with "AST constructor recursion depth mismatch"
+    # (an error of the tool's, seen once in a loaded make test; fixed in later CPythons).
     r = subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "--config-file",
          str(tmp_path / "schemathesis.toml"), "run", live.url + "/openapi.json",
          "-H", "Authorization: Bearer " + live.key, "--checks", CHECKS,
-         "--max-examples", "4", "--seed", "25", "--workers", "2", "--max-time", "15",
+         "--max-examples", "4", "--seed", "25", "--workers", "1", "--max-time", "15",
          "--request-timeout", "10", "--report-dir", str(tmp_path / "report")],
         cwd=tmp_path, capture_output=True, text=True, timeout=120)  # its cache stays there
     out = r.stdout + r.stderr

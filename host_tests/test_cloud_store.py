@@ -21,7 +21,15 @@ def run(url, job):
 
 
 def test_the_migrations_are_the_schema(tmp_path):
-    url = store.url_of(str(tmp_path / "c.db"))
+    migrations_are_the_schema(store.url_of(str(tmp_path / "c.db")))
+
+
+def test_replicas_store_each_fact_once(tmp_path):
+    each_fact_once(store.url_of(str(tmp_path / "c.db")))
+
+
+# Each check on a database URL: SQLite here, PostgreSQL in test_cloud_postgres.py.
+def migrations_are_the_schema(url):
     store.migrate(url)
 
     async def diff(s):
@@ -32,8 +40,7 @@ def test_the_migrations_are_the_schema(tmp_path):
     store.migrate(url)  # again: nothing to do, nothing lost
 
 
-def test_replicas_store_each_fact_once(tmp_path):
-    url = store.url_of(str(tmp_path / "c.db"))
+def each_fact_once(url):
     store.migrate(url)
     act = {"id": "act_1", "deviceId": "a", "deviceType": "ev_charger", "command": "idle",
            "parameters": None, "state": "acknowledged", "createdAt": None}

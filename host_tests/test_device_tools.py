@@ -10,7 +10,7 @@ from esptool.bin_image import ELFSection, ESP32FirmwareImage, ESP32S3FirmwareIma
 
 from pki import Pki
 from tools.device import flash_firmware, manifest
-from tools.device.deploy import MARKER, build_tree
+from tools.device.deploy import MAIN, MARKER, build_tree
 from tools.paths import BOARDS, ROOT, board_manifest
 
 TEMPLATE = os.path.join(BOARDS, "esp32", "config.example.json")
@@ -232,7 +232,7 @@ def test_the_tree_compiles_for_xtensawin(tmp_path):
     frozen = manifest.files(board_manifest("esp32"), port=False)
     assert libs == sorted(os.path.splitext(e.target)[0] + ".mpy" for e in frozen)
     assert not [f for f in libs if f.startswith("sim")]
-    assert open(os.path.join(tree, "main.py")).read() == "import esp32_main\n"
+    assert open(os.path.join(tree, "main.py"), "rb").read() == MAIN
 
 
 def test_no_config_is_warned_about(tmp_path):

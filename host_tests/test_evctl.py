@@ -112,6 +112,26 @@ def test_a_refusal_is_one_line_and_status_1(sim):
     assert "cannot switch phases" in line
 
 
+def test_an_update_that_cannot_be_sent_or_is_refused_is_one_line(sim, tmp_path):
+    url = "http://127.0.0.1:%d/app.tar" % free_port()  # nothing serves it
+    one_error(evctl("update", url, "--release", str(tmp_path / "none.json"), broker=sim), 2,
+              "cannot read the release file")
+    (tmp_path / "bad.json").write_text("{}")
+    one_error(evctl("update", url, "--release", str(tmp_path / "bad.json"), broker=sim), 2,
+              "is not a release file")
+    one_error(evctl("update", url, broker=sim), 3, "cannot fetch the release file " + url +
+              ".ota.json")
+    # A real release, but make sim's charger here holds no update keys: the charger's 422.
+    from tools import ota
+    (tmp_path / "app.tar").write_bytes(bytes(512))
+    key = ota.rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    (tmp_path / "app.json").write_text(json.dumps(ota.release(key, str(tmp_path / "app.tar"),
+                                                              "9.0.0", "bundle")))
+    line = one_error(evctl("update", url, "--release", str(tmp_path / "app.json"),
+                           broker=sim), 1, "422", "UPDATE_REFUSED", "holds no update keys")
+    assert "update refused by charger-1" in line
+
+
 @pytest.mark.parametrize("value", ["1e999", "200000"])
 def test_a_vehicle_value_the_bench_ignores_is_refused_not_reported_done(sim, value):
     # Before: exit 0 and "bench charger-1: ev maxCurrent=..." while the bench ignored it.

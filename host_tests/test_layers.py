@@ -18,13 +18,15 @@ from tools.paths import FIRMWARE, firmware_sources
 # The Modbus meters stand on the core; the charger builds them from its config.
 MAY_IMPORT = {
     "core": {"core"},
-    "charger": {"core", "meters", "charger"},
-    "uplink": {"core", "charger", "uplink"},
+    "charger": {"core", "meters", "charger", "ota"},
+    "uplink": {"core", "charger", "uplink", "ota"},
     "mqtt": {"core", "charger", "uplink", "mqtt"},
     "ocpp16": {"core", "charger", "uplink", "ocpp16"},
     "http": {"core", "charger", "uplink", "http"},
     "balancing": {"core", "charger", "balancing"},
     # The folders main has from the OTA and Modbus work (issues 27, 28): each on the core.
+    # The charger reads the OTA keys of its config with ota/ (config.py), and updater.py,
+    # in uplink/, runs an update with it.
     "ota": {"core", "ota"},
     "meters": {"core", "meters"},
 }

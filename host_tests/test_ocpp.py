@@ -11,6 +11,7 @@ from ocpp.v16 import call
 from tools.bench.csms import Csms, wait
 from conftest import duty
 from e2e import Charger, InProcessSim, launch, stop
+from ota_releases import Releases
 
 # module_broker: the bench's own controls (plug, power) travel over MQTT, whatever the agent
 # speaks.
@@ -490,7 +491,7 @@ def hostile_frames():
         ("h-1", '[2, "h-1", "Reset", {"type": 5}]', "TypeConstraintViolation"),
         ("h-2", '[2, "h-2", "FlyToTheMoon", {}]', "NotImplemented"),
         ("h-3", '[2, "h-3", "UpdateFirmware", {"location": "ftp://x", '
-                '"retrieveDate": "2026-11-24T00:00:00Z"}]', "NotSupported"),
+                '"retrieveDate": "2026-11-24T00:00:00Z"}]', "PropertyConstraintViolation"),
         ("h-4", '[2, "h-4", "SetChargingProfile", []]', "FormationViolation"),
         ("h-5", '[2, "h-5", "SetChargingProfile", {"connectorId": 1}]', "FormationViolation"),
         ("h-6", '[2, "h-6", "DataTransfer", {"vendorId": "x", "data": "%s"}]' % ("x" * 100000),
@@ -644,6 +645,46 @@ def test_reset_ends_the_transaction_and_restarts(make_sim, csms):
     csms.wait(lambda: csms.statuses()[-1] == "Available", 10)
     assert csms.call(call.Reset(type="Hard")).status == "Accepted"
     csms.wait(lambda: len(csms.actions("BootNotification")) == 3, 30)
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory):
+    return Releases(tmp_path_factory.mktemp("releases"))
+
+
+def test_update_firmware_reports_each_stage_and_boots_the_new_version(make_sim, csms,
+                                                                     releases):
+    # UpdateFirmware's location is the release file (the signed manifest), the file beside
+    # it (docs/ota.md, "On the charger"): make sim serves them. One that is not as signed
+    # fails (DownloadFailed) and changes nothing; a good one goes Downloading, Downloaded,
+    # Installing, the charger restarts, and the new version's BootNotification says it and
+    # is followed by Installed.
+    sim = make_sim("--id-tag", TAG, "--updates", releases.folder,
+                   config={"ota": {"keys": releases.keys}})
+    booted(csms)
+    server = sim.sim.sim.updates
+
+    def stages():
+        return [p["status"] for p in csms.actions("FirmwareStatusNotification")]
+    for name, want in (("flipped.tar", ["Downloading", "DownloadFailed"]),
+                       ("note.tar", ["Downloading", "Downloaded", "Installing", "Installed"])):
+        before = len(stages())
+        location = server.url(releases.write_release_file(name))
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        csms.call(call.UpdateFirmware(location=location, retrieve_date=now))
+        csms.wait(lambda: stages()[before:][-1:] in ([want[-1]],), 40)
+        assert stages()[before:] == want, stages()
+    boots = csms.actions("BootNotification")
+    assert [b["firmwareVersion"] for b in boots] == ["0.2.0", "0.3.0"], boots
+    assert server.gets == ["/flipped.tar.ota.json", "/flipped.tar", "/note.tar.ota.json",
+                           "/note.tar"]
+    # Asked again while the new version is on trial: refused before a byte, and said so.
+    before = len(stages())
+    location = server.url(releases.write_release_file("note-040.tar"))
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    csms.call(call.UpdateFirmware(location=location, retrieve_date=now))
+    csms.wait(lambda: len(stages()) > before, 20)
+    assert stages()[before:] == ["DownloadFailed"] and server.gets[-1] == "/note.tar.ota.json"
 
 
 def test_trigger_message(make_sim, csms):

@@ -238,6 +238,22 @@ def test_verifying_a_manifest_fits_an_esp32_heap(mpy_dir, unix32):
     assert "32-bit frozen" in ota_cost.row(cost)[1]
 
 
+def test_a_whole_update_fits_an_esp32_heap_and_its_wear_is_counted(mpy_dir, unix32):
+    # make bench's other two rows: a whole update through the wired charger (the request,
+    # the download, the verification, the switch) on the 32-bit frozen build at 56K, and
+    # what one update writes to flash, on the flash models.
+    from tools.measure import ota as ota_cost
+    cost = ota_cost.update_cost((56,))
+    assert cost[56] and cost[56]["accepted"] and cost[56]["restarted"], cost
+    assert cost[56]["requested"] < 32 * 1024, cost
+    assert "switched at 56K" in ota_cost.update_row(cost)[1]
+    wear = ota_cost.update_wear(256 * 1024)
+    # each sector of the image once, and one of otadata's two (set_boot's entry)
+    assert wear["image"]["sectors_erased"] == -(-wear["image"]["size"] // 4096) + 1, wear
+    assert wear["bundle"]["fs_units"] > 2 * wear["bundle"]["size"] * 0.8, wear  # staged, unpacked
+    assert "sectors of 4 KB erased" in ota_cost.wear_row(wear)[1]
+
+
 def test_no_single_c_call_does_the_whole_exponentiation(monkeypatch):
     # On the ESP32 (a GIL port) one pow() of 3072 bits holds the control thread for all of
     # it: the verification squares 16 times instead, one short C call each.

@@ -12,6 +12,7 @@
   evctl fault pilot_short | none                         # a bench fault (make sim)
   evctl meter ev crc | silent | address | exception | none   # a bench Modbus meter's fault
   evctl power off | on                                   # cut / restore the board's power
+  evctl update http://HOST/app-0.3.0.tar   # a signed update (its release file beside it)
   evctl --broker HOST:8883 --ca ca.der --username U --password P status    # over TLS
 
 The broker comes from --broker HOST:PORT or $EVSE_BROKER, the charger from --device-id or
@@ -30,6 +31,7 @@ import math
 import os
 import sys
 import time
+import urllib.request
 
 from tools.bench.bench import EV_FIELDS, FAULTS, METER_ROLES, ev_field_problem
 from tools.bench.meter_peer import FAULTS as METER_FAULTS
@@ -40,6 +42,8 @@ import settings  # the firmware's: phases_mode's values
 import topics  # the firmware's: the default prefix
 
 REFUSED, USAGE, UNREACHABLE = 1, 2, 3
+RELEASE_BYTES = 4096  # a release file is about 1 KB
+FOLLOW_READ_S = 5  # evctl update asks whether the new version is valid yet this often
 
 
 # -- the command line
@@ -172,6 +176,16 @@ def parse(argv):
                      "(make sim --ev-meter / --mains-meter)")
     c.add_argument("meter", choices=METER_ROLES)
     c.add_argument("fault", choices=METER_FAULTS + ("none",))
+    c = add("update", "update the firmware from a signed release, and follow it to its "
+                      "outcome: valid, failed or rolled back (docs/ota.md)")
+    c.add_argument("url", metavar="URL", help="the release's file (a bundle or an image), "
+                   "http:// or https://, as the charger will download it")
+    c.add_argument("--release", metavar="FILE", help="its release file (python -m tools.ota "
+                   "sign's FILE.ota.json; default: fetched from URL.ota.json)")
+    c.add_argument("--refuse-during-session", action="store_true",
+                   help="refused while a session draws current (default: the update waits "
+                   "for the session to end)")
+    c.add_argument("--no-follow", action="store_true", help="return once it is accepted")
     a = p.parse_args(argv)
     a.broker = getattr(a, "broker", None) or env_broker
     if not a.broker:
@@ -351,11 +365,93 @@ def _run_watch(c, a):
         time.sleep(1)
 
 
+def _release(a):
+    """{manifest, signature} of the release file: --release, else URL.ota.json. ValueError
+    for a file that is not there or not a release file (a bad argument), Unreachable where
+    the server cannot give it."""
+    where = a.release or a.url + ".ota.json"
+    try:
+        if a.release:
+            with open(a.release, "rb") as f:
+                text = f.read(RELEASE_BYTES + 1)
+        else:
+            with urllib.request.urlopen(where, timeout=a.timeout) as r:
+                text = r.read(RELEASE_BYTES + 1)
+    except OSError as e:
+        if a.release:
+            raise ValueError("cannot read the release file %s: %s" % (where, e))
+        raise Unreachable("cannot fetch the release file %s: %s (or give --release FILE)"
+                          % (where, e))
+    try:
+        body = loads(text) if len(text) <= RELEASE_BYTES else None
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not all(isinstance(body.get(k), str)
+                                             for k in ("manifest", "signature")):
+        raise ValueError("%s is not a release file (python -m tools.ota sign writes one)"
+                         % where)
+    return {"manifest": body["manifest"], "signature": body["signature"]}
+
+
+def _run_update(c, a):
+    try:
+        release = _release(a)
+    except ValueError as e:
+        return _fail(USAGE, e)
+    body = dict(release, url=a.url,
+                duringSession="refuse" if a.refuse_during_session else "wait")
+    seen = len(c.events)
+    reply = _reply(c, a, "update", body)
+    if not reply.get("success"):
+        return REFUSED
+    data = reply.get("data") or {}
+    version = data.get("version")
+    print("update: %s accepted (%s)" % (version, data.get("state")), flush=True)
+    if a.no_follow:
+        return 0
+    return _follow(c, a, version, seen)
+
+
+def _follow(c, a, version, seen):
+    # The update's events as they come, until its outcome: failed or rolled back (1), or
+    # valid (0: the device read says so once the new version has run its trial).
+    availability = c.availability
+    installed = False
+    while True:
+        with c.cond:
+            c.cond.wait(1)
+            new, seen = c.events[seen:], len(c.events)
+        if c.availability != availability:
+            availability = c.availability
+            print("%s %s is %s" % (_clock(_now_iso()), c.device_id, availability), flush=True)
+        for event in new:
+            kind = str(event.get("type"))
+            if not kind.startswith("update.") or (event.get("data") or {}).get(
+                    "version") != version:
+                continue
+            print("%s %s" % (_clock(event.get("timestamp")), _event_text(event)), flush=True)
+            if kind in ("update.failed", "update.rolled_back"):
+                return REFUSED
+            installed = installed or kind == "update.installed"
+        if installed and availability == "online":
+            try:
+                update = c.read().get("update") or {}
+            except TimeoutError:
+                continue
+            if update.get("version") == version and update.get("state") == "valid":
+                print("update: %s is valid" % version)
+                return 0
+            time.sleep(FOLLOW_READ_S)
+
+
+def _now_iso():
+    return datetime.datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+
+
 RUN = {"read": _run_read, "cap": _run_cap, "limit": _run_limit, "phases": _run_phases,
-       "charge": _run_command,
-       "idle": _run_command, "ev": _run_bench, "fault": _run_bench, "power": _run_bench,
+       "charge": _run_command, "idle": _run_command, "ev": _run_bench, "fault": _run_bench, "power": _run_bench,
        "meter": _run_bench,
-       "status": _run_status, "watch": _run_watch}
+       "status": _run_status, "watch": _run_watch, "update": _run_update}
 
 
 # -- for people: rounded values, one screen, one line per change
@@ -421,6 +517,27 @@ def _phases_text(state):
         ", switching to %s" % switch.get("wanted") if switch.get("switching") else "")
 
 
+def _firmware_text(read):
+    """The running version and the last update's outcome (docs/ota.md)."""
+    text = str((read.get("metadata") or {}).get("firmware") or "-")
+    u = read.get("update") or {}
+    state = u.get("state")
+    if state == "trial":
+        text += " on trial (updated from %s; valid after 60 s running and its uplink "\
+            "reached)" % u.get("previous")
+    elif state == "valid":
+        text += " (updated from %s)" % u.get("previous")
+    elif state == "rolled_back":
+        text += " (the update to %s was rolled back: %s)" % (u.get("version"), u.get("reason"))
+    job = u.get("job")
+    if job:
+        text += "; updating to %s: %s" % (job.get("version"), job.get("state"))
+    failure = u.get("lastFailure")
+    if failure:
+        text += "; the update to %s failed: %s" % (failure.get("version"), failure.get("reason"))
+    return text
+
+
 def status_screen(device_id, address, read, readings=None):
     s = _summary(read)
     state = read.get("state") or {}
@@ -443,6 +560,7 @@ def status_screen(device_id, address, read, readings=None):
             _num(value("max_current")), _num(value("supply_voltage")), _num(value("phases")),
             _phases_text(state))),
     ]
+    rows.append(("firmware", _firmware_text(read)))
     action = read.get("lastAction")
     rows.append(("last action", "%s %s: %s at %s" % (
         action.get("command"), action.get("id"), action.get("state"),

@@ -3,6 +3,8 @@
   python -m tools.ota keygen --out release.pem        # a key pair; prints the public key
   python -m tools.ota pubkey --key release.pem        # the public key again, for the config
   python -m tools.ota bundle --out app-0.3.0.tar      # make deploy's .mpy tree as a bundle
+  python -m tools.ota bundle --board sim --out ...    # make sim's charger's tree
+  python -m tools.ota bundle --from DIR --out ...     # the .mpy files in DIR, as they are
   python -m tools.ota sign --key release.pem --version 0.3.0 --kind bundle app-0.3.0.tar
                                                       # -> app-0.3.0.tar.ota.json
 
@@ -23,9 +25,10 @@ import tempfile
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from tools.device import manifest
 from tools.device.deploy import DeployError, build_tree
 from tools.device.flash_firmware import FlashError, is_application, load_image
-from tools.paths import cpython_paths
+from tools.paths import board_manifest, cpython_paths
 
 cpython_paths()
 import ota_bundle  # noqa: E402  the firmware's own checks
@@ -140,14 +143,26 @@ def release(key, path, version, kind, downgrade=False):
     return {"manifest": text.decode(), "signature": base64.b64encode(signature).decode()}
 
 
-def make_bundle(out, board="esp32", march="xtensawin"):
-    """make deploy's lib/ tree as a POSIX ustar archive: sorted, dated 0, owned by no one, so
-    the same sources give the same bytes. [(name, size)] of its files."""
+def make_bundle(out, board="esp32", march="xtensawin", source=None):
+    """A board's .mpy tree as a POSIX ustar archive: sorted, dated 0, owned by no one, so the
+    same sources give the same bytes. [(name, size)] of its files. The tree: make deploy's
+    lib/ (esp32), the simulated board's modules as make sim runs them (sim: bytecode for
+    any architecture), or the folder `source` as it is."""
     with tempfile.TemporaryDirectory() as tmp:
-        build_tree(tmp, board, None, march)
         lib = os.path.join(tmp, "lib")
+        if source:
+            lib = source
+        elif board == "sim":
+            for entry in manifest.files(board_manifest("sim"), port=False):
+                error = manifest.compile_to(entry, lib)
+                if error:
+                    raise OtaError("mpy-cross " + error)
+        else:
+            build_tree(tmp, board, None, march)
         names = sorted(os.path.relpath(os.path.join(d, f), lib).replace(os.sep, "/")
                        for d, _, files in os.walk(lib) for f in files)
+        if not names:
+            raise OtaError("%s holds no files" % lib)
         with tarfile.open(out + ".tmp", "w", format=tarfile.USTAR_FORMAT) as tar:
             for name in names:
                 info = tarfile.TarInfo(name)
@@ -155,8 +170,13 @@ def make_bundle(out, board="esp32", march="xtensawin"):
                 info.mode = 0o644
                 with open(os.path.join(lib, name), "rb") as f:
                     tar.addfile(info, f)
+    try:
+        files = check_bundle(out + ".tmp")
+    except OtaError as e:
+        os.remove(out + ".tmp")
+        raise OtaError(str(e).replace(out + ".tmp", source or out))
     os.replace(out + ".tmp", out)
-    return check_bundle(out)
+    return files
 
 
 def main(argv=None):
@@ -171,8 +191,11 @@ def main(argv=None):
     pk.add_argument("--key", required=True)
     b = sub.add_parser("bundle", help="make deploy's .mpy tree as a bundle (ustar archive)")
     b.add_argument("--out", required=True)
-    b.add_argument("--board", default="esp32")
-    b.add_argument("--march", default="xtensawin", help="mpy-cross architecture")
+    b.add_argument("--board", default="esp32", choices=("esp32", "sim"),
+                   help="esp32: make deploy's lib/; sim: make sim's charger")
+    b.add_argument("--march", default="xtensawin", help="mpy-cross architecture (esp32)")
+    b.add_argument("--from", dest="source", metavar="DIR",
+                   help="bundle the .mpy files in DIR (one folder deep) instead")
     s = sub.add_parser("sign", help="sign a bundle or an application image")
     s.add_argument("--key", required=True, help="the private key (PEM)")
     s.add_argument("--version", required=True, help="MAJOR.MINOR.PATCH of what FILE holds")
@@ -189,7 +212,7 @@ def main(argv=None):
         elif a.command == "pubkey":
             print("ota: %s" % describe_public(load_key(a.key)))
         elif a.command == "bundle":
-            files = make_bundle(a.out, a.board, a.march)
+            files = make_bundle(a.out, a.board, a.march, a.source)
             print("ota: wrote %s: %d files, %d bytes" % (a.out, len(files),
                                                         os.path.getsize(a.out)))
         else:

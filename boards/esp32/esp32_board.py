@@ -128,8 +128,11 @@ class Board:
     # Updates (docs/ota.md): the image form writes the other OTA app partition and boots it
     # with the bootloader's rollback (the OTA variant of ESP32_GENERIC, docs/esp32.md); the
     # update record and a bundle's folders live in the root of the file system.
-    ota_partition = esp32.Partition
     ota_root = "/"
+
+    @property
+    def ota_partition(self):
+        return esp32.Partition  # asked for by the image form only (updater.py)
 
     def __init__(self, config, store=None):
         self.config = config

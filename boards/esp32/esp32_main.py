@@ -1,6 +1,10 @@
-# Boot of the ESP32 charger; main.py on the board is just "import esp32_main".
+# Boot of the ESP32 charger; main.py on the board imports it (after the boot layer of
+# updates, as make deploy writes it: tools/device/deploy.py, MAIN).
 # Order matters: config, then the board (safe outputs), then the agent (persisted cap read),
-# and only then the control thread may offer current.
+# and only then the control thread may offer current. Anything raised at boot resets the
+# board: dropping to the REPL would stop an update's rollback (docs/ota.md).
+import sys
+import machine
 import config
 from esp32_board import Board, fail_safe
 from esp32_pins import check_pins
@@ -23,4 +27,8 @@ def main():
     runner.serve(agent, board)
 
 
-main()
+try:
+    main()
+except Exception as e:
+    sys.print_exception(e)
+    machine.reset()

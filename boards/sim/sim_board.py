@@ -8,7 +8,6 @@ from micropython import const
 
 _PWM_FULL = const(10000)  # 0.01 % duty resolution
 _TICK_MS = const(10)
-RESTART_EXIT = 75  # the process's exit status when it asks to be restarted (an OCPP Reset)
 
 
 class FileStore:
@@ -37,11 +36,15 @@ class Board:
     SIMULATED = True
     PWM_FULL = _PWM_FULL
     TICK_MS = _TICK_MS
+    # Updates (docs/ota.md): a bundle board, as make deploy sets one up, its record and app
+    # folders in the state directory (sim_main boots through ota_boot); no OTA partitions.
+    ota_partition = None
 
     def __init__(self, config, store, link=None):
         self.config = config
         self.store = store
         self.link = link
+        self.ota_root = config.get("state_dir", ".")
         # The bench has a meter; "meter": false plays a board without one (current unknown).
         self.METERED = config.get("meter", True)
         self._phases = config["phases"]
@@ -144,11 +147,13 @@ class Board:
             self.halted.release()
 
     def restart(self):
-        # An uplink asks for a restart (an OCPP Reset): sim_main ends the process with
-        # RESTART_EXIT, and the bench (tools/bench/sim.py) powers a new one on, as a board
-        # comes back after a reset.
+        # An uplink asks for a restart (an OCPP Reset), or an update: sim_main ends the
+        # process with RESTART_EXIT, and the bench (tools/bench/sim.py) powers a new one on,
+        # as a board comes back after a reset. In lockstep the loop ends after its tick
+        # (runner.Lockstep.run), so what it published reaches the bench before the link goes.
         self.restarting = True
-        self.halt()
+        if self.halted.locked():
+            self.halted.release()
 
     def publish(self, topic, payload, retain=False):
         self.link.publish(topic, payload, retain)

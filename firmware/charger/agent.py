@@ -57,6 +57,9 @@ class Agent:
         self.site = None  # what carries site balancing, where configured (runner.site_balancer)
         self.on_event = None  # f(event dict): the webhook queue, where one is configured
         self.duties = []  # f(now): an uplink's local work, run by the worker after ours
+        self.firmware = VERSION  # the version running (the updater knows an update's)
+        self.updater = None  # updates over the air (updater.py), once wired (runner.py)
+        self.faults = 0  # bugs a thread caught (a new version on trial must have none)
         self.seq = 0
         self.retained_requests = 0  # requests a broker replayed retained: cleared, never run
         self._nonce = "%08x" % int.from_bytes(os.urandom(4), "big")
@@ -134,6 +137,18 @@ class Agent:
     def busy(self, kind, payload, now):
         return self.api.busy(kind, payload, now)
 
+    def update(self, req, now):
+        # An update request (docs/ota.md): (status, body).
+        if self.updater is None:
+            return 503, error("UNAVAILABLE", "this board takes no updates")
+        return self.updater.request(req, now)
+
+    def uplink_reached(self, name):
+        # An uplink reached its peer (MQTT connected, OCPP boot accepted): a new version
+        # counts it towards being valid, and the last update's outcome can be told.
+        if self.updater is not None:
+            self.updater.uplink_reached(name)
+
     def flush(self, publish, now):
         # Publish what the agent has to say; stops at the first failure (publish raises)
         # and keeps the rest for the next connection.
@@ -145,6 +160,8 @@ class Agent:
             self.outbox.done(item)
             if item[1]:
                 self.actions.published(item[1])
+                if self.updater is not None:
+                    self.updater.published(item[1])
         if self.state_due(now):
             try:
                 report = self.state_report(now)
@@ -255,7 +272,7 @@ class Agent:
         lowest = self.ceiling.lowest(now)  # agrees with a setting written a moment ago
         out = {
             "id": self.device_id, "deviceType": "ev_charger",
-            "metadata": {"model": self.model, "firmware": VERSION,
+            "metadata": {"model": self.model, "firmware": self.firmware,
                          "source": "projection" if self.board.SIMULATED else "live"},
             "state": {"status": ctl.STATUS_NAMES[c.status], "isConnected": c.session_active,
                       "isCharging": c.status == ctl.CHARGING,
@@ -273,7 +290,8 @@ class Agent:
                       "storage": "failed" if self.persist.failed else "ok",
                       "resetCause": self.board.reset_cause},
             "commands": _CMDS, "conflictStrategies": [STRATEGY],
-            "settings": s.read(), "lastAction": self.actions.last()}
+            "settings": s.read(), "lastAction": self.actions.last(),
+            "update": self.updater.read() if self.updater else None}
         if self.meters:
             out["meters"] = self.meters.read(now)
         if diagnostics:

@@ -14,7 +14,8 @@ MAX_PAYLOAD = 2048  # bytes; larger requests are refused unparsed
 # The fields each request kind takes, in the order of topics.REQUESTS (a tuple of constants:
 # in flash when frozen).
 _REQUEST_KEYS = (("requestId", "action", "onConflict", "actionId"), ("requestId", "settings"),
-                 ("requestId",), ("requestId", "limit", "ttl", "source"))
+                 ("requestId",), ("requestId", "limit", "ttl", "source"),
+                 ("requestId", "url", "manifest", "signature", "duringSession"))
 _ACTION_KEYS = ("command", "parameters", "start", "end", "execution")
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:"
 
@@ -135,6 +136,7 @@ class Api:
                 return self._route(kind, req, payload, after, now)
             except Exception as e:  # a bug must not take the agent down with it
                 print("api: request failed:", repr(e))
+                self.agent.faults += 1  # and it is a fault of the firmware's (ota_valid)
                 return 500, error("INTERNAL_ERROR", "request not processed")
 
     def too_large(self, kind, now):
@@ -169,6 +171,8 @@ class Api:
             return self._settings(req.get("settings"), payload, after, now)
         if kind == "limit":
             return self.agent.limits.request(req, now)
+        if kind == "update":
+            return self.agent.update(req, now)
         return self._command(req, now)
 
     def _settings(self, changes, payload, after, now):

@@ -68,6 +68,8 @@ def check(cfg):
         errors.extend(_check_meters(cfg["meters"], cfg.get("site")))
     if not names and cfg.get("webhook_url"):
         errors.append("webhook_url needs an uplink: with uplinks [] there is no network")
+    if "ota" in cfg:
+        errors.extend(_check_ota(cfg["ota"]))
     if "discovery" in cfg and type(cfg["discovery"]) is not bool:
         errors.append("discovery must be true or false")
     prefix = cfg.get("discovery_prefix")
@@ -169,6 +171,25 @@ def _check_ocpp(o):
     if type(t) is not int or not 1 <= t <= 300:
         errors.append("ocpp.timeout must be 1-300 s")
     return errors
+
+
+def _check_ota(o):
+    # Updates over the air (docs/ota.md): the publishers' public keys and the form this
+    # charger takes. The keys are read by the code that verifies with them.
+    if type(o) is not dict:
+        return ["ota must be an object with keys"]
+    keys = o.get("keys")
+    if type(keys) is not list or not keys or any(type(k) is not str for k in keys):
+        return ["ota.keys must list one or more public keys (python -m tools.ota pubkey)"]
+    import ota_manifest
+    try:
+        ota_manifest.keys(keys)
+    except ValueError as e:
+        return [str(e)]
+    if o.get("form", "bundle") not in ota_manifest.KINDS:
+        return ["ota.form must be bundle (make deploy's .mpy files) or image (the agent "
+                "frozen into MicroPython)"]
+    return []
 
 
 def _check_http(h):

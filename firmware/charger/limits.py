@@ -107,6 +107,11 @@ class Limits:
         # For an uplink that starts transactions (OCPP): 0 A while none is authorized.
         self.ceiling.da[cl.AUTHORIZATION] = -1 if authorized else 0
 
+    def set_updating(self, updating):
+        # An update writes flash or restarts (updater.py): 0 A, so no session draws current
+        # through a flash stall or a restart.
+        self.ceiling.da[cl.UPDATE] = 0 if updating else -1
+
     def _set(self, value, unit, ttl_ms, source, now):
         s = self.settings
         # kW as the cap converts (never rounded up, with the phases in use at each tick);

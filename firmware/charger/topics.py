@@ -3,7 +3,8 @@
 # serves as they are, and which every reply names) and the MQTT topics they make. The agent,
 # every uplink, the bench and the tools use these.
 PREFIX = "ev-charger"
-REQUESTS = ("commands", "settings", "read", "limit")  # request kinds, in the bench link's numbering
+REQUESTS = ("commands", "settings", "read", "limit", "update")  # request kinds, in the bench
+# link's numbering
 RESPONSES = "responses"  # a reply to each request
 STATE = "state"  # the device read, whenever it changes (retained)
 EVENTS = "events"  # what happened, at least once
@@ -13,7 +14,8 @@ AVAILABILITY = "availability"  # MQTT: "online", or "offline" (the last will), r
 # without its requestId). The HTTP front routes by it and path() names a reply's path from
 # it, so a kind added to REQUESTS is served over HTTP by one row here.
 ROUTES = (("GET", "", "read", None), ("POST", "", "commands", None),
-          ("POST", "/settings", "settings", "settings"), ("POST", "/limit", "limit", None))
+          ("POST", "/settings", "settings", "settings"), ("POST", "/limit", "limit", None),
+          ("POST", "/firmware", "update", None))
 ACTIONS = "/actions/"  # GET /actions/{actionId}: an action as the charger still remembers it
 SITE_METER = "meter"  # after site(): the site meter's readings
 SITE_CHARGERS = "chargers/"  # after site(): each charger's record, then its id

@@ -19,9 +19,10 @@ FAILSAFE = const(4)
 SITE = const(5)
 UNAVAILABLE = const(6)  # taken out of service (OCPP ChangeAvailability): 0 A
 AUTHORIZATION = const(7)  # OCPP: no current without an authorized transaction
+UPDATE = const(8)  # an update writes flash or restarts: 0 A (docs/ota.md, "On the charger")
 NAMES = ("max_charge_rate", "max_current", "cable", "dynamic_limit", "failsafe", "site",
-         "unavailable", "authorization")
-_SOURCES = const(8)
+         "unavailable", "authorization", "update")
+_SOURCES = const(9)
 NO_EXPIRY = const(0x40000000)  # a ttl longer than any elapsed() can be
 AS_IS = const(-2)  # lowest_with(): a slot as it stands
 

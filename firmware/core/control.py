@@ -143,7 +143,7 @@ class Control:
         self._woken = False
         self._target = 0  # the offer after pacing, dA
         self._target_at = -1  # when it last changed (-1: never)
-        self._last_tick = -1
+        self.last_tick = -1  # board ms of the last tick (the worker sees a stalled loop)
         self.max_gap_ms = 0  # the longest gap between two ticks since boot (diagnostics)
         trace.push(board.now_ms(), -1, STANDBY, BOOT)
 
@@ -201,9 +201,9 @@ class Control:
 
     # -- the tick
     def tick(self, now):
-        if self._last_tick >= 0 and elapsed(now, self._last_tick) > self.max_gap_ms:
-            self.max_gap_ms = elapsed(now, self._last_tick)
-        self._last_tick = now
+        if self.last_tick >= 0 and elapsed(now, self.last_tick) > self.max_gap_ms:
+            self.max_gap_ms = elapsed(now, self.last_tick)
+        self.last_tick = now
         b = self.board
         b.sample()
         self._count_energy(b)

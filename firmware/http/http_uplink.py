@@ -211,6 +211,7 @@ class HttpUplink:
         if given[:7].lower() != b"bearer " or not same(given[7:].strip(), self.token):
             raise Refused(401, "UNAUTHORIZED", "a token is needed: Authorization: Bearer "
                           "<the charger's http.token>", _BEARER)
+        self.agent.uplink_reached("http")  # an authorised request: reached (ota.md's validity)
 
     def _body(self, r):
         if r.chunked:

@@ -60,8 +60,7 @@ class MqttUplink:
         self.extras = []
         if cfg.get("discovery", True):
             from discovery import Discovery
-            from agent import VERSION
-            self.extras.append(Discovery(cfg, self.base, agent.model, VERSION))
+            self.extras.append(Discovery(cfg, self.base, agent.model, agent.firmware))
         site = runner.site_balancer(agent, cfg)
         if site:
             self.extras.append(site)
@@ -107,6 +106,7 @@ class MqttUplink:
                 c.subscribe(t)
         self.publish(topics.AVAILABILITY, b"online", True)
         self.agent.report_again()  # a fresh retained state on every (re)connect
+        self.agent.uplink_reached("mqtt")
         for x in self.extras:
             x.on_connect(self.publish_to)
         self._rx = _ms()

@@ -2,15 +2,17 @@
 # before anything changes, answered with a CALLRESULT payload or an Invalid (a CALLERROR).
 # Runs in the OCPP thread with the station's lock held; nothing here waits for the network.
 from api_text import printable
+import isotime
 import ocpp_config as oc
 import ocpp_profiles as pf
 from ocpp_profiles import Invalid, need, enum
 
 _NOT_SUPPORTED = ("CancelReservation", "GetDiagnostics", "GetLocalListVersion", "ReserveNow",
-                  "SendLocalList", "UpdateFirmware", "CertificateSigned", "DeleteCertificate",
+                  "SendLocalList", "CertificateSigned", "DeleteCertificate",
                   "ExtendedTriggerMessage", "GetInstalledCertificateIds", "GetLog",
                   "InstallCertificate", "SignedUpdateFirmware")
-_TRIGGERS = ("BootNotification", "Heartbeat", "StatusNotification", "MeterValues")
+_TRIGGERS = ("BootNotification", "Heartbeat", "StatusNotification", "MeterValues",
+             "FirmwareStatusNotification")
 
 
 def handle(up, action, p, now):
@@ -169,13 +171,34 @@ def trigger_message(up, st, p, now):
     kind = need(p, "requestedMessage", "str")
     c = _connector(p, False)
     if kind not in _TRIGGERS:
-        if kind in ("DiagnosticsStatusNotification", "FirmwareStatusNotification"):
+        if kind == "DiagnosticsStatusNotification":
             return {"status": "NotImplemented"}
         raise Invalid("PropertyConstraintViolation", "requestedMessage has an unknown value")
     if c == -1:
         return _status(False)
     up.trigger(kind, c)
     return _status(True)
+
+
+def update_firmware(up, st, p, now):
+    # location: the release file's URL (OCPP 1.6 carries no signature; the release file
+    # holds the signed manifest, and the file is beside it: docs/ota.md, "OCPP").
+    from update_job import url_ok
+    location = need(p, "location", "str")
+    at = isotime.parse(need(p, "retrieveDate", "str"))
+    need(p, "retries", "int", False)  # one attempt: a failure is reported (DownloadFailed)
+    need(p, "retryInterval", "int", False)
+    if at is None:
+        raise Invalid("PropertyConstraintViolation", "retrieveDate: an ISO 8601 date-time")
+    if not url_ok(location):
+        raise Invalid("PropertyConstraintViolation", "location: an http:// or https:// URL")
+    u = up.agent.updater
+    if u is None:
+        raise Invalid("NotSupported", "this charge point takes no updates")
+    unix = st.unix_ms()
+    if not u.request_release(location, at * 1000 - unix if unix is not None else 0, now):
+        raise Invalid("InternalError", "an update is in progress")
+    return {}
 
 
 def unlock_connector(up, st, p, now):
@@ -189,4 +212,4 @@ _OPS = {"ChangeAvailability": change_availability, "ChangeConfiguration": change
         "GetConfiguration": get_configuration, "RemoteStartTransaction": remote_start,
         "RemoteStopTransaction": remote_stop, "Reset": reset,
         "SetChargingProfile": set_charging_profile, "TriggerMessage": trigger_message,
-        "UnlockConnector": unlock_connector}
+        "UnlockConnector": unlock_connector, "UpdateFirmware": update_firmware}

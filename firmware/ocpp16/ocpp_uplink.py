@@ -11,6 +11,7 @@ import json
 import os
 import select
 import time
+import _thread
 from binascii import b2a_base64
 from api_text import printable
 import door
@@ -69,6 +70,12 @@ class OcppUplink:
         self.agent = agent
         self.station = Station(agent, o)
         agent.duties.append(self.station.service)
+        # An update's stages as FirmwareStatusNotifications (updater.py), sent in order.
+        self._firmware = []
+        self._firmware_lock = _thread.allocate_lock()  # the update's thread adds to it
+        self._firmware_status = "Idle"
+        if agent.updater:
+            agent.updater.listeners.append(self)
         self.ws = None
         self.accepted = False  # the CSMS accepted this power-up's BootNotification
         self.rejected = False  # its last answer to one was Rejected: silence (_booted)
@@ -190,6 +197,7 @@ class OcppUplink:
         self._send([4, uid, code, text, {}])
 
     def _answered(self, msg):
+        boot = False
         uid, action, entry, _ = self._awaiting
         self._awaiting = None
         ok = msg[0] == 3 and len(msg) == 3 and type(msg[2]) is dict
@@ -198,6 +206,7 @@ class OcppUplink:
         with st.lock:
             if action == "BootNotification":
                 self._booted(result)
+                boot = self.accepted
             elif action == "Heartbeat" and ok:
                 st.learn_time(result.get("currentTime"))
             elif action == "Authorize":  # `entry` holds the idTag
@@ -215,6 +224,8 @@ class OcppUplink:
                     else:
                         retry = st.config.number("TransactionMessageRetryInterval") * 1000
                         self._retry_at = time.ticks_add(_ms(), retry * self._attempts)
+        if boot:  # outside the station's lock: it reports what an update did
+            self.agent.uplink_reached("ocpp")
 
     def _booted(self, result):
         st = self.station
@@ -262,6 +273,10 @@ class OcppUplink:
         if not st.online:  # accepted, now or on an earlier connection
             st.online = True
             st.renotify(now)
+        if self._firmware:
+            with self._firmware_lock:
+                status = self._firmware.pop(0)
+            return "FirmwareStatusNotification", {"status": status}, None
         if st.authorize:
             tag = st.authorize
             st.authorize = None
@@ -280,6 +295,8 @@ class OcppUplink:
             return self._boot()
         if action == "Heartbeat":
             return "Heartbeat", {}, None
+        if action == "FirmwareStatusNotification":
+            return action, {"status": self._firmware_status}, None
         if action == "StatusNotification":
             status = st.status(connector)
             p = {"connectorId": connector, "status": status[0], "errorCode": status[1]}
@@ -292,12 +309,25 @@ class OcppUplink:
         st.sample(self.board.now_ms(), "Trigger")  # MeterValues: into the queue, sent in turn
         return None
 
+    def firmware_pending(self):
+        # The update's thread, before its restart: a stage not yet answered by the CSMS.
+        aw = self._awaiting
+        return bool(self._firmware) or (aw is not None and aw[1] == "FirmwareStatusNotification")
+
+    def firmware_stage(self, stage, version):
+        # The update's thread, or this one: "download_failed" -> "DownloadFailed". After an
+        # end (installed, or failed), a TriggerMessage hears Idle.
+        status = "".join(w[0].upper() + w[1:] for w in stage.split("_"))
+        with self._firmware_lock:
+            self._firmware.append(status)
+            self._firmware_status = status if stage in ("downloading", "downloaded",
+                                                        "installing") else "Idle"
+
     def _boot(self):
-        from agent import VERSION
         return "BootNotification", {"chargePointVendor": VENDOR,
                                     "chargePointModel": self.agent.model[:20],
                                     "chargePointSerialNumber": self.identity[:25],
-                                    "firmwareVersion": VERSION}, None
+                                    "firmwareVersion": self.agent.firmware}, None
 
     def _call_out(self, action, payload, entry=None):
         self._ids += 1

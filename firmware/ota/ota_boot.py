@@ -52,6 +52,7 @@ class LocalFs:
 
 
 FS = LocalFs()
+booted = None  # the app folder app_path() put first on sys.path at this boot (None: /lib)
 
 
 def join(root, name):
@@ -122,6 +123,7 @@ def app_path(root, fs=FS):
     # A bundle board's boot: the folder to put first on sys.path (None: /lib as deployed),
     # with the boot counted in flash before the app runs. If the count cannot be written,
     # the trial is not run uncounted: the good version boots.
+    global booted
     rec = read(fs, root)
     folder, new = bundle_boot(rec)
     if new is not None:
@@ -129,4 +131,5 @@ def app_path(root, fs=FS):
             write(fs, root, new)
         except OSError:
             folder = rec["good"]
+    booted = folder
     return join(root, folder) if folder else None

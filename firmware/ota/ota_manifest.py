@@ -25,6 +25,7 @@ NOT_VALID_YET = "not_valid_yet"  # the running version is still on trial
 NO_SPACE = "no_space"
 NOT_BOOTABLE = "not_bootable"  # ESP-IDF's own check of the image refused it (set_boot)
 STORAGE = "storage"  # flash failed
+DOWNLOAD_FAILED = "download_failed"  # the server refused, failed or went silent (updater.py)
 
 
 class Refused(Exception):

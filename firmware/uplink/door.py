@@ -18,8 +18,8 @@ _BACKOFF_MAX_MS = const(30000)
 
 
 def run(link, name):
-    # link: connect(), serve(), close(), `reset` and `quiet` (docs/uplinks.md); `name` opens
-    # its log lines ("uplink: connection lost: ...").
+    # link: connect(), serve(), close(), `reset`, `quiet` and `agent` (docs/uplinks.md);
+    # `name` opens its log lines ("uplink: connection lost: ...").
     delay = _BACKOFF_MIN_MS
     while True:
         try:
@@ -31,8 +31,9 @@ def run(link, name):
         except Exception as e:  # OSError, a protocol error, a bug: all mean dial again
             if isinstance(e, link.quiet):  # the network's refusal: it says it all
                 print(name + ": connection lost:", repr(e))
-            else:  # a MemoryError or a bug: where it was raised, too
-                print(name + ": connection lost:", repr(e), _where(e))
+            else:  # a MemoryError or a bug: where it was raised, too; a fault of the
+                print(name + ": connection lost:", repr(e), _where(e))  # firmware's own
+                link.agent.faults += 1
         link.close()
         if link.reset:
             return  # a restart was asked for, then the link went: what it waits for is in flash

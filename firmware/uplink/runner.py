@@ -11,9 +11,11 @@ import gc
 import _thread
 from nap import nap
 import topics
+from updater import Updater
 
 SERVICE_TICKS = const(10)  # the worker's period in ticks (100 ms at 10 ms ticks)
 SITE = ("site_balance", "SiteBalancer")  # site balancing, by name as the uplinks are (config.py)
+BENCH = "bench"  # Lockstep's uplink: the bench's link
 SITE_LOCAL = ("site_local", "LocalSite")  # ... on the charger's own mains meter
 
 
@@ -27,6 +29,8 @@ class Lockstep:
         # Site balancing, where configured: the bench hands it the site's messages between
         # ticks (on_message) and carries its records as they are (board.publish_to).
         self.site = site_balancer(agent, board.config)
+        # The bench's link is this charger's uplink, there from the start.
+        Updater(agent, [BENCH]).uplink_reached(BENCH)
         # The Modbus meters' poll, once a period between ticks (a thread on a board).
         self.poller = agent.meters.poller if agent.meters else None
 
@@ -50,8 +54,10 @@ class Lockstep:
             self.agent.flush(self.board.publish, now)
 
     def run(self):
-        while True:
-            self.step(self.board.wait_tick(self.on_request))
+        # Until the board restarts (an update, a rollback: board.restart()).
+        board = self.board
+        while not board.restarting:
+            self.step(board.wait_tick(self.on_request))
 
 
 def control_loop(agent, board):
@@ -72,6 +78,7 @@ def worker_loop(agent, board):
             agent.service(board.now_ms())
         except Exception as e:  # reported, and tried again next period: never a hot loop
             print("worker:", repr(e))
+            agent.faults += 1
         # Collect here, little and often, where waiting costs nothing, rather than let
         # the heap fill and collect in the middle of a request (docs/esp32-timing.md).
         gc.collect()
@@ -107,9 +114,11 @@ def serve(agent, board):
     # and webhooks. Every board's main ends here.
     import config  # a board's main has it loaded already (it checked the config)
     cfg = board.config
+    names = config.uplinks(cfg)
+    Updater(agent, names)  # before the uplinks: they report what it does (OCPP)
     site_balancer(agent, cfg)  # before the uplinks: on a mains meter it needs none
     uplinks = []
-    for name in config.uplinks(cfg):  # all built before the loops start: OCPP holds
+    for name in names:  # all built before the loops start: OCPP holds
         module, cls = config.uplink(name)  # current until a transaction is authorized
         uplinks.append(getattr(__import__(module), cls)(cfg, board, agent))
     hooks = None

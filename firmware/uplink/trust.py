@@ -1,8 +1,8 @@
-# The agent's one TLS check, for MQTT (mqtt_client.py), HTTPS webhooks (webhook.py) and
-# wss:// OCPP (ocpp_uplink.py), in the network thread: the server's certificate must chain to
-# the installation's CA (config "ca_file" or "ocpp.ca_file", PEM or DER, see docs/esp32.md)
-# and name the host that was dialled (mbedTLS checks server_hostname, and refuses a
-# CERT_REQUIRED client connection without one).
+# The agent's one TLS check, for MQTT (mqtt_client.py), HTTPS webhooks (webhook.py), wss://
+# OCPP (ocpp_uplink.py) and https:// update downloads (updater.py), in the network thread:
+# the server's certificate must chain to the installation's CA (config "ca_file" or
+# "ocpp.ca_file", PEM or DER, see docs/esp32.md) and name the host that was dialled (mbedTLS
+# checks server_hostname, and refuses a CERT_REQUIRED client connection without one).
 from binascii import a2b_base64
 
 _BEGIN = b"-----BEGIN CERTIFICATE-----"
@@ -55,3 +55,20 @@ def wrap(ctx, sock, host):
         raise OSError("TLS: certificate of %s refused: %s" % (host, " ".join(str(e).split())))
     except OSError as e:  # a reset or a timeout: often a plain-TCP port
         raise OSError("TLS: no handshake with %s (%s): is it a TLS port?" % (host, e))
+
+
+def dial(host, port, ca_file, timeout_s):
+    # A connected TCP socket, every call on it bounded by timeout_s; wrapped in TLS and
+    # checked against ca_file when one is given (https://). Raises OSError.
+    import socket
+    addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
+    s = socket.socket()
+    try:
+        s.settimeout(timeout_s)
+        s.connect(addr)
+        if ca_file:
+            s = wrap(context(ca_file), s, host)
+    except BaseException:
+        s.close()
+        raise
+    return s

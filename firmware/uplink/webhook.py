@@ -105,18 +105,13 @@ class Webhooks:
 
     def _send_tls(self, body, headers):
         # One HTTP/1.0 POST over TLS, the certificate checked as the MQTT broker's is.
-        import socket
         import trust
         if not self.ca_file:
             raise OSError("an https:// webhook needs ca_file to check the receiver")
         host, _, path = self.url[8:].partition("/")
         host, _, port = host.partition(":")
-        addr = socket.getaddrinfo(host, int(port or 443), 0, socket.SOCK_STREAM)[0][-1]
-        s = socket.socket()
+        s = trust.dial(host, int(port or 443), self.ca_file, 10)
         try:
-            s.settimeout(10)
-            s.connect(addr)
-            s = trust.wrap(trust.context(self.ca_file), s, host)
             head = "POST /%s HTTP/1.0\r\nHost: %s\r\nContent-Length: %d\r\n" % (
                 path, host, len(body))
             for k in headers:

@@ -54,6 +54,9 @@ class NVS:
 # MicroPython's OTA layout, kept in flash.bin so that a process restart is a reboot (the
 # bootloader model picks the running partition when first asked). App partitions of
 # STANDIN_APP_KB (the OTA table's 0x180000 by default); the test writes the first image.
+# Built when first asked for (the module's __getattr__): the model is compiled from source,
+# about 20 KB of heap that a 56K boot that never updates its image must not pay for (the
+# board's own esp32.Partition is in flash).
 def _partition_class():
     import os
     import sys
@@ -64,4 +67,8 @@ def _partition_class():
     return flash_model.partition_class(flash_model.EspFlash(medium, app))
 
 
-Partition = _partition_class()
+def __getattr__(name):
+    if name != "Partition":
+        raise AttributeError(name)
+    cls = globals()["Partition"] = _partition_class()
+    return cls

@@ -15,9 +15,11 @@ from tools.paths import cpython_paths, micropython
 cpython_paths()
 from sim_link import (BUTTON, CLOCK, INPUTS, MESSAGE, OUTPUTS, PUBLISH, REQUEST,  # noqa: E402
                       TICK)
+from sim_main import RESTART_EXIT  # noqa: E402
 from topics import REQUESTS  # noqa: E402
 
 BOOT_S = 60  # from the link's accept to the boot state (the wheel at load 20: under 10 s)
+MAX_BOOT_RESETS = 10  # more than an update's 3 trial boots and the boot that rolls it back
 
 
 class AgentProcess:
@@ -34,25 +36,37 @@ class AgentProcess:
         with open(self.config_path, "w") as f:
             json.dump(config, f)
         exe, env = micropython(build)
+        self.resets = 0  # resets at boot, before its first outputs (a version failing there)
         out = subprocess.DEVNULL if quiet else None
-        # Its own session: a Ctrl-C at the terminal reaches the bench, which then cuts the
-        # agent's power itself, instead of interrupting it mid-sentence.
-        self.proc = subprocess.Popen(exe + ["-X", "heapsize=" + heapsize, "-m", "sim_main",
-                                            self.config_path], env=env, stdout=out,
-                                     start_new_session=True)
         self.conn = None
-        srv.settimeout(0.2)
-        deadline = time.monotonic() + 30
         try:
-            while self.conn is None:
-                try:
-                    self.conn, _ = srv.accept()
-                except socket.timeout:
-                    if self.proc.poll() is not None or time.monotonic() > deadline:
-                        self.kill()
-                        raise RuntimeError("firmware did not start (exit %r)" % self.proc.poll())
+            while True:
+                # Its own session: a Ctrl-C at the terminal reaches the bench, which then
+                # cuts the agent's power itself, instead of interrupting it mid-sentence.
+                self.proc = subprocess.Popen(exe + ["-X", "heapsize=" + heapsize, "-m",
+                                                    "sim_main", self.config_path], env=env,
+                                             stdout=out, start_new_session=True)
+                self.conn = self._accept(srv)
+                if self.conn is not None:
+                    try:
+                        self._handshake(unix_base_ms)
+                        break
+                    except (RuntimeError, OSError):  # the link closed in the handshake
+                        if self.exit_status() != RESTART_EXIT:
+                            self.kill()
+                            raise
+                    self.conn.close()
+                # It reset at boot (sim_main's RESTART_EXIT) before its first outputs, as a
+                # board does on anything raised there: it powers on again, as a board does
+                # after its reset, and its boot layer counts the boot (an update's trial,
+                # docs/ota.md).
+                self.resets += 1
+                if self.resets > MAX_BOOT_RESETS:
+                    raise RuntimeError("firmware reset at each of %d boots" % self.resets)
         finally:
             srv.close()
+
+    def _handshake(self, unix_base_ms):
         # The boot state comes before any tick, from the control loop's first pass: a
         # firmware that never gets there (its wiring raised in a thread, and nothing ended
         # the process) is killed and reported, never waited for.
@@ -64,11 +78,26 @@ class AgentProcess:
         try:
             self.outputs = self.read_outputs()
         except RuntimeError:
-            if self.proc.poll() is not None:  # it ended: its own exit says why
+            if self.exit_status() is not None:  # it ended: its own exit says why (a reset)
                 raise
             self.kill()
             raise RuntimeError("firmware gave no outputs within %d s of its link" % BOOT_S)
         self.conn.settimeout(None)
+
+    def _accept(self, srv):
+        """The link, or None when the process reset before it came up."""
+        srv.settimeout(0.2)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return srv.accept()[0]
+            except socket.timeout:
+                status = self.proc.poll()
+                if status == RESTART_EXIT:
+                    return None
+                if status is not None or time.monotonic() > deadline:
+                    self.kill()
+                    raise RuntimeError("firmware did not start (exit %r)" % status)
 
     def read_outputs(self):
         while True:

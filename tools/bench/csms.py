@@ -74,6 +74,10 @@ class CentralSystem(ChargePoint):
     def on_meter_values(self, **kw):
         return call_result.MeterValues()
 
+    @on(Action.firmware_status_notification)
+    def on_firmware_status(self, **kw):
+        return call_result.FirmwareStatusNotification()
+
 
 class Csms:
     def __init__(self, port=None, password=None, tls=None, interval=300):

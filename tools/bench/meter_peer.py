@@ -89,8 +89,7 @@ class MeterPeer:
         return self
 
     def close(self):
-        # Once: a rig is closed by the fuzzer's run and again by the test's fixture, and a
-        # second shutdown would meet the loop the first one closed.
+        # Once: a rig's owner and the test's fixture may both close it.
         server, self._server = self._server, None
         if server is not None:
             asyncio.run_coroutine_threadsafe(server.shutdown(), self._loop).result(10)

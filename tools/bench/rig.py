@@ -13,10 +13,12 @@ from .agent_process import AgentProcess
 from .bench import Bench
 
 cpython_paths()
+import ota_boot  # noqa: E402
 import runner  # noqa: E402
 import sim_board  # noqa: E402
 import topics  # noqa: E402
 from sim_link import INPUTS  # noqa: E402
+from sim_main import RESTART_EXIT  # noqa: E402
 
 TICK_MS = sim_board.Board.TICK_MS
 OFF = (0, False, False)  # the outputs of a board without power
@@ -38,11 +40,12 @@ class Rig:
 
     def __init__(self, state_dir, voltage=230, phases=1, max_current=32, device_id="charger-1",
                  cable_current=None, default_kw=None, metered=True, site=None,
-                 clock_ms=UNIX_BASE_MS, phase_switch=False, meters=None,
+                 clock_ms=UNIX_BASE_MS, phase_switch=False, ota=None, meters=None,
                  meter_period_ms=None):
-        """meters: {"ev": model, "mains": model}, the Modbus meters on the board's bus (the
-        bench's pymodbus peers); the mains meter reads `household` (A per site phase) plus
-        this charger's own draw on its site phases."""
+        """ota: updates over the air, {"keys": [...]} (docs/ota.md); meters: {"ev": model,
+        "mains": model}, the Modbus meters on the board's bus (the bench's pymodbus peers);
+        the mains meter reads `household` (A per site phase) plus this charger's own draw on
+        its site phases."""
         self.state_dir = state_dir
         # The board's wall clock: Unix ms at bench time 0, or None for a board whose clock
         # was never set (an ESP32 whose NTP failed). A site's chargers may each differ.
@@ -51,6 +54,8 @@ class Rig:
                        "max_current": max_current, "state_dir": state_dir, "meter": metered}
         if site:
             self.config["site"] = site
+        if ota:
+            self.config["ota"] = ota
         if cable_current:
             self.config["cable_current"] = cable_current
         if default_kw is not None:
@@ -68,6 +73,7 @@ class Rig:
         self.published = []  # (topic, payload dict or str, retain)
         self.on_publish = None  # f(topic, payload bytes, retain): a site's bus (site_rig.py)
         self.powered = False
+        self.restarts = 0  # the board restarted itself (an update, a reset, a crash at boot)
 
     def _mains_currents(self):
         out = list(self.household)
@@ -156,6 +162,8 @@ class InProcessRig(Rig):
 
     def boot(self):
         from agent import Agent
+        # sim_main's boot layer, but for the path: this process runs its own modules.
+        ota_boot.app_path(self.state_dir)
         store = self.store_factory() if self.store_factory else sim_board.FileStore(self.state_dir)
         self.board = sim_board.Board(dict(self.config), store)
         self.board.publish = lambda topic, payload, retain=False: self._record(
@@ -183,6 +191,9 @@ class InProcessRig(Rig):
         self.pump()
 
     def _tick(self, now, inputs):
+        if self.board.restarting:  # it restarted itself (a thread of its asked): power on
+            self.restarts += 1
+            self.boot()
         bd = self.board
         for name, value in zip(INPUTS, inputs):
             setattr(bd, name, value)
@@ -220,11 +231,19 @@ class ProcessRig(Rig):
     def boot(self):
         self.agent = AgentProcess(self.config, self.build, self.clock_ms, self.heapsize,
                                   on_publish=self._record)
+        self.restarts += self.agent.resets  # it reset at boot (a version failing at import)
         self.powered = True
         self.bench.apply_outputs(self.agent.outputs)
 
     def _tick(self, now, inputs):
-        return self.agent.tick(inputs)
+        try:
+            return self.agent.tick(inputs)
+        except RuntimeError:
+            if self.agent.exit_status() != RESTART_EXIT:
+                raise
+        self.restarts += 1  # it restarted itself: a board comes back on after its reset
+        self.boot()
+        return self.agent.outputs
 
     def _request(self, kind, payload):
         # The reply comes during the next exchange: step one tick to collect it.

@@ -14,11 +14,12 @@ import secrets
 import signal
 import sys
 
-from tools import ca
+from tools import ca, ota
 from tools.bench import cloud_bench, site_bench
 from tools.bench.meter_peer import MODELS
 from tools.bench.page.server import DEFAULT_PORT, PageServer
 from tools.bench.sim_charger import Sim, next_steps, say
+from tools.bench.update_server import DEFAULT_PORT as UPDATES_PORT
 from tools.device import unix32
 from tools.paths import BUILDS, ROOT, cpython_paths
 
@@ -77,9 +78,10 @@ def parse(argv):
     p.add_argument("--api-token", metavar="T", help="the HTTP front's token, at least %d "
                    "characters (default: a new one, printed)" % firmware_config.TOKEN_MIN)
     p.add_argument("--heapsize", default="512K", help="micropython heap: the 64-bit wheel "
-                   "holds the .mpy bytecode in it (about 85 KB; MQTT, OCPP and HTTP together "
-                   "met no 3 KB block at 256K); the ESP32 model is "
-                   "--build unix32 --heapsize 56K")
+                   "holds the .mpy bytecode in it (about 85 KB) and doubles every object "
+                   "(MQTT, OCPP and HTTP together met no 3 KB block at 256K, nor the ws "
+                   "client's 4 KB beside the updater); the ESP32 model is --build unix32 "
+                   "--heapsize 56K")
     p.add_argument("--build", choices=BUILDS, default="wheel",
                    help="interpreter: the pip wheel's micropython (64-bit, agent as .mpy), or "
                    "make unix32's (32-bit, agent frozen as on an ESP32 image; -mpy: as .mpy)")
@@ -94,6 +96,12 @@ def parse(argv):
                    "over TLS and check the broker's certificate against it")
     p.add_argument("--username")
     p.add_argument("--password")
+    p.add_argument("--updates", metavar="DIR", help="serve the releases in DIR over HTTP on "
+                   "loopback (port %d, or a free one), for evctl update (docs/ota.md)"
+                   % UPDATES_PORT)
+    p.add_argument("--update-key", metavar="PEM", action="append", default=[],
+                   help="the charger trusts updates signed by this key (python -m tools.ota "
+                   "keygen's; only its public half goes to the charger); again for another")
     site_bench.add_arguments(p)
     cloud_bench.add_arguments(p)
     a = p.parse_args(argv)
@@ -107,6 +115,12 @@ def parse(argv):
         p.error("--api-" + why)
     if a.http_port and a.http_port > 65536 - a.chargers:
         p.error("--http-port must leave a port for each charger: 1-%d" % (65536 - a.chargers))
+    try:  # the config's ota.keys: each key's public half, as tools.ota pubkey prints it
+        a.ota_keys = [ota.public_text(ota.load_key(path)) for path in a.update_key]
+    except ota.OtaError as e:
+        p.error(str(e))
+    if a.updates and not os.path.isdir(a.updates):
+        p.error("--updates %s is not a folder" % a.updates)
     if a.ca and not (a.broker or a.agent_broker):
         p.error("--ca needs --broker HOST:PORT (the embedded broker has no TLS)")
     for path in (a.ca, a.ocpp_ca):  # PEM or DER; anything else is refused here, once

@@ -16,13 +16,15 @@ import paho.mqtt.client as mqtt
 from tools.bench.agent_process import AgentProcess
 from tools.bench.bench import Bench
 from tools.bench.broker import Broker, free_port
+from tools.bench.update_server import UpdateServer
 from tools.client import tls_context
 from tools.json_input import loads
 from tools.paths import cpython_paths
 
 cpython_paths()
 import topics  # noqa: E402
-from sim_board import RESTART_EXIT, Board  # noqa: E402
+from sim_board import Board  # noqa: E402
+from sim_main import RESTART_EXIT  # noqa: E402
 
 TICK_MS = Board.TICK_MS
 READINGS_EVERY_MS = 1000
@@ -56,6 +58,7 @@ class Sim:
                            phase_switch=getattr(args, "phase_switch", False), meters=meters)
         self.broker = None
         self.client = None
+        self.updates = None  # the download server of --updates DIR (update_server.py)
         self.agent = None
         self.power = True
         self.unix_base_ms = int(time.time() * 1000)
@@ -95,6 +98,8 @@ class Sim:
             ca = a.ocpp_ca and os.path.abspath(a.ocpp_ca)
             cfg["ocpp"] = {k: v for k, v in (("url", a.ocpp), ("password", a.ocpp_password),
                                               ("ca_file", ca), ("id_tag", a.id_tag)) if v}
+        if a.ota_keys:  # updates over the air (docs/ota.md)
+            cfg["ota"] = {"keys": a.ota_keys}
         return cfg
 
     def start(self, before_power_on=None):
@@ -121,6 +126,10 @@ class Sim:
             self.client.username_pw_set(self.args.username, self.args.password)
         self.address = connect_bench(self.client, addresses)
         self.client.loop_start()
+        if self.args.updates:
+            self.updates = UpdateServer(self.args.updates)
+            say("sim: updates served from %s at %s (evctl update %sFILE)" % (
+                self.updates.folder, self.updates.url(), self.updates.url()))
         if before_power_on:
             before_power_on(self.address)
         self._power_on()
@@ -150,6 +159,8 @@ class Sim:
                                   self.unix_base_ms, self.args.heapsize)
         self.bench.apply_outputs(self.agent.outputs)
         self.power = True
+        if self.agent.resets:
+            say("sim: agent reset at boot %d time(s)" % self.agent.resets)
         say("sim: agent powered on (pid %d)" % self.agent.proc.pid)
 
     def _power_off(self):
@@ -226,6 +237,8 @@ class Sim:
             self.client.loop_stop()
         if self.broker:
             self.broker.stop()
+        if self.updates:
+            self.updates.stop()
         say("sim: stopped")
 
 

@@ -22,6 +22,7 @@ from tools.cloud import intake, models
 from tools.cloud.contract import ApiError, Meta, error, failure, iso, new_id, ok
 from tools.cloud.keys import Caller
 from tools.cloud.limits import MAX_BODY, META, BodyLimit
+from tools.cloud.store import unavailable
 from tools.cloud.tiers import not_found
 
 log = logging.getLogger("cloud.api")
@@ -60,7 +61,7 @@ def create(service, lifespan=None):
         return deviceId
 
     @app.get("/ev-charger", response_model=models.ListEnvelope,
-             responses=_errors(400, 401), summary="The chargers this key may see")
+             responses=_errors(400, 401, 503), summary="The chargers this key may see")
     async def list_chargers(request: Request, who: Caller = Depends(caller),
                             after: Optional[str] = Query(None, max_length=128,
                                                          description="the last id of the "
@@ -79,7 +80,8 @@ def create(service, lifespan=None):
         return ok(out, _meta(request))
 
     @app.get("/ev-charger/{deviceId}", response_model=models.ReadEnvelope,
-             responses=_errors(400, 401, 404), summary="Read a charger (cache, live or fallback)")
+             responses=_errors(400, 401, 404, 503),
+             summary="Read a charger (cache, live or fallback)")
     async def read(request: Request, deviceId: str = Depends(device),
                    expedite: bool = Query(False, description="a cache of at most 1 min")):
         return ok(await service.tiers.read(deviceId, expedite), _meta(request))
@@ -110,7 +112,7 @@ def create(service, lifespan=None):
         return await _relay(request, deviceId, "limit", await _raw(request))
 
     @app.get("/actions/{actionId}", response_model=models.ActionEnvelope,
-             responses=_errors(401, 404), summary="An action as it stands")
+             responses=_errors(401, 404, 503), summary="An action as it stands")
     async def action(request: Request, actionId: str = Path(examples=["act_1"]),
                      who: Caller = Depends(caller)):
         body = await service.store.action(actionId, who.scope) \
@@ -121,7 +123,7 @@ def create(service, lifespan=None):
         return ok(body, _meta(request))
 
     @app.post("/webhooks", status_code=201, response_model=models.WebhookEnvelope,
-              responses=_errors(400, 401, 413), summary="Register a webhook endpoint")
+              responses=_errors(400, 401, 413, 503), summary="Register a webhook endpoint")
     async def add_webhook(request: Request, body: models.WebhookBody,
                           who: Caller = Depends(caller)):
         wanted = body.events
@@ -140,15 +142,16 @@ def create(service, lifespan=None):
         await service.store.add_webhook(row)
         return ok(dict(_webhook(row), secret=row["secret"]), _meta(request), 201)
 
-    @app.get("/webhooks", response_model=models.WebhookListEnvelope, responses=_errors(401),
+    @app.get("/webhooks", response_model=models.WebhookListEnvelope,
+             responses=_errors(401, 503),
              summary="This key's webhook endpoints")
     async def webhooks(request: Request, who: Caller = Depends(caller)):
         rows = await service.store.webhook_list(who.key_id)
         return ok([_webhook(r._mapping) for r in rows], _meta(request))
 
     @app.delete("/webhooks/{webhookId}", response_model=models.DeletedEnvelope,
-                responses=_errors(401, 404), summary="Remove an endpoint (and its undelivered "
-                                                     "events)")
+                responses=_errors(401, 404, 503),
+                summary="Remove an endpoint (and its undelivered events)")
     async def delete_webhook(request: Request, webhookId: str, who: Caller = Depends(caller)):
         if not await service.store.delete_webhook(who.key_id, webhookId):
             raise ApiError("WEBHOOK_NOT_FOUND", "no webhook %s for this key" % webhookId[:64])
@@ -157,7 +160,8 @@ def create(service, lifespan=None):
     @app.get("/health", response_model=models.HealthEnvelope, summary="For load balancers: "
              "up, and whether the broker is connected (no key needed)")
     async def health(request: Request):
-        return ok({"broker": service.bridge.connected}, _meta(request))
+        return ok({"broker": service.bridge.connected, "brokerAddress": service.bridge.broker},
+                  _meta(request))
 
     async def _relay(request, device_id, kind, payload):
         """Send one request to the charger and answer with its reply."""
@@ -191,8 +195,13 @@ def create(service, lifespan=None):
                 if act is None:
                     raise ApiError("DEVICE_ERROR", "the charger accepted the command with a "
                                    "reply that is not an action")
-                async with service.store.begin() as conn:
-                    await service.store.save_action(conn, device_id, act)
+                try:
+                    async with service.store.begin() as conn:
+                        await service.store.save_action(conn, device_id, act)
+                except Exception as e:  # the charger has it: so will the database, once
+                    if not unavailable(e):  # it is back (the bridge's queue tries until then)
+                        raise
+                    service.bridge.keep_action(device_id, act)
                 data = act
             return ok(data, meta, status)
         details = data.get("details") if isinstance(data.get("details"), dict) else {}
@@ -249,6 +258,9 @@ def _handlers(app):
 
     @app.exception_handler(Exception)
     async def bug(request, e):
+        if unavailable(e):
+            return failure(503, "DATABASE_UNAVAILABLE", "the service cannot reach its "
+                           "database; try again shortly", {}, _meta(request))
         log.exception("request %s failed", request.url.path)
         return failure(500, "INTERNAL_ERROR", "request not processed", {}, _meta(request))
 

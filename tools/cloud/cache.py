@@ -7,7 +7,7 @@ import time
 
 
 class Entry:
-    __slots__ = ("read", "pulled_at", "fresh_at", "online", "stamp")
+    __slots__ = ("read", "pulled_at", "fresh_at", "online", "stamp", "heard_at")
 
     def __init__(self, read, pulled_at, fresh_at, online, stamp=None):
         self.read = read  # the last device read (None: only its availability is known)
@@ -15,6 +15,7 @@ class Entry:
         self.fresh_at = fresh_at  # time.monotonic() when it arrived live; None: age unknown
         self.online = online
         self.stamp = stamp  # (meta.timestamp, meta.seq) of the report, to spot a replay
+        self.heard_at = None  # time.monotonic() of its last message published live
 
 
 class Cache:
@@ -46,6 +47,13 @@ class Cache:
             e.online = online
             if not online:
                 e.fresh_at = None
+
+    def heard(self, device_id):
+        """The charger published something just now (bridge.py's stale sweep)."""
+        e = self.entries.get(device_id)
+        if e is None:
+            e = self.entries[device_id] = Entry(None, None, None, None)
+        e.heard_at = time.monotonic()
 
     def adopt(self, device_id, read, pulled_at, online):
         """What the database knows, for a charger the broker has not told this replica about."""

@@ -16,19 +16,21 @@ import logging
 import socket
 import sys
 
+from sqlalchemy.exc import IntegrityError
+
 from tools.cloud import keys as api_keys
-from tools.cloud import sender, store, tiers
+from tools.cloud import bridge, sender, store, tiers
 from tools.cloud.app import WRITE_WAIT_S
-from tools.client import split_address, tls_context
+from tools.client import tls_context
 from tools.paths import cpython_paths
 
 cpython_paths()
 import topics  # noqa: E402
 
 
-def _address(text):
+def _addresses(text):
     try:
-        split_address(text)
+        bridge.addresses(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e))
     return text
@@ -55,7 +57,9 @@ def parser():
     p = argparse.ArgumentParser(prog="python -m tools.cloud", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="serve the API for every charger on a broker")
-    s.add_argument("--broker", type=_address, required=True, metavar="HOST:PORT")
+    s.add_argument("--broker", type=_addresses, required=True, metavar="HOST:PORT[,HOST:PORT]",
+                   help="the broker, or a cluster's nodes: on a lost connection the service "
+                   "moves to the next")
     s.add_argument("--db", required=True, help="a SQLite file, or postgresql://...")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
@@ -76,6 +80,9 @@ def parser():
                    help="s one webhook attempt may take (default %(default)s)")
     s.add_argument("--retry-first", type=_seconds, default=sender.BACKOFF_FIRST_S,
                    help="s before the first webhook retry, doubling after (default %(default)s)")
+    s.add_argument("--stale-after", type=_seconds, default=bridge.STALE_S,
+                   help="s without a word from a charger said to be online before it is taken "
+                   "offline (default %(default)s: 2.5 of mqtt.md's 60 s heartbeats)")
     s.add_argument("--log-level", default="warning")
     m = sub.add_parser("migrate", help="alembic upgrade head, and nothing else")
     m.add_argument("--db", required=True)
@@ -104,11 +111,18 @@ async def _with_store(url, job):
 
 
 async def ensure_key(s, key):
-    """The key's id; made (for every charger) if the database does not hold it yet."""
+    """The key's id; made (for every charger) if the database does not hold it yet. Replicas
+    starting together with the same key: one adds it, the others find it."""
     found = await s.key_by_hash(api_keys.digest(key))
     if found:
         return found[0]
-    return (await api_keys.add(s, "serve --api-key", None, key))[0]
+    try:
+        return (await api_keys.add(s, "serve --api-key", None, key))[0]
+    except IntegrityError:  # another replica added it since
+        found = await s.key_by_hash(api_keys.digest(key))
+        if not found:
+            raise
+        return found[0]
 
 
 def serve(a, url):
@@ -119,7 +133,7 @@ def serve(a, url):
     svc = Service(url, a.broker, a.prefix, a.client_id or "evse-cloud-%s-%d" % (
         socket.gethostname(), a.port), a.live_wait, a.write_wait, a.cache_ttl, a.expedite_ttl,
         a.webhook_timeout, a.retry_first, a.username, a.password,
-        tls_context(a.ca) if a.ca else None)
+        tls_context(a.ca) if a.ca else None, a.stale_after)
     print("cloud: serving http://%s:%d (broker %s, database %s)" % (
         a.host, a.port, a.broker, url.split("@")[-1]), flush=True)
     uvicorn.run(svc.app, host=a.host, port=a.port, log_level=a.log_level,

@@ -27,6 +27,7 @@ OWN = {
     "DEVICE_ERROR": 502,  # the charger's reply could not be read
     "DEVICE_OFFLINE": 503,  # the charger is not connected: nothing is queued
     "BROKER_UNAVAILABLE": 503,  # the service has lost its broker: nothing was sent
+    "DATABASE_UNAVAILABLE": 503,  # the service cannot reach its database: try again
     "DEVICE_TIMEOUT": 504,  # sent, no reply in time: the action or an event tells later
 }
 # Codes a charger answers with (docs/protocol.md, charger-api.md), relayed as they come.

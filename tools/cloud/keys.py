@@ -12,6 +12,7 @@ import secrets
 import time
 
 from tools.cloud.contract import ApiError, new_id
+from tools.cloud.store import unavailable
 
 PREFIX = "evk_"
 MIN_LENGTH = 16  # an installer's own key, like the charger's http.token
@@ -66,7 +67,14 @@ class Keys:
         hit = self._cache.get(h)
         now = time.monotonic()
         if hit is None or now - hit[1] > CACHE_S:
-            found = await self.store.key_by_hash(h)
+            try:
+                found = await self.store.key_by_hash(h)
+            except Exception as e:
+                # The database away: a key looked up before stays as it was (no revocation
+                # can happen meanwhile either); an unknown one is answered 503 by the app.
+                if hit is None or not unavailable(e):
+                    raise
+                found = None if hit[0] is None else (hit[0].key_id, hit[0].scope)
             if len(self._cache) > 10000:  # a flood of wrong keys must not grow it for ever
                 self._cache.clear()
             hit = (Caller(*found) if found else None, now)

@@ -146,7 +146,9 @@ class WebhookCreated(Webhook):
 
 
 class Health(BaseModel):
-    broker: bool
+    broker: bool = Field(description="connected to a broker")
+    brokerAddress: str = Field(description="the broker (of the --broker list) in use or "
+                                           "being tried", examples=["127.0.0.1:1883"])
 
 
 def envelope(name, data_type):

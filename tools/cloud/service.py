@@ -8,7 +8,7 @@ import contextlib
 import os
 
 from tools.cloud import app as api
-from tools.cloud.bridge import Bridge
+from tools.cloud.bridge import STALE_S, Bridge
 from tools.cloud.cache import Cache
 from tools.cloud.keys import Keys
 from tools.cloud.sender import BACKOFF_FIRST_S, TIMEOUT_S, Sender
@@ -25,7 +25,7 @@ class Service:
                  live_wait_s=LIVE_WAIT_S, write_wait_s=api.WRITE_WAIT_S,
                  ttl_s=CACHE_TTL_S, expedite_ttl_s=EXPEDITE_TTL_S,
                  webhook_timeout_s=TIMEOUT_S, backoff_first_s=BACKOFF_FIRST_S,
-                 username=None, password=None, tls=None):
+                 username=None, password=None, tls=None, stale_s=STALE_S):
         self.store = Store(db_url)
         self.cache = Cache()
         self.keys = Keys(self.store)
@@ -35,7 +35,7 @@ class Service:
         # Each replica needs its own.
         self.bridge = Bridge(broker, prefix, client_id or "evse-cloud-" + os.urandom(4).hex(),
                              self.store,
-                             self.cache, self.sender.poke, username, password, tls)
+                             self.cache, self.sender.poke, username, password, tls, stale_s)
         self.tiers = Tiers(self.cache, self.bridge, self.store, live_wait_s, ttl_s,
                            expedite_ttl_s)
         self.write_wait_s = write_wait_s

@@ -7,12 +7,15 @@ there", an action only moves forward, a charger's online flag changes in one con
 UPDATE whose winner alone emits device.connected / device.disconnected. Runs in the
 service's event loop; migrate() is synchronous and runs before it.
 """
+import asyncio
 import os
+import sqlite3
 import time
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import and_, event, func, or_, select, update
+from sqlalchemy import and_, bindparam, event, func, or_, select, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -20,6 +23,38 @@ from tools.cloud.schema import actions, api_keys, deliveries, devices, events, k
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 TERMINAL = ("completed", "failed", "cancelled")
+# PostgreSQL's bounds (docs/deployment.md, "Failover"): a connection that does not open in
+# CONNECT_S, a query that does not end in QUERY_S, a pool with no free connection in
+# POOL_WAIT_S are errors, so no request waits on a dead database for longer.
+CONNECT_S = 5.0
+QUERY_S = 10.0
+POOL_WAIT_S = 5.0
+# SQLSTATE classes that say "the database, not the query": connection exceptions (08),
+# operator intervention (57P: shutdown, crash, starting up), insufficient resources (53),
+# and the transaction conflicts that succeed when tried again (40001, 40P01: deadlock).
+_TRANSIENT_STATES = ("08", "57P", "53", "40001", "40P01")
+
+
+def unavailable(exc):
+    """True if `exc` (from any query) says the database cannot serve now (down, restarting,
+    a cut connection, a deadlock to retry), not that the query is wrong: worth trying again."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (OSError, asyncio.TimeoutError, sa_exc.TimeoutError)):
+            return True  # sa_exc.TimeoutError: no pooled connection free within POOL_WAIT_S
+        if getattr(exc, "connection_invalidated", False):
+            return True
+        state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+        if isinstance(state, str) and state.startswith(_TRANSIENT_STATES):
+            return True
+        if type(exc).__name__ in ("ConnectionDoesNotExistError", "InterfaceError",
+                                  "CannotConnectNowError", "PostgresConnectionError"):
+            return True
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            return True
+        exc = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__
+    return False
 
 
 def url_of(text):
@@ -53,7 +88,9 @@ def engine_for(url):
                 cur.execute("PRAGMA " + pragma)
             cur.close()
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True,
+                               pool_timeout=POOL_WAIT_S, connect_args={
+                                   "timeout": CONNECT_S, "command_timeout": QUERY_S})
 
 
 def _insert(conn, table):
@@ -123,16 +160,43 @@ class Store:
         async with self.engine.connect() as conn:
             return (await conn.execute(q)).all()
 
+    async def online_ids(self):
+        """The ids of the chargers the database says are online."""
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(devices.c.id).where(devices.c.online))).scalars(
+                ).all()
+
     async def save_states(self, conn, reads):
-        """reads: {device id: (device read, pulled_at)}; the newer read wins."""
+        """reads: {device id: (device read, pulled_at)}; the newer read wins. A charger's row
+        that another replica is writing at this moment (it took in the same reports) is left
+        to it (FOR UPDATE SKIP LOCKED): replicas waiting on each other's row locks queued
+        up behind one another's whole batches (docs/cloud.md, "How it scales"). A row this
+        transaction holds already is written. SQLite has one writer and no row locks: every
+        row is written."""
+        ids = sorted(reads)
+        if not ids:
+            return
         now = time.time()
-        for device_id, (read, pulled_at) in reads.items():
-            stmt = _insert(conn, devices).values(id=device_id, state=read, pulled_at=pulled_at,
-                                                 online=False, first_seen_at=now)
-            newer = or_(devices.c.pulled_at.is_(None), devices.c.pulled_at <= pulled_at)
-            await conn.execute(stmt.on_conflict_do_update(
-                index_elements=[devices.c.id], set_={"state": read, "pulled_at": pulled_at},
-                where=newer))
+        known = set((await conn.execute(select(devices.c.id).where(
+            devices.c.id.in_(ids)))).scalars())
+        for device_id in ids:
+            if device_id not in known:  # first sight: inserted (or updated if it just was)
+                read, pulled_at = reads[device_id]
+                stmt = _insert(conn, devices).values(id=device_id, state=read,
+                                                     pulled_at=pulled_at, online=False,
+                                                     first_seen_at=now)
+                await conn.execute(stmt.on_conflict_do_update(
+                    index_elements=[devices.c.id], set_={"state": read, "pulled_at": pulled_at},
+                    where=or_(devices.c.pulled_at.is_(None), devices.c.pulled_at <= pulled_at)))
+        free = (await conn.execute(select(devices.c.id).where(
+            devices.c.id.in_(sorted(known))).order_by(devices.c.id).with_for_update(
+            skip_locked=True))).scalars().all()
+        if free:
+            await conn.execute(update(devices).where(
+                devices.c.id == bindparam("b_id"),
+                or_(devices.c.pulled_at.is_(None), devices.c.pulled_at <= bindparam("b_at"))
+            ).values(state=bindparam("b_state"), pulled_at=bindparam("b_at")),
+                [{"b_id": d, "b_state": reads[d][0], "b_at": reads[d][1]} for d in free])
 
     async def set_online(self, conn, device_id, online, at):
         """True if this call changed the charger's online flag (exactly one caller wins). A

@@ -3,15 +3,15 @@
   python -m tools.device.deploy --port /dev/ttyUSB0 --config garage.local.json
   python -m tools.device.deploy --dry-run build/deploy --config garage.local.json
 
-The tree: main.py ("import esp32_main"), lib/*.mpy (what boards/esp32/manifest.py names, the
-list an image with the agent frozen in freezes: the agent and the pinned micropython-lib
-packages it uses, umqtt.simple 1.7.0, requests 0.10.2 and ntptime, and the board's modules,
-compiled by mpy-cross), config.json, and every file the config names
-(keys ending in _file, such as ca_file), taken from beside the config file and put at the
-same path on the board, as they are (a CA in PEM or DER: the agent reads both). The official
-v1.28.0 image freezes the same library versions, and a frozen module is imported before /lib:
-the copies in lib/ serve an image that lacks them. Only files whose SHA-256 differs from the
-board's copy are sent.
+The tree: main.py (MAIN: the boot layer of updates, then "import esp32_main"), lib/*.mpy
+(what boards/esp32/manifest.py names, the list an image with the agent frozen in freezes:
+the agent and the pinned micropython-lib packages it uses, umqtt.simple 1.7.0, requests
+0.10.2 and ntptime, and the board's modules, compiled by mpy-cross), config.json, and every
+file the config names (keys ending in _file, such as ca_file), taken from beside the config
+file and put at the same path on the board, as they are (a CA in PEM or DER: the agent reads
+both). The official v1.28.0 image freezes the same library versions, and a frozen module is
+imported before /lib: the copies in lib/ serve an image that lacks them. Only files whose
+SHA-256 differs from the board's copy are sent.
 
 Nothing is written anywhere until the config has passed the firmware's own checks (the ones
 the board runs at boot) and the board's pin checks, has no template placeholder left, and
@@ -34,12 +34,26 @@ from tools import ca
 from tools.device import manifest
 from tools.device.ports import port_problem
 from tools.json_input import loads
-from tools.paths import board_dir, board_manifest, firmware_sources
+from tools.paths import board_dir, board_manifest, cpython_paths, firmware_sources
 
 # Per board: the module whose check_pins() holds the board's config checks (importable
 # without hardware). What goes into lib/ is the board's manifest (sources()).
 BOARDS = {"esp32": "esp32_pins"}
-MAIN = b"import esp32_main\n"
+# main.py: the app folder of an update first on the path (ota_boot, docs/ota.md, "The
+# bundle form"), then the charger; anything raised at boot resets the board, since the REPL
+# would stop an update's boot count and its rollback (a Ctrl-C still reaches the REPL).
+MAIN = b"""try:
+    import sys
+    import ota_boot
+    app = ota_boot.app_path("/")
+    if app:
+        sys.path.insert(0, app)
+    import esp32_main
+except Exception as e:
+    import machine
+    sys.print_exception(e)
+    machine.reset()
+"""
 PLACEHOLDER = "CHANGE-ME"  # what boards/esp32/config.example.json leaves to fill in
 TEMPLATE = "boards/esp32/config.example.json"
 MARKER = ".deploy-tree"  # in a --dry-run directory: the files deploy wrote there, one a line
@@ -78,6 +92,7 @@ def _load(name, path):
 
 def board_checks(board):
     """The firmware's config check and the board's pin check: the very code the board runs."""
+    cpython_paths()  # what it imports (ota_manifest reads the update keys)
     firmware_config = _load("_deploy_firmware_config", firmware_sources()["config"])
     name = BOARDS[board]
     pins = _load("_deploy_" + name, os.path.join(board_dir(board), name + ".py"))

@@ -39,11 +39,14 @@ RATE = 1000  # reads/s
 READ_S = 5
 
 
-def start_service(broker, db):
-    port = free_port()
-    cmd = [sys.executable, "-m", "tools.cloud", "serve", "--broker", broker.address, "--db", db,
-           "--port", str(port), "--api-key", KEY, "--expedite-ttl", "0.001",
-           "--client-id", "bench-cloud-%d" % port]
+def start_service(broker, db, *extra, port=None):
+    """The service as its own process, as deployed: (process, port). `broker` is a Broker or
+    an address list ("h1:p1,h2:p2"); its client id follows its port, so a replica started
+    again on the same port resumes its broker session."""
+    port = port or free_port()
+    cmd = [sys.executable, "-m", "tools.cloud", "serve", "--broker",
+           getattr(broker, "address", broker), "--db", db, "--port", str(port), "--api-key", KEY,
+           "--expedite-ttl", "0.001", "--client-id", "bench-cloud-%d" % port, *extra]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     children.adopt(proc, lambda: children.interrupt(proc))
     url = "http://127.0.0.1:%d" % port
@@ -108,17 +111,25 @@ class _Hooks(BaseHTTPRequestHandler):
         pass
 
 
-class _Client:
-    """One keep-alive HTTP connection, as the MQTT client it is compared with keeps one."""
+class KeepAlive:
+    """One keep-alive HTTP connection, as the MQTT client it is compared with keeps one;
+    made again when the server has closed it (idle for its keep-alive time). Only for
+    requests that may be sent twice (reads, commands with an actionId)."""
 
     def __init__(self, port):
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
     def __call__(self, method, path, body=None):
-        self.conn.request(method, path, body=json.dumps(body) if body else None,
-                          headers={"Authorization": "Bearer " + KEY})
-        r = self.conn.getresponse()
-        return r.status, json.loads(r.read())
+        for attempt in (1, 2):
+            try:
+                self.conn.request(method, path, body=json.dumps(body) if body else None,
+                                  headers={"Authorization": "Bearer " + KEY})
+                r = self.conn.getresponse()
+                return r.status, json.loads(r.read())
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.conn.close()
+                if attempt == 2:
+                    raise
 
 
 def _http(port, method, path, body=None):
@@ -150,7 +161,7 @@ def run(broker, state_dir, rtt_ms, n=100):
         cached, bad = asyncio.run(_paced_reads(port, path, RATE, READ_S))
         # The same read over MQTT, and through the service (every expedited read goes live).
         direct, live, inside = [], [], []
-        client = _Client(port)
+        client = KeepAlive(port)
         for _ in range(n):
             time.sleep(random.random() * 0.01)
             t0 = time.perf_counter()

@@ -6,8 +6,8 @@ family of figures is measured by its own module, which also words its rows:
 latency.py (timings and speeds), memory.py (heap and flash footprint, for each way the agent
 runs here), meters.py (the Modbus meters' poll, their wiring's heap and the tick while they
 are polled), wear.py (flash writes and wear), ocpp_heap.py (the OCPP uplink's heap), ota.py
-(an update's verification), site_day.py (a site day) and cloud.py (the cloud service);
-memory.py also the switch between one phase and three.
+(an update's verification, heap and flash wear), site_day.py (a site day) and cloud.py (the
+cloud service); memory.py also the switch between one phase and three.
 """
 import argparse
 import json
@@ -20,7 +20,8 @@ import tempfile
 
 from tools.bench import children
 from tools.bench.broker import Broker
-from tools.measure import cloud, latency, memory, meters, ocpp_heap, ota, site_day, wear
+from tools.measure import (cloud, fleet, latency, memory, meters, ocpp_heap, ota, site_day,
+                           wear)
 from tools.paths import BUILD, ROOT, micropython
 
 
@@ -93,8 +94,13 @@ def main(argv=None):
     print("bench: a site day (3 chargers, %d bench minutes) ..." % (site_day.DAY_MS // 60000),
           flush=True)
     site, site_rows, _ = site_day.run(quiet=True)
+    print("bench: the cloud at scale (tools/measure/fleet.py: 10,000 chargers, 1-3 replicas, "
+          "failover; a few minutes) ...", flush=True)
+    fleet_rows, fleet_raw = fleet.run(sub("fleet"))
     print("bench: OTA manifest verification ...", flush=True)
     verify = ota.verify_cost()
+    print("bench: a whole OTA update, 32-bit frozen; its flash wear ...", flush=True)
+    update, update_wear = ota.update_cost(), ota.update_wear()
     ours, ocpp_code, theirs = memory.footprint()
     print("bench: Modbus meter poll (unix32) ...", flush=True)
     meter_poll = meters.poll_cost()
@@ -113,9 +119,11 @@ def main(argv=None):
             latency.speed_row(mp_speed, cp_speed, mem["wheel"]["heap"]),
             latency.page_row(no_page, with_page, pushes),
             ota.row(verify),
+            ota.update_row(update),
+            ota.wear_row(update_wear),
         ] + meters.rows(meter_poll, meter_tick) + wear_rows + [
             ("site: " + r[0], r[1], r[2] + ("" if r[3] else ": MISSED")) for r in site_rows] + [
-            (r[0], r[1], r[2] + ("" if r[3] else ": MISSED")) for r in cloud_rows]
+            (r[0], r[1], r[2] + ("" if r[3] else ": MISSED")) for r in cloud_rows] + fleet_rows
     info = machine()
     info["broker"] = broker.kind
     print("\nmachine: %s (%d cores), Python %s; micropython: wheel %s, unix32 %s; broker: %s"
@@ -137,8 +145,9 @@ def main(argv=None):
             "footprint_bytes": {"agent_and_board": ours, "ocpp": ocpp_code,
                                 "micropython_lib": theirs}, "site_day": site,
             "cloud": cloud_raw, "ota_verify": verify,
-            "meter_poll": meter_poll, "meter_tick": meter_tick, "phase_switch": phase}},
-                  f, indent=1)
+            "ota_update": {str(k): v for k, v in update.items()},
+            "ota_wear": update_wear, "meter_poll": meter_poll, "meter_tick": meter_tick,
+            "phase_switch": phase, "fleet": fleet_raw}}, f, indent=1)
     print("\nwritten to %s" % os.path.relpath(a.out, ROOT))
     return 0
 
