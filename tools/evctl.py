@@ -449,8 +449,8 @@ def _now_iso():
 
 
 RUN = {"read": _run_read, "cap": _run_cap, "limit": _run_limit, "phases": _run_phases,
-       "charge": _run_command, "idle": _run_command, "ev": _run_bench, "fault": _run_bench, "power": _run_bench,
-       "meter": _run_bench,
+       "charge": _run_command, "idle": _run_command, "ev": _run_bench, "fault": _run_bench,
+       "power": _run_bench, "meter": _run_bench,
        "status": _run_status, "watch": _run_watch, "update": _run_update}
 
 
