@@ -7,7 +7,10 @@ the agent.
 - a whole session against make sim's launcher on a broker: a vehicle plugs in, evcc throttles
   it to 8 A with the dynamic limit and renews it, pauses, resumes, dies, and the charger falls
   back to the failsafe within one tick of the ttl; the same over the charger's HTTP front
-  with the http recipe.
+  with the http recipe;
+- the `phases1p3p` keys: evcc's phase requests, as written, make the charger switch (never
+  under load, judged by tools/bench/phase_invariants.py) on both interpreters in bench time,
+  and in real time against the launcher with evcc's loop running.
 """
 import json
 import os
@@ -16,8 +19,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from clients.evcc import Evcc, go_duration, read_once, read_recipe
+from clients.evcc import ConfigError, Evcc, go_duration, read_once, read_recipe, write_once
+from conftest import plug
 from e2e import launched, reported_duty as duty, wait_for
+from tools.bench import phase_invariants as pi
 from tools.bench.broker import free_port
 from tools.paths import ROOT
 
@@ -336,3 +341,89 @@ def test_evcc_over_http_runs_a_session_and_a_dead_evcc_leaves_the_failsafe(
     print("failsafe %.0f ms after the ttl ran out (board time)" % lag)
     assert 0 <= lag <= 10
     c.wait(lambda: duty(c) == 10.0 and c.readings["current"] == 6.0, 10)
+
+
+# -- one phase or three: the phases1p3p keys
+
+@pytest.fixture(scope="module")
+def phases_recipe():
+    return read_recipe(DOC, phase_switch=True)
+
+
+def test_the_phases_keys_are_what_evcc_takes(phases_recipe):
+    c = charger_config(phases_recipe)
+    assert c["tos"] is True and c["phases1p3p"]["topic"] == BASE + "settings"
+    without_tos = dict(c)
+    del without_tos["tos"]
+    with pytest.raises(ConfigError, match="tos: true"):  # evcc refuses phases1p3p without it
+        read_once(without_tos, "{}")
+
+
+def test_evcc_switches_the_phases_never_under_load(make_rig, phases_recipe):
+    # In bench time on both interpreters: evcc's two requests, rendered from the page, each
+    # answered 200 and followed by a whole switch under the bench-side checker.
+    checker = pi.PhaseChecker(230)
+    rig = make_rig(phases=3, phase_switch=True)
+    step = rig.step
+    rig.step = lambda: (step(), checker.observe(rig.bench, rig.powered))
+    c = charger_config(phases_recipe)
+    plug(rig, pi.SETTLE_MS + 2000)  # the first position after boot: three phases (auto)
+    assert rig.read()["state"]["phasesInUse"] == 3
+    for phases in (1, 3):
+        rig.run(pi.MIN_INTERVAL_MS)
+        topic, payload = write_once(c, "phases1p3p", phases)
+        assert topic == BASE + "settings"
+        reply = rig.request("settings", payload.encode())
+        assert reply["meta"]["status"] == 200, reply
+        assert reply["meta"]["requestId"].startswith("evcc-phases-")
+        rig.run_until(lambda: rig.bench.phases_in_use == phases, pi.SETTLE_MS + 8000)
+        rig.run_until(lambda: rig.bench.contactor, 5000)
+        rig.run(3000)
+        s = rig.read()
+        assert s["settings"]["phases_mode"]["value"] == phases
+        assert s["state"]["phasesInUse"] == phases and s["state"]["status"] == "charging"
+    assert [e["data"]["phases"] for e in rig.events("phases.switched")] == [3, 1, 3]
+    assert [closed for _, closed in checker.switches] == [True, False, True]
+
+
+@pytest.fixture
+def switching_charger(broker, tmp_path, mpy_dir):
+    # A 3 kW cap to begin with: auto keeps one phase at boot (three cannot carry 6 A), so the
+    # first switch is evcc's.
+    with launched(broker, tmp_path / "flash", "--phases", "3", "--phase-switch",
+                  "--default-kw", "3", device_id=DEVICE) as c:
+        yield c
+
+
+def test_evcc_drops_to_one_phase_and_back_to_three(broker, switching_charger, phases_recipe):
+    c = switching_charger
+    evcc = Evcc(phases_recipe, broker.address, TIME_FACTOR)
+    lp = evcc.loadpoint
+    lp.target, lp.target_phases = 16, 1
+    evcc.start()
+    try:
+        c.ev(connected=True, request=False)
+        c.wait(lambda: c.read()["settings"]["phases_mode"]["value"] == 1, 20)
+        assert c.request("settings", {"settings": {"max_charge_rate": {
+            "value": 50, "unit": "kw"}}})["meta"]["status"] == 200  # the owner's cap
+        c.ev(request=True)
+        c.wait(lambda: c.readings["contactor"] == "closed" and c.readings["current"] == 16.0, 15)
+        assert c.read()["state"]["phasesInUse"] == 1 and c.readings["phases"] == 1
+        assert not [e for e in c.events if e["type"] == "phases.switched"]
+
+        lp.target_phases = 3  # the sun came out
+        c.wait(lambda: any(e["type"] == "phases.switched" for e in c.events), 30)
+        c.wait(lambda: c.readings["contactor"] == "closed" and c.readings["phases"] == 3, 15)
+        s = c.read()["state"]
+        assert s["phasesInUse"] == 3 and s["offeredCurrent"] == 16.0
+        switched = [e["data"]["phases"] for e in c.events if e["type"] == "phases.switched"]
+        assert switched == [3]
+        sent = [x for x in evcc.sent if x[1].endswith("/settings")]
+        assert [json.loads(p)["settings"]["phases_mode"]["value"] for _, _, p in sent] == [1, 3]
+        ids = [json.loads(p)["requestId"] for _, _, p in sent]
+        c.wait(lambda: all(c.replies.get(i) for i in ids), 5)
+        assert [c.replies[i][0]["meta"]["status"] for i in ids] == [200, 200]
+        assert ("DEBUG", "switched phases: 3p") in evcc.messages
+        assert not [m for m in evcc.messages if m[0] in ("ERROR", "FATAL")], evcc.messages
+    finally:
+        evcc.die()

@@ -12,8 +12,9 @@ import pilot
 import record
 import ceiling as cl
 import limits as lim
+import phases as ph
 from ring import Ring, Trace
-from settings import Settings
+from settings import Settings, mode_name
 import slot as sl
 from actions import Actions, STRATEGY
 from energy import Energy
@@ -38,13 +39,14 @@ class Agent:
         self.ring = Ring()
         self.trace = Trace()
         self.ceiling = cl.Ceiling(self.ring)
-        self.control = ctl.Control(board, self.ring, self.trace, self.ceiling)
+        self.phases = ph.Phases(board, self.ring, self.ceiling)
+        self.control = ctl.Control(board, self.ring, self.trace, self.ceiling, self.phases)
         self.slot = sl.Slot(self.control, _thread.allocate_lock())
         self.persist = ps.Persist(board.store)
         self.persist.on_failure = self._storage_failed
-        self.settings = Settings(cfg, self.persist)
+        self.settings = Settings(cfg, self.persist, self.ceiling)
         self.limits = lim.Limits(self.settings, self.ceiling, self.persist, self)
-        self.settings.on_change = self.limits.refresh
+        self.settings.on_change = self._settings_changed
         self.actions = Actions(self, self.slot, self.persist)
         self.energy = Energy(self.persist, self.control)
         self.api = Api(self)
@@ -91,6 +93,11 @@ class Agent:
             self.emit("session.ended", {"deviceId": self.device_id, "sessionId": interrupted[0],
                                         "energy": interrupted[1] / 1000, "unit": "kwh",
                                         "endedAt": self.stamp(now), "interrupted": True})
+
+    def _settings_changed(self):
+        # A setting changed (or was loaded): the ceilings and the phases' mode follow.
+        self.limits.refresh()
+        self.phases.mode = self.settings.phases_mode
 
     # -- control loop
     def tick(self, now):
@@ -171,8 +178,10 @@ class Agent:
     def state_due(self, now):
         c = self.control
         g = self.ceiling
+        p = self.phases
         key = (c.status, c.pilot, c.contactor_closed, c.offered_da, c.fault,
-               self.settings.cap_w, self.settings.failsafe_w, g.limit_da, g.limited_by,
+               self.settings.cap_w, self.settings.failsafe_w, p.mode, p.in_use, p.wanted,
+               p.holding, g.limit_da, g.limited_by,
                g.failsafe, self.limits.value, self.limits.expires_at, self.slot.state,
                len(self.actions.recent), self.persist.failed,
                self.meters and tuple(self.meters.seen))
@@ -229,6 +238,9 @@ class Agent:
                                         "energy": arg / 1000, "unit": "kwh", "endedAt": at})
         elif kind == cl.EV_LIMIT_EXPIRED:
             self.limits.expired(at)
+        elif kind == ph.EV_PHASES_SWITCHED:
+            self.emit("phases.switched", {"deviceId": self.device_id, "phases": arg,
+                                          "switchedAt": at})
         else:
             name = "fault.raised" if kind == ctl.EV_FAULT_RAISED else "fault.cleared"
             self.emit(name, {"deviceId": self.device_id, "fault": ctl.FAULT_NAMES[arg], "at": at})
@@ -282,6 +294,7 @@ class Agent:
                       "sessionEnergy": c.session_energy() / 1000,
                       "lifetimeEnergy": self.energy.saved_wh() / 1000,
                       "fault": ctl.FAULT_NAMES[c.fault],
+                      "phasesInUse": self.phases.in_use, "phaseSwitch": self._phase_switch(),
                       "storage": "failed" if self.persist.failed else "ok",
                       "resetCause": self.board.reset_cause},
             "commands": _CMDS, "conflictStrategies": [STRATEGY],
@@ -293,6 +306,14 @@ class Agent:
             out["diagnostics"] = self.diagnostics(now)
         return out
 
+    def _phase_switch(self):
+        # state.phaseSwitch: null where the installation cannot switch (docs/protocol.md).
+        p = self.phases
+        if not p.switchable:
+            return None
+        return {"mode": mode_name(p.mode), "wanted": p.wanted,
+                "switching": p.holding}
+
     def diagnostics(self, now):
         # The control loop's recent history, for the field: mode transitions, newest last.
         rows = []
@@ -303,7 +324,7 @@ class Agent:
                 "maxTickGapMs": self.control.max_gap_ms,
                 "eventsDropped": self.outbox.dropped + self.ring.dropped,
                 "retainedRequests": self.retained_requests,
-                "flashWrites": self.persist.writes,
+                "flashWrites": self.persist.writes, "phaseSwitches": self.phases.switches,
                 "flashWritesByKey": dict(self.persist.by_key)}  # a copy: a snapshot
 
 

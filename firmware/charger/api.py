@@ -186,7 +186,7 @@ class Api:
                                 % _SETTINGS)
         errors = []  # (status, setting_error)
         for key in changes:
-            bad = st.check(key, changes[key])
+            bad = st.check(key, changes[key], self.agent.settings.switchable)
             if bad:
                 e = bad[1]
                 e["setting"] = text(key, 64) or "(not printable)"

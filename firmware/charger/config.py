@@ -62,6 +62,11 @@ def check(cfg):
         if "mqtt" not in names and not (type(cfg.get("meters")) is dict and
                                         cfg["meters"].get("mains")):
             errors.append("site needs the mqtt uplink (the meter's topic) or meters.mains")
+    if "phase_switch" in cfg:
+        if type(cfg["phase_switch"]) is not bool:
+            errors.append("phase_switch must be true or false")
+        elif cfg["phase_switch"] and cfg["phases"] != 3:
+            errors.append("phase_switch needs phases 3 (it drops a three-phase supply to one)")
     if "meters" in cfg:
         errors.extend(_check_meters(cfg["meters"], cfg.get("site")))
     if not names and cfg.get("webhook_url"):

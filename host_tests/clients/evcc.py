@@ -18,7 +18,9 @@ and what each piece here follows:
   string getter parsed by api.ChargeStatusString (api/chargemodestatus.go: first letter;
   E and F are errors); `enabled` a bool getter; `enable` a bool setter with parameter
   `enable`; `maxcurrent` an int setter with parameter `maxcurrent`; `power` (W) and
-  `energy` (kWh) float getters.
+  `energy` (kWh) float getters; `phases1p3p` an int setter with parameter `phases`, refused
+  without `tos: true` ("1p3p does no longer handle disable/enable": the charger pauses
+  around a switch itself).
 - plugin/mqtt.go, plugin/mqtt_handler.go, plugin/helper.go: a getter listens on its topic
   (one subscription per getter, QoS 1) into a util.Monitor; each read checks the known
   error strings, then runs the pipeline. A setter renders its payload with
@@ -37,7 +39,8 @@ and what each piece here follows:
 - core/loadpoint.go: Update() reads the status, runs syncCharger(), then setLimit();
   setLimit() calls MaxCurrent only when the current changed and Enable only when enabled
   changed; the start-up read in Prepare; chargerSwitchDuration (60 s) during which the
-  charger's enabled is not adopted.
+  charger's enabled is not adopted; scalePhases() calls Phases1p3p only when the phases
+  differ from the loadpoint's, and neither disables nor re-enables the charger around it.
 - util/decoder.go: a key a plugin does not know is an error (mapstructure ErrorUnused,
   keys matched case-insensitively).
 - plugin/http.go, util/request/helper.go: the `http` plugin (read at 04d67a7e, 2026-12).
@@ -48,8 +51,9 @@ and what each piece here follows:
   error. Its response cache (`cache`) is not emulated: without it, evcc's cache layer keeps
   nothing the charger marks `no-store`, and the charger marks every answer so.
 
-What is not emulated: evcc's decision of the current (site meters, PV, modes, plans: the
-test sets `loadpoint.target`), vehicles, phases, circuits, and every plugin but `mqtt`,
+What is not emulated: evcc's decision of the current and of the phases (site meters, PV,
+modes, plans, pvScalePhases' timers: the test sets `loadpoint.target` and
+`loadpoint.target_phases`), vehicles, measured phases, circuits, and every plugin but `mqtt`,
 `http` and `watchdog`. Durations that belong to evcc (its interval, the watchdog's timeout,
 chargerSwitchDuration) are multiplied by `time_factor` so a test can run faster than real
 time; the getters' `timeout` is not, because it is measured against the charger's own
@@ -75,9 +79,10 @@ class ConfigError(Exception):
     """The YAML asks for something evcc would refuse, or this emulation does not implement."""
 
 
-def read_recipe(markdown_path, source="mqtt"):
+def read_recipe(markdown_path, source="mqtt", phase_switch=False):
     """The evcc.yaml of a Markdown page whose charger reads its status through the plugin
-    `source`: the one fenced ```yaml block that does, parsed."""
+    `source`: the one fenced ```yaml block that does, parsed; with `phase_switch` the keys of
+    the one block holding `phases1p3p` added to its charger (docs/evcc.md)."""
     with open(markdown_path, encoding="utf-8") as f:
         blocks = [yaml.safe_load(b) for b in re.findall(r"^```yaml\n(.*?)^```", f.read(),
                                                         re.S | re.M)]
@@ -86,7 +91,14 @@ def read_recipe(markdown_path, source="mqtt"):
     if len(found) != 1:
         raise ConfigError("%s: expected one ```yaml block with a %s charger, found %d" % (
             markdown_path, source, len(found)))
-    return found[0]
+    recipe = found[0]
+    if phase_switch:
+        keys = [b for b in blocks if isinstance(b, dict) and "phases1p3p" in b]
+        if len(keys) != 1:
+            raise ConfigError("%s: expected one ```yaml block with phases1p3p, found %d" % (
+                markdown_path, len(keys)))
+        recipe["chargers"][0].update(keys[0])
+    return recipe
 
 
 # --- Go's formatting -----------------------------------------------------------------------
@@ -552,7 +564,7 @@ _CHARGER_KEYS = {"name", "type", "status", "enabled", "enable", "maxcurrent", "p
                  "wakeup", "soc", "limitsoc", "finishtime", "tos", "temp", "limittemp",
                  "currents", "voltages", "powers", "features", "icon"}
 _CHARGER_EMULATED = {"name", "type", "status", "enabled", "enable", "maxcurrent", "power",
-                     "energy"}
+                     "energy", "phases1p3p", "tos"}
 
 
 class ChargeStatusError(ValueError):
@@ -589,6 +601,12 @@ class CustomCharger:
         self._max_current = make_plugin(c["maxcurrent"], evcc).setter("maxcurrent")
         self._power = make_plugin(c["power"], evcc).float_getter() if "power" in c else None
         self._energy = make_plugin(c["energy"], evcc).float_getter() if "energy" in c else None
+        self._phases1p3p = None
+        if "phases1p3p" in c:
+            if not c.get("tos"):
+                raise ConfigError("1p3p does no longer handle disable/enable. Use tos: true to "
+                                  "confirm you understand the consequences")
+            self._phases1p3p = make_plugin(c["phases1p3p"], evcc).setter("phases")
 
     def status(self):
         return charge_status(self._status())
@@ -601,6 +619,9 @@ class CustomCharger:
 
     def max_current(self, amps):
         self._max_current(int(amps))
+
+    def phases1p3p(self, phases):
+        self._phases1p3p(int(phases))
 
     def power(self):
         return self._power()
@@ -622,6 +643,8 @@ class Loadpoint:
         self.offered = 0.0
         self.switched = float("-inf")  # chargerSwitched: the zero time
         self.target = 0
+        self.phases = 0  # the phases evcc believes the charger uses; 0: unknown
+        self.target_phases = None  # evcc's choice of phases (pvScalePhases), None: no switch
         self.seen = []  # (status, enabled as read) per Update, for the test
         self.readings = []  # (power W, energy kWh) per Update
 
@@ -663,6 +686,8 @@ class Loadpoint:
         if not self.connected():
             self.set_limit(0)  # "always disable charger if not connected"
         else:
+            if self.target_phases and self.charger._phases1p3p is not None:
+                self.scale_phases(self.target_phases)
             self.set_limit(self.target)
 
     def connected(self):
@@ -692,6 +717,13 @@ class Loadpoint:
             if consistent:
                 self.enabled = enabled  # setAndPublishEnabled, deferred
 
+    def scale_phases(self, phases):
+        # scalePhases: the charger switches by itself (tos); evcc only remembers the phases.
+        if self.phases != phases:
+            self.charger.phases1p3p(phases)
+            self.evcc.log("DEBUG", "switched phases: %dp" % phases)
+            self.phases = phases
+
     def set_limit(self, current):
         current = float(int(current))  # coarse current: no maxcurrentmillis, full amps
         if current != self.offered and current >= MIN_CURRENT:
@@ -707,7 +739,8 @@ class Loadpoint:
 
 
 class _OnePayload:
-    """In place of an Evcc for read_once(): a client whose every topic holds one payload."""
+    """In place of an Evcc for read_once() and write_once(): a client whose every topic holds
+    one payload."""
 
     def __init__(self, payload):
         self.time_factor = 1.0
@@ -715,10 +748,23 @@ class _OnePayload:
         self.messages = []
         self.stopped = threading.Event()
         payload = payload if isinstance(payload, str) else json.dumps(payload)
-        self.client = type("Retained", (), {"listen": lambda s, topic, cb: cb(payload)})()
+        self.client = type("Retained", (), {  # what it publishes stays in `sent`
+            "listen": lambda s, topic, cb: cb(payload),
+            "publish": lambda s, topic, retained, text: None})()
 
     def log(self, level, text):
         self.messages.append((level, text))
+
+
+def write_once(charger_config, setter, value):
+    """What evcc publishes through one of the charger's setters, given its config key
+    (`phases1p3p`, `maxcurrent`, `enable`), with no broker: (topic, payload)."""
+    evcc = _OnePayload("")
+    charger = CustomCharger(charger_config, evcc)
+    {"phases1p3p": charger.phases1p3p, "maxcurrent": charger.max_current,
+     "enable": charger.enable}[setter](value)
+    _, topic, payload = evcc.sent[-1]
+    return topic, payload
 
 
 def read_once(charger_config, payload):

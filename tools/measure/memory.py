@@ -248,6 +248,30 @@ def footprint_row(ours, ocpp_code, theirs):
             "the same micropython-lib (imported first)")
 
 
+def phase_switch_cost():
+    """The switch between one phase and three on make unix32's build (probes/phase_probe.py):
+    None if the probe failed."""
+    return probe("unix32", "phase_probe.py")
+
+
+def phase_rows(p):
+    if not p:
+        return [("phases: a switch, 32-bit v1.28.0, frozen", "FAILED", "")]
+    s, q = p["switch"], p["steady"]
+    return [
+        ("phases: heap of a second contactor, 32-bit v1.28.0, frozen",
+         "%+d B live (%.1f KB an agent with it, %.1f KB without)" % (
+             p["switching"] - p["plain"], p["switching"] / 1024, p["plain"] / 1024),
+         "the feature's objects: the module is frozen"),
+        ("phases: control tick through a switch, 32-bit v1.28.0, frozen",
+         "%d B over %d ticks (%.1f s: pause, settle, move, resume); median %d us, p99 %d us"
+         " (charging: %d B, median %d us, p99 %d us)" % (
+             s["bytes"], s["ticks"], s["ticks"] / 100, s["p50_us"], s["p99_us"],
+             q["bytes"], q["p50_us"], q["p99_us"]),
+         "0 B; the tick's time unchanged by a switch (period 10 000 us)"),
+    ]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tools.measure.memory",
                                 description="make bench's memory figures alone")
