@@ -8,7 +8,9 @@ import json
 import sys
 import time
 
+from ceiling import Ceiling
 import persist as ps
+from ring import Ring
 import settings as st
 from sim_board import FileStore
 
@@ -23,7 +25,8 @@ def wait(predicate, seconds):
 
 
 persist = ps.Persist(FileStore(sys.argv[1]))
-s = st.Settings({"supply_voltage": 230, "phases": 1, "max_current": 32}, persist)
+s = st.Settings({"supply_voltage": 230, "phases": 1, "max_current": 32}, persist,
+                Ceiling(Ring()))
 s.load()
 
 

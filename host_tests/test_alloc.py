@@ -17,5 +17,9 @@ def test_control_tick_allocates_nothing_under_micropython(mp_build):
     # The probe can see an allocation: one float per tick is caught.
     assert results.pop("calibration")["bytes"] >= 500 * 16
     assert results["charging"]["contactor"] and results["charging"]["status"] == 2
+    # The switch from three phases to one happened within the measured ticks, and the
+    # session charges again on one phase.
+    assert results["phase_switch"]["phase_switches"] == 2, results["phase_switch"]
+    assert results["phase_switch"]["contactor"] and results["phase_switch"]["status"] == 2
     for name, r in results.items():
         assert r["bytes"] == 0, (name, r)

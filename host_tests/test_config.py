@@ -12,6 +12,7 @@ def test_a_good_config_passes():
     assert config.check(dict(GOOD)) == []
     assert config.check(dict(GOOD, discovery=False, discovery_prefix="ha",
                              site={"id": "home", "fuse_current": 25, "phases": [2]})) == []
+    assert config.check(dict(GOOD, phases=3, phase_switch=True)) == []
 
 
 @pytest.mark.parametrize("change,message", [
@@ -23,6 +24,8 @@ def test_a_good_config_passes():
     ({"site": {"id": "home", "fuse_current": 25, "fallback_current": -1}}, "site.fallback_current"),
     ({"site": "home"}, "site must be an object"),
     ({"phases": 2}, "phases must be 1 or 3"),
+    ({"phase_switch": True}, "phase_switch needs phases 3"),
+    ({"phases": 3, "phase_switch": 1}, "phase_switch must be true or false"),
 ])
 def test_each_mistake_is_named(change, message):
     errors = config.check(dict(GOOD, **change))

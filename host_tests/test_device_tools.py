@@ -130,6 +130,19 @@ BAD_CONFIGS = [
     ("ca outside", lambda c: c.update(ca_file="../ca.der"), "must be a file name on the board"),
     ("no ocpp ca file", lambda c: c.update(uplink="both", ocpp={
         "url": "wss://csms.example/ocpp", "ca_file": "csms.der"}), "ocpp.ca_file names csms.der"),
+    # The HTTP front (docs/http.md): never served open, nor on a port that cannot be.
+    ("http without its block", lambda c: c.update(uplinks=["mqtt", "http"]),
+     "http must be an object with at least token"),
+    ("http token short", lambda c: c.update(uplinks=["mqtt", "http"], http={
+        "token": "fifteen-chars-x"}), "http.token must be 16-128 printable characters"),
+    ("http token spaces", lambda c: c.update(uplinks=["http"], http={
+        "token": "a token with spaces in it"}), "http.token must be 16-128 printable"),
+    ("http port", lambda c: c.update(uplinks=["mqtt", "http"], http={
+        "token": "a-long-random-secret-0123", "port": 70000}), "http.port must be 1-65535"),
+    ("http port text", lambda c: c.update(uplinks=["http"], http={
+        "token": "a-long-random-secret-0123", "port": "80"}), "http.port must be 1-65535"),
+    ("http token placeholder", lambda c: c.update(uplinks=["http"], http={
+        "token": "CHANGE-ME-CHANGE-ME"}), "http.token is still CHANGE-ME"),
     ("broker list", lambda c: c.update(broker=["mqtt-a.example.net:8883", "mqtt-b"]),
      'broker entry 2 must be HOST:PORT (a port 1-65535), not "mqtt-b"'),
 ]
@@ -174,6 +187,27 @@ def test_a_ca_file_that_holds_no_certificate_is_refused_before_anything_is_writt
     assert line == "deploy: error: %s: CA file %s holds no certificate (PEM: BEGIN " \
         "CERTIFICATE, or DER)" % (key, tmp_path / "broker.key"), line
     assert not out.exists()
+
+
+@pytest.mark.parametrize("fronts,said", [
+    (["http"], "device garage-1, HTTP port 8080, TLS with ca.der"),
+    (["mqtt", "http"], "device garage-1, broker mqtt.example.net:8883, HTTP port 8080, "
+                       "TLS with ca.der")])
+def test_a_config_with_the_http_front_goes_into_the_tree(tmp_path, good, fronts, said):
+    # A charger with no broker (uplinks ["http"]) and one with both: the tree carries the
+    # HTTP front's modules, and deploy names the front.
+    path, cfg = good
+    cfg.update(uplinks=fronts, http={"token": "a-long-random-secret-0123", "port": 8080})
+    if "mqtt" not in fronts:
+        del cfg["broker"]
+    config = write(tmp_path, cfg)
+    out = tmp_path / "tree"
+    r = run("tools.device.deploy", "--dry-run", str(out), "--config", config)
+    assert r.returncode == 0, r.stderr
+    assert "deploy: config %s: %s\n" % (config, said) in r.stdout
+    assert (out / "config.json").read_bytes() == open(config, "rb").read()
+    assert {"http_uplink.mpy", "http_request.mpy", "http_page.mpy"} <= set(
+        os.listdir(out / "lib"))
 
 
 def test_the_template_itself_is_refused_for_its_placeholders(tmp_path):

@@ -98,3 +98,31 @@ def test_command_templates_build_requests_the_agent_takes(rig, configs, obj, val
     assert reply["meta"]["status"] == status and reply["meta"]["requestId"].startswith("ha-")
     if status >= 400:
         assert rig.read()["settings"] == before
+
+
+def test_a_charger_that_switches_phases_adds_its_select_and_the_phases_in_use(make_rig):
+    # Only where the config has phase_switch: a select for phases_mode (its options the
+    # setting's values as text) and a sensor of the phases in use.
+    def announced(cfg):
+        d = discovery.Discovery(cfg, "ev-charger/charger-1/", "bench-sim", "9.9.9")
+        out = []
+        d.announce(lambda topic, payload, retain: out.append((topic, json.loads(payload))))
+        return {t.split("/")[3]: c for t, c in out}
+
+    assert len(announced({"device_id": "charger-1"})) == 11
+    by = announced({"device_id": "charger-1", "phase_switch": True})
+    assert len(by) == 13
+    select, in_use = by["phases_mode"], by["phases_in_use"]
+    assert select["ops"] == ["1", "3", "auto"] and select["cmd_t"] == "~/settings"
+    assert select["name"] == "Phases" and in_use["name"] == "Phases in use"
+    rig = make_rig(phases=3, phase_switch=True)
+    rig.run(12000)
+    rig.pump()
+    state = rig.last_state()
+    assert render(select["val_tpl"], value_json=state) == "auto"
+    assert render(in_use["val_tpl"], value_json=state) == "3"
+    for option in select["ops"]:  # every option a person picks is a request the agent takes
+        reply = rig.request("settings", render(select["cmd_tpl"], value=option).encode())
+        assert reply["meta"]["status"] == 200, reply
+        rig.pump()
+        assert render(select["val_tpl"], value_json=rig.last_state()) == option

@@ -9,7 +9,8 @@ import time
 import pytest
 
 import record
-from e2e import Charger
+from e2e import Charger, HttpApi
+from tools.bench.broker import free_port
 from tools.device import unix32 as unix32_build
 from tools.device.deploy import MAIN, board_checks, build_tree
 from tools.paths import ROOT
@@ -17,6 +18,7 @@ from tools.paths import ROOT
 pytestmark = pytest.mark.brokers("amqtt")
 
 STANDINS = os.path.join(ROOT, "host_tests", "esp32_standins")
+TOKEN = "esp32-front-token-0123456789"
 PINS = {"pilot_pwm": 25, "pilot_adc": 36, "contactor": 26, "contactor_feedback": 27,
         "rcd": 34, "led": 2, "button": 0}
 
@@ -110,6 +112,55 @@ def test_an_image_boots_from_exactly_what_its_manifest_freezes(tmp_path, broker,
     assert duties[-1] == 10922, duties  # 2.3 kW -> 10 A -> 16.666 % of 65535
 
 
+def test_an_image_serves_the_http_front_with_no_broker(tmp_path, esp32_image):
+    # The board's manifest frozen (as above) at 56K, its config with the HTTP front alone:
+    # a charger with no broker is read and capped with the API page's requests, behind its
+    # token (docs/http.md).
+    port = free_port()
+    cfg = config(None, uplinks=["http"], http={"token": TOKEN, "port": port,
+                                               "host": "127.0.0.1"})
+    del cfg["broker"]
+    (tmp_path / "main.py").write_bytes(MAIN)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    log = tmp_path / "pins.log"
+    e = dict(os.environ, STANDIN_LOG=str(log), STANDIN_EV="B",
+             MICROPYPATH=":".join([STANDINS, ".frozen"]))
+    proc = subprocess.Popen([esp32_image, "-X", "heapsize=56K", "main.py"], cwd=str(tmp_path),
+                            env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    api = HttpApi(port, TOKEN, "esp-1")
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                read = api.read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the HTTP front never answered"
+                time.sleep(0.2)
+        assert read["id"] == "esp-1" and read["metadata"]["source"] == "live", read
+        assert api.call("GET", api.path, token="not-the-token-0123456")[0] == 401
+        status, _, body = api.call("POST", api.path + "/settings",
+                                   {"max_charge_rate": {"value": 2.3, "unit": "kw"}})
+        assert status == 200 and body["data"]["updated"] == ["max_charge_rate"], body
+        time.sleep(0.5)
+        assert api.read()["settings"]["max_charge_rate"]["value"] == 2.3
+        duties = [int(e[2]) for e in read_log(log) if e[0] == "pwm" and e[1] == "25"]
+        assert duties[-1] == 10922, duties  # 2.3 kW -> 10 A -> 16.666 % of 65535
+        # Commands, more than the journal's three unpublished ends: with no broker nothing
+        # will ever publish their events, so none waits for it. Before, the fourth got 429
+        # TOO_MANY_REQUESTS for good, and 16 events nobody could take filled the heap.
+        answers = []
+        for i in range(8):
+            answers.append(api.call("POST", api.path, {"action": {"command": (
+                "idle", "charge")[i % 2]}, "onConflict": "cancel_and_replace"})[0])
+            time.sleep(0.3)
+        assert answers == [202] * 8, answers
+        assert api.read()["diagnostics"]["eventsDropped"] == 0
+    finally:
+        out = stop(proc)
+    assert "evse: esp-1 up" in out and "http: listening on 127.0.0.1:%d" % port in out, out
+
+
 def test_boot_safe_cap_first_duty_and_nvs_commits(tmp_path, broker, mpy_dir):
     proc, log = boot(tmp_path, config(broker.address), ev="B", nvs={"cap": nvs_word(3680)})
     c = Charger(broker.address, "esp-1")
@@ -162,6 +213,10 @@ def test_watchdog_can_be_switched_off_for_debugging(tmp_path, mpy_dir):
     ({"max_current": None}, "missing max_current"),
     ({"phases": 2}, "phases must be 1 or 3"),
     ({"pins": dict(PINS, pilot_adc=4)}, "pins.pilot_adc must be on ADC1"),
+    ({"phases": 3, "phase_switch": True}, "phase_switch needs pins.phase_contactor"),
+    ({"pins": dict(PINS, phase_contactor=14)}, 'pins.phase_contactor needs "phase_switch"'),
+    ({"phases": 3, "phase_switch": True, "pins": dict(PINS, phase_contactor=35)},
+     "pins.phase_contactor must be an output"),
     ({"broker": ["127.0.0.1:1883", "mqtt-b.lan"]},
      'broker entry 2 must be HOST:PORT (a port 1-65535), not "mqtt-b.lan"'),
 ])
@@ -178,6 +233,47 @@ def test_bad_config_leaves_the_charger_safe_with_a_clear_message(tmp_path, chang
     assert "charger held safe: contactor open, pilot F" in out
     assert ["pin", "26", "0"] in events and ["pin", "25", "0"] in events
     assert not [e for e in events if e[0] in ("pwm", "wdt_start") or e == ["pin", "26", "1"]]
+
+
+PHASE_PINS = dict(PINS, phase_contactor=14, phase_feedback=13)
+
+
+@pytest.mark.parametrize("welded", [False, True])
+def test_the_second_contactor_on_the_esp32_board(tmp_path, broker, mpy_dir, welded):
+    # Three phases and phase_switch: the L2/L3 coil is driven low before anything else and
+    # closes once the main contactor has been open for the settle time (phases.SETTLE_MS),
+    # read back through its auxiliary contact. Welded (closed with its coil off), it is a
+    # latched PHASE_CONTACTOR_WELDED and the main contactor never closes.
+    cfg = config(broker.address, phases=3, phase_switch=True, pins=PHASE_PINS)
+    proc, log = boot(tmp_path, cfg, ev="B",
+                     env={"STANDIN_PHASE_WELDED": "1"} if welded else None)
+    c = Charger(broker.address, "esp-1")
+
+    def state():
+        return c.states[-1]["data"]["state"] if c.states else {}
+    try:
+        c.wait(lambda: c.availability == "online", 20)
+        if welded:
+            c.wait(lambda: state().get("fault") == "PHASE_CONTACTOR_WELDED", 5)
+        else:
+            c.wait(lambda: ["pin", "14", "1"] in read_log(log), 15)
+            c.wait(lambda: state().get("phasesInUse") == 3, 5)
+        state = c.read()["state"]
+    finally:
+        c.close()
+        out = stop(proc)
+    events = read_log(log)
+    assert events.index(["pin", "14", "0"]) < events.index(["pin", "26", "0"]) + 2, events[:6]
+    assert ["pin", "26", "1"] not in events, out  # ev B: the main contactor stays open
+    if welded:
+        assert ["pin", "14", "1"] not in events
+        assert state["phasesInUse"] == 3 and state["status"] == "fault", state
+    else:
+        assert state["phaseSwitch"] == {"mode": "auto", "wanted": 3, "switching": False}, state
+        lines = [line.split() for line in open(log).read().splitlines()]
+        booted = min(int(e[1]) for e in lines if e[2:] == ["pin", "14", "0"])
+        closed = min(int(e[1]) for e in lines if e[2:] == ["pin", "14", "1"])
+        assert closed - booted >= 10000, closed - booted  # SETTLE_MS after the first tick
 
 
 def test_deploy_tree_carries_the_pinned_micropython_lib(tmp_path):
@@ -242,6 +338,36 @@ def test_meter_pulses_past_1000_kwh_allocate_nothing(tmp_path):
     grown, wh = out.stdout.split()
     assert int(grown) == 0, out.stdout + out.stderr
     assert int(wh) == 200
+
+
+def test_an_s0_meter_on_one_phase_reads_the_current_of_one(tmp_path):
+    # A three-phase charger with a second contactor, L2/L3 open: 7.36 kW is 32 A on L1, not
+    # 10.6 A on each of three (before: the S0 power was always divided by config phases, so
+    # over-current and a pause's 1 A went unseen at a third of the real current).
+    cfg = config("127.0.0.1:1", watchdog=False, phases=3, phase_switch=True,
+                 pins=dict(PHASE_PINS, meter_s0=35))
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import json, time\n"
+        "from esp32_board import Board\n"
+        "b = Board(json.load(open('config.json')))\n"
+        "b._pulse_gap = b._w_per_pulse_ms // 7360\n"
+        "for closed in (False, True):\n"
+        "    b.phase_feedback = closed\n"
+        "    b._pulse_ms = time.ticks_ms()\n"
+        "    b._read_meter()\n"
+        "    print(b.power_w, b.current_da, list(b.phase_da))\n")
+    tree = tmp_path / "tree"
+    build_tree(str(tree), "esp32", None, "xtensawin")
+    e = dict(os.environ, STANDIN_LOG=str(tmp_path / "pins.log"),
+             MICROPYPATH=":".join([STANDINS, str(tree / "lib"), ".frozen"]))
+    out = subprocess.run(["micropython", str(script)], cwd=str(tmp_path), env=e,
+                         capture_output=True, text=True, timeout=60)
+    one, three = [line.split(None, 2) for line in out.stdout.splitlines()]
+    assert 7350 <= int(one[0]) <= 7370 and int(one[1]) == 320, out.stdout + out.stderr
+    assert one[2] == "[320, 0, 0]"
+    assert int(three[1]) == 106 and three[2] == "[106, 106, 106]"
 
 
 def test_power_cuts_on_the_esp32_board_never_raise_the_cap(tmp_path, broker, mpy_dir):

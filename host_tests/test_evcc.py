@@ -1,11 +1,16 @@
-"""docs/evcc.md's evcc recipe, played as written: evcc's side (host_tests/clients/evcc.py,
-emulated from evcc's source) reads the YAML from the page, renders its payloads the way evcc
-does and runs its jq in a real jq, against the agent.
+"""docs/evcc.md's evcc recipes (MQTT, and HTTP for a charger with no broker), played as
+written: evcc's side (host_tests/clients/evcc.py, emulated from evcc's source) reads the YAML
+from the page, renders its payloads the way evcc does and runs its jq in a real jq, against
+the agent.
 
 - every status of the agent's real state reports maps as homeassistant.md says (the rig);
 - a whole session against make sim's launcher on a broker: a vehicle plugs in, evcc throttles
   it to 8 A with the dynamic limit and renews it, pauses, resumes, dies, and the charger falls
-  back to the failsafe within one tick of the ttl.
+  back to the failsafe within one tick of the ttl; the same over the charger's HTTP front
+  with the http recipe;
+- the `phases1p3p` keys: evcc's phase requests, as written, make the charger switch (never
+  under load, judged by tools/bench/phase_invariants.py) on both interpreters in bench time,
+  and in real time against the launcher with evcc's loop running.
 """
 import json
 import os
@@ -14,8 +19,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from clients.evcc import Evcc, go_duration, read_once, read_recipe
+from clients.evcc import ConfigError, Evcc, go_duration, read_once, read_recipe, write_once
+from conftest import plug
 from e2e import launched, reported_duty as duty, wait_for
+from tools.bench import phase_invariants as pi
+from tools.bench.broker import free_port
 from tools.paths import ROOT
 
 DOC = os.path.join(ROOT, "docs", "evcc.md")
@@ -39,11 +47,12 @@ def scaled(recipe):
     """The recipe with its limit's ttl scaled like evcc's own durations (the ratio kept)."""
     config = json.loads(json.dumps(recipe))
     maxcurrent = charger_config(config)["maxcurrent"]
-    limit = maxcurrent.get("set", maxcurrent)  # the mqtt write, inside its watchdog
-    found = re.findall(r'"ttl": *(\d+)', limit["payload"])
-    assert len(found) == 1, limit["payload"]
+    limit = maxcurrent.get("set", maxcurrent)  # the write, inside its watchdog
+    key = "payload" if "payload" in limit else "body"  # mqtt's, http's
+    found = re.findall(r'"ttl": *(\d+)', limit[key])
+    assert len(found) == 1, limit[key]
     ttl = int(found[0]) * TIME_FACTOR
-    limit["payload"] = re.sub(r'("ttl": *)\d+', r"\g<1>%g" % ttl, limit["payload"])
+    limit[key] = re.sub(r'("ttl": *)\d+', r"\g<1>%g" % ttl, limit[key])
     return config, ttl
 
 
@@ -225,3 +234,196 @@ def test_evcc_runs_a_session_and_a_dead_evcc_leaves_the_failsafe(broker, charger
     s = c.read()["state"]
     assert s["limitedBy"] == "failsafe" and s["limits"]["failsafe"] is True
     assert s["limits"]["dynamic"] is None and s["status"] == "charging"
+
+
+# -- the http recipe: a charger with no broker, against the same launcher's HTTP front
+
+TOKEN = "evcc-http-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def http_recipe():
+    return read_recipe(DOC, "http")
+
+
+def test_the_http_recipe_uses_the_charger_api_paths_and_its_token(http_recipe):
+    c = charger_config(http_recipe)
+    assert c["type"] == "custom" and http_recipe["loadpoints"][0]["charger"] == c["name"]
+    assert "mqtt" not in http_recipe  # no broker anywhere
+    read = "http://192.168.1.20:80/ev-charger/%s" % DEVICE
+    plugins = [c[k] for k in ("status", "enabled", "power", "energy", "enable")] + [
+        c["maxcurrent"]["set"]]
+    for p in plugins:  # every request carries the token, the same one (the YAML anchor)
+        assert p["source"] == "http" and p["headers"] == plugins[0]["headers"], p
+    assert plugins[0]["headers"]["Authorization"].startswith("Bearer ")
+    assert all(p["uri"] == read and "method" not in p for p in plugins[:4])
+    assert (c["enable"]["uri"], c["enable"]["method"]) == (read, "POST")
+    assert c["maxcurrent"]["source"] == "watchdog"
+    assert (plugins[5]["uri"], plugins[5]["method"]) == (read + "/limit", "POST")
+    assert "requestId" not in c["enable"]["body"] + plugins[5]["body"]  # the charger's own
+
+
+@pytest.fixture
+def http_charger(broker, tmp_path, mpy_dir):
+    # make sim's launcher with its HTTP front; evcc reaches it only over HTTP (the broker is
+    # the test's own window on the charger).
+    port = free_port()
+    with launched(broker, tmp_path / "flash", "--http-port", str(port), "--api-token", TOKEN,
+                  device_id=DEVICE) as c:
+        yield c, port
+
+
+def test_evcc_over_http_runs_a_session_and_a_dead_evcc_leaves_the_failsafe(
+        http_recipe, http_charger):
+    c, port = http_charger
+    config, ttl = scaled(http_recipe)
+    page_token = charger_config(http_recipe)["status"]["headers"]["Authorization"][7:]
+    for p in [charger_config(config)[k] for k in ("status", "enabled", "power", "energy",
+                                                  "enable")] + [
+            charger_config(config)["maxcurrent"]["set"]]:
+        p["headers"] = {"Authorization": "Bearer " + TOKEN}  # the launcher's, for the page's
+    assert page_token != TOKEN
+    evcc = Evcc(config, None, TIME_FACTOR, rewrite=lambda uri: uri.replace(
+        "http://192.168.1.20:80", "http://127.0.0.1:%d" % port))
+    lp = evcc.loadpoint
+
+    def wait_seen(status, enabled, updates=1, timeout=20):
+        wait_for(lambda: lp.seen[-updates:] == [(status, enabled)] * updates, timeout)
+
+    def posted(tail):
+        return [x for x in list(evcc.sent) if x[2] and x[1].endswith(tail)]
+
+    assert c.request("settings", {"settings": {"failsafe_charge_rate": {
+        "value": FAILSAFE_KW, "unit": "kw"}}})["meta"]["status"] == 200
+    lp.target = 8
+    evcc.start()
+    try:
+        wait_seen("A", False, updates=3)  # no vehicle: evcc reads A, disabled, sends nothing
+        assert not [x for x in evcc.sent if x[1].endswith("/limit") or x[2]]
+        c.ev(connected=True, request=False)
+        wait_seen("B", True)
+        wait_for(lambda: posted("/limit"), 10)
+        wait_for(lambda: c.read()["state"]["limitedBy"] == "dynamic_limit", 10)
+        c.ev(request=True)
+        wait_seen("C", True)
+        c.wait(lambda: duty(c) == 13.33 and c.readings["current"] == 8.0, 10)
+        dyn = c.read()["state"]["limits"]["dynamic"]
+        assert (dyn["value"], dyn["unit"], dyn["source"]) == (8, "a", "evcc")
+        wait_for(lambda: lp.readings and abs(lp.readings[-1][0] - 1840) <= 200, 15)
+        # evcc pauses (idle), then resumes (charge), both as the API page's commands.
+        lp.target = 0
+        wait_seen("B", False, timeout=15)
+        c.wait(lambda: c.readings["contactor"] == "open" and duty(c) == 100.0, 10)
+        lp.target = 8
+        wait_seen("C", True, timeout=20)
+        c.wait(lambda: duty(c) == 13.33 and c.readings["contactor"] == "closed", 10)
+        seen = [st for i, (st, _) in enumerate(lp.seen) if i == 0 or lp.seen[i - 1][0] != st]
+        assert seen == ["A", "B", "C", "B", "C"], lp.seen
+        commands = [json.loads(x[2])["action"]["command"] for x in posted("/charger-1")]
+        assert commands == ["idle", "charge"]
+        assert [x[3] for x in posted("/charger-1")] == [202, 202]
+        # Every request evcc sent (reads, commands, limits and their renewals) answered 2xx.
+        assert all(200 <= x[3] < 300 for x in evcc.sent if x[3] is not None), evcc.sent
+        assert not [m for m in evcc.messages if m[0] in ("ERROR", "FATAL")], evcc.messages
+        renewed = [x[0] for x in posted("/limit")]
+        gaps = [b - a for a, b in zip(renewed, renewed[1:])]
+        print("evcc over http: %d requests, %d limit renewals" % (len(evcc.sent), len(gaps)))
+        assert len(gaps) >= 3 and max(gaps) < ttl
+    finally:
+        evcc.die()
+    # The last limit the charger took (its 200's expiresAt) sets the deadline; the failsafe
+    # follows within one 10 ms tick of it.
+    deadline = max(iso_ms(json.loads(x[4])["data"]["expiresAt"]) for x in posted("/limit"))
+    c.wait(lambda: any(e["type"] == "limit.expired" for e in c.events), ttl + 5)
+    data = [e for e in c.events if e["type"] == "limit.expired"][0]["data"]
+    assert data["source"] == "evcc" and data["failsafe"] == {"value": FAILSAFE_KW, "unit": "kw"}
+    lag = iso_ms(data["expiredAt"]) - deadline
+    print("failsafe %.0f ms after the ttl ran out (board time)" % lag)
+    assert 0 <= lag <= 10
+    c.wait(lambda: duty(c) == 10.0 and c.readings["current"] == 6.0, 10)
+
+
+# -- one phase or three: the phases1p3p keys
+
+@pytest.fixture(scope="module")
+def phases_recipe():
+    return read_recipe(DOC, phase_switch=True)
+
+
+def test_the_phases_keys_are_what_evcc_takes(phases_recipe):
+    c = charger_config(phases_recipe)
+    assert c["tos"] is True and c["phases1p3p"]["topic"] == BASE + "settings"
+    without_tos = dict(c)
+    del without_tos["tos"]
+    with pytest.raises(ConfigError, match="tos: true"):  # evcc refuses phases1p3p without it
+        read_once(without_tos, "{}")
+
+
+def test_evcc_switches_the_phases_never_under_load(make_rig, phases_recipe):
+    # In bench time on both interpreters: evcc's two requests, rendered from the page, each
+    # answered 200 and followed by a whole switch under the bench-side checker.
+    checker = pi.PhaseChecker(230)
+    rig = make_rig(phases=3, phase_switch=True)
+    step = rig.step
+    rig.step = lambda: (step(), checker.observe(rig.bench, rig.powered))
+    c = charger_config(phases_recipe)
+    plug(rig, pi.SETTLE_MS + 2000)  # the first position after boot: three phases (auto)
+    assert rig.read()["state"]["phasesInUse"] == 3
+    for phases in (1, 3):
+        rig.run(pi.MIN_INTERVAL_MS)
+        topic, payload = write_once(c, "phases1p3p", phases)
+        assert topic == BASE + "settings"
+        reply = rig.request("settings", payload.encode())
+        assert reply["meta"]["status"] == 200, reply
+        assert reply["meta"]["requestId"].startswith("evcc-phases-")
+        rig.run_until(lambda: rig.bench.phases_in_use == phases, pi.SETTLE_MS + 8000)
+        rig.run_until(lambda: rig.bench.contactor, 5000)
+        rig.run(3000)
+        s = rig.read()
+        assert s["settings"]["phases_mode"]["value"] == phases
+        assert s["state"]["phasesInUse"] == phases and s["state"]["status"] == "charging"
+    assert [e["data"]["phases"] for e in rig.events("phases.switched")] == [3, 1, 3]
+    assert [closed for _, closed in checker.switches] == [True, False, True]
+
+
+@pytest.fixture
+def switching_charger(broker, tmp_path, mpy_dir):
+    # A 3 kW cap to begin with: auto keeps one phase at boot (three cannot carry 6 A), so the
+    # first switch is evcc's.
+    with launched(broker, tmp_path / "flash", "--phases", "3", "--phase-switch",
+                  "--default-kw", "3", device_id=DEVICE) as c:
+        yield c
+
+
+def test_evcc_drops_to_one_phase_and_back_to_three(broker, switching_charger, phases_recipe):
+    c = switching_charger
+    evcc = Evcc(phases_recipe, broker.address, TIME_FACTOR)
+    lp = evcc.loadpoint
+    lp.target, lp.target_phases = 16, 1
+    evcc.start()
+    try:
+        c.ev(connected=True, request=False)
+        c.wait(lambda: c.read()["settings"]["phases_mode"]["value"] == 1, 20)
+        assert c.request("settings", {"settings": {"max_charge_rate": {
+            "value": 50, "unit": "kw"}}})["meta"]["status"] == 200  # the owner's cap
+        c.ev(request=True)
+        c.wait(lambda: c.readings["contactor"] == "closed" and c.readings["current"] == 16.0, 15)
+        assert c.read()["state"]["phasesInUse"] == 1 and c.readings["phases"] == 1
+        assert not [e for e in c.events if e["type"] == "phases.switched"]
+
+        lp.target_phases = 3  # the sun came out
+        c.wait(lambda: any(e["type"] == "phases.switched" for e in c.events), 30)
+        c.wait(lambda: c.readings["contactor"] == "closed" and c.readings["phases"] == 3, 15)
+        s = c.read()["state"]
+        assert s["phasesInUse"] == 3 and s["offeredCurrent"] == 16.0
+        switched = [e["data"]["phases"] for e in c.events if e["type"] == "phases.switched"]
+        assert switched == [3]
+        sent = [x for x in evcc.sent if x[1].endswith("/settings")]
+        assert [json.loads(p)["settings"]["phases_mode"]["value"] for _, _, p in sent] == [1, 3]
+        ids = [json.loads(p)["requestId"] for _, _, p in sent]
+        c.wait(lambda: all(c.replies.get(i) for i in ids), 5)
+        assert [c.replies[i][0]["meta"]["status"] for i in ids] == [200, 200]
+        assert ("DEBUG", "switched phases: 3p") in evcc.messages
+        assert not [m for m in evcc.messages if m[0] in ("ERROR", "FATAL")], evcc.messages
+    finally:
+        evcc.die()

@@ -75,6 +75,7 @@ def sim(module_broker, tmp_path_factory, mpy_dir):
     (["--broker", "127.0.0.1:1883", "meter", "ev"], ["required: fault"]),
     (["--broker", "127.0.0.1:1883", "boost"], ["invalid choice: 'boost'"]),
     (["--broker", "127.0.0.1:1883", "limit", "lots"], ["'lots' is not a limit"]),
+    (["--broker", "127.0.0.1:1883", "phases", "2"], ["invalid choice: '2'"]),
     (["--broker", "127.0.0.1:1883", "limit", "10", "--ttl", "soon"], ["invalid int value"]),
 ])
 def test_a_bad_argument_is_one_line_and_status_2(args, words):
@@ -106,6 +107,9 @@ def test_a_charger_never_seen_or_offline_is_named(sim):
 def test_a_refusal_is_one_line_and_status_1(sim):
     line = one_error(evctl("cap", "51", broker=sim), 1, "422", "SETTING_OUT_OF_RANGE")
     assert "cap refused by charger-1" in line
+    # A charger without a second contactor (no phase_switch) cannot switch phases.
+    line = one_error(evctl("phases", "1", broker=sim), 1, "422", "UNSUPPORTED_SETTING")
+    assert "cannot switch phases" in line
 
 
 def test_an_update_that_cannot_be_sent_or_is_refused_is_one_line(sim, tmp_path):

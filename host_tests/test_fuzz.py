@@ -16,8 +16,11 @@ import pytest
 
 from tools.bench import fuzz
 from tools.bench import invariants as inv
+from tools.bench import phase_invariants as pi
 from tools.bench.invariants import Checker, Obs, Violation
 from tools.bench.rig import sim_board
+
+import phases  # the firmware's (the rig put it on the path): defects are planted in it
 
 # Seeds per interpreter: the micropython rig pays a socket round trip per tick and a
 # process start per power cut, so it plays fewer (make fuzz plays many more of both).
@@ -98,7 +101,10 @@ def test_the_ci_seeds_cover_the_brief():
         seen.add(("phases", sc.install["phases"]))
         seen.add(("fractional volts", sc.install["voltage"] != int(sc.install["voltage"])))
         seen.add(("metered", sc.install.get("metered", True)))
+        seen.add(("phase switch", sc.install.get("phase_switch", False)))
         seen.update(("modbus", m) for m in sc.install.get("meters", {}).values())
+        if sc.install.get("phase_switch") and "meters" in sc.install:
+            seen.add("phase switch with a Modbus EV meter")
         last = {}
         for s in sc.steps:
             seen.add(s.kind)
@@ -141,7 +147,10 @@ def test_the_ci_seeds_cover_the_brief():
               "limit refused", "failsafe", "OCPP TxDefaultProfile A",
               "OCPP TxDefaultProfile W", "OCPP TxDefaultProfile clear",
               "OCPP ChargePointMaxProfile W", "OCPP ChargePointMaxProfile clear",
-              } | set(fuzz.FAULTS) | {"meter " + f for f in fuzz.METER_FAULT_WEIGHTS} | {
+              ("phase switch", True), ("phase switch", False), "phases",
+              "phase switch with a Modbus EV meter",
+              } | set(fuzz.FAULTS) | set(fuzz.PHASE_FAULTS) | {
+              "meter " + f for f in fuzz.METER_FAULT_WEIGHTS} | {
               "meter none"} | {("modbus", m) for m in ("SDM630", "B23")}
     assert wanted <= seen, wanted - seen
 
@@ -202,6 +211,48 @@ def test_a_failing_run_names_the_invariant_history_and_replay(tmp_path):
     assert text.startswith("invariant broken: " + e.value.invariant)
     assert "inputs:" in text and "wire (changes)" in text
     assert "replay: make fuzz SEED=3 INTERP=cpython" in text
+
+
+# -- one phase or three: the switch's checker rides along, and catches a broken switch
+def _phase_seeds():
+    return [s for s in range(SEEDS["micropython"])
+            if fuzz.generate(s).install.get("phase_switch")]
+
+
+def _steady(self, now, quiet):  # a switch that forgets to wait for the vehicle
+    return _real_step(self, now, True)
+
+
+def _blind(self, now):  # a second contactor's feedback never read
+    self.agrees = True
+    return 0
+
+
+_real_step = phases.Phases.step
+
+
+@pytest.mark.parametrize("defect,attr,value,invariants", [
+    ("no settle time", "SETTLE_MS", 100, (pi.SETTLE,)),
+    ("no minimum interval", "MIN_INTERVAL_MS", 1000, (pi.INTERVAL,)),
+    # moved while current flows, or the moment it stopped
+    ("a switch under load", "Phases.step", _steady, (pi.UNDER_LOAD, pi.SETTLE)),
+    ("a stuck contactor unseen", "Phases._check_feedback", _blind, (pi.STUCK, pi.RESUME)),
+])
+def test_the_fuzzer_catches_a_broken_switch(monkeypatch, tmp_path, defect, attr, value,
+                                            invariants):
+    """Each defect planted in the firmware's phases.py is caught by the seeds make test
+    plays, through the whole runner, named and with its replay command."""
+    owner, _, name = attr.rpartition(".")
+    monkeypatch.setattr(phases.Phases if owner else phases, name, value)
+    make = fuzz.rig_maker("cpython", str(tmp_path))
+    for seed in _phase_seeds():
+        try:
+            fuzz.run(fuzz.generate(seed), make, "cpython")
+        except Violation as v:
+            assert v.invariant in [fuzz.PHASE_SWITCH + i for i in invariants], str(v)
+            assert "replay: make fuzz SEED=%d INTERP=cpython" % seed in str(v)
+            return
+    pytest.fail("%s: no seed caught it" % defect)
 
 
 # -- the checker, on made-up bench histories

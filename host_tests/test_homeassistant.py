@@ -269,3 +269,44 @@ def test_the_charger_appears_as_one_device_and_is_controlled_from_home_assistant
     wire.publish("homeassistant/status", "online", retain=False)
     ha.wait_for(lambda: len(set(seen)) >= len(OBJECTS), 10, "the configs republished")
     assert not ha.log_problems(*OUR_LOGGERS), ha.log_problems(*OUR_LOGGERS)
+
+
+SWITCHING = "garage-3p"
+
+
+@pytest.fixture
+def switching_sim(broker, tmp_path, mpy_dir):
+    from e2e import InProcessSim
+    sim = InProcessSim(["--broker", broker.address, "--state-dir", str(tmp_path / "flash"),
+                        "--device-id", SWITCHING, "--phases", "3", "--phase-switch"])
+    yield sim
+    sim.close()
+
+
+def test_a_charger_that_switches_phases_gets_a_select_that_switches_them(
+        ha, switching_sim, wire):
+    sim = switching_sim
+    objects = dict(OBJECTS, phases_mode="select", phases_in_use="sensor")
+
+    def ids():
+        found = {obj: ha.entity_id("%s_%s" % (SWITCHING, obj)) for obj in objects}
+        return found if all(found.values()) else None
+
+    ids = ha.wait_for(ids, 30, "the charger's thirteen entities")
+    assert not ha.log_problems(*OUR_LOGGERS + ["homeassistant.components.select"]), \
+        ha.log_problems(*OUR_LOGGERS + ["homeassistant.components.select"])
+    select, in_use = ids["phases_mode"], ids["phases_in_use"]
+    assert ha.state(select)["attributes"]["options"] == ["1", "3", "auto"]
+    ha.wait_for(lambda: ha.state(select)["state"] == "auto", 20, "auto")
+    # auto: three phases once the settle time after boot has passed
+    ha.wait_for(lambda: ha.state(in_use)["state"] == "3", 30, "three phases in use")
+
+    # One phase, from Home Assistant: the select reads back what the charger reports (the
+    # switch itself comes after the minimum interval: test_phases.py, test_evcc.py).
+    ha.call_service("select", "select_option", {"entity_id": select, "option": "1"})
+    ha.wait_for(lambda: ha.state(select)["state"] == "1", 10, "the select to read 1")
+    assert sim.bench.phase_drive  # not switched at once: the minimum interval first
+    # and back to auto, a string in the request
+    ha.call_service("select", "select_option", {"entity_id": select, "option": "auto"})
+    ha.wait_for(lambda: ha.state(select)["state"] == "auto", 10, "the select to read auto")
+    assert not ha.log_problems(*OUR_LOGGERS), ha.log_problems(*OUR_LOGGERS)

@@ -38,8 +38,10 @@ def test_a_reply_is_written_as_it_is_produced(tmp_path):
         body = rig.agent.handle("read", b'{"requestId": "m-1"}', rig.bench.t)
         out = Writes()
         size = len(body)
+        text = json.dumps(body.obj).encode()
         body.write_to(out)
-        assert out.getvalue() == json.dumps(body.obj).encode() and size == len(out.getvalue())
+        assert out.getvalue() == text and size == len(out.getvalue())
+        assert body.obj is None  # written: the read is let go
         assert size > 2500 and max(out.sizes) <= 256  # a read with its diagnostics, in pieces
         rig.loop.on_request("read", b'{"requestId": "m-2"}')  # the bench link takes it too
         assert rig.published[-1][1]["meta"]["requestId"] == "m-2"
@@ -62,19 +64,19 @@ def test_a_body_keeps_the_length_it_announced(capsys):
     assert len(written) == size and written.endswith(b" ") and json.loads(written) == doc
 
 
-def test_a_state_report_without_room_waits_for_the_next_turn(tmp_path, monkeypatch):
+def test_a_state_report_without_room_waits_for_the_next_turn(tmp_path):
     rig = InProcessRig(str(tmp_path))
     try:
         published = []
         publish = lambda kind, payload, retain: published.append(kind)  # noqa: E731
         rig.agent.report_again()
-        real = api_text.Out
+        real = rig.agent.device_read
 
-        def no_room(*args):
-            monkeypatch.setattr(api_text, "Out", real)  # the next turn has room
+        def no_room(*args, **kw):
+            rig.agent.device_read = real  # the next turn has room
             raise MemoryError("memory allocation failed, allocating 256 bytes")
 
-        monkeypatch.setattr(api_text, "Out", no_room)
+        rig.agent.device_read = no_room
         rig.agent.flush(publish, rig.bench.t)  # no MemoryError out of it
         assert "state" not in published
         rig.agent.flush(publish, rig.bench.t)

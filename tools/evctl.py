@@ -5,6 +5,7 @@
   evctl cap 7.4                    # write max_charge_rate (kW)
   evctl limit 10 [--kw] [--ttl 90] # a dynamic limit (A per phase, or kW) for ttl seconds
   evctl limit clear                # back to the other ceilings
+  evctl phases 1 | 3 | auto        # write phases_mode (a charger with phase_switch)
   evctl charge | idle [--replace] [--action-id ID]
   evctl watch [--raw]              # one line per change (--raw: every message as it comes)
   evctl ev connected=true request=true maxCurrent=16     # the simulated vehicle (make sim)
@@ -37,6 +38,7 @@ from tools.bench.meter_peer import FAULTS as METER_FAULTS
 from tools.client import BENCH_ANSWER_S, Charger, Unreachable, split_address
 from tools.json_input import loads
 import limits  # the firmware's (tools.client put it on the path): the ttl bounds
+import settings  # the firmware's: phases_mode's values
 import topics  # the firmware's: the default prefix
 
 REFUSED, USAGE, UNREACHABLE = 1, 2, 3
@@ -153,6 +155,9 @@ def parse(argv):
     c.add_argument("--ttl", type=int, help="seconds it lasts unless renewed (the charger "
                    "takes %d-%d; default %d)" % (limits.TTL_MIN, limits.TTL_MAX,
                                                   limits.TTL_DEFAULT))
+    c = add("phases", "write phases_mode: one phase, three, or auto by the power ceilings "
+                      "(a charger whose config has phase_switch)")
+    c.add_argument("mode", choices=[str(m) for m in settings.MODES], metavar="1|3|auto")
     for name in ("charge", "idle"):
         c = add(name, "the %s command" % name)
         c.add_argument("--replace", action="store_true",
@@ -261,6 +266,17 @@ def _run_cap(c, a):
     note = (reply.get("data") or {}).get("note")
     if note:  # e.g. below the 6 A the pilot can signal: the charger stays suspended
         print("note: " + note)
+    return 0
+
+
+def _run_phases(c, a):
+    mode = a.mode if a.mode == "auto" else int(a.mode)
+    reply = _reply(c, a, "settings", {"settings": {"phases_mode": {"value": mode,
+                                                                   "unit": "phases"}}})
+    if not reply.get("success"):
+        return REFUSED
+    print("phases: phases_mode is %s (the switch waits for a pause, its settle time and "
+          "interval: evctl status shows it)" % a.mode)
     return 0
 
 
@@ -432,9 +448,9 @@ def _now_iso():
     return datetime.datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
 
 
-RUN = {"read": _run_read, "cap": _run_cap, "limit": _run_limit, "charge": _run_command,
-       "idle": _run_command, "ev": _run_bench, "fault": _run_bench, "power": _run_bench,
-       "meter": _run_bench,
+RUN = {"read": _run_read, "cap": _run_cap, "limit": _run_limit, "phases": _run_phases,
+       "charge": _run_command, "idle": _run_command, "ev": _run_bench, "fault": _run_bench,
+       "power": _run_bench, "meter": _run_bench,
        "status": _run_status, "watch": _run_watch, "update": _run_update}
 
 
@@ -459,6 +475,8 @@ def _event_text(event):
         return str(event)
     data = event.get("data") or {}
     detail = [str(data[k]) for k in ("actionId", "fault", "sessionId", "reason") if data.get(k)]
+    if data.get("phases"):
+        detail.append("%s phase(s)" % data["phases"])
     if data.get("energy") is not None:
         detail.append("%s kWh" % _num(data["energy"]))
     return " ".join([str(event.get("type"))] + detail)
@@ -488,6 +506,15 @@ def _limits_text(limits):
     if limits.get("effectiveCurrent") is not None:
         parts.append("%s A allowed" % _num(limits["effectiveCurrent"], 1))
     return ", ".join(parts) or "-"
+
+
+def _phases_text(state):
+    switch = state.get("phaseSwitch")
+    if not switch:
+        return ""
+    return ", %s in use (phases_mode %s%s)" % (
+        state.get("phasesInUse"), switch.get("mode"),
+        ", switching to %s" % switch.get("wanted") if switch.get("switching") else "")
 
 
 def _firmware_text(read):
@@ -529,8 +556,9 @@ def status_screen(device_id, address, read, readings=None):
             _num(s["cap"]), ", the installation delivers at most %s kW" % _num(most)
             if most is not None else "", s["limit"] or "-")),
         ("limits", _limits_text(state.get("limits") or {})),
-        ("installation", "%s A max, %s V x %s phase(s)" % (
-            _num(value("max_current")), _num(value("supply_voltage")), _num(value("phases")))),
+        ("installation", "%s A max, %s V x %s phase(s)%s" % (
+            _num(value("max_current")), _num(value("supply_voltage")), _num(value("phases")),
+            _phases_text(state))),
     ]
     rows.append(("firmware", _firmware_text(read)))
     action = read.get("lastAction")

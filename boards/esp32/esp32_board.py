@@ -1,7 +1,8 @@
 # The ESP32 charger controller (reference wiring: docs/esp32.md). Everything board-specific
-# lives here: pins from the config, the pilot PWM and ADC, contactor, RCD, S0 meter, the
-# RS485 port of the Modbus meters, NVS, watchdog, WiFi and clock. The firmware core only sees
-# the Board interface (docs/boards.md).
+# lives here: pins from the config, the pilot PWM and ADC, contactor (and the second one on
+# L2/L3 where the config has phase_switch), RCD, S0 meter, the RS485 port of the Modbus
+# meters, NVS, watchdog, WiFi and clock. The firmware core only sees the Board interface
+# (docs/boards.md).
 import time
 from array import array
 import machine
@@ -22,9 +23,9 @@ def fail_safe(cfg):
     pins = cfg.get("pins") if type(cfg) is dict else None
     if type(pins) is not dict:
         return "pins unknown: outputs left as reset left them (the driver's pull-downs hold them)"
-    for name in ("contactor", "pilot_pwm"):
+    for name in ("contactor", "phase_contactor", "pilot_pwm"):
         if type(pins.get(name)) is int:
-            machine.Pin(pins[name], machine.Pin.OUT, value=0)  # coil off; pilot -12 V (F)
+            machine.Pin(pins[name], machine.Pin.OUT, value=0)  # coils off; pilot -12 V (F)
     return "contactor open, pilot F"
 
 
@@ -137,8 +138,13 @@ class Board:
         self.config = config
         pins = config["pins"]
         Pin = machine.Pin
-        # Safe before anything else: contactor open, pilot steady +12 V (no PWM).
+        # Safe before anything else: contactors open, pilot steady +12 V (no PWM).
         self._coil = Pin(pins["contactor"], Pin.OUT, value=0)
+        # The second contactor switches L2/L3 (docs/boards.md): open, one phase, at reset.
+        self.PHASE_SWITCH = bool(config.get("phase_switch"))
+        self._phase_coil = Pin(pins["phase_contactor"], Pin.OUT, value=0) \
+            if self.PHASE_SWITCH else None
+        self.phase_drive = False
         self._pwm = machine.PWM(Pin(pins["pilot_pwm"]), freq=1000, duty_u16=_PWM_FULL)
         # The generic image runs at 160 MHz: every stall in docs/esp32-timing.md is shorter
         # at 240.
@@ -156,10 +162,11 @@ class Board:
         # Inputs are active low (to GND, with pull-ups) unless config "active_low" says not.
         low = config.get("active_low") or {}
         inputs = {}
-        for name in ("contactor_feedback", "rcd", "button", "meter_s0"):
+        for name in ("contactor_feedback", "phase_feedback", "rcd", "button", "meter_s0"):
             if pins.get(name) is not None:
                 inputs[name] = _Input(pins[name], low.get(name, True))
         self._feedback = inputs.get("contactor_feedback")
+        self._phase_feedback = inputs.get("phase_feedback")
         self._rcd = inputs.get("rcd")
         self.rcd_tripped = False
         if self._rcd:
@@ -180,11 +187,12 @@ class Board:
         self.METERED = "meter_s0" in inputs
         if self.METERED:
             inputs["meter_s0"].irq(self._on_pulse)
-        self._volts_phases = int(config["supply_voltage"]) * int(config["phases"])
+        self._volts = int(config["supply_voltage"])
         self.store = store or NvsStore()
         self.high_mv = 0
         self.low_mv = 0
         self.feedback = False
+        self.phase_feedback = False
         self.current_da = 0
         self.phase_da = array("i", (0, 0, 0))
         self._phases = int(config["phases"])
@@ -229,6 +237,11 @@ class Board:
     def set_contactor(self, closed):
         self.contactor_drive = closed
         self._coil.value(1 if closed and not self.rcd_tripped else 0)
+
+    def set_phase_contactor(self, closed):
+        # Called only with the main contactor open and nothing flowing (phases.py).
+        self.phase_drive = closed
+        self._phase_coil.value(1 if closed else 0)
 
     def show_status(self, status):
         # Status LED: on while charging. `status` is one of control.STATUS_NAMES.
@@ -278,6 +291,10 @@ class Board:
             self.feedback = self._feedback.active()
         else:
             self.feedback = self.contactor_drive  # no auxiliary contact: assume it follows
+        if self._phase_feedback is not None:
+            self.phase_feedback = self._phase_feedback.active()
+        else:
+            self.phase_feedback = self.phase_drive
         if self._rcd is not None and self._rcd.active():
             self.rcd_tripped = True
         now = time.ticks_ms()
@@ -299,9 +316,12 @@ class Board:
             self.power_w = 0
         else:
             self.power_w = self._w_per_pulse_ms // gap
-        self.current_da = self.power_w * 10 // self._volts_phases
-        for p in range(3):  # one figure, the same on each of the charger's phases
-            self.phase_da[p] = self.current_da if p < self._phases else 0
+        # One figure, the same on each phase in use: L2/L3 only while the second
+        # contactor's contact connects them (a one-phase draw is not spread over three).
+        live = 1 if self.PHASE_SWITCH and not self.phase_feedback else self._phases
+        self.current_da = self.power_w * 10 // (self._volts * live)
+        for p in range(3):
+            self.phase_da[p] = self.current_da if p < live else 0
 
     def serial_port(self):
         # The Modbus meters' RS485 bus (config "meters", checked by esp32_pins.py).

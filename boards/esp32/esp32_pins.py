@@ -2,8 +2,9 @@
 # `make deploy` runs the same code on the host before it touches a board.
 
 _REQUIRED_PINS = ("pilot_pwm", "pilot_adc", "contactor")
-_OPTIONAL_PINS = ("contactor_feedback", "rcd", "rcd_test", "meter_s0", "led", "button")
-_OUTPUTS = ("pilot_pwm", "contactor", "rcd_test", "led")
+_OPTIONAL_PINS = ("contactor_feedback", "phase_contactor", "phase_feedback", "rcd", "rcd_test",
+                  "meter_s0", "led", "button")
+_OUTPUTS = ("pilot_pwm", "contactor", "phase_contactor", "rcd_test", "led")
 
 
 def check_pins(cfg):
@@ -30,6 +31,12 @@ def check_pins(cfg):
         if gpio in used:
             errors.append("pins.%s and pins.%s are both GPIO%d" % (used[gpio], name, gpio))
         used[gpio] = name
+    # The second contactor (L2/L3) comes with phase_switch, and only with it.
+    if cfg.get("phase_switch") is True and "phase_contactor" not in pins:
+        errors.append("phase_switch needs pins.phase_contactor (the L2/L3 contactor's coil)")
+    for name in ("phase_contactor", "phase_feedback"):
+        if name in pins and cfg.get("phase_switch") is not True:
+            errors.append("pins.%s needs \"phase_switch\": true" % name)
     if type(pins.get("pilot_adc")) is int and not 32 <= pins["pilot_adc"] <= 39:
         errors.append("pins.pilot_adc must be on ADC1 (GPIO32-39): ADC2 stops with WiFi on")
     meters = cfg.get("meters")

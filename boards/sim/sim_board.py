@@ -48,14 +48,18 @@ class Board:
         # The bench has a meter; "meter": false plays a board without one (current unknown).
         self.METERED = config.get("meter", True)
         self._phases = config["phases"]
-        # Outputs start safe: steady +12 V (no PWM), contactor open.
+        # A second contactor on L2/L3 ("phase_switch": true): one phase or three.
+        self.PHASE_SWITCH = bool(config.get("phase_switch"))
+        # Outputs start safe: steady +12 V (no PWM), contactor open, second contactor open.
         self.pilot_counts = _PWM_FULL
         self.contactor_drive = False
+        self.phase_drive = False
         # Inputs, as measured on the bench side of the wire.
         self.now = 0
         self.high_mv = 12000
         self.low_mv = 12000
         self.feedback = False
+        self.phase_feedback = False  # the second contactor's auxiliary contact
         self.current_da = 0
         self.phase_da = array("i", (0, 0, 0))
         self.power_w = 0
@@ -84,6 +88,9 @@ class Board:
     def set_contactor(self, closed):
         self.contactor_drive = closed
 
+    def set_phase_contactor(self, closed):
+        self.phase_drive = closed
+
     def sample(self):
         # Inputs are latched by the bench before each tick; real boards read ADCs here. With
         # a Modbus EV meter its reading is the meter's (the bench's meter: meter_peer.py).
@@ -93,8 +100,11 @@ class Board:
         self.meter_ms = self.now
         if not self.METERED:
             self.current_da = self.power_w = self.energy_wh = 0
-        for p in range(3):  # one figure, the same on each of the charger's phases
-            self.phase_da[p] = self.current_da if p < self._phases else 0
+        # One figure, the same on each phase in use: L2/L3 only while the second contactor's
+        # contact connects them.
+        live = 1 if self.PHASE_SWITCH and not self.phase_feedback else self._phases
+        for p in range(3):
+            self.phase_da[p] = self.current_da if p < live else 0
 
     def serial_port(self):
         # The RS485 bus of config "meters": sockets to the bench's meters, whose ports the

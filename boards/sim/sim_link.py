@@ -8,7 +8,8 @@
 #                   b"F"                             (factory reset: the button held)
 #                   b"S" + u16 len + topic + u16 len + payload  (a message on a topic the
 #                                                    board subscribes to beyond its own: a site's)
-#   board -> bench  b"O" + int32 duty counts + int32 contactor   (outputs after a tick)
+#   board -> bench  b"O" + int32 duty counts + int32 contactor + int32 second contactor
+#                                                    (outputs after a tick)
 #                   b"M" + retain + u16 len + topic + u32 len + payload  (a publish; the
 #                                                    whole topic, the board's prefix included)
 from micropython import const
@@ -26,7 +27,7 @@ PUBLISH = const(0x4D)  # M
 
 # The board attributes a T frame sets, in order.
 INPUTS = ("now", "high_mv", "low_mv", "feedback", "current_da", "power_w", "energy_wh",
-          "rcd_tripped")
+          "rcd_tripped", "phase_feedback")
 
 
 def _i32(b, i):
@@ -50,7 +51,7 @@ class Link:
         self.on_message = None  # f(topic, payload) for S frames (runner.Lockstep's)
         self._kind = bytearray(1)
         self._in = bytearray(4 * len(INPUTS))
-        self._out = bytearray(9)
+        self._out = bytearray(13)
         self._out[0] = OUTPUTS
 
     def _fill(self, buf, n):
@@ -67,6 +68,7 @@ class Link:
         out = self._out
         _put32(out, 1, board.pilot_counts)
         _put32(out, 5, 1 if board.contactor_drive else 0)
+        _put32(out, 9, 1 if board.phase_drive else 0)
         self.sock.write(out)
         while True:
             self._fill(self._kind, 1)

@@ -66,7 +66,7 @@ class SiteBalancer:
         # the rises that settled since: a rise takes 1 / 2^n of the current that looks free.
         self._collided = 0
         self._used = None  # when the last reading used arrived (board ms)
-        self._sent = None  # (draw, wants, offered) dA in the last record, and when
+        self._sent = None  # (draw, wants, offered) dA and phases in the last record, and when
         self._told = None  # the need in the record sent at the last reading (dA)
         self._sent_at = 0
         agent.ceiling.set_site(self.fallback_da, self.timeout_ms, self.fallback_da, 0)
@@ -106,7 +106,8 @@ class SiteBalancer:
         if last is None or elapsed(now, self._sent_at) < _RECORD_GAP_MS:
             return False
         return abs(self._my_draw() - last[0]) >= _DRAW_STEP_DA or \
-            self._my_want() != last[1] or self.agent.control.offered_da != last[2]
+            self._my_want() != last[1] or self.agent.control.offered_da != last[2] or \
+            self.agent.phases.in_use != last[3]
 
     # -- input, checked before it is trusted
     def _on_meter(self, msg):
@@ -176,7 +177,7 @@ class SiteBalancer:
         # with that since), not as it is this moment: every charger computes on the same
         # data, and a need that grew waits a reading, for the others to make room first.
         wants = self._my_want() if self._told is None else self._told
-        me = (self.device_id, self.phases, self._my_draw(), wants, True,
+        me = (self.device_id, self._phases(), self._my_draw(), wants, True,
               self.agent.control.offered_da, self._peak[0])
         chargers = [me]
         gone = None
@@ -261,6 +262,12 @@ class SiteBalancer:
             up = max(kept + ((up - kept) >> self._collided), min(up, MIN_CURRENT))
         return up
 
+    def _phases(self):
+        # The site phases this charger draws on now: its L1's alone while it uses one phase
+        # (phases.py), so the others are not counted as its draw (nor their current as none
+        # of the household's).
+        return self.phases[:self.agent.phases.in_use]
+
     def _my_draw(self):
         c = self.agent.control
         return c.board.current_da if c.contactor_closed else 0
@@ -273,8 +280,9 @@ class SiteBalancer:
         return self.agent.ceiling.limit_without(SITE, self.agent.board.now_ms())
 
     def _publish_record(self, publish):
-        sent = (self._my_draw(), self._my_want(), self.agent.control.offered_da)
-        body = {"ts": self.agent.board.unix_ms() or 0, "phases": self.phases,
+        sent = (self._my_draw(), self._my_want(), self.agent.control.offered_da,
+                self.agent.phases.in_use)
+        body = {"ts": self.agent.board.unix_ms() or 0, "phases": self._phases(),
                 "drawA": sent[0] / 10, "wantsA": sent[1] / 10, "offeredA": sent[2] / 10}
         publish(self.peer_topic + self.device_id, json.dumps(body).encode(), True)
         self._sent = sent

@@ -205,7 +205,9 @@ class Actions:
             return a["command"] + " failed"
         if a["command"] == "idle":
             return "paused; contactor opened under load after 6 s" if c.forced_open else "paused"
-        return "held by the power limit" if c.status == ctl.SUSPENDED else "current offered"
+        if c.status != ctl.SUSPENDED:
+            return "current offered"
+        return "held for a switch of phases" if c.phases.holding else "held by the power limit"
 
     def _error(self, error):
         if error >= sl.FAULT_BASE:

@@ -5,14 +5,16 @@
 import os
 import _thread
 from micropython import const
+import config
 import control as ctl
 import persist as ps
 import pilot
 import record
 import ceiling as cl
 import limits as lim
+import phases as ph
 from ring import Ring, Trace
-from settings import Settings
+from settings import Settings, mode_name
 import slot as sl
 from actions import Actions, STRATEGY
 from energy import Energy
@@ -37,17 +39,22 @@ class Agent:
         self.ring = Ring()
         self.trace = Trace()
         self.ceiling = cl.Ceiling(self.ring)
-        self.control = ctl.Control(board, self.ring, self.trace, self.ceiling)
+        self.phases = ph.Phases(board, self.ring, self.ceiling)
+        self.control = ctl.Control(board, self.ring, self.trace, self.ceiling, self.phases)
         self.slot = sl.Slot(self.control, _thread.allocate_lock())
         self.persist = ps.Persist(board.store)
         self.persist.on_failure = self._storage_failed
-        self.settings = Settings(cfg, self.persist)
+        self.settings = Settings(cfg, self.persist, self.ceiling)
         self.limits = lim.Limits(self.settings, self.ceiling, self.persist, self)
-        self.settings.on_change = self.limits.refresh
+        self.settings.on_change = self._settings_changed
         self.actions = Actions(self, self.slot, self.persist)
         self.energy = Energy(self.persist, self.control)
         self.api = Api(self)
         self.outbox = Outbox()
+        # Without an uplink that publishes events (a charger on HTTP or OCPP alone) none is
+        # queued: an action's end, never published, held the slot's gate shut (429 for
+        # every command after the fourth, for good).
+        self.carried = config.carries_events(cfg)
         self.meters = None  # the Modbus meters (meter_watch.py), where the config has them
         if cfg.get("meters"):
             from meter_watch import MeterWatch
@@ -86,6 +93,11 @@ class Agent:
             self.emit("session.ended", {"deviceId": self.device_id, "sessionId": interrupted[0],
                                         "energy": interrupted[1] / 1000, "unit": "kwh",
                                         "endedAt": self.stamp(now), "interrupted": True})
+
+    def _settings_changed(self):
+        # A setting changed (or was loaded): the ceilings and the phases' mode follow.
+        self.limits.refresh()
+        self.phases.mode = self.settings.phases_mode
 
     # -- control loop
     def tick(self, now):
@@ -166,8 +178,10 @@ class Agent:
     def state_due(self, now):
         c = self.control
         g = self.ceiling
+        p = self.phases
         key = (c.status, c.pilot, c.contactor_closed, c.offered_da, c.fault,
-               self.settings.cap_w, self.settings.failsafe_w, g.limit_da, g.limited_by,
+               self.settings.cap_w, self.settings.failsafe_w, p.mode, p.in_use, p.wanted,
+               p.holding, g.limit_da, g.limited_by,
                g.failsafe, self.limits.value, self.limits.expires_at, self.slot.state,
                len(self.actions.recent), self.persist.failed,
                self.meters and tuple(self.meters.seen))
@@ -224,6 +238,9 @@ class Agent:
                                         "energy": arg / 1000, "unit": "kwh", "endedAt": at})
         elif kind == cl.EV_LIMIT_EXPIRED:
             self.limits.expired(at)
+        elif kind == ph.EV_PHASES_SWITCHED:
+            self.emit("phases.switched", {"deviceId": self.device_id, "phases": arg,
+                                          "switchedAt": at})
         else:
             name = "fault.raised" if kind == ctl.EV_FAULT_RAISED else "fault.cleared"
             self.emit(name, {"deviceId": self.device_id, "fault": ctl.FAULT_NAMES[arg], "at": at})
@@ -231,7 +248,10 @@ class Agent:
     def emit(self, kind, data, event_id=None, action_id=None):
         evt = {"id": event_id or self.new_id("evt_"), "type": kind,
                "timestamp": self.stamp(self.board.now_ms()), "data": data}
-        self.outbox.put(json_bytes(evt), action_id)
+        if self.carried:
+            self.outbox.put(json_bytes(evt), action_id)
+        elif action_id:  # its end has no one to wait for
+            self.actions.published(action_id)
         if self.on_event:
             self.on_event(evt)
 
@@ -274,6 +294,7 @@ class Agent:
                       "sessionEnergy": c.session_energy() / 1000,
                       "lifetimeEnergy": self.energy.saved_wh() / 1000,
                       "fault": ctl.FAULT_NAMES[c.fault],
+                      "phasesInUse": self.phases.in_use, "phaseSwitch": self._phase_switch(),
                       "storage": "failed" if self.persist.failed else "ok",
                       "resetCause": self.board.reset_cause},
             "commands": _CMDS, "conflictStrategies": [STRATEGY],
@@ -285,6 +306,14 @@ class Agent:
             out["diagnostics"] = self.diagnostics(now)
         return out
 
+    def _phase_switch(self):
+        # state.phaseSwitch: null where the installation cannot switch (docs/protocol.md).
+        p = self.phases
+        if not p.switchable:
+            return None
+        return {"mode": mode_name(p.mode), "wanted": p.wanted,
+                "switching": p.holding}
+
     def diagnostics(self, now):
         # The control loop's recent history, for the field: mode transitions, newest last.
         rows = []
@@ -295,7 +324,7 @@ class Agent:
                 "maxTickGapMs": self.control.max_gap_ms,
                 "eventsDropped": self.outbox.dropped + self.ring.dropped,
                 "retainedRequests": self.retained_requests,
-                "flashWrites": self.persist.writes,
+                "flashWrites": self.persist.writes, "phaseSwitches": self.phases.switches,
                 "flashWritesByKey": dict(self.persist.by_key)}  # a copy: a snapshot
 
 

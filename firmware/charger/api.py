@@ -18,6 +18,7 @@ _REQUEST_KEYS = (("requestId", "action", "onConflict", "actionId"), ("requestId"
                  ("requestId", "url", "manifest", "signature", "duringSession"))
 _ACTION_KEYS = ("command", "parameters", "start", "end", "execution")
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:"
+_SETTINGS = len(st.WRITABLE) + len(st.READ_ONLY)  # keys a settings write may name, at most
 
 
 def _echo(value, depth=2):
@@ -178,9 +179,14 @@ class Api:
     def _settings(self, changes, payload, after, now):
         if type(changes) is not dict or not changes:
             return 400, invalid("settings must be a non-empty object")
+        if len(changes) > _SETTINGS:
+            # Some must be unknown; one error record for each of a 2 KB map's ~290 keys
+            # ran a 56 KB heap dry (a MemoryError, 500, under the other threads).
+            return 400, invalid("settings names more keys than the charger has settings (%d)"
+                                % _SETTINGS)
         errors = []  # (status, setting_error)
         for key in changes:
-            bad = st.check(key, changes[key])
+            bad = st.check(key, changes[key], self.agent.settings.switchable)
             if bad:
                 e = bad[1]
                 e["setting"] = text(key, 64) or "(not printable)"

@@ -101,28 +101,31 @@ class JsonBody:
     # after it is built. At the ESP32's 56 KB heap a device read's text (1-3 KB, and a
     # second copy while json.dumps grows it) found no block on a fragmented heap (issue 22)
     # and was most of the MQTT uplink's peak (docs/performance.md); json.dump into an Out
-    # allocates nothing per piece. compact: no spaces after , and : (the HTTP front's, as the
-    # cloud writes its bodies).
+    # allocates nothing per piece, and the writer's own Out (one per connection) no buffer
+    # per body. compact: no spaces after , and : (the HTTP front's, as the cloud writes its
+    # bodies).
     def __init__(self, obj, compact=False):
         self.obj = obj
         self.separators = _COMPACT if compact else _SPACED
         self.size = -1
-        # Its buffer now, where a MemoryError is the builder's to handle (a state report
-        # waits for the next turn), not inside a publish that has sent its header.
-        self.out = Out(None)
 
     def __len__(self):
         if self.size < 0:
-            count = self.out.to(None)
+            count = Out(None, 0)
             json.dump(self.obj, count, separators=self.separators)
             self.size = count.written
         return self.size
 
-    def write_to(self, stream):
-        # Into `stream`. Once len() was asked, exactly that many bytes: were the text to
-        # come out otherwise (a bug: something in the snapshot changed), it is cut or padded
-        # with spaces, so an MQTT connection never loses its framing; it is logged.
-        out = self.out.to(stream, self.size)
+    def write_to(self, stream, out=None):
+        # Into `stream`, once, through `out` (the writer's Out; a new one without it). Once
+        # len() was asked, exactly that many bytes: were the text to come out otherwise (a
+        # bug: something in the snapshot changed), it is cut or padded with spaces, so an
+        # MQTT connection never loses its framing; it is logged. Written, the body lets go
+        # of its snapshot: the collector is conservative and scans every thread's stack,
+        # where a stale word can still point at a body long sent; the MQTT uplink's thread
+        # kept its last state report so, and with it the whole device read (1.3 KB of the
+        # live heap at 32 bits, make bench).
+        out = (Out(None) if out is None else out).to(stream, self.size)
         json.dump(self.obj, out, separators=self.separators)
         if self.size >= 0 and out.written != self.size:
             print("api: a body changed between its passes (%d, then %d bytes)" %
@@ -130,6 +133,7 @@ class JsonBody:
             while out.left > 0:
                 out.write(b" ")
         out.send()
+        self.obj = None
 
 
 _SPACED = (", ", ": ")  # json.dumps' own separators: the MQTT replies' and reports'

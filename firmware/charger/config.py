@@ -8,6 +8,9 @@ _NEEDED = (("device_id", str), ("supply_voltage", (int, float)), ("phases", int)
 # one entry here. (Tuples of constants: a frozen image keeps them in flash, not the heap.)
 UPLINKS = (("mqtt", "mqtt_uplink", "MqttUplink"), ("ocpp", "ocpp_uplink", "OcppUplink"),
            ("http", "http_uplink", "HttpUplink"))
+# The uplinks that publish the agent's events (agent.flush): without one of them an event
+# has no one to wait for (HTTP and OCPP carry none of the API's events).
+EVENTS = ("mqtt",)
 HTTP_PORT = 80  # the HTTP front's port when http.port is not given
 TOKEN_MIN = 16  # characters of http.token, at least (http.md)
 _OLDER = (("mqtt", ("mqtt",)), ("ocpp", ("ocpp",)), ("both", ("mqtt", "ocpp")))  # older
@@ -59,6 +62,11 @@ def check(cfg):
         if "mqtt" not in names and not (type(cfg.get("meters")) is dict and
                                         cfg["meters"].get("mains")):
             errors.append("site needs the mqtt uplink (the meter's topic) or meters.mains")
+    if "phase_switch" in cfg:
+        if type(cfg["phase_switch"]) is not bool:
+            errors.append("phase_switch must be true or false")
+        elif cfg["phase_switch"] and cfg["phases"] != 3:
+            errors.append("phase_switch needs phases 3 (it drops a three-phase supply to one)")
     if "meters" in cfg:
         errors.extend(_check_meters(cfg["meters"], cfg.get("site")))
     if not names and cfg.get("webhook_url"):
@@ -100,6 +108,14 @@ def uplinks(cfg):
         if old == name:
             return list(names)
     return "uplink must be mqtt, ocpp or both"
+
+
+def carries_events(cfg):
+    # Whether an uplink the (checked) config names publishes the agent's events.
+    for name in uplinks(cfg):
+        if name in EVENTS:
+            return True
+    return False
 
 
 def brokers(cfg):

@@ -40,13 +40,15 @@ class Limits:
         return flag != record.CORRUPT
 
     def refresh(self):
-        # The static sources, from the settings and the installation.
+        # The static sources, from the settings and the installation. The power ceilings
+        # stay in W: the control loop converts them with the phases in use (ceiling.py).
         s = self.settings
-        da = self.ceiling.da
-        da[cl.CAP] = s.per_phase_da(s.cap_w)
+        c = self.ceiling
+        c.w[cl.CAP] = s.cap_w
+        c.w[cl.FAILSAFE] = s.failsafe_w
+        da = c.da
         da[cl.MAX_CURRENT] = int(s.max_current * 10)
         da[cl.CABLE] = s.cable_current * 10 if s.cable_current else -1
-        da[cl.FAILSAFE] = s.per_phase_da(s.failsafe_w)
 
     # -- the `limit` request
     def request(self, req, now):
@@ -112,13 +114,15 @@ class Limits:
 
     def _set(self, value, unit, ttl_ms, source, now):
         s = self.settings
-        # kW as the cap converts (never rounded up); A to dA, floored.
-        da = s.per_phase_da(st.watts(value)) if unit == "kw" else int(value * 10 + 0.0001)
+        # kW as the cap converts (never rounded up, with the phases in use at each tick);
+        # A to dA, floored.
+        w = st.watts(value) if unit == "kw" else -1
+        da = s.per_phase_da(w) if unit == "kw" else int(value * 10 + 0.0001)
         if not self._in_charge(True):
             return 500, self.agent.storage_error()
         self.value, self.unit, self.source = value, unit, source
         self.expires_at = None if ttl_ms == cl.NO_EXPIRY else self.agent.stamp_after(now, ttl_ms)
-        self.ceiling.set_dynamic(da, ttl_ms, now)
+        self.ceiling.set_dynamic(da, ttl_ms, now, w)
         return 200, {"deviceId": self.agent.device_id, "limit": {"value": value, "unit": unit},
                      "source": source, "expiresAt": self.expires_at}
 

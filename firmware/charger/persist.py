@@ -12,6 +12,7 @@ import record
 # Keys (ESP32 NVS keys are at most 15 characters).
 CAP = "cap"  # max_charge_rate, W (word)
 FAILSAFE = "failsafe"  # failsafe_charge_rate, W (word)
+PHASES_MODE = "phases_mode"  # phases_mode: 0 auto, 1 or 3 (word; settings.py)
 IN_CHARGE = "in_charge"  # a controller sets a dynamic limit (word 0/1; docs/protocol.md)
 PAUSE = "pause"  # the session is paused by idle (word 0/1)
 ACTIONS = "actions"  # the action journal (blob)

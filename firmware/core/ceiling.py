@@ -3,7 +3,9 @@
 # balancing); the control loop combines them every tick (Ceiling.update: integers, no
 # allocation), so a dynamic limit's time-to-live runs out within one tick of its deadline,
 # whatever the network is doing, and the expiry is a ring record the worker turns into an
-# event.
+# event. A ceiling given in W is converted to a per-phase current there too, with the
+# phases in use at that tick (phases.py), so a switch between one phase and three can never
+# leave a power ceiling converted for the other count.
 from array import array
 from micropython import const
 from control import elapsed
@@ -34,6 +36,11 @@ class Ceiling:
     def __init__(self, ring):
         self.ring = ring
         self.da = array("i", [-1] * _SOURCES)
+        # A source given in W has its watts here (-1: given in dA, its da slot counts); its
+        # da slot then only says whether it is in force (-1: not).
+        self.w = array("i", [-1] * _SOURCES)
+        self.dv = 2300  # the supply voltage, 0.1 V (settings.py sets the installation's)
+        self.phases = 1  # the phases in use (phases.py sets them, in the control loop)
         self.dyn_at = 0  # when the dynamic limit was set or renewed (board ms)
         self.dyn_ttl = 0  # ms
         self.failsafe = False  # a controller went silent (set here, cleared by the network side)
@@ -73,14 +80,33 @@ class Ceiling:
     def _site_stale(self, now):
         return bool(self.site_ttl) and elapsed(now, self.site_at) >= self.site_ttl
 
+    def per_phase_da(self, w):
+        # Watts -> per-phase current in dA with the phases in use, rounded down (never
+        # more current than the power allows).
+        return w * 100 // (self.dv * self.phases)
+
+    def lowest_w(self):
+        # The lowest ceiling in force given in W, -1 if none (phases.py's auto).
+        w = self.w
+        best = -1
+        for i in range(_SOURCES):
+            v = w[i]
+            if v < 0 or (i == DYNAMIC and self.failsafe) or (i == FAILSAFE and not self.failsafe):
+                continue
+            if best < 0 or v < best:
+                best = v
+        return best
+
     def _lowest(self, site_stale, skip, cap=AS_IS, dyn=AS_IS):
         # The lowest ceiling in force and its source, packed in one int so the control
         # loop's tick allocates nothing: (dA << 4) | source.
         da = self.da
+        w = self.w
         best = -1
         by = CAP
         for i in range(_SOURCES):
-            v = da[i]
+            v = w[i]
+            v = da[i] if v < 0 else self.per_phase_da(v)
             if i == SITE and site_stale:
                 v = self.site_fallback
             elif i == CAP and cap != AS_IS:
@@ -104,14 +130,18 @@ class Ceiling:
         self.site_at = at
         self.da[SITE] = share_da
 
-    def set_dynamic(self, da, ttl_ms, now):
+    def set_dynamic(self, da, ttl_ms, now, w=-1):
         # The deadline first, the value second, the failsafe off last: a control loop that
         # reads between them sees the old limit or an expiry, never a new value kept too long.
+        # `w`: the limit in W (-1: given in A, `da` is it); `da` first, `w` second, so a
+        # tick in between reads the old limit or the new one.
         self.dyn_at = now
         self.dyn_ttl = ttl_ms
         self.da[DYNAMIC] = da
+        self.w[DYNAMIC] = w
         self.failsafe = False
 
     def clear_dynamic(self):
+        self.w[DYNAMIC] = -1
         self.da[DYNAMIC] = -1
         self.failsafe = False

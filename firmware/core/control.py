@@ -16,18 +16,22 @@ SUSPENDED = const(4)
 FAULT = const(5)
 STATUS_NAMES = ("disconnected", "connected", "charging", "idle", "suspended", "fault")
 
-# Faults; from CONTACTOR_WELDED on they are latched until the board restarts.
+# Faults; from CONTACTOR_WELDED on they are latched until the board restarts. The
+# PHASE_ ones are the second contactor's, which switches L2/L3 (phases.py).
 PILOT_SHORT = const(1)
 PILOT_ERROR = const(2)
 DIODE_FAULT = const(3)
 VENTILATION = const(4)
 CONTACTOR_STUCK_OPEN = const(5)
 OVERCURRENT = const(6)
-CONTACTOR_WELDED = const(7)
-RCD_TRIP = const(8)
+PHASE_STUCK_OPEN = const(7)
+CONTACTOR_WELDED = const(8)
+RCD_TRIP = const(9)
+PHASE_WELDED = const(10)
 FAULT_NAMES = (None, "PILOT_SHORT", "PILOT_ERROR", "DIODE_FAULT", "VENTILATION_REQUIRED",
-               "CONTACTOR_STUCK_OPEN", "OVERCURRENT", "CONTACTOR_WELDED", "RCD_TRIP")
-_FIRST_LATCHED = const(7)
+               "CONTACTOR_STUCK_OPEN", "OVERCURRENT", "PHASE_CONTACTOR_STUCK_OPEN",
+               "CONTACTOR_WELDED", "RCD_TRIP", "PHASE_CONTACTOR_WELDED")
+_FIRST_LATCHED = const(8)
 
 # Records pushed to the event ring: (kind, time, arg).
 EV_SESSION_STARTED = const(1)
@@ -60,9 +64,10 @@ ASLEEP = const(9)  # no request after 30 s in B2: legacy wake-up
 WOKEN = const(10)
 CLEARED = const(11)
 HOLDOFF_DONE = const(12)
+SWITCH = const(13)  # paused for a switch between one phase and three (phases.py)
 CAUSE_FAULT = const(100)
 CAUSE_NAMES = ("boot", "plug", "unplug", "request", "stop", "limit", "resume", "let_go",
-               "forced_open", "asleep", "woken", "cleared", "holdoff_done")
+               "forced_open", "asleep", "woken", "cleared", "holdoff_done", "phase_switch")
 
 # Timings (ms). Sources and reasons: docs/safety.md.
 # C must read stable this long before closing (IEC 61851-1 Table A.6 seq. 4: close within 3 s)
@@ -75,8 +80,9 @@ _WAKEUP_F_MS = const(3000)  # the wake-up's F phase (docs/safety.md: about 3-4 s
 _WAKEUP_X1_MS = const(1000)  # then x1 briefly before PWM again
 _FAULT_F_MS = const(300)  # a fault shows F at least this long (docs/safety.md)
 _FAULT_HOLDOFF_MS = const(30000)  # no C for this long after a fault clears (docs/safety.md)
-# contactor aux contact must follow the coil within this (3x a contactor's 100 ms)
-_FEEDBACK_MS = const(300)
+# contactor aux contact must follow the coil within this (3x a contactor's 100 ms); the
+# second contactor's too (phases.py)
+FEEDBACK_MS = const(300)
 # above offered + 10 % + 0.5 A this long trips (EVerest soft over-current)
 _OVERCURRENT_MS = const(7000)
 _OVERCURRENT_TRIPS = const(3)  # trips in one session after which it holds until unplug
@@ -103,11 +109,12 @@ def passed(now, t):
 
 
 class Control:
-    def __init__(self, board, ring, trace, ceiling):
+    def __init__(self, board, ring, trace, ceiling, phases):
         self.board = board
         self.ring = ring
         self.trace = trace
         self.port = PilotPort(board)  # x1 before anything else
+        self.phases = phases  # one phase or three (phases.py): in use, wanted, the switch
         # Inputs, written by the network side.
         self.ceiling = ceiling  # every source's ceiling (ceiling.py); 0 until they are loaded
         self.paused = False  # idle: hold the session (cleared here at unplug)
@@ -206,6 +213,13 @@ class Control:
         if b.rcd_tripped:
             self._fault(now, RCD_TRIP)
         self._check_feedback(now, b.feedback)
+        # The second contactor may move only while the main one is open and nothing is
+        # offered or flowing (phases.py waits SETTLE_MS of it).
+        code = self.phases.step(now, not self._contactor and not b.feedback and
+                                self.port.offered_da == 0 and
+                                (not b.METERED or b.current_da < _PAUSE_CURRENT))
+        if code:
+            self._fault(now, code)
         self.ceiling.update(now)
         target = self._pace(now)
         mode = self.mode
@@ -237,7 +251,7 @@ class Control:
     def _pace(self, now):
         # The offer falls at once and rises at most once per RAISE_MS: requests may come
         # at any rate, the pilot changes at the pace a vehicle can follow.
-        want = 0 if self.paused else pilot.offer(self.ceiling.limit_da)
+        want = 0 if self.paused or self.phases.holding else pilot.offer(self.ceiling.limit_da)
         t = self._target
         if want < t or (want > t and (self._target_at < 0 or
                                       elapsed(now, self._target_at) >= RAISE_MS)):
@@ -260,7 +274,7 @@ class Control:
 
     def _ready(self, now, p, target):
         if not target:
-            return self._enter(HELD, now, LIMIT)
+            return self._enter(HELD, now, self._why_not())
         self.port.offer(target)
         if p == pilot.C:
             if self._c_since < 0:
@@ -277,7 +291,7 @@ class Control:
         if p != pilot.C:
             return self._enter(READY if target else HELD, now, STOP)  # C -> B: open at once
         if not target:
-            return self._enter(PAUSING, now, LIMIT)
+            return self._enter(PAUSING, now, self._why_not())
         self.port.offer(target)
         self._check_overcurrent(now)
 
@@ -295,6 +309,10 @@ class Control:
         elif elapsed(now, self._since) >= _PAUSE_FORCE_MS:
             self._enter(HELD, now, FORCED)
             self.forced_open = True
+
+    def _why_not(self):
+        # The cause of a pause the offer makes: a phase switch, or the pause or a limit.
+        return SWITCH if self.phases.holding and not self.paused else LIMIT
 
     def _wakeup(self, now, p, target):
         t = elapsed(now, self._since)
@@ -315,6 +333,8 @@ class Control:
         self.port.x1()  # after F: watch the pilot with nothing offered
         if self._trips >= _OVERCURRENT_TRIPS and p != pilot.A:
             return  # a vehicle that keeps overdrawing is refused until it is unplugged
+        if not self.phases.agrees:
+            return  # the second contactor has not followed its coil yet (phases.py)
         if p == pilot.A or p == pilot.B or p == pilot.C:
             self.ring.push(EV_FAULT_CLEARED, now, self.fault)
             self.fault = 0
@@ -335,7 +355,7 @@ class Control:
             self._feedback_since = -1
         elif self._feedback_since < 0:
             self._feedback_since = now
-        elif elapsed(now, self._feedback_since) >= _FEEDBACK_MS:
+        elif elapsed(now, self._feedback_since) >= FEEDBACK_MS:
             self._fault(now, CONTACTOR_WELDED if closed else CONTACTOR_STUCK_OPEN)
 
     def _check_overcurrent(self, now):
@@ -380,6 +400,7 @@ class Control:
                 self.session_active = True
                 self.session_start_wh = self.energy_wh
                 self.ring.push(EV_SESSION_STARTED, now, 0)
+                self.phases.new_session()
 
     def session_energy(self):
         return self.energy_wh - self.session_start_wh if self.session_active else 0
@@ -391,7 +412,8 @@ class Control:
             return DISCONNECTED
         if self.paused:
             return IDLE
-        if self.mode == HOLDOFF or pilot.offer(self.ceiling.limit_da) == 0:
+        if self.mode == HOLDOFF or pilot.offer(self.ceiling.limit_da) == 0 or \
+                self.phases.holding:
             return SUSPENDED
         b = self.board
         if self._contactor and (not b.METERED or b.current_da >= _PAUSE_CURRENT):

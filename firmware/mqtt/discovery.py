@@ -8,7 +8,7 @@ import gc
 import json
 from actions import STRATEGY
 from control import STATUS_NAMES
-from settings import KW_MAX, KW_MIN
+from settings import KW_MAX, KW_MIN, MODES
 import topics
 
 # (object, component, name, device_class, unit, state_class, category, value template).
@@ -38,6 +38,14 @@ _ENTITIES = (
     ("failsafe_charge_rate", "number", "Failsafe charge rate", "power", "kW", None, "config",
      "{{ value_json.data.settings.failsafe_charge_rate.value }}"),
 )
+# Where the config has phase_switch (one phase or three, docs/meters.md): the mode as a
+# select, and the phases in use.
+_PHASE_ENTITIES = (
+    ("phases_mode", "select", "Phases", None, None, None, None,
+     "{{ value_json.data.settings.phases_mode.value }}"),
+    ("phases_in_use", "sensor", "Phases in use", None, None, None, None,
+     "{{ value_json.data.state.phasesInUse }}"),
+)
 # (object, command topic, command template). Each template builds a request with a requestId
 # ("ha-" and the time): docs/protocol.md refuses requests without one. "%s" is the conflict
 # strategy (actions.STRATEGY), put in as the config is built, so this too stays in flash.
@@ -48,6 +56,10 @@ _COMMANDS = (
      '{"max_charge_rate":{"value":{{ value }},"unit":"kw"}}}'),
     ("failsafe_charge_rate", "~/settings", '{"requestId":"ha-{{ now().timestamp() }}",'
      '"settings":{"failsafe_charge_rate":{"value":{{ value }},"unit":"kw"}}}'),
+    # A select's value is its option's text: "auto" stays a string, "1" and "3" numbers.
+    ("phases_mode", "~/settings", '{"requestId":"ha-{{ now().timestamp() }}","settings":'
+     '{"phases_mode":{"value":{{ \'"auto"\' if value == \'auto\' else value }},'
+     '"unit":"phases"}}}'),
 )
 
 
@@ -60,6 +72,7 @@ class Discovery:
         self.version = version
         self.announced = 0  # configs published since boot
         self._pending = False
+        self._entities = _ENTITIES + (_PHASE_ENTITIES if cfg.get("phase_switch") else ())
 
     # -- the MQTT uplink's hooks (mqtt_uplink.py)
     def topics(self):
@@ -80,7 +93,7 @@ class Discovery:
 
     # -- the configs
     def announce(self, publish):
-        for entity in _ENTITIES:
+        for entity in self._entities:
             topic, payload = self.config(entity)
             publish(topic, payload, True)
             self.announced += 1
@@ -103,6 +116,8 @@ class Discovery:
             c["ent_cat"] = category
         if obj == "status":
             c["ops"] = list(STATUS_NAMES)
+        elif component == "select":
+            c["ops"] = [str(m) for m in MODES]
         for name, topic, template in _COMMANDS:
             if name == obj:
                 c["cmd_t"] = topic

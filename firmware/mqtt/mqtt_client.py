@@ -11,10 +11,12 @@
 #   umqtt.simple's callback is given the topic and the body only;
 # - publish() also takes a body that writes itself (len() and write_to(stream), e.g.
 #   api_text.JsonBody): umqtt.simple asks its len() and hands it to sock.write(), which
-#   _Bounded passes on, so a large message is never held whole in a small heap.
+#   _Bounded passes on with the client's own Out (one buffer per connection, not per
+#   body), so a large message is never held whole in a small heap.
 # connect() keeps the TCP socket (TLS wraps it) to set that timeout and TCP_NODELAY on, and
 # a certificate that fails the check is reported as one line.
 from umqtt.simple import MQTTClient
+from api_text import Out
 import trust
 
 _CHUNK = 256
@@ -51,7 +53,7 @@ class _Bounded:
 
     def write(self, buf, n=-1):
         if hasattr(buf, "write_to"):  # a body that writes itself (publish)
-            buf.write_to(self.sock)
+            buf.write_to(self.sock, self.client.out)
             return len(buf)
         return self.sock.write(buf) if n < 0 else self.sock.write(buf, n)
 
@@ -90,6 +92,7 @@ class BoundedClient(MQTTClient):
         super().__init__(client_id, server, port or (8883 if ssl else 1883),
                          ssl=_KeepTcp(self, ssl) if ssl else None, **kw)
         self.tcp = None
+        self.out = Out(None)  # what a body that writes itself is gathered in (_Bounded.write)
         self.too_large = 0
         self._on_message = None
         self._reader = None

@@ -26,6 +26,7 @@ from ocpp_smart import Smart
 
 _FAULT_CODES = {ctl.RCD_TRIP: "GroundFailure", ctl.CONTACTOR_WELDED: "PowerSwitchFailure",
                 ctl.CONTACTOR_STUCK_OPEN: "PowerSwitchFailure",
+                ctl.PHASE_WELDED: "PowerSwitchFailure", ctl.PHASE_STUCK_OPEN: "PowerSwitchFailure",
                 ctl.OVERCURRENT: "OverCurrentFailure"}
 _MAX_TX_MESSAGES = const(12)  # Start/StopTransaction kept through an outage (6 sessions)
 _MAX_METER_VALUES = const(8)  # MeterValues kept in RAM through an outage (the newest)

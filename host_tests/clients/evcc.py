@@ -18,7 +18,9 @@ and what each piece here follows:
   string getter parsed by api.ChargeStatusString (api/chargemodestatus.go: first letter;
   E and F are errors); `enabled` a bool getter; `enable` a bool setter with parameter
   `enable`; `maxcurrent` an int setter with parameter `maxcurrent`; `power` (W) and
-  `energy` (kWh) float getters.
+  `energy` (kWh) float getters; `phases1p3p` an int setter with parameter `phases`, refused
+  without `tos: true` ("1p3p does no longer handle disable/enable": the charger pauses
+  around a switch itself).
 - plugin/mqtt.go, plugin/mqtt_handler.go, plugin/helper.go: a getter listens on its topic
   (one subscription per getter, QoS 1) into a util.Monitor; each read checks the known
   error strings, then runs the pipeline. A setter renders its payload with
@@ -37,13 +39,22 @@ and what each piece here follows:
 - core/loadpoint.go: Update() reads the status, runs syncCharger(), then setLimit();
   setLimit() calls MaxCurrent only when the current changed and Enable only when enabled
   changed; the start-up read in Prepare; chargerSwitchDuration (60 s) during which the
-  charger's enabled is not adopted.
+  charger's enabled is not adopted; scalePhases() calls Phases1p3p only when the phases
+  differ from the loadpoint's, and neither disables nor re-enables the charger around it.
 - util/decoder.go: a key a plugin does not know is an error (mapstructure ErrorUnused,
   keys matched case-insensitively).
+- plugin/http.go, util/request/helper.go: the `http` plugin (read at 04d67a7e, 2026-12).
+  `method` defaults to GET, and a `body` makes a GET a POST; a getter sends the request
+  with `uri` as it is and runs the pipeline on the body; a setter renders `uri` and
+  `body` with setFormattedValue, as the mqtt plugin renders its payload, and sends them;
+  `headers` go as given; an answer other than 2xx, or none within `timeout` (10 s), is an
+  error. Its response cache (`cache`) is not emulated: without it, evcc's cache layer keeps
+  nothing the charger marks `no-store`, and the charger marks every answer so.
 
-What is not emulated: evcc's decision of the current (site meters, PV, modes, plans: the
-test sets `loadpoint.target`), vehicles, phases, circuits, and every plugin but `mqtt` and
-`watchdog`. Durations that belong to evcc (its interval, the watchdog's timeout,
+What is not emulated: evcc's decision of the current and of the phases (site meters, PV,
+modes, plans, pvScalePhases' timers: the test sets `loadpoint.target` and
+`loadpoint.target_phases`), vehicles, measured phases, circuits, and every plugin but `mqtt`,
+`http` and `watchdog`. Durations that belong to evcc (its interval, the watchdog's timeout,
 chargerSwitchDuration) are multiplied by `time_factor` so a test can run faster than real
 time; the getters' `timeout` is not, because it is measured against the charger's own
 heartbeat, which the test does not speed up.
@@ -52,6 +63,8 @@ import json
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 from decimal import Decimal
 
 import jq
@@ -66,14 +79,26 @@ class ConfigError(Exception):
     """The YAML asks for something evcc would refuse, or this emulation does not implement."""
 
 
-def read_recipe(markdown_path):
-    """The evcc.yaml of a Markdown page: its one fenced ```yaml block, parsed."""
+def read_recipe(markdown_path, source="mqtt", phase_switch=False):
+    """The evcc.yaml of a Markdown page whose charger reads its status through the plugin
+    `source`: the one fenced ```yaml block that does, parsed; with `phase_switch` the keys of
+    the one block holding `phases1p3p` added to its charger (docs/evcc.md)."""
     with open(markdown_path, encoding="utf-8") as f:
-        blocks = re.findall(r"^```yaml\n(.*?)^```", f.read(), re.S | re.M)
-    if len(blocks) != 1:
-        raise ConfigError("%s: expected one ```yaml block, found %d" % (markdown_path,
-                                                                        len(blocks)))
-    return yaml.safe_load(blocks[0])
+        blocks = [yaml.safe_load(b) for b in re.findall(r"^```yaml\n(.*?)^```", f.read(),
+                                                        re.S | re.M)]
+    found = [b for b in blocks if isinstance(b, dict) and
+             [c.get("status", {}).get("source") for c in b.get("chargers") or []] == [source]]
+    if len(found) != 1:
+        raise ConfigError("%s: expected one ```yaml block with a %s charger, found %d" % (
+            markdown_path, source, len(found)))
+    recipe = found[0]
+    if phase_switch:
+        keys = [b for b in blocks if isinstance(b, dict) and "phases1p3p" in b]
+        if len(keys) != 1:
+            raise ConfigError("%s: expected one ```yaml block with phases1p3p, found %d" % (
+                markdown_path, len(keys)))
+        recipe["chargers"][0].update(keys[0])
+    return recipe
 
 
 # --- Go's formatting -----------------------------------------------------------------------
@@ -346,6 +371,8 @@ class MqttPlugin:
         c = _decode(cfg, _MQTT_KEYS, _MQTT_EMULATED, "mqtt")
         if "topic" not in c:
             raise ConfigError("mqtt: missing topic")
+        if evcc.client is None:
+            raise ConfigError("mqtt: no broker")
         self.client = evcc.client
         self.topic = c["topic"]
         self.payload = c.get("payload") or ""
@@ -407,6 +434,73 @@ class MqttPlugin:
         return write
 
 
+# plugin/http.go's keys (pipeline.Settings squashed in), and the emulated ones.
+_HTTP_KEYS = {"uri", "method", "headers", "body", "scale", "insecure", "auth", "timeout",
+              "cache", "regex", "default", "jq", "unpack", "decode", "quote"}
+_HTTP_EMULATED = {"uri", "method", "headers", "body", "scale", "timeout", "jq"}
+
+
+class HttpPlugin:
+    def __init__(self, cfg, evcc):
+        c = _decode(cfg, _HTTP_KEYS, _HTTP_EMULATED, "http")
+        if not c.get("uri"):
+            raise ConfigError("http: missing uri")
+        self.uri = evcc.rewrite(c["uri"])
+        self.method = str(c.get("method") or "GET").upper()
+        self.headers = {str(k): str(v) for k, v in (c.get("headers") or {}).items()}
+        self.body = c.get("body") or ""
+        if self.body and self.method == "GET":  # WithBody
+            self.method = "POST"
+        self.scale = float(c.get("scale", 1))
+        self.timeout = go_duration(c["timeout"]) if "timeout" in c else 10.0
+        self.jq = jq.compile(c["jq"]) if c.get("jq") else None
+        self.sent = evcc.sent
+
+    def request(self, uri, body):
+        # request(): the body only with a method other than GET; DoBody: an answer other
+        # than 2xx is an error. Every exchange is kept for the test: (time, uri, body,
+        # status, answer).
+        data = body.encode() if self.method != "GET" else None
+        req = urllib.request.Request(uri, data=data, method=self.method, headers=self.headers)
+        entry = [time.monotonic(), uri, body, None, None]
+        self.sent.append(entry)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                entry[3], raw = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            entry[3], raw = e.code, e.read()
+        entry[4] = raw.decode("utf-8", errors="replace")
+        if not 200 <= entry[3] < 300:
+            raise ValueError("unexpected status: %d (%s)" % (entry[3], entry[4][:200]))
+        return entry[4]
+
+    # -- reading
+    def string_getter(self):
+        def get():
+            payload = self.request(set_formatted_value(self.uri, "", ""), self.body)
+            if payload in _KNOWN_ERRORS:
+                raise ValueError(payload)
+            if self.jq is None:
+                return payload
+            results = self.jq.input_text(payload).all()
+            if not results:
+                raise ValueError("jq: empty result")
+            if len(results) > 1:
+                raise ValueError("jq: too many results")
+            return go_value(results[0])
+        return get
+
+    float_getter = MqttPlugin.float_getter
+    bool_getter = MqttPlugin.bool_getter
+
+    # -- writing
+    def setter(self, param):
+        def write(value):
+            self.request(set_formatted_value(self.uri, param, value),
+                         set_formatted_value(self.body, param, value))
+        return write
+
+
 class WatchdogPlugin:
     """plugin/watchdog.go without `reset`, `initial` and `defer`."""
 
@@ -450,7 +544,7 @@ class WatchdogPlugin:
         return set_value
 
 
-_PLUGINS = {"mqtt": MqttPlugin, "watchdog": WatchdogPlugin}
+_PLUGINS = {"mqtt": MqttPlugin, "http": HttpPlugin, "watchdog": WatchdogPlugin}
 
 
 def make_plugin(cfg, evcc):
@@ -470,7 +564,7 @@ _CHARGER_KEYS = {"name", "type", "status", "enabled", "enable", "maxcurrent", "p
                  "wakeup", "soc", "limitsoc", "finishtime", "tos", "temp", "limittemp",
                  "currents", "voltages", "powers", "features", "icon"}
 _CHARGER_EMULATED = {"name", "type", "status", "enabled", "enable", "maxcurrent", "power",
-                     "energy"}
+                     "energy", "phases1p3p", "tos"}
 
 
 class ChargeStatusError(ValueError):
@@ -507,6 +601,12 @@ class CustomCharger:
         self._max_current = make_plugin(c["maxcurrent"], evcc).setter("maxcurrent")
         self._power = make_plugin(c["power"], evcc).float_getter() if "power" in c else None
         self._energy = make_plugin(c["energy"], evcc).float_getter() if "energy" in c else None
+        self._phases1p3p = None
+        if "phases1p3p" in c:
+            if not c.get("tos"):
+                raise ConfigError("1p3p does no longer handle disable/enable. Use tos: true to "
+                                  "confirm you understand the consequences")
+            self._phases1p3p = make_plugin(c["phases1p3p"], evcc).setter("phases")
 
     def status(self):
         return charge_status(self._status())
@@ -519,6 +619,9 @@ class CustomCharger:
 
     def max_current(self, amps):
         self._max_current(int(amps))
+
+    def phases1p3p(self, phases):
+        self._phases1p3p(int(phases))
 
     def power(self):
         return self._power()
@@ -540,6 +643,8 @@ class Loadpoint:
         self.offered = 0.0
         self.switched = float("-inf")  # chargerSwitched: the zero time
         self.target = 0
+        self.phases = 0  # the phases evcc believes the charger uses; 0: unknown
+        self.target_phases = None  # evcc's choice of phases (pvScalePhases), None: no switch
         self.seen = []  # (status, enabled as read) per Update, for the test
         self.readings = []  # (power W, energy kWh) per Update
 
@@ -581,6 +686,8 @@ class Loadpoint:
         if not self.connected():
             self.set_limit(0)  # "always disable charger if not connected"
         else:
+            if self.target_phases and self.charger._phases1p3p is not None:
+                self.scale_phases(self.target_phases)
             self.set_limit(self.target)
 
     def connected(self):
@@ -610,6 +717,13 @@ class Loadpoint:
             if consistent:
                 self.enabled = enabled  # setAndPublishEnabled, deferred
 
+    def scale_phases(self, phases):
+        # scalePhases: the charger switches by itself (tos); evcc only remembers the phases.
+        if self.phases != phases:
+            self.charger.phases1p3p(phases)
+            self.evcc.log("DEBUG", "switched phases: %dp" % phases)
+            self.phases = phases
+
     def set_limit(self, current):
         current = float(int(current))  # coarse current: no maxcurrentmillis, full amps
         if current != self.offered and current >= MIN_CURRENT:
@@ -625,7 +739,8 @@ class Loadpoint:
 
 
 class _OnePayload:
-    """In place of an Evcc for read_once(): a client whose every topic holds one payload."""
+    """In place of an Evcc for read_once() and write_once(): a client whose every topic holds
+    one payload."""
 
     def __init__(self, payload):
         self.time_factor = 1.0
@@ -633,10 +748,23 @@ class _OnePayload:
         self.messages = []
         self.stopped = threading.Event()
         payload = payload if isinstance(payload, str) else json.dumps(payload)
-        self.client = type("Retained", (), {"listen": lambda s, topic, cb: cb(payload)})()
+        self.client = type("Retained", (), {  # what it publishes stays in `sent`
+            "listen": lambda s, topic, cb: cb(payload),
+            "publish": lambda s, topic, retained, text: None})()
 
     def log(self, level, text):
         self.messages.append((level, text))
+
+
+def write_once(charger_config, setter, value):
+    """What evcc publishes through one of the charger's setters, given its config key
+    (`phases1p3p`, `maxcurrent`, `enable`), with no broker: (topic, payload)."""
+    evcc = _OnePayload("")
+    charger = CustomCharger(charger_config, evcc)
+    {"phases1p3p": charger.phases1p3p, "maxcurrent": charger.max_current,
+     "enable": charger.enable}[setter](value)
+    _, topic, payload = evcc.sent[-1]
+    return topic, payload
 
 
 def read_once(charger_config, payload):
@@ -651,16 +779,21 @@ def read_once(charger_config, payload):
 
 
 class Evcc:
-    """An evcc with one loadpoint on the recipe's charger, its loop in a thread."""
+    """An evcc with one loadpoint on the recipe's charger, its loop in a thread. `broker`:
+    its MQTT connection's (None: no mqtt plugin may be used); `rewrite(uri)`: an http
+    plugin's address as the test reaches the charger (the recipe's own host and port)."""
 
-    def __init__(self, config, broker, time_factor=1.0):
+    def __init__(self, config, broker, time_factor=1.0, rewrite=None):
         self.config = config
         self.time_factor = time_factor
         self.interval = go_duration(config.get("interval", "30s")) * time_factor
         self.stopped = threading.Event()
-        self.sent = []  # (monotonic time, topic, payload) of every publish
+        # Of every request: (monotonic time, topic, payload) published over MQTT, or
+        # [monotonic time, uri, body, status, answer] sent over HTTP.
+        self.sent = []
         self.messages = []  # (level, text): evcc's log
-        self.client = Client(broker)
+        self.rewrite = rewrite or (lambda uri: uri)
+        self.client = Client(broker) if broker else None
         chargers = config.get("chargers") or []
         loadpoints = config.get("loadpoints") or []
         if len(chargers) != 1 or len(loadpoints) != 1:
@@ -700,4 +833,5 @@ class Evcc:
         """evcc's process ends: its loop and watchdogs stop, its connection drops."""
         self.stopped.set()
         self.thread.join(5)
-        self.client.close()
+        if self.client:
+            self.client.close()

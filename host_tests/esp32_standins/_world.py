@@ -6,6 +6,7 @@ import _thread
 LOG = open(os.getenv("STANDIN_LOG") or "standin.log", "a")
 EV = os.getenv("STANDIN_EV") or "A"  # what the vehicle shows: A, B or C (C only under PWM)
 ADC_FAIL_AFTER = int(os.getenv("STANDIN_ADC_FAIL_AFTER") or "0")
+PHASE_WELDED = os.getenv("STANDIN_PHASE_WELDED") == "1"  # the second contactor stuck closed
 pins = {}  # GPIO -> level driven
 pwm = {}  # GPIO -> duty_u16 while PWM runs
 seq = [0]

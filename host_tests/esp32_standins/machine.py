@@ -42,6 +42,9 @@ class Pin:
         if v is None:
             if self.id == _cfg_pins.get("contactor_feedback"):
                 return 0 if _world.pins.get(_cfg_pins.get("contactor")) else 1  # active low
+            if self.id == _cfg_pins.get("phase_feedback"):  # the second contactor's
+                closed = _world.PHASE_WELDED or _world.pins.get(_cfg_pins.get("phase_contactor"))
+                return 0 if closed else 1
             return _world.pins.get(self.id, 1)  # inputs idle high (pull-ups)
         _world.pins[self.id] = v
         _world.pwm.pop(self.id, None)

@@ -103,8 +103,8 @@ class AgentProcess:
         while True:
             kind = self._read(1)[0]
             if kind == OUTPUTS:
-                counts, drive = struct.unpack("<ii", self._read(8))
-                return counts, bool(drive)
+                counts, drive, phase = struct.unpack("<iii", self._read(12))
+                return counts, bool(drive), bool(phase)
             if kind != PUBLISH:
                 raise RuntimeError("bad frame %r from the firmware" % chr(kind))
             retain, tlen = struct.unpack("<BH", self._read(3))

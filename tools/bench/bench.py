@@ -1,4 +1,5 @@
-"""The charger's hardware in software: pilot circuit, contactor, meter, RCD and a vehicle.
+"""The charger's hardware in software: pilot circuit, contactor (and a second one on L2/L3
+where the installation switches between one phase and three), meter, RCD and a vehicle.
 
 The bench is stepped in bench time (ms). Each step takes the board's outputs (pilot duty
 counts, contactor drive), moves the world on, and returns what the board's inputs would
@@ -20,7 +21,7 @@ SOURCE_V = 12.0
 SERIES_OHM = 1000.0
 DIODE_V = 0.7
 FAULTS = ("none", "pilot_short", "diode_short", "contactor_weld", "contactor_stuck_open",
-          "rcd_trip", "overcurrent")
+          "rcd_trip", "overcurrent", "phase_contactor_weld", "phase_contactor_stuck_open")
 # The vehicle's fields on bench/{id}/ev (sparse): JSON name -> (Vehicle attribute, JSON type,
 # a number's (lowest, highest, unit)). The one definition of what the bench takes: the page
 # and evctl check with ev_field_problem() before they send.
@@ -71,10 +72,11 @@ def ev_field_problem(key, value):
 
 class Bench:
     def __init__(self, voltage=230.0, phases=1, pwm_full=sim_board.Board.PWM_FULL,
-                 meters=None):
+                 phase_switch=False, meters=None):
         """meters: {role: model} for the Modbus meters on the board's bus (METER_ROLES)."""
         self.voltage = voltage
-        self.phases = phases
+        self.phases = phases  # the installation's
+        self.phase_switch = phase_switch  # a second contactor switches L2/L3
         self.pwm_full = pwm_full
         self.t = 0
         self.vehicle = Vehicle()
@@ -84,6 +86,10 @@ class Bench:
         self.drive = False
         self.contactor = False  # the physical contact
         self.welded = False  # welded shut: stays so through other faults, until "none"
+        self.phase_drive = False  # the second contactor: what the board drives ...
+        self.phase_contactor = False  # ... and its contact (closed: three phases)
+        self.phase_welded = False
+        self.phase_log = []  # (t, closed): the second contactor's physical changes
         self.current = 0.0  # A per phase, measured
         self.phase_offset = [0.0, 0.0, 0.0]  # A a phase draws beyond it (an unbalanced load)
         self.energy_wh = 0.0
@@ -108,6 +114,23 @@ class Bench:
             self.duty_log.append((self.t, duty_counts))
         self.duty_counts = duty_counts
         self.drive = bool(contactor_drive)
+
+    def drive_phase(self, closed):
+        """The second contactor's coil, as the board drives it."""
+        self.phase_drive = bool(closed)
+
+    def apply_outputs(self, outputs):
+        """The board's outputs after a tick: (duty counts, contactor, second contactor)."""
+        counts, drive, phase = outputs
+        self.drive_outputs(counts, drive)
+        self.drive_phase(phase)
+
+    @property
+    def phases_in_use(self):
+        """The phases the vehicle can draw on now."""
+        if not self.phase_switch:
+            return self.phases
+        return 3 if self.phase_contactor else 1
 
     @property
     def duty_percent(self):
@@ -144,10 +167,11 @@ class Bench:
 
     def phase_currents(self):
         """A on each of the charger's phases: the vehicle's draw, plus phase_offset while it
-        draws."""
-        if not self.current:
-            return [0.0] * self.phases
-        return [self.current + self.phase_offset[p] for p in range(self.phases)]
+        draws, on the phases in use (L2 and L3 carry nothing while the second contactor is
+        open)."""
+        live = self.phases_in_use if self.current else 0
+        return [self.current + self.phase_offset[p] if p < live else 0.0
+                for p in range(self.phases)]
 
     # -- the Modbus meters
     def _feed_meters(self):
@@ -189,6 +213,16 @@ class Bench:
         if closed != self.contactor:
             self.contactor = closed
             self.contactor_log.append((self.t, closed))
+        closed = self.phase_drive and self.phase_switch
+        if self.fault == "phase_contactor_weld" and self.phase_contactor:
+            self.phase_welded = True
+        if self.phase_welded and self.phase_contactor:
+            closed = True
+        elif self.fault == "phase_contactor_stuck_open":
+            closed = False
+        if closed != self.phase_contactor:
+            self.phase_contactor = closed
+            self.phase_log.append((self.t, closed))
 
     def _pilot_levels(self):
         if self.pilot_override is not None:
@@ -214,9 +248,10 @@ class Bench:
         values = {"now": self.t, "high_mv": int(round(self.high * 1000)),
                   "low_mv": int(round(self.low * 1000)), "feedback": int(self.contactor),
                   "current_da": int(self.current * 10) if s0 else 0,
-                  "power_w": int(self.current * self.voltage * self.phases) if s0 else 0,
+                  "power_w": int(self.current * self.voltage * self.phases_in_use) if s0 else 0,
                   "energy_wh": int(self.energy_wh) if s0 else 0,
-                  "rcd_tripped": int(self.rcd_tripped)}
+                  "rcd_tripped": int(self.rcd_tripped),
+                  "phase_feedback": int(self.phase_contactor)}
         return tuple(values[name] for name in INPUTS)
 
     @property
@@ -225,14 +260,14 @@ class Bench:
 
     @property
     def power_kw(self):
-        return self.current * self.voltage * self.phases / 1000.0
+        return self.current * self.voltage * self.phases_in_use / 1000.0
 
     def set_fault(self, name):
         if name not in FAULTS:
             raise ValueError("unknown fault %r" % name)
         self.fault = name
         if name == "none":
-            self.welded = False  # the bench's repair
+            self.welded = self.phase_welded = False  # the bench's repair
 
     def set_ev(self, fields):
         """Change the vehicle's fields named in `fields` (all or none: ValueError names the
@@ -266,7 +301,10 @@ class Bench:
                 "pilot": {"state": self.pilot_state(), "dutyPercent": round(self.duty_percent, 2),
                           "high": round(self.high, 2), "low": round(self.low, 2)},
                 "contactor": "closed" if self.contactor else "open",
-                "current": round(self.current, 2), "power": round(self.power_kw, 3),
+                "current": round(self.current, 2), "phases": self.phases_in_use,
+                "phaseContactor": (("closed" if self.phase_contactor else "open")
+                                   if self.phase_switch else None),
+                "power": round(self.power_kw, 3),
                 "energy": round(self.energy_wh / 1000.0, 4), "fault": self.fault,
                 "evChangedAt": self.ev_changed_at,
                 "contactorChangedAt": self.contactor_log[-1][0] if self.contactor_log else None,

@@ -5,11 +5,13 @@ vehicle, the bench's faults, a home energy manager (cap writes), a controller (d
 it renews, clears, or lets run out into the failsafe, and failsafe writes), a cloud (commands,
 with repeated and replacing action ids), a person at the reset button and the mains (power
 cuts) do to the charger, each at its own random rate, up to one per tick; some seeds add an
-OCPP central system with its charging profiles (ocpp_fuzz.py). Sites of several chargers are
-site_fuzz.py's. `run()` plays it on a rig
-(firmware under CPython or under the micropython binary) and feeds every tick to the
-invariant checker (tools/bench/invariants.py); a broken invariant raises with the command
-that replays it. `shrink()` looks for a shorter timeline that still breaks it.
+OCPP central system with its charging profiles (ocpp_fuzz.py), and on an installation that
+switches between one phase and three, phases_mode writes and the second contactor's faults.
+Sites of several chargers are site_fuzz.py's. `run()` plays it on a rig (firmware under
+CPython or under the micropython binary) and feeds every tick to the invariant checker
+(tools/bench/invariants.py) and, where the installation switches, to the switch's
+(tools/bench/phase_invariants.py); a broken invariant raises with the command that replays
+it. `shrink()` looks for a shorter timeline that still breaks it.
 
     make fuzz                          # many seeds, both interpreters, a summary
     make fuzz SEED=123 INTERP=micropython [ARGS="--keep 1,4,9 --until 42000"]
@@ -23,8 +25,9 @@ import tempfile
 import time
 import traceback
 
-from .invariants import CAP, FAILSAFE, Checker, Obs, Violation
+from .invariants import API, CAP, FAILSAFE, Checker, Obs, Violation
 from .ocpp_fuzz import OcppFuzz
+from .phase_invariants import PhaseChecker, PhaseViolation
 from .rig import TICK_MS, InProcessRig, ProcessRig
 import meter_poll  # the firmware's, as topics: .rig put them on the path
 import topics
@@ -33,6 +36,10 @@ DRAIN_MS = 15000  # quiet end: every action ends within 12 s of its start or res
 INTERPRETERS = ("cpython", "micropython")
 FAULTS = {"pilot_short": 3, "diode_short": 2, "overcurrent": 3, "contactor_stuck_open": 1,
           "contactor_weld": 1.5, "rcd_trip": 1}  # relative weights; weld and RCD latch
+# Where the installation switches phases: the second contactor's faults (a weld latches)
+# and the mode's values (settings.MODES).
+PHASE_FAULTS = {"phase_contactor_stuck_open": 2, "phase_contactor_weld": 1, "none": 3}
+PHASES_MODES = (1, 3, "auto")
 VEHICLE_AMPS = (6, 10, 13, 16, 20, 32, 48, 63, 80)
 INSTALL_AMPS = (6, 10, 13, 16, 20, 25, 32, 40, 48, 63, 80)
 CABLE_AMPS = (13, 20, 32, 63)
@@ -52,6 +59,7 @@ METER_FAULT_WEIGHTS = {"crc": 2, "exception": 2, "address": 1, "silent": 1}
 REPEAT_WINDOW = 16
 REPEAT_AFTER_RESTART = 2
 CRASH = "the firmware keeps running"
+PHASE_SWITCH = "the switch between one phase and three: "  # + phase_invariants' name
 
 
 class Step:
@@ -79,6 +87,8 @@ class Step:
             return "limit cleared" if a is None else "limit %r %r ttl %r s" % a
         if self.kind == "failsafe":
             return "failsafe %r kW" % (a,)
+        if self.kind == "phases":
+            return "phases_mode %r" % (a,)
         if self.kind == "meter":
             return "EV meter " + a
         if self.kind in ("reset", "cut", "boot"):
@@ -102,7 +112,8 @@ class Scenario:
             ", default %s kW" % i["default_kw"] if "default_kw" in i else "",
             ", no meter" if i.get("metered") is False else
             ", Modbus EV meter %s" % i["meters"]["ev"] if "meters" in i else "",
-            self.length_ms // 1000, len(self.steps)) + (", OCPP" if self.ocpp else "")
+            self.length_ms // 1000, len(self.steps)) + (", OCPP" if self.ocpp else "") + (
+            ", phase switch" if i.get("phase_switch") else "")
 
 
 # -- the generator
@@ -208,6 +219,9 @@ def generate(seed):
     _caps(g, length, install)
     _commands(g, length)
     _mains(g, length)
+    # One phase or three, from a stream of its own like OCPP's below.
+    if install["phases"] == 3:
+        _phases(g, random.Random(seed * 7919 + 17), length, install)
     # The controller's from a stream of its own, so a seed's other steps are what they were;
     # but a third of the seeds are calm (no bench faults), so that its ceilings are met
     # while a car charges, not only while the pilot shows F.
@@ -398,6 +412,29 @@ def _mains(g, length):
         g.react_to("boot", back)
 
 
+def _phases(g, r, length, install):
+    # Half the three-phase installations have a second contactor: phases_mode written by a
+    # person, Home Assistant or evcc (often around a switch's minimum interval), and the
+    # second contactor's faults, each a bench state until the next.
+    if r.random() < 0.5:
+        return
+    install["phase_switch"] = True
+    t = 0.0
+    per_s = g.logu(1 / 120, 1 / 5)
+    while True:
+        t += r.expovariate(per_s) * 1000
+        if t >= length:
+            break
+        g.add(t, "phases", r.choice(PHASES_MODES))
+    t = 0.0
+    per_s = 0.0 if r.random() < 0.4 else g.logu(1 / 180, 1 / 20)
+    while per_s:
+        t += r.expovariate(per_s) * 1000
+        if t >= length:
+            break
+        g.add(t, "fault", r.choices(list(PHASE_FAULTS), list(PHASE_FAULTS.values()))[0])
+
+
 def _cap_value(g, style, flap, k, site):
     r = g.r
     if style == "flap":  # alternating: a duty change every write
@@ -438,10 +475,17 @@ def run(scenario, make_rig, interp, keep=None, until=None):
     steps = [s for i, s in enumerate(scenario.steps)
              if (keep is None or i in keep) and s.t < length]
     inst = scenario.install
-    checker = Checker(inst["voltage"], inst["phases"], inst["max_current"],
-                      inst.get("cable_current"), inst.get("default_kw", 50),
-                      inst.get("metered", True),
+    # Where the installation switches, a power ceiling's current per phase depends on the
+    # phases in use: the checker holds the offer to the one-phase conversion (the loosest)
+    # and the switch's checker judges the power on the phases the bench really connects.
+    checker = Checker(inst["voltage"], 1 if inst.get("phase_switch") else inst["phases"],
+                      inst["max_current"], inst.get("cable_current"),
+                      inst.get("default_kw", 50), inst.get("metered", True),
                       meter_poll.PERIOD_MS if "meters" in inst else 0)
+    phases = None
+    if inst.get("phase_switch"):
+        phases = PhaseChecker(inst["voltage"])
+        phases.note_power_ceiling(inst.get("default_kw", 50) * 1000, 0)
     rig = make_rig(**inst)
     ocpp = None
     if scenario.ocpp and interp == "cpython":  # the station needs the firmware in process
@@ -449,7 +493,7 @@ def run(scenario, make_rig, interp, keep=None, until=None):
         ocpp = OcppFuzz(scenario.seed, length, checker, busy)
         ocpp.attach(rig)
     try:
-        _play(rig, checker, steps, length, ocpp)
+        _play(rig, checker, steps, length, ocpp, phases)
         checker.finish(rig.bench.t)
         if ocpp:
             ocpp.finish(rig.bench.t)
@@ -457,6 +501,10 @@ def run(scenario, make_rig, interp, keep=None, until=None):
     except Violation as v:
         v.replay = replay_command(scenario.seed, interp, keep, until)
         raise
+    except PhaseViolation as p:
+        v = Violation(PHASE_SWITCH + p.invariant, p.t, str(p), checker.history(p.t))
+        v.replay = replay_command(scenario.seed, interp, keep, until)
+        raise v from p
     except Exception as e:  # a crash of the firmware (or the link to it) is a finding too
         v = Violation(CRASH, rig.bench.t, "%s\n%s" % (
             repr(e), "".join(traceback.format_exception(e)[-4:])),
@@ -467,9 +515,9 @@ def run(scenario, make_rig, interp, keep=None, until=None):
         rig.close()
 
 
-def _play(rig, checker, steps, length, ocpp=None):
+def _play(rig, checker, steps, length, ocpp=None, phases=None):
     bench = rig.bench
-    state = {"powered": True, "seen": 0, "ocpp": ocpp}
+    state = {"powered": True, "seen": 0, "ocpp": ocpp, "phases": phases}
     events = rig.prefix + topics.EVENTS
     plain_step = rig.step
 
@@ -477,6 +525,8 @@ def _play(rig, checker, steps, length, ocpp=None):
         plain_step()
         obs = Obs.of(bench, state["powered"])
         checker.observe(obs)
+        if phases:
+            phases.observe(bench, state["powered"])
         if ocpp:
             ocpp.tick(obs)
         published = rig.published
@@ -504,6 +554,7 @@ def _apply(rig, checker, state, s, n):
     t = rig.bench.t
     note = checker.note(t, repr(s))
     kind, args = s.kind, s.args
+    phases = state["phases"]
     if kind == "ev":
         rig.ev(**args)
     elif kind == "fault":
@@ -516,6 +567,8 @@ def _apply(rig, checker, state, s, n):
             rig.power_cut()
             state["powered"] = False
             checker.power(False, t)
+            if phases:
+                phases.power_off(t)
             if state["ocpp"]:
                 state["ocpp"].power_cut()
     elif kind == "boot":
@@ -530,10 +583,22 @@ def _apply(rig, checker, state, s, n):
     elif kind == "cap":
         valid = valid_cap(args)
         checker.cap_sent(args, valid)
+        if valid and phases:
+            phases.power_ceiling_sent(args * 1000)
         reply = rig.request("settings", {"requestId": "f%d" % n,
                                          "settings": {CAP: {"value": args, "unit": "kw"}}})
         note[1] += " -> %s" % reply.get("meta", {}).get("status")
         checker.cap_reply(rig.bench.t, args, valid, reply)
+        if valid and phases:
+            phases.note_power_ceiling(args * 1000, rig.bench.t)
+    elif kind == "phases":
+        reply = rig.request("settings", {"requestId": "f%d" % n, "settings": {
+            "phases_mode": {"value": args, "unit": "phases"}}})
+        status = reply.get("meta", {}).get("status")
+        note[1] += " -> %s" % status
+        if status != 200:
+            raise Violation(API, rig.bench.t, "phases_mode %r answered %r" % (args, reply),
+                            checker.history(rig.bench.t))
     elif kind == "limit":
         value, unit, ttl = args or (None, None, None)
         valid = valid_limit(value, unit, ttl, checker.max_current)
@@ -564,8 +629,13 @@ def _apply(rig, checker, state, s, n):
         checker.command_reply(rig.bench.t, action_id, reply)
     elif kind == "reset":
         checker.reset_sent()
+        default_w = checker.default_kw * 1000
+        if phases:
+            phases.power_ceiling_sent(default_w)
         rig.factory_reset()
         checker.reset_done(rig.bench.t)
+        if phases:
+            phases.note_power_ceiling(default_w, rig.bench.t)
 
 
 def shrink(scenario, play, violation, budget_s=60):

@@ -21,6 +21,7 @@ from sim_link import INPUTS  # noqa: E402
 from sim_main import RESTART_EXIT  # noqa: E402
 
 TICK_MS = sim_board.Board.TICK_MS
+OFF = (0, False, False)  # the outputs of a board without power
 UNIX_BASE_MS = 1795478400000  # 2026-11-24T00:00:00Z at bench time 0
 
 
@@ -39,7 +40,8 @@ class Rig:
 
     def __init__(self, state_dir, voltage=230, phases=1, max_current=32, device_id="charger-1",
                  cable_current=None, default_kw=None, metered=True, site=None,
-                 clock_ms=UNIX_BASE_MS, ota=None, meters=None, meter_period_ms=None):
+                 clock_ms=UNIX_BASE_MS, phase_switch=False, ota=None, meters=None,
+                 meter_period_ms=None, uplinks=None):
         """ota: updates over the air, {"keys": [...]} (docs/ota.md); meters: {"ev": model,
         "mains": model}, the Modbus meters on the board's bus (the bench's pymodbus peers);
         the mains meter reads `household` (A per site phase) plus this charger's own draw on
@@ -58,7 +60,13 @@ class Rig:
             self.config["cable_current"] = cable_current
         if default_kw is not None:
             self.config["default_max_charge_rate"] = default_kw
-        self.bench = Bench(voltage=voltage, phases=phases, meters=meters)
+        if uplinks:  # config.uplinks' names (MQTT where none are given); a ProcessRig's
+            # sim_main.py then runs them, in threads, from the config's blocks
+            self.config["uplinks"] = uplinks
+        if phase_switch:
+            self.config["phase_switch"] = True
+        self.bench = Bench(voltage=voltage, phases=phases, phase_switch=phase_switch,
+                           meters=meters)
         self.config.update(self.bench.meters_config())
         if meter_period_ms:
             self.config["meters"]["period_ms"] = meter_period_ms
@@ -94,10 +102,9 @@ class Rig:
         b = self.bench
         b.step(TICK_MS)
         if not self.powered:
-            b.drive_outputs(0, False)  # no supply: no pilot voltage, contactor falls open
+            b.apply_outputs(OFF)  # no supply: no pilot voltage, contactors fall open
             return
-        counts, drive = self._tick(b.t, b.board_inputs())
-        b.drive_outputs(counts, drive)
+        b.apply_outputs(self._tick(b.t, b.board_inputs()))
 
     def ev(self, **fields):
         self.bench.set_ev(fields)
@@ -169,10 +176,14 @@ class InProcessRig(Rig):
         self.board.unix_base_ms = self.clock_ms
         self.board.now = self.bench.t
         self.powered = True
-        self.bench.drive_outputs(self.board.pilot_counts, self.board.contactor_drive)
+        self.bench.apply_outputs(self._outputs())
         self.agent = Agent(self.board)
         self.loop = runner.Lockstep(self.agent, self.board)  # the firmware's own loop
-        self.bench.drive_outputs(self.board.pilot_counts, self.board.contactor_drive)
+        self.bench.apply_outputs(self._outputs())
+
+    def _outputs(self):
+        bd = self.board
+        return bd.pilot_counts, bd.contactor_drive, bd.phase_drive
 
     def power_cut(self):
         self.powered = False
@@ -190,7 +201,7 @@ class InProcessRig(Rig):
         for name, value in zip(INPUTS, inputs):
             setattr(bd, name, value)
         self.loop.step(now)
-        return bd.pilot_counts, bd.contactor_drive
+        return self._outputs()
 
     def pump(self, now=None):
         self.run(runner.SERVICE_TICKS * TICK_MS)
@@ -225,7 +236,7 @@ class ProcessRig(Rig):
                                   on_publish=self._record)
         self.restarts += self.agent.resets  # it reset at boot (a version failing at import)
         self.powered = True
-        self.bench.drive_outputs(*self.agent.outputs)
+        self.bench.apply_outputs(self.agent.outputs)
 
     def _tick(self, now, inputs):
         try:

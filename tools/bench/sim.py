@@ -41,6 +41,9 @@ def parse(argv):
                    help="simulated flash; a later start with the same dir finds what was saved")
     p.add_argument("--voltage", type=float, default=230)
     p.add_argument("--phases", type=int, choices=(1, 3), default=1)
+    p.add_argument("--phase-switch", action="store_true",
+                   help="a second contactor switches L2/L3: one phase or three (needs "
+                   "--phases 3; the setting phases_mode, docs/meters.md)")
     p.add_argument("--max-current", type=int, default=32)
     p.add_argument("--default-kw", type=float,
                    help="default_max_charge_rate: the cap after a factory reset (default 50)")
@@ -103,6 +106,8 @@ def parse(argv):
     cloud_bench.add_arguments(p)
     a = p.parse_args(argv)
     cloud_bench.check(p, a)
+    if a.phase_switch and a.phases != 3:
+        p.error("--phase-switch needs --phases 3")
     if a.api_token is None:
         a.api_token = secrets.token_urlsafe(18)
     why = firmware_config.token_problem(a.api_token)

@@ -54,7 +54,8 @@ class Sim:
         self.lock = threading.Lock()
         if meters is None:
             meters = {"ev": args.ev_meter} if getattr(args, "ev_meter", None) else {}
-        self.bench = Bench(voltage=args.voltage, phases=args.phases, meters=meters)
+        self.bench = Bench(voltage=args.voltage, phases=args.phases,
+                           phase_switch=getattr(args, "phase_switch", False), meters=meters)
         self.broker = None
         self.client = None
         self.updates = None  # the download server of --updates DIR (update_server.py)
@@ -78,6 +79,8 @@ class Sim:
                "model": "bench-sim"}
         if a.default_kw is not None:
             cfg["default_max_charge_rate"] = a.default_kw
+        if getattr(a, "phase_switch", False):
+            cfg["phase_switch"] = True
         cfg.update(self.bench.meters_config(getattr(a, "meter_baud", 9600)))
         if a.webhook_url:
             cfg.update(webhook_url=a.webhook_url, webhook_secret=a.webhook_secret or "")
@@ -154,7 +157,7 @@ class Sim:
     def _power_on(self):
         self.agent = AgentProcess(self.config(), self.args.build,
                                   self.unix_base_ms, self.args.heapsize)
-        self.bench.drive_outputs(*self.agent.outputs)
+        self.bench.apply_outputs(self.agent.outputs)
         self.power = True
         if self.agent.resets:
             say("sim: agent reset at boot %d time(s)" % self.agent.resets)
@@ -204,10 +207,10 @@ class Sim:
         b = self.bench
         b.step(TICK_MS)
         if self.agent is None:
-            b.drive_outputs(0, False)
+            b.apply_outputs((0, False, False))
         else:
             try:
-                b.drive_outputs(*self.agent.tick(b.board_inputs()))
+                b.apply_outputs(self.agent.tick(b.board_inputs()))
             except RuntimeError as e:
                 if self.agent.exit_status() == RESTART_EXIT:  # it asked for a restart (Reset)
                     say("sim: agent restarting")
@@ -217,7 +220,8 @@ class Sim:
                 say("sim: agent died: %s" % e)
                 self._power_off()
         r = b.readings()
-        key = (r["pilot"], r["contactor"], round(r["current"], 1), r["fault"], str(r["ev"]))
+        key = (r["pilot"], r["contactor"], round(r["current"], 1), r["phases"], r["fault"],
+               str(r["ev"]))
         if key != self._last_key or b.t - self._last_readings >= READINGS_EVERY_MS:
             self._last_key = key
             self._last_readings = b.t

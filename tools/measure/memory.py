@@ -2,16 +2,25 @@
 agent runs here (tools/paths.py BUILDS): the heap its imports take, module by module; its live
 heap after wiring and connecting and at the peak of a long session; the smallest -X heapsize
 a session passes at; its allocations per control tick; and the .mpy bytes make deploy puts on
-an ESP32. The figures come from the on-device probes (tools/measure/probes/) run under each
+an ESP32. On the ESP32's own model (32-bit, frozen) the long session runs with each set of
+fronts (FRONTS: MQTT alone, MQTT and HTTP, HTTP alone), its peak against that one's target.
+The figures come from the on-device probes (tools/measure/probes/) run under each
 micropython; rows() and its neighbours turn them into make bench's table rows.
+
+    python -m tools.measure.memory [--hours 24] [--search-hours 1] [--builds unix32]
+
+runs this part of make bench alone and prints its rows.
 """
+import argparse
 import glob
 import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 
+from tools.bench.broker import Broker, free_port
 from tools.device import manifest, unix32
 from tools.device.deploy import build_tree, sources as deploy_sources
 from tools.paths import AGENT_MANIFEST, BOARDS, MPY_LIB, ROOT, micropython
@@ -31,6 +40,11 @@ HEAP_SIZES = list(range(16, 129, 4))  # KB: the smallest passing heap is searche
 
 
 TARGET_HEAP = ("unix32", "40K")  # the long session runs again at this heap, no growth
+
+# The long session's fronts on the ESP32's model (TARGET_HEAP's build), each with its target
+# for the live peak in KB (spec/http.md, "Memory"): (the probe's FRONTS, what it is, target).
+FRONTS = (("mqtt", "MQTT alone", 24), ("mqtt+http", "MQTT and HTTP", 28),
+          ("http", "HTTP alone (no broker)", 24))
 
 
 def module_names():
@@ -62,20 +76,23 @@ def probe(build, script, *args, heapsize="256K", timeout=900):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def session(build, broker, size, hours, log=None):
+def session(build, broker, size, hours, log=None, fronts="mqtt"):
     """The heap probe's figures if its session passed (no MemoryError, one MQTT connection
-    throughout, the last cap applied), else None; `log` gets (size, why) for every session."""
+    throughout, every HTTP request answered 200, the last cap applied), else None; `log` gets
+    (size, why) for every session. `fronts`: the probe's FRONTS."""
     exe, env = micropython(build)
     with tempfile.TemporaryDirectory(prefix="bench-heap-") as state:
         out = subprocess.run(exe + ["-X", "heapsize=" + size, os.path.join(
-            ROOT, "tools", "measure", "probes", "heap_probe.py"), broker.address, str(hours),
-            state], env=env, capture_output=True, text=True, timeout=900)
+            ROOT, "tools", "measure", "probes", "heap_probe.py"),
+            broker.address if broker else "-", str(hours), state, fronts, str(free_port())],
+            env=env, capture_output=True, text=True, timeout=1800)
     lines = (out.stdout + out.stderr).strip().splitlines()
     r = json.loads(lines[-1]) if out.returncode == 0 and lines else None
     if r is not None:
         # The live figures count the interpreter and the agent, not the probe's bytecode
-        # (2.3 KB on the 32-bit build): a board runs a frozen main, not a script in RAM.
-        # The probe's own part: its live heap at its first line less a one-line script's.
+        # and its HTTP client's class (2.7 KB on the 32-bit build): a board runs a frozen
+        # main, not a script in RAM. The probe's own part: its live heap before its first
+        # import less a one-line script's.
         bare = subprocess.run(exe + ["-X", "heapsize=" + size, "-c",
                                      "import gc;gc.collect();print(gc.mem_alloc())"],
                               env=env, capture_output=True, text=True, timeout=60)
@@ -86,14 +103,16 @@ def session(build, broker, size, hours, log=None):
                     figures[k] -= r["probe_code"]
     if r is None:
         why = lines[-1] if lines else "exit %d" % out.returncode  # e.g. MemoryError
-    elif r["connects"] != 1:
+    elif r["connects"] not in (None, 1):
         why = "%d MQTT connections" % r["connects"]
+    elif r["http_answers"] is not None and set(r["http_answers"]) != {"200"}:
+        why = "HTTP answers %s" % r["http_answers"]
     elif r["final_cap_w"] != r["expected_cap_w"]:
         why = "last cap %d W, not %d W" % (r["final_cap_w"], r["expected_cap_w"])
     else:
         why = "passed"
     if log is not None:
-        log.append((size, why))
+        log.append((size, fronts, why))
     return r if why == "passed" else None
 
 
@@ -112,10 +131,13 @@ def heap(build, broker, hours, search_hours, log):
     return full, smallest
 
 
-def memory(broker, hours, search_hours):
-    """{build: figures} for MEMORY_BUILDS, or {build: {"skipped": why}}."""
+def memory(broker, hours, search_hours, builds=None):
+    """{build: figures} for MEMORY_BUILDS (those named in `builds`, or all), or
+    {build: {"skipped": why}}."""
     out = {}
     for build, what, _, _ in MEMORY_BUILDS:
+        if builds and build not in builds:
+            continue
         if build != "wheel":
             try:
                 unix32.build()
@@ -126,18 +148,24 @@ def memory(broker, hours, search_hours):
               flush=True)
         alloc = probe(build, "alloc_probe.py", "-", "5000", heapsize="256K")
         imports = probe(build, "import_probe.py", *module_names())
-        log = []  # every heap session: (size, "passed" or why not)
+        log = []  # every heap session: (size, fronts, "passed" or why not)
         full, smallest = heap(build, broker, hours, search_hours, log)
         out[build] = {"alloc": alloc, "imports": imports, "heap": full,
                       "smallest_heap_k": smallest, "sessions": log}
         if build == TARGET_HEAP[0]:
             out[build]["at_target"] = session(build, broker, TARGET_HEAP[1], hours, log)
+            print("bench: heap, %s: the %g h session with each front ..." % (what, hours),
+                  flush=True)
+            out[build]["fronts"] = {f: full if f == "mqtt" else session(
+                build, broker, "256K", hours, log, f) for f, _, _ in FRONTS}
     return out
 
 
 def rows(mem, hours, search_hours):
     rows = []
     for build, what, live_vs, smallest_vs in MEMORY_BUILDS:
+        if build not in mem:
+            continue
         m = mem[build]
         if "skipped" in m:
             rows.append(("heap and allocations, %s" % what, "skipped: " + m["skipped"], ""))
@@ -165,6 +193,14 @@ def rows(mem, hours, search_hours):
                "passes, %.1f KB live peak" % (m["at_target"]["peak_live"] / 1024)
                if m["at_target"] else "FAILED",
                "the target heap, no growth")] if "at_target" in m else []) + [
+            ("heap, %s: peak live, %g h session, %s" % (what, hours, name),
+             "%.1f KB live after collect (%.1f KB sampled with garbage; %.1f KB connected)" % (
+                 r["peak_live"] / 1024, r["peak_alloc"] / 1024,
+                 r["stages"]["connected"] / 1024) if r else "FAILED",
+             "target <= %d KB: %s" % (target, "met" if r and r["peak_live"] <= target * 1024
+                                      else "MISSED"))
+            for fronts, name, target in FRONTS if fronts in m.get("fronts", ())
+            for r in (m["fronts"][fronts],)] + [
             ("allocations per control tick, %s" % what,
              "%g bytes (%d bytes over %d ticks in %d states)" % (
                  sum(r["bytes"] for r in steady) / (steady[0]["ticks"] * len(steady)),
@@ -210,3 +246,50 @@ def footprint_row(ours, ocpp_code, theirs):
                 ours / 1024, (ours - ocpp_code) / 1024, ocpp_code / 1024, theirs / 1024),
             "target < 64 KB, set before OCPP (docs/performance.md); the v1.28.0 image freezes "
             "the same micropython-lib (imported first)")
+
+
+def phase_switch_cost():
+    """The switch between one phase and three on make unix32's build (probes/phase_probe.py):
+    None if the probe failed."""
+    return probe("unix32", "phase_probe.py")
+
+
+def phase_rows(p):
+    if not p:
+        return [("phases: a switch, 32-bit v1.28.0, frozen", "FAILED", "")]
+    s, q = p["switch"], p["steady"]
+    return [
+        ("phases: heap of a second contactor, 32-bit v1.28.0, frozen",
+         "%+d B live (%.1f KB an agent with it, %.1f KB without)" % (
+             p["switching"] - p["plain"], p["switching"] / 1024, p["plain"] / 1024),
+         "the feature's objects: the module is frozen"),
+        ("phases: control tick through a switch, 32-bit v1.28.0, frozen",
+         "%d B over %d ticks (%.1f s: pause, settle, move, resume); median %d us, p99 %d us"
+         " (charging: %d B, median %d us, p99 %d us)" % (
+             s["bytes"], s["ticks"], s["ticks"] / 100, s["p50_us"], s["p99_us"],
+             q["bytes"], q["p50_us"], q["p99_us"]),
+         "0 B; the tick's time unchanged by a switch (period 10 000 us)"),
+    ]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m tools.measure.memory",
+                                description="make bench's memory figures alone")
+    p.add_argument("--hours", type=float, default=24, help="virtual hours of the long session")
+    p.add_argument("--search-hours", type=float, default=1,
+                   help="virtual hours of each session in the heap-size search")
+    p.add_argument("--builds", nargs="+", choices=[b[0] for b in MEMORY_BUILDS],
+                   help="only these builds (default: all)")
+    a = p.parse_args(argv)
+    broker = Broker(Broker.preferred()).start()
+    try:
+        mem = memory(broker, a.hours, a.search_hours, a.builds)
+    finally:
+        broker.stop()
+    for r in rows(mem, a.hours, a.search_hours):
+        print("| %s | %s | %s |" % r)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,7 +7,7 @@ latency.py (timings and speeds), memory.py (heap and flash footprint, for each w
 runs here), meters.py (the Modbus meters' poll, their wiring's heap and the tick while they
 are polled), wear.py (flash writes and wear), ocpp_heap.py (the OCPP uplink's heap), ota.py
 (an update's verification, heap and flash wear), site_day.py (a site day) and cloud.py (the
-cloud service).
+cloud service); memory.py also the switch between one phase and three.
 """
 import argparse
 import json
@@ -106,6 +106,8 @@ def main(argv=None):
     meter_poll = meters.poll_cost()
     print("bench: the control tick while the meters are polled (unix32) ...", flush=True)
     meter_tick = meters.tick_cost()
+    print("bench: a switch between one phase and three (unix32) ...", flush=True)
+    phase = memory.phase_switch_cost()
     rows = latency.rows(rtt, cap_ms, limit_ms, expiry, ack_ms, done_ms, unplug, c_to_b) + \
         memory.rows(mem, a.hours, a.search_hours) + [
             memory.tick_row(mem),
@@ -113,6 +115,7 @@ def main(argv=None):
             ocpp_heap.row(ocpp),
             ocpp_heap.row_32(ocpp32),
             memory.footprint_row(ours, ocpp_code, theirs),
+        ] + memory.phase_rows(phase) + [
             latency.speed_row(mp_speed, cp_speed, mem["wheel"]["heap"]),
             latency.page_row(no_page, with_page, pushes),
             ota.row(verify),
@@ -144,7 +147,7 @@ def main(argv=None):
             "cloud": cloud_raw, "ota_verify": verify,
             "ota_update": {str(k): v for k, v in update.items()},
             "ota_wear": update_wear, "meter_poll": meter_poll, "meter_tick": meter_tick,
-            "fleet": fleet_raw}}, f, indent=1)
+            "phase_switch": phase, "fleet": fleet_raw}}, f, indent=1)
     print("\nwritten to %s" % os.path.relpath(a.out, ROOT))
     return 0
 
