@@ -8,7 +8,7 @@ import pytest
 
 import record
 from conftest import duty, plug
-from settings import BURST_WRITES, SPELL_MS
+from settings import BURST_WRITES, READ_ONLY, SPELL_MS, WRITABLE
 from tools.paths import FIRMWARE_DIRS, ROOT, SHIMS, board_dir, micropython
 
 PATH = "/ev-charger/charger-1/settings"
@@ -98,7 +98,8 @@ def test_infinity_is_not_a_value(rig):
     b'{"requestId": "r-9", "settings": {}}', b'{"requestId": "r-9", "settings": 5}',
     b'{"requestId": "r-9"}', b'{"requestId": "r-9", "settings": {"max_charge_rate": 7}}',
     # more keys than the charger has settings (test_http: hundreds ran a 56 KB heap dry)
-    b'{"requestId": "r-9", "settings": {"a": 0, "b": 0, "c": 0, "d": 0, "e": 0, "f": 0}}'])
+    json.dumps({"requestId": "r-9", "settings": {
+        "k%d" % k: 0 for k in range(len(WRITABLE) + len(READ_ONLY) + 1)}}).encode()])
 def test_invalid_request_400(rig, payload):
     reply = rig.request("settings", payload)
     assert reply["success"] is False and reply["error"]["code"] == "INVALID_REQUEST"
