@@ -135,15 +135,28 @@ class Fleet:
 
 
 class Agent:
-    """make sim's launcher: one real agent (micropython) and its bench, on `broker`."""
+    """make sim's launcher: one real agent (micropython) and its bench, on `broker`. Its
+    output (the uplink's lines: each connect and each failure) goes to `log`, each line
+    stamped with the bench's clock."""
 
     def __init__(self, broker, state_dir, device_id):
         self.id = device_id
+        self.log = []  # (time.monotonic(), line)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.bench.sim", "--broker", broker, "--state-dir",
+            [sys.executable, "-u", "-m", "tools.bench.sim", "--broker", broker, "--state-dir",
              state_dir, "--device-id", device_id, "--no-page"], cwd=ROOT,
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
         children.adopt(self, self.stop)
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.log.append((time.monotonic(), line.rstrip()))
+
+    def uplink_since(self, t0):
+        """Its uplink lines after time.monotonic() `t0`, each "+S.S s line"."""
+        return ["+%.1f s %s" % (t - t0, line) for t, line in list(self.log)
+                if t >= t0 and line.startswith("uplink:")]
 
     def stop(self):
         children.interrupt(self.proc)
@@ -453,6 +466,11 @@ def cluster_half(state_dir, chargers, pg, rows, raw):
             time.sleep(0.2)
         agent_write = call(replicas[0].port, "POST", "/ev-charger/agent-c",
                            {"action": {"command": "idle"}})
+        # What the agent did meanwhile (its own words): which node it dialled and how each
+        # dial ended, the nodes named by letter.
+        uplink = agents[0].uplink_since(killed)
+        for letter, node in zip("ABC", (a, b, c)):
+            uplink = [line.replace(node.address, letter) for line in uplink]
         time.sleep(max(0, 10 - (time.monotonic() - killed)))
         down_s = time.monotonic() - killed
         t0 = time.monotonic()
@@ -475,12 +493,15 @@ def cluster_half(state_dir, chargers, pg, rows, raw):
                          " " + agent_write[1].get("error", {}).get("code", "")
                          if agent_write[0] >= 400 else "", restart_s) +
                      ("; %d of its reads unanswered within %g s" % (slow_polls, REQUEST_BOUND_S)
-                      if slow_polls else ""),
+                      if slow_polls else "") +
+                     ("; its uplink after the kill: " + ", ".join(uplink)
+                      if agent_moved is None else ""),
                      "no will from a dead node: chargers move by their broker list (backoff "
                      "0.5-0.75 s, then the next node; docs/uplinks.md)"))
         raw["failover_node"] = {"outcomes": load.outcomes, "missing": result[:2],
                                 "replica_moved_s": moved, "doubles_back_ms": back,
-                                "agent_moved_s": agent_moved, "setup_s": setup_s,
+                                "agent_moved_s": agent_moved, "agent_uplink": uplink,
+                                "setup_s": setup_s,
                                 "rtt_same_ms": same, "rtt_across_ms": across}
     finally:
         for a in agents:
