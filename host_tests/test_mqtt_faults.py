@@ -121,7 +121,7 @@ def hostile_payloads(rnd, n):
 
 def test_a_thousand_hostile_payloads(broker, tmp_path, agent_build):
     # At an ESP32's 56 KB heap (unix32) this found json.loads of b"[" * 2000 starving the
-    # control thread of heap (a MemoryError stopped it); api_text.shallow now refuses those.
+    # control thread of heap (a MemoryError stopped it); api_text.json_fault now refuses those.
     sim = make_sim(broker, tmp_path, *agent_build)
     c = Charger(broker.address, "f-1")
     try:

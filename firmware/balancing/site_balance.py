@@ -7,7 +7,7 @@
 # only stores.
 import json
 from micropython import const
-from api_text import shallow
+from api_text import json_fault
 from control import elapsed, later, passed
 from pilot import MIN_CURRENT
 import site_share
@@ -76,7 +76,7 @@ class SiteBalancer:
         return (self.meter_topic, self.peer_topic + "+")
 
     def on_message(self, topic, msg):
-        if len(msg) > _MAX_PAYLOAD or not shallow(msg):  # parsed, either would cost heap
+        if len(msg) > _MAX_PAYLOAD or json_fault(msg):  # not JSON, or parsed would cost heap
             self.ignored += 1
         elif topic == self.meter_topic:
             self._on_meter(msg)

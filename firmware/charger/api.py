@@ -8,7 +8,8 @@ import settings as st
 import topics
 import slot as sl
 from actions import STRATEGY
-from api_text import JsonBody, envelope, error, invalid, refused_settings, shallow, text
+from api_text import (TOO_NESTED, JsonBody, envelope, error, invalid, json_fault,
+                      refused_settings, text)
 
 MAX_PAYLOAD = 2048  # bytes; larger requests are refused unparsed
 # The fields each request kind takes, in the order of topics.REQUESTS (a tuple of constants:
@@ -62,14 +63,15 @@ def _field(kind):
 
 
 def _not_an_object(payload):
-    return invalid("payload must be a JSON object" if shallow(payload) else
-                   "payload holds more than 32 objects and arrays, or nests them more than "
-                   "8 deep")
+    return invalid("payload holds more than 32 objects and arrays, or nests them more than "
+                   "8 deep" if json_fault(payload) == TOO_NESTED else
+                   "payload must be a JSON object")
 
 
 def _parse(payload):
-    # The request, or None if it is not JSON or would take a heap's worth of objects.
-    if not shallow(payload):
+    # The request, or None if it is not JSON (json_fault's grammar, so that both interpreters
+    # refuse the same bodies) or would take a heap's worth of objects.
+    if json_fault(payload):
         return None
     try:
         return json.loads(payload)

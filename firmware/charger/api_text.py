@@ -7,6 +7,8 @@ import gc
 import io
 import json
 
+from micropython import const
+
 
 def printable(value, limit=64):
     # True for a str of 1..limit printable ASCII characters.
@@ -54,31 +56,153 @@ def refused_settings(errors):
     return error(first["code"], first["setting"] + ": " + first["message"], {"errors": errors})
 
 
-def shallow(payload, deep=8, most=32):
-    # Whether json.loads may take `payload` (bytes) without a heap's worth of objects: at
-    # most `most` objects and arrays in all, nested at most `deep`. On a 56 KB heap,
-    # b"[" * 2000 (within the 2 KB bound) needs more than 40 KB parsed and starved the
-    # control thread; the largest request the API takes has 4 levels and 4 containers.
-    depth = count = 0
-    quoted = escaped = False
+# json_fault's answers: 0 when json.loads may take the payload.
+BAD_JSON = const(1)  # not JSON (RFC 8259)
+TOO_NESTED = const(2)  # more objects and arrays, or deeper, than the API takes
+
+# json_fault's states. Between tokens:
+_VALUE = const(0)  # a value must come: at the start, after ":", after "," in an array
+_FIRST = const(1)  # after "[": a value or "]"
+_KEY = const(2)  # after "," in an object: a key
+_KEY_FIRST = const(3)  # after "{": a key or "}"
+_COLON = const(4)  # after a key
+_AFTER = const(5)  # after a value: ",", a closing bracket, or (at the top) the end
+# inside a token:
+_STR = const(6)
+_ESC = const(7)  # after a backslash
+_HEX = const(8)  # in the 4 digits of \uXXXX
+_WORD = const(9)  # in true, false or null
+# in a number, -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?: still wanting a digit
+_SIGN = const(10)
+_DOT = const(11)
+_E = const(12)
+_E_SIGN = const(13)
+# or complete so far (a number ends at the first byte that cannot continue it)
+_ZERO = const(14)
+_INT = const(15)
+_FRAC = const(16)
+_EXP = const(17)
+
+_WORDS = b"true false null "  # json_fault reads a literal from its first letter to the space
+
+
+def json_fault(payload, deep=8, most=32):
+    # 0 if json.loads may take `payload` (bytes): JSON by RFC 8259's grammar, with at most
+    # `most` objects and arrays in all, nested at most `deep`; else BAD_JSON or TOO_NESTED,
+    # whichever the first byte past the bounds meets. One pass over the bytes, allocating
+    # nothing (the open containers are bits of a small int: 1 an object, 0 an array).
+    # The grammar: MicroPython's json.loads takes {"a":1,}, {"a" 1}, 07 and a trailing NUL
+    # that CPython's refuses, and the charger applied them (docs/protocol.md: 400). The
+    # bounds: on a 56 KB heap, b"[" * 2000 (within the 2 KB bound) needs more than 40 KB
+    # parsed and starved the control thread; the largest request the API takes has 4 levels
+    # and 4 containers. Stricter than CPython's json.loads: no NaN or Infinity, no BOM, no
+    # UTF-16 or UTF-32 (bytes >= 0x80 pass inside strings; json.loads judges their UTF-8).
+    depth = count = stack = hexes = word = 0
+    state = _VALUE
+    ends = _AFTER  # the state after the string being read: _COLON for a key
     for b in payload:
-        if quoted:
-            if escaped:
-                escaped = False
+        if state == _STR:
+            if b == 34:  # "
+                state = ends
             elif b == 92:  # \
-                escaped = True
-            elif b == 34:  # "
-                quoted = False
-        elif b == 34:
-            quoted = True
-        elif b == 91 or b == 123:  # [ {
+                state = _ESC
+            elif b < 32:
+                return BAD_JSON
+            continue
+        if state == _ESC:
+            if b == 117:  # u
+                state = _HEX
+                hexes = 4
+            elif b in b'"\\/bfnrt':
+                state = _STR
+            else:
+                return BAD_JSON
+            continue
+        if state == _HEX:
+            if not (48 <= b <= 57 or 97 <= (b | 32) <= 102):  # 0-9 a-f A-F
+                return BAD_JSON
+            hexes -= 1
+            if not hexes:
+                state = _STR
+            continue
+        if state == _WORD:
+            if b != _WORDS[word]:
+                return BAD_JSON
+            word += 1
+            if _WORDS[word] == 32:
+                state = _AFTER
+            continue
+        if state >= _SIGN:
+            if 48 <= b <= 57:
+                if state == _SIGN:
+                    state = _ZERO if b == 48 else _INT
+                elif state == _DOT:
+                    state = _FRAC
+                elif state == _E or state == _E_SIGN:
+                    state = _EXP
+                elif state == _ZERO:  # 07
+                    return BAD_JSON
+                continue
+            if b == 46 and (state == _ZERO or state == _INT):  # .
+                state = _DOT
+                continue
+            if (b | 32) == 101 and (state == _ZERO or state == _INT or state == _FRAC):  # e E
+                state = _E
+                continue
+            if (b == 43 or b == 45) and state == _E:  # + -
+                state = _E_SIGN
+                continue
+            if state < _ZERO:
+                return BAD_JSON
+            state = _AFTER  # the number ended: `b` is the next token's
+        if b == 32 or b == 10 or b == 13 or b == 9:
+            continue
+        if state == _AFTER:
+            if b == 44 and depth:  # ,
+                state = _KEY if stack & 1 else _VALUE
+                continue
+        elif state == _COLON:
+            if b == 58:  # :
+                state = _VALUE
+                continue
+            return BAD_JSON
+        elif state >= _KEY:  # _KEY, _KEY_FIRST
+            if b == 34:
+                state = _STR
+                ends = _COLON
+                continue
+            if state == _KEY:
+                return BAD_JSON
+        elif b == 34:  # _VALUE, _FIRST
+            state = _STR
+            ends = _AFTER
+            continue
+        elif b == 123 or b == 91:  # { [
             depth += 1
             count += 1
             if depth > deep or count > most:
-                return False
-        elif b == 93 or b == 125:  # ] }
+                return TOO_NESTED
+            stack = stack << 1 | (1 if b == 123 else 0)
+            state = _KEY_FIRST if b == 123 else _FIRST
+            continue
+        elif b == 45:  # -
+            state = _SIGN
+            continue
+        elif 48 <= b <= 57:
+            state = _ZERO if b == 48 else _INT
+            continue
+        elif b == 116 or b == 102 or b == 110:  # t f n
+            state = _WORD
+            word = 1 if b == 116 else 6 if b == 102 else 12
+            continue
+        # what is left: a closing bracket, after a value or opening an empty container
+        if depth and state != _VALUE and b == (125 if stack & 1 else 93):
             depth -= 1
-    return True
+            stack >>= 1
+            state = _AFTER
+            continue
+        return BAD_JSON
+    return 0 if (state == _AFTER or state >= _ZERO) and not depth else BAD_JSON
 
 
 def json_bytes(obj):
