@@ -89,7 +89,8 @@ def test_the_walk_runs_as_written_from_a_key_to_a_rollback(tmp_path, mpy_dir):
     # The broken one: refused to run three times, rolled back, and said so; evctl exits 1.
     assert exits[len(update):] == [0] * (len(broken) - 2) + [1, 0], out
     assert "update: 0.4.0 accepted (downloading)" in out
-    assert re.search(r"\d\d:\d\d:\d\d update.rolled_back crashed", out), out
+    # Decided at boot: its event may come before the board knows the time (docs/ota.md).
+    assert re.search(r"(\d\d:\d\d:\d\d|--:--:--) update.rolled_back crashed", out), out
     assert "firmware      0.3.0 (the update to 0.4.0 was rolled back: crashed)" in out
     assert log.count("ImportError: 0.4.0 fails at import") == 3, log
     assert "sim: agent reset at boot 3 time(s)" in log, log
